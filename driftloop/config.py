@@ -1,0 +1,314 @@
+"""One typed configuration root for `driftloop.yaml`.
+
+Precedence: defaults < YAML < `DRIFTLOOP_*` environment variables < CLI flags.
+An environment variable names a key path with `__` between levels, e.g.
+`DRIFTLOOP_POLICY__ALPHA=0.01` or `DRIFTLOOP_STORE__URL=postgresql+psycopg://...`.
+Every model forbids unknown keys, so a typo is an error that names its path.
+
+    >>> cfg = load_config("driftloop.yaml")
+    >>> cfg.policy.alpha
+    0.05
+
+Relative paths in the file are resolved against the file's own folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from driftloop.errors import ConfigError
+
+ENV_PREFIX = "DRIFTLOOP_"
+# Environment variables with the prefix that are not config keys.
+RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL"}
+DEMO_MODEL = "demo"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreConfig(_Section):
+    url: str | None = Field(default=None, description="SQLAlchemy URL of the feedback store; default: SQLite file `<state_dir>/store.db`.")
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default: `sqlite:///<state_dir>/mlflow.db`.")
+    artifact_location: str | None = Field(default=None, description="Artifact root for new experiments; default: `<state_dir>/mlartifacts`.")
+    experiment: str = Field(default="driftloop", description="MLflow experiment that holds every cycle's runs.")
+    registered_model: str = Field(default="driftloop-model", description="Name of the model in the MLflow registry.")
+
+
+class ModelConfig(_Section):
+    base: str = Field(default=DEMO_MODEL, description="`demo` (build the offline demo model), a local path, or a Hugging Face model id already in the local cache.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for evaluation and training.")
+
+
+class FileSource(_Section):
+    kind: Literal["files"] = "files"
+    path: str = Field(description="File path or glob (JSONL; `.gz` allowed).")
+
+
+class WindowConfig(_Section):
+    current_days: float = Field(default=1.0, gt=0, description="Length of the current window, ending at the newest event (days).")
+    reference_days: float = Field(default=7.0, gt=0, description="Length of the reference window just before the current one (days).")
+
+
+class MonitorConfig(_Section):
+    windows: WindowConfig = WindowConfig()
+    features: list[str] = Field(
+        default=["prompt_len", "response_len", "latency_ms", "tokens_in", "tokens_out", "model_version"],
+        description="Columns compared by the drift report.",
+    )
+    segment_fields: list[str] = Field(default=["topic"], description="Segment keys reported per group.")
+    drift_share_alert: float = Field(default=0.5, ge=0, le=1, description="Share of drifted columns that counts as dataset drift.")
+
+
+class TaskSpec(_Section):
+    name: str = Field(description="lm-eval task name (built-in, a YAML task in evaluators/tasks, or `driftloop_golden`).")
+    kind: Literal["builtin", "project", "golden"] = "project"
+    limit: int | None = Field(default=None, gt=0, description="At most this many items.")
+    num_fewshot: int = Field(default=0, ge=0)
+    metric: str = Field(default="acc", description="Metric of record.")
+    data_dir: str | None = Field(default=None, description="Built-in tasks: local folder that replaces the hub dataset.")
+
+
+class SuiteConfig(_Section):
+    role: Literal["target", "canary", "bias"] = Field(description="target: must improve; canary and bias: non-inferiority.")
+    tasks: list[TaskSpec]
+
+
+class BenchmarkConfig(_Section):
+    suites: dict[str, SuiteConfig] = Field(
+        default_factory=lambda: {
+            "golden": SuiteConfig(role="target", tasks=[TaskSpec(name="driftloop_golden", kind="golden")]),
+            "canary": SuiteConfig(role="canary", tasks=[TaskSpec(name="driftloop_canary", kind="project")]),
+        }
+    )
+    batch_size: int | Literal["auto"] = Field(default=16, description="lm-eval batch size.")
+
+
+class GoldenConfig(_Section):
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1, description="Share of prompt hashes that go to the golden set.")
+    near_dup_jaccard: float = Field(default=0.8, gt=0, le=1, description="Training items whose word-3-gram Jaccard with any golden prompt reaches this are excluded.")
+    num_choices: int = Field(default=4, ge=2, description="Answer choices per golden item (correction + distractors).")
+    salt: str = Field(default="driftloop", description="Salt of the split hash; changing it reshuffles the split (never do it in production).")
+
+
+class PolicyConfig(_Section):
+    version: str = Field(default="1", description="Recorded with each decision.")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of every test (after Holm correction).")
+    min_n: int = Field(default=30, ge=1, description="Below this many observations a verdict is 'insufficient data'.")
+    floors: dict[str, float] = Field(
+        default_factory=lambda: {"thumbs_up_rate": 0.7, "mean_rating": 0.6},
+        description="Absolute floors on quality metrics: a breach is a CI upper bound below the floor.",
+    )
+    max_drop: dict[str, float] = Field(
+        default_factory=lambda: {"thumbs_up_rate": 0.10},
+        description="Largest tolerated drop relative to the reference window.",
+    )
+    min_improvement: float = Field(default=0.0, ge=0, description="Challenger must beat the champion on target suites by more than this.")
+    margins: dict[str, float] = Field(
+        default_factory=lambda: {"canary": 0.05, "bias": 0.02},
+        description="Non-inferiority margins by suite role.",
+    )
+    debounce_m: int = Field(default=1, ge=1, description="M of the last N windows must breach.")
+    debounce_n: int = Field(default=1, ge=1)
+    cooldown_hours: float = Field(default=0.0, ge=0, description="Minimum time between retrains.")
+    max_retrains_per_day: int = Field(default=3, ge=0, description="Retrain budget.")
+
+    @model_validator(mode="after")
+    def _debounce(self) -> "PolicyConfig":
+        if self.debounce_m > self.debounce_n:
+            raise ValueError(f"debounce_m ({self.debounce_m}) must not exceed debounce_n ({self.debounce_n})")
+        return self
+
+
+class LoraConfig(_Section):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default=["c_attn", "c_proj", "c_fc"])
+
+
+class RetrainConfig(_Section):
+    method: Literal["lora", "qlora", "full"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    epochs: float = Field(default=6.0, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
+    replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
+    seed: int = 0
+
+
+class Config(_Section):
+    """The whole `driftloop.yaml`."""
+
+    project: str = Field(default="driftloop", description="Name shown in tables and dashboards.")
+    state_dir: str = Field(default=".driftloop", description="Folder for local state: SQLite store, MLflow, models, reports.")
+    store: StoreConfig = StoreConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    model: ModelConfig = ModelConfig()
+    sources: list[FileSource] = Field(default_factory=list)
+    monitor: MonitorConfig = MonitorConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    golden: GoldenConfig = GoldenConfig()
+    policy: PolicyConfig = PolicyConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+    # Resolved after loading; not part of the file.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def path(self, p: str | Path) -> Path:
+        """Resolve a config path against the config file's folder."""
+        p = Path(os.path.expanduser(str(p)))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path(self.state_dir)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_path / 'store.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        loc = self.tracking.artifact_location
+        if loc and "://" in loc:
+            return loc
+        return str(self.path(loc) if loc else self.state_path / "mlartifacts")
+
+    def source_files(self) -> list[Path]:
+        """Every file the sources match, sorted, so ingestion order is stable."""
+        files: list[Path] = []
+        for s in self.sources:
+            files.extend(Path(p) for p in sorted(glob.glob(str(self.path(s.path)))))
+        return files
+
+
+def _format_error(origin: str, err: ValidationError) -> str:
+    errs = err.errors()
+    first = errs[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "(root)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{origin}: {loc}: {msg}{more}"
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: conflicts with another DRIFTLOOP_ variable")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    check_files: bool = True,
+) -> Config:
+    """Load, merge and validate the configuration; raise ConfigError with a one-line message.
+
+    `path` None means `$DRIFTLOOP_CONFIG` or `./driftloop.yaml`; where neither exists the
+    defaults are used. `check_files` also verifies that the model path and the source
+    files exist. Nothing is written.
+    """
+    env = dict(os.environ) if env is None else env
+    explicit = path is not None or "DRIFTLOOP_CONFIG" in env
+    cfg_path = Path(path or env.get("DRIFTLOOP_CONFIG") or "driftloop.yaml")
+    data: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{cfg_path}:{where}: not valid YAML") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{cfg_path}: not UTF-8 text") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: the top level must be a mapping of keys")
+        data = loaded
+    elif explicit:
+        raise ConfigError(f"{cfg_path}: config file not found")
+    origin = str(cfg_path)
+    env_part = _env_overrides(env)
+    if env_part:
+        data = _merge(data, env_part)
+        origin = f"{cfg_path} (+DRIFTLOOP_* env)"
+    if overrides:
+        data = _merge(data, overrides)
+    if "base_dir" in data:
+        raise ConfigError(f"{origin}: base_dir: unknown key")
+    try:
+        cfg = Config.model_validate({**data, "base_dir": cfg_path.resolve().parent})
+    except ValidationError as e:
+        raise ConfigError(_format_error(origin, e)) from None
+    if check_files:
+        check_config_files(cfg, origin)
+    return cfg
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or os.sep in ref and not _is_hub_id(ref)
+
+
+def _is_hub_id(ref: str) -> bool:
+    # "org/name" with exactly one slash and no path-ish characters.
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def check_config_files(cfg: Config, origin: str = "driftloop.yaml") -> None:
+    """Verify that the files the config names exist (model path, source files)."""
+    base = cfg.model.base
+    if base != DEMO_MODEL and (looks_like_path(base) or cfg.path(base).exists()):
+        if not cfg.path(base).exists():
+            raise ConfigError(f"{origin}: model.base: model path does not exist: {cfg.path(base)}")
+    for i, s in enumerate(cfg.sources):
+        if not glob.glob(str(cfg.path(s.path))):
+            raise ConfigError(f"{origin}: sources.{i}.path: no file matches {cfg.path(s.path)}")
+    for name, suite in cfg.benchmark.suites.items():
+        for j, t in enumerate(suite.tasks):
+            if t.data_dir and not cfg.path(t.data_dir).is_dir():
+                raise ConfigError(f"{origin}: benchmark.suites.{name}.tasks.{j}.data_dir: folder does not exist: {cfg.path(t.data_dir)}")

@@ -1,0 +1,188 @@
+"""Statistics the decisions rest on: intervals, paired tests, multiplicity, power.
+
+Pure numpy/scipy, no I/O. Every function returns plain numbers so that callers
+can quote them in a Decision's reasons.
+
+    >>> wilson(81, 100)
+    (0.81, 0.7222..., 0.8749...)
+    >>> mcnemar_exact(b=2, c=14).p_value < 0.01
+    True
+
+Why here and not in `evaluators/`: the pure decision functions in
+`driftloop.policy` need these, and the core must not import upward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+def _z(confidence: float) -> float:
+    return float(_st.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """Proportion with its Wilson score interval; (None, None, None) when n == 0."""
+    if n <= 0:
+        return None, None, None
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float | None, float | None, float | None]:
+    """Mean with a percentile bootstrap interval; (None, None, None) for an empty sample.
+
+    Resampling uses counts drawn from a multinomial, so the cost is
+    O(n_boot * distinct values) for the discrete ratings we see in practice.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = x.size
+    if n == 0:
+        return None, None, None
+    mean = float(x.mean())
+    if n == 1:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    uniq, counts = np.unique(x, return_counts=True)
+    draws = rng.multinomial(n, counts / n, size=n_boot)  # n_boot x distinct
+    means = draws @ uniq / n
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return mean, float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Challenger minus champion on shared items."""
+
+    diff: float  # mean(challenger) - mean(champion)
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided test of no difference
+    n: int
+    b: int = 0  # champion right, challenger wrong
+    c: int = 0  # champion wrong, challenger right
+    test: str = ""
+
+
+def mcnemar_exact(b: int, c: int) -> PairedResult:
+    """Exact (binomial) McNemar test on the discordant counts b and c."""
+    nd = b + c
+    p = 1.0 if nd == 0 else float(min(1.0, 2 * _st.binom.cdf(min(b, c), nd, 0.5)))
+    return PairedResult(diff=0.0, ci_low=0.0, ci_high=0.0, p_value=p, n=nd, b=b, c=c, test="mcnemar-exact")
+
+
+def paired_binary(champion: Sequence[float], challenger: Sequence[float], confidence: float = 0.95) -> PairedResult:
+    """Paired comparison of 0/1 outcomes: exact McNemar p-value and a Newcombe-style
+    (Wald with continuity-free Tango-like) interval on the difference of proportions.
+
+    The interval is the Wald interval for paired proportions,
+    diff +/- z * sqrt((b + c) - (b - c)^2 / n) / n, widened to Agresti-Min's
+    adjustment (add 0.5 to each cell), which keeps coverage near nominal for small n.
+    """
+    a0 = np.asarray(champion, dtype=float)
+    a1 = np.asarray(challenger, dtype=float)
+    if a0.shape != a1.shape:
+        raise ValueError("paired samples must have the same length")
+    n = a0.size
+    if n == 0:
+        return PairedResult(0.0, 0.0, 0.0, 1.0, 0, test="mcnemar-exact")
+    b = int(np.sum((a0 == 1) & (a1 == 0)))
+    c = int(np.sum((a0 == 0) & (a1 == 1)))
+    base = mcnemar_exact(b, c)
+    diff = (c - b) / n
+    # Agresti-Min (2005): add 0.5 to every cell of the 2x2 table.
+    bb, cc, nn = b + 0.5, c + 0.5, n + 2.0
+    d = (cc - bb) / nn
+    se = math.sqrt(max(((bb + cc) - (cc - bb) ** 2 / nn), 0.0)) / nn
+    z = _z(confidence)
+    return PairedResult(diff, max(-1.0, d - z * se), min(1.0, d + z * se), base.p_value, n, b, c, "mcnemar-exact")
+
+
+def paired_bootstrap(
+    champion: Sequence[float],
+    challenger: Sequence[float],
+    confidence: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> PairedResult:
+    """Paired bootstrap of the mean difference for continuous per-item metrics.
+
+    The p-value is two-sided, from the bootstrap distribution of the centred
+    difference (the share of resampled differences at least as extreme).
+    """
+    a0 = np.asarray(champion, dtype=float)
+    a1 = np.asarray(challenger, dtype=float)
+    if a0.shape != a1.shape:
+        raise ValueError("paired samples must have the same length")
+    d = a1 - a0
+    n = d.size
+    if n == 0:
+        return PairedResult(0.0, 0.0, 0.0, 1.0, 0, test="paired-bootstrap")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = d[idx].mean(axis=1)
+    mean = float(d.mean())
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    centred = boots - mean
+    p = float((np.sum(np.abs(centred) >= abs(mean)) + 1) / (n_boot + 1))
+    return PairedResult(mean, float(lo), float(hi), min(1.0, p), n, test="paired-bootstrap")
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
+    """One-sided p-value that proportion 2 is lower than proportion 1 (pooled z-test)."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    p = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if x2 / n2 >= x1 / n1 else 0.0
+    z = (x1 / n1 - x2 / n2) / se
+    return float(_st.norm.sf(z))
+
+
+def one_sided_p_below(successes: int, n: int, floor: float) -> float:
+    """Exact binomial p-value that the true proportion is below `floor`."""
+    if n == 0:
+        return 1.0
+    return float(_st.binom.cdf(successes, n, floor))
+
+
+def paired_sample_size(drop: float, discordant: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Items needed for a paired (McNemar) test to detect a drop of `drop` in accuracy.
+
+    `discordant` is the expected share of items on which the two models disagree
+    (b + c) / n; it must exceed `drop`. Connor (1987) normal approximation,
+    two-sided alpha.
+    """
+    if not 0 < drop < discordant <= 1:
+        raise ValueError("need 0 < drop < discordant share <= 1")
+    za, zb = _z(1 - alpha), float(_st.norm.ppf(power))
+    n = (za * math.sqrt(discordant) + zb * math.sqrt(discordant - drop * drop)) ** 2 / (drop * drop)
+    return int(math.ceil(n))
