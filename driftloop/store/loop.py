@@ -1,0 +1,123 @@
+"""The loop's persisted state machine: compare-and-set transitions under a lease.
+
+`transition` is the only way the state changes. It succeeds for exactly one of
+several racing processes: it checks the expected state and the lease, then
+writes with `UPDATE ... WHERE version = :v` (or, for the first transition of a
+project, `INSERT ... ON CONFLICT DO NOTHING`), and appends the history row in
+the same transaction. A crashed owner's lease simply expires.
+
+    >>> store.transition("demo", "triggered", "thumbs-up rate fell", owner="flow-1",
+    ...                  expected={"armed"})
+    True
+    >>> store.get_state("demo")["state"]
+    'triggered'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from driftloop.store.engine import insert_ignore
+from driftloop.store.models import LoopState, LoopTransition, utcnow
+
+INITIAL_STATE = "armed"
+_STATE = LoopState.__table__
+_HISTORY = LoopTransition.__table__
+
+
+class LoopStateMixin:
+    """Loop-state methods of `Store` (kept apart so each module stays small)."""
+
+    engine: Engine
+    _writer: Engine
+
+    def get_state(self, project: str) -> dict[str, Any]:
+        """The project's state row as a dict; a project never seen is `armed` since now.
+
+        Keys: project, state, since, reason, data, lease_owner, lease_expires
+        (aware UTC or None) and version (0 for a project with no row yet).
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
+        if row is None:
+            return {"project": project, "state": INITIAL_STATE, "since": utcnow(), "reason": "",
+                    "data": {}, "lease_owner": None, "lease_expires": None, "version": 0}
+        return dict(row)
+
+    def transition(
+        self,
+        project: str,
+        to_state: str,
+        reason: str,
+        owner: str,
+        lease_seconds: float = 600,
+        expected: set[str] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move `project` to `to_state` if nobody else may; return whether it happened.
+
+        Refused (False, nothing written) when the current state is not in
+        `expected` (None accepts any), when another owner holds a lease that has
+        not expired, or when another process changed the row in between. On
+        success the state, reason and data (None means `{}`) are replaced,
+        `since` becomes now unless the state is unchanged (a renewal), `owner`
+        holds the lease for `lease_seconds` seconds, and a history row is added.
+        """
+        now = utcnow()
+        with self._writer.begin() as conn:
+            row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
+            current = row["state"] if row is not None else INITIAL_STATE
+            if expected is not None and current not in expected:
+                return False
+            if row is not None and _leased_by_other(row, owner, now):
+                return False
+            values = {
+                "state": to_state,
+                "since": row["since"] if row is not None and to_state == current else now,
+                "reason": reason,
+                "data": data or {},
+                "lease_owner": owner,
+                "lease_expires": now + timedelta(seconds=lease_seconds),
+            }
+            if row is None:
+                # Two first transitions race on the primary key: one row wins.
+                if insert_ignore(conn, _STATE, [{"project": project, "version": 1, **values}], ["project"]) == 0:
+                    return False
+            else:
+                res = conn.execute(
+                    update(_STATE)
+                    .where(_STATE.c.project == project, _STATE.c.version == row["version"])
+                    .values(version=row["version"] + 1, **values)
+                )
+                if res.rowcount != 1:
+                    return False
+            conn.execute(insert(_HISTORY).values(
+                project=project, from_state=current, to_state=to_state, reason=reason,
+                owner=owner, at=now, data=data or {},
+            ))
+        return True
+
+    def release(self, project: str, owner: str) -> bool:
+        """Give up `owner`'s lease on `project` (the state stays); False if it held none."""
+        with self._writer.begin() as conn:
+            res = conn.execute(
+                update(_STATE)
+                .where(_STATE.c.project == project, _STATE.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires=None, version=_STATE.c.version + 1)
+            )
+        return res.rowcount == 1
+
+    def history(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The project's latest transitions, newest first (id, from_state, to_state, reason, owner, at, data)."""
+        stmt = (select(_HISTORY).where(_HISTORY.c.project == project)
+                .order_by(_HISTORY.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _leased_by_other(row: Any, owner: str, now: datetime) -> bool:
+    holder, expires = row["lease_owner"], row["lease_expires"]
+    return holder is not None and holder != owner and expires is not None and expires > now

@@ -1,0 +1,175 @@
+"""SQLAlchemy 2 tables of the feedback store (typed declarative mapping).
+
+The schema itself is created by the Alembic migrations in `migrations/`; these
+classes describe it to the ORM and to `Store`. Timestamps are always stored in
+UTC: `UTCDateTime` refuses naive datetimes and hands back aware UTC ones on
+both SQLite (which has no time-zone type) and PostgreSQL (`timestamptz`).
+
+    >>> from driftloop.store.models import Base, Feedback
+    >>> sorted(Base.metadata.tables)[:3]
+    ['eval_item', 'feedback', 'ingest_checkpoint']
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Longest source name or checkpoint key (a file path, an HTTP route, a table).
+SOURCE_LEN = 1024
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored in UTC; naive values are an error.
+
+    SQLite's DATETIME keeps no offset, so values are converted to UTC before
+    they are written and marked UTC when read back; on PostgreSQL the column is
+    `timestamp with time zone` and the value is converted to UTC on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware timestamps")
+        value = value.astimezone(timezone.utc)
+        # SQLite would otherwise write the wall-clock digits and drop the offset.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Feedback(Base):
+    """One accepted feedback event (see `driftloop.types.FeedbackEvent`)."""
+
+    __tablename__ = "feedback"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(index=True)
+    model_version: Mapped[str] = mapped_column(String(128), default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text, default="")
+    rating: Mapped[float | None] = mapped_column(Float)  # normalised to [0, 1]
+    rating_raw: Mapped[str | None] = mapped_column(String(64))
+    thumbs_up: Mapped[bool | None] = mapped_column(Boolean)
+    correction: Mapped[str | None] = mapped_column(Text)
+    segment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    latency_ms: Mapped[float | None] = mapped_column(Float)  # milliseconds
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    # `metadata` is reserved on declarative classes, so the attribute is renamed.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    source: Mapped[str] = mapped_column(String(SOURCE_LEN), default="")
+    ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Quarantine(Base):
+    """A row that could not be accepted, kept as read with the reason."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_LEN))
+    raw: Mapped[str] = mapped_column(Text)
+    field: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IngestCheckpoint(Base):
+    """How far a source has been read (a byte offset, or a watermark)."""
+
+    __tablename__ = "ingest_checkpoint"
+
+    source_key: Mapped[str] = mapped_column(String(SOURCE_LEN), primary_key=True)
+    position: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoopState(Base):
+    """The loop's current state per project, with its lease and a CAS version."""
+
+    __tablename__ = "loop_state"
+
+    project: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires: Mapped[datetime | None] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LoopTransition(Base):
+    """One successful state transition (append-only history)."""
+
+    __tablename__ = "loop_transition"
+    __table_args__ = (Index("ix_loop_transition_project_id", "project", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(128))
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    owner: Mapped[str] = mapped_column(String(256))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class EvalItem(Base):
+    """A corrected prompt turned into an evaluation or training item; insert-only."""
+
+    __tablename__ = "eval_item"
+
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prompt_key: Mapped[str] = mapped_column(String(64), index=True)  # hash of the normalised prompt
+    split: Mapped[str] = mapped_column(String(16))  # 'golden' | 'train'
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)  # the user's correction
+    response: Mapped[str] = mapped_column(Text, default="")  # what the model had said
+    segment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source_event_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SampleResult(Base):
+    """One item's outcome in one cached benchmark run (keyed by the cache key)."""
+
+    __tablename__ = "sample_result"
+
+    cache_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    task: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))
+    metric: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[float] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+__all__ = [
+    "Base", "EvalItem", "Feedback", "IngestCheckpoint", "LoopState", "LoopTransition",
+    "Quarantine", "SampleResult", "UTCDateTime", "utcnow",
+]

@@ -1,0 +1,310 @@
+"""`Store`: the one place that reads and writes the feedback database.
+
+Every write is one transaction: a batch of events, its quarantined rows and the
+source's checkpoint commit together or not at all, so an interrupted ingestion
+resumes exactly after its last committed batch. Duplicate events (by
+`event_id`) are skipped and counted. Works on SQLite (one machine) and
+PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
+
+    >>> store = Store("sqlite:///.driftloop/store.db")
+    >>> store.migrate()
+    >>> store.add_events(events, source="feedback.jsonl")
+    (1200, 0)
+    >>> df = store.read_window(start, end, segment_fields=["topic"])
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, delete, func, select, text
+
+from driftloop.store.engine import WRITE, insert_ignore, make_engine, upsert
+from driftloop.store.loop import LoopStateMixin
+from driftloop.store.models import (
+    EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, utcnow,
+)
+from driftloop.types import FeedbackEvent
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
+_MIGRATE_LOCK = 7_310_315_001
+WINDOW_COLUMNS = (
+    "event_id", "ts", "model_version", "prompt_len", "response_len", "latency_ms",
+    "tokens_in", "tokens_out", "rating", "thumbs_up", "has_correction",
+)
+SPLITS = ("golden", "train")
+
+_FEEDBACK: Table = Feedback.__table__  # type: ignore[assignment]
+_QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
+_CHECKPOINT: Table = IngestCheckpoint.__table__  # type: ignore[assignment]
+_ITEM: Table = EvalItem.__table__  # type: ignore[assignment]
+_SAMPLE: Table = SampleResult.__table__  # type: ignore[assignment]
+
+
+class Store(LoopStateMixin):
+    """Repository over the feedback store at a SQLAlchemy URL (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        # Same pool; its transactions start with BEGIN IMMEDIATE on SQLite.
+        self._writer = self.engine.execution_options(**WRITE)
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Close every pooled connection (the store can still be used afterwards)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- schema
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision; a no-op when it is there.
+
+        The Alembic config is built in code from the migrations folder inside
+        the package, so this works from an installed package and any working
+        directory. Concurrent callers are serialised (an advisory lock on
+        PostgreSQL, the write lock on SQLite).
+        """
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        with self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # --------------------------------------------------------------- feedback
+    def add_batch(
+        self,
+        events: list[FeedbackEvent],
+        quarantine: list[dict[str, Any]],
+        source: str,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Write events, quarantined rows and the source checkpoint in one transaction.
+
+        Returns (accepted, duplicates): an event whose `event_id` is already
+        stored, or appears earlier in the same batch, is skipped and counted
+        as a duplicate. `quarantine` rows have keys source, raw, field and
+        reason; `checkpoint` is (source_key, position) and is overwritten.
+        """
+        rows, seen = [], set()
+        for e in events:
+            if e.event_id in seen:
+                continue
+            seen.add(e.event_id)
+            rows.append(_event_row(e, source))
+        with self._writer.begin() as conn:
+            accepted = insert_ignore(conn, _FEEDBACK, rows, ["event_id"])
+            if quarantine:
+                conn.execute(_QUARANTINE.insert(), [_quarantine_row(q) for q in quarantine])
+            if checkpoint is not None:
+                upsert(conn, _CHECKPOINT, {"source_key": checkpoint[0], "position": checkpoint[1],
+                                           "updated_at": utcnow()}, ["source_key"])
+        return accepted, len(events) - accepted
+
+    def add_events(
+        self, events: list[FeedbackEvent], source: str, checkpoint: tuple[str, str] | None = None
+    ) -> tuple[int, int]:
+        """Store events, skipping duplicates; return (accepted, duplicates). See `add_batch`."""
+        return self.add_batch(events, [], source, checkpoint)
+
+    def add_quarantine(self, rows: list[dict[str, Any]]) -> int:
+        """Store rows that could not be accepted (keys source, raw, field, reason); return how many."""
+        self.add_batch([], rows, source="")
+        return len(rows)
+
+    def get_checkpoint(self, source_key: str) -> str | None:
+        """The last committed position of a source, or None if it was never read."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(_CHECKPOINT.c.position).where(_CHECKPOINT.c.source_key == source_key)
+            ).scalar_one_or_none()
+
+    def count_events(self) -> int:
+        """Number of stored feedback events."""
+        return self._count(_FEEDBACK)
+
+    def count_quarantine(self) -> int:
+        """Number of quarantined rows."""
+        return self._count(_QUARANTINE)
+
+    def _count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def time_bounds(self) -> tuple[datetime, datetime] | None:
+        """(oldest, newest) event timestamp as aware UTC datetimes, or None when the store is empty."""
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(select(func.min(_FEEDBACK.c.ts), func.max(_FEEDBACK.c.ts))).one()
+        return None if lo is None else (lo, hi)
+
+    def read_window(self, start: datetime, end: datetime, segment_fields: list[str]) -> "pd.DataFrame":
+        """Events with start <= ts < end as a frame of numbers and segments, never the texts.
+
+        Columns, in order: event_id, ts (UTC), model_version, prompt_len and
+        response_len (characters, computed by the database), latency_ms,
+        tokens_in, tokens_out and rating (float, NaN when absent), thumbs_up
+        (1.0/0.0/NaN), has_correction (bool), then one string column per
+        segment field ("" when the event lacks it). Rows are ordered by ts.
+        """
+        import numpy as np
+        import pandas as pd
+
+        for name, t in (("start", start), ("end", end)):
+            if t.tzinfo is None:
+                raise ValueError(f"read_window: {name} must be timezone-aware, got {t!r}")
+        fields = list(dict.fromkeys(segment_fields))
+        clash = [f for f in fields if f in WINDOW_COLUMNS]
+        if clash:
+            raise ValueError(f"read_window: segment field(s) {clash} clash with the window's own columns")
+        f = _FEEDBACK.c
+        cols = [f.event_id, f.ts, f.model_version, func.length(f.prompt), func.length(f.response),
+                f.latency_ms, f.tokens_in, f.tokens_out, f.rating, f.thumbs_up, f.correction.is_not(None)]
+        # JSON path extraction in SQL: json_extract on SQLite, ->> on PostgreSQL.
+        cols += [func.coalesce(f.segment[k].as_string(), "") for k in fields]
+        stmt = select(*cols).where(f.ts >= start, f.ts < end).order_by(f.ts, f.event_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        col = list(zip(*rows)) if rows else [()] * len(cols)
+
+        def floats(values: tuple) -> np.ndarray:
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+        data: dict[str, Any] = {
+            "event_id": pd.Series(col[0], dtype=object),
+            "ts": pd.Series(pd.to_datetime(list(col[1]), utc=True)),
+            "model_version": pd.Series(col[2], dtype=object),
+            "prompt_len": np.array(col[3], dtype=np.int64),
+            "response_len": np.array(col[4], dtype=np.int64),
+        }
+        for i, name in enumerate(("latency_ms", "tokens_in", "tokens_out", "rating", "thumbs_up"), start=5):
+            data[name] = floats(col[i])
+        data["has_correction"] = np.array([bool(v) for v in col[10]], dtype=bool)
+        for i, k in enumerate(fields, start=11):
+            data[k] = pd.Series(col[i], dtype=object)
+        return pd.DataFrame(data)
+
+    def corrected_events(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Events that carry a correction (ts >= since), ordered by ts then event_id.
+
+        Each dict has event_id, ts, prompt, response, correction and segment.
+        """
+        f = _FEEDBACK.c
+        stmt = select(f.event_id, f.ts, f.prompt, f.response, f.correction, f.segment).where(
+            f.correction.is_not(None))
+        if since is not None:
+            stmt = stmt.where(f.ts >= since)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(f.ts, f.event_id)).mappings()]
+
+    # ------------------------------------------------------------- eval items
+    def add_items(self, items: list[dict[str, Any]]) -> int:
+        """Insert evaluation items; return how many were new. Insert-only.
+
+        Each dict needs item_id, prompt_key, split ('golden' or 'train'), prompt
+        and answer; response, segment and source_event_id are optional. An
+        item_id already stored is left exactly as it is, so an item never
+        changes split (a golden item stays golden).
+        """
+        rows, seen = [], set()
+        for it in items:
+            if it["split"] not in SPLITS:
+                raise ValueError(f"add_items: item {it['item_id']!r}: split must be one of {SPLITS}, got {it['split']!r}")
+            if it["item_id"] in seen:
+                continue
+            seen.add(it["item_id"])
+            rows.append({
+                "item_id": it["item_id"], "prompt_key": it["prompt_key"], "split": it["split"],
+                "prompt": it["prompt"], "answer": it["answer"], "response": it.get("response") or "",
+                "segment": dict(it.get("segment") or {}), "source_event_id": it.get("source_event_id"),
+                "created_at": utcnow(),
+            })
+        with self._writer.begin() as conn:
+            return insert_ignore(conn, _ITEM, rows, ["item_id"])
+
+    def items(self, split: str | None = None) -> list[dict[str, Any]]:
+        """Stored items (all columns as dicts), optionally of one split, oldest first."""
+        stmt = select(_ITEM)
+        if split is not None:
+            stmt = stmt.where(_ITEM.c.split == split)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(_ITEM.c.created_at, _ITEM.c.item_id)).mappings()]
+
+    def item_splits(self) -> dict[str, str]:
+        """prompt_key -> split of every stored item; 'golden' wins if a key has both."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_ITEM.c.prompt_key, _ITEM.c.split).distinct()).all()
+        out: dict[str, str] = {}
+        for key, split in rows:
+            if out.get(key) != "golden":
+                out[key] = split
+        return out
+
+    # ------------------------------------------------------- sample results
+    def save_samples(
+        self, cache_key: str, task: str, model: str, metric: str,
+        items: dict[str, float], detail: dict[str, dict[str, Any]],
+    ) -> None:
+        """Store one benchmark run's per-item outcomes under `cache_key`, replacing any earlier ones."""
+        now = utcnow()
+        rows = [{"cache_key": cache_key, "item_id": str(k), "task": task, "model": model, "metric": metric,
+                 "outcome": float(v), "detail": detail.get(k) or {}, "created_at": now} for k, v in items.items()]
+        with self._writer.begin() as conn:
+            conn.execute(delete(_SAMPLE).where(_SAMPLE.c.cache_key == cache_key))
+            if rows:
+                conn.execute(_SAMPLE.insert(), rows)
+
+    def load_samples(self, cache_key: str) -> dict[str, Any] | None:
+        """The run saved under `cache_key` as {task, model, metric, items, detail}, or None.
+
+        The dict has the fields of `driftloop.types.SampleResults`; `detail`
+        holds only the items that had any.
+        """
+        stmt = select(_SAMPLE).where(_SAMPLE.c.cache_key == cache_key).order_by(_SAMPLE.c.item_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        if not rows:
+            return None
+        first = rows[0]
+        return {"task": first["task"], "model": first["model"], "metric": first["metric"],
+                "items": {r["item_id"]: r["outcome"] for r in rows},
+                "detail": {r["item_id"]: r["detail"] for r in rows if r["detail"]}}
+
+
+def _event_row(e: FeedbackEvent, source: str) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id, "ts": e.ts, "model_version": e.model_version, "prompt": e.prompt,
+        "response": e.response, "rating": e.rating, "rating_raw": e.rating_raw, "thumbs_up": e.thumbs_up,
+        "correction": e.correction, "segment": dict(e.segment), "latency_ms": e.latency_ms,
+        "tokens_in": e.tokens_in, "tokens_out": e.tokens_out, "metadata": dict(e.metadata),
+        "source": source, "ingested_at": utcnow(),
+    }
+
+
+def _text(value: Any) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded.
+    s = value if isinstance(value, str) else str(value)
+    return s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _quarantine_row(q: dict[str, Any]) -> dict[str, Any]:
+    return {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
+            "field": _text(q.get("field", ""))[:128], "reason": _text(q.get("reason", "")),
+            "created_at": utcnow()}

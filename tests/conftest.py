@@ -1,0 +1,155 @@
+"""Shared test setup: an offline, isolated environment and real databases.
+
+At import time the environment is made offline and private to the session
+(Hugging Face offline, Prefect home in a temporary folder, no `DRIFTLOOP_*`
+variables leaking in from the shell). Fixtures give a real PostgreSQL 15
+cluster started for the session and a migrated `Store` on SQLite and on
+PostgreSQL:
+
+    @pytest.mark.postgres
+    def test_x(pg_url): ...
+
+    def test_y(store):          # runs once per backend
+        assert store.count_events() == 0
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# ------------------------------------------------------------------ environment
+_PREFECT_HOME = tempfile.mkdtemp(prefix="driftloop-prefect-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, True)
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Synchronous MLflow logging: a test reads back what it logged at once.
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+})
+# Tests choose their own servers: never reach one configured in the shell.
+for _k in list(os.environ):
+    if _k.startswith("DRIFTLOOP_") or _k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        del os.environ[_k]
+
+# ------------------------------------------------------------------ PostgreSQL
+PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bindir() -> Path | None:
+    if (PG_BINDIR / "initdb").exists() and (PG_BINDIR / "pg_ctl").exists():
+        return PG_BINDIR
+    found = shutil.which("initdb")
+    return Path(found).parent if found and shutil.which("pg_ctl") else None
+
+
+def _admin(port: int, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_port() -> int:
+    """Port of a throwaway PostgreSQL cluster on 127.0.0.1 (user postgres, trust auth)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip(f"PostgreSQL server binaries not found ({PG_BINDIR} or initdb/pg_ctl on PATH)")
+    # Directly under /tmp: the postgres user cannot enter pytest's private tmp tree.
+    root = Path(tempfile.mkdtemp(prefix="driftloop-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, log = root / "data", root / "server.log"
+    subprocess.run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                             "-E", "UTF8", "--locale=C", "--no-sync"],
+                   check=True, capture_output=True)
+    port = 0
+    for _ in range(3):  # another process may take the free port before the server binds it
+        port = _free_port()
+        # A throwaway cluster: durability is not needed, speed is.
+        opts = (f"-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {root}")
+        started = subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log),
+                                           "-o", opts, "-w", "-t", "60", "start"], capture_output=True)
+        if started.returncode == 0:
+            break
+    else:
+        text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start: {started.stderr.decode(errors='replace')}\n{text}")
+    try:
+        yield port
+    finally:
+        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_pg_database(port: int) -> str:
+    """Create an empty database in the session cluster and return its SQLAlchemy URL."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    _admin(port, f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_port: int) -> str:
+    """SQLAlchemy URL of one database in the session's PostgreSQL cluster."""
+    return new_pg_database(pg_port)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database per test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return new_pg_database(request.getfixturevalue("pg_port"))
+
+
+@pytest.fixture
+def store(store_url: str):
+    """A migrated `Store` on each backend."""
+    from driftloop.store import Store
+
+    s = Store(store_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):
+    """A migrated `Store` on a SQLite file (for tests where the backend does not matter)."""
+    from driftloop.store import Store
+
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    s.migrate()
+    yield s
+    s.close()
