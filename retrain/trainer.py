@@ -1,0 +1,304 @@
+"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs: LoRA,
+QLoRA or full, in a plain torch loop. Imports only the standard library, torch,
+transformers and peft, so it runs on a bare GPU worker.
+
+The loss covers the completion only: the tokens of the prompt template get
+label -100. The result folder is written atomically (built beside
+`output_dir`, renamed at the end), so a crashed job leaves nothing behind.
+
+    >>> spec = RetrainSpec(base_model="models/demo", data_path="train.jsonl", output_dir="runs/r1")
+    >>> result = train(spec, progress=lambda step, total, loss: print(step, total, loss))
+    >>> result.model_dir          # full model (LoRA merged into a copy of the base) + tokenizer
+    'runs/r1/model'
+
+Result folder: `adapter/` (LoRA, QLoRA), `model/`, `metrics.json`,
+`manifest.json` (sorted sha256 of each trained example, and the ids) and
+`spec.json`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from retrain.spec import RetrainSpec, dataset_digest, example_hash
+
+Progress = Callable[[int, int, float], None]
+
+
+class DataError(ValueError):
+    """The training data file is unusable (bad row, duplicate id, nothing left to train on)."""
+
+
+@dataclass
+class TrainResult:
+    """Where one job put its outputs, and what it measured."""
+
+    output_dir: str
+    model_dir: str  # full model folder: AutoModelForCausalLM, AutoTokenizer, lm-eval's hf backend
+    adapter_dir: str | None  # the PEFT adapter alone (None for full fine-tuning)
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Encoded:
+    """One tokenised example: ids of prompt + completion + eos, labels -100 on the prompt."""
+
+    example: dict[str, Any]
+    input_ids: list[int]
+    labels: list[int]
+
+
+def load_examples(path: str | Path) -> list[dict[str, Any]]:
+    """Read JSONL rows {"id", "prompt", "completion"} (all strings, ids unique); a bad row
+    raises DataError naming its line."""
+    rows, seen = [], set()
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON: {e}") from None
+            fields = ("id", "prompt", "completion")
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
+                raise DataError(f"{path}:{n}: expected string fields id, prompt, completion")
+            if row["id"] in seen:
+                raise DataError(f"{path}:{n}: duplicate id {row['id']!r}")
+            seen.add(row["id"])
+            rows.append({"id": row["id"], "prompt": row["prompt"], "completion": row["completion"]})
+    if not rows:
+        raise DataError(f"{path}: no training examples")
+    return rows
+
+
+def encode_example(tokenizer, example: dict[str, Any], template: str) -> Encoded:
+    """Tokenise one example as the evaluator scores it: the prompt text, then " " + completion,
+    then eos. Like lm-eval, the whole text is encoded once and split at the prompt's length, so
+    training and scoring see the same tokens."""
+    context = template.replace("{prompt}", example["prompt"])
+    whole = tokenizer(context + " " + example["completion"])["input_ids"]
+    ctx = tokenizer(context)["input_ids"]
+    if whole[: len(ctx)] != ctx:  # a token straddles the boundary: encode the parts apart
+        whole = ctx + tokenizer(" " + example["completion"], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = whole + ([eos] if eos is not None and whole[-1] != eos else [])
+    labels = [-100] * len(ctx) + ids[len(ctx):]
+    return Encoded(example, ids, labels)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a spec's `device`: auto picks CUDA when a GPU is visible, else CPU;
+    cuda without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda requested but no CUDA GPU is visible")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_model(spec: RetrainSpec, device: torch.device):
+    """The model to train: the base with LoRA adapters (only they are trainable), the 4-bit base
+    with adapters (QLoRA), or the whole base (full). Returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
+    if spec.method == "qlora":
+        _check_qlora(device)
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(spec.base_model, quantization_config=quant,
+                                                     device_map={"": device.index or 0})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        # float32 weights: exact on CPU; GPU speed work (bf16, packing) comes with the GPU issue.
+        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32).to(device)
+    if spec.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2 stores its projections as Conv1D, weight shaped (in, out): peft must transpose.
+    conv1d = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in spec.target_modules
+                 for name, m in model.named_modules())
+    cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                     target_modules=list(spec.target_modules), task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
+    torch.manual_seed(spec.seed)  # LoRA's A matrices are drawn at random
+    return get_peft_model(model, cfg), tokenizer
+
+
+def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, pad_id: int,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Train `model` in place on `encoded`: AdamW on the trainable parameters, linear warmup then
+    linear decay to zero, gradient clipping, seeded shuffling. Returns the loop's metrics; a
+    non-finite loss raises FloatingPointError."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    per_epoch = math.ceil(len(encoded) / spec.batch_size)
+    total = max(1, math.ceil(spec.epochs * per_epoch))
+    if spec.max_steps is not None:
+        total = min(total, spec.max_steps)
+    warmup = int(spec.warmup_ratio * total)
+    # lr factor of update s (0-based): ramps 1/w .. 1, then falls to 1/(total - w) on the last step.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup))
+    gen = torch.Generator().manual_seed(spec.seed)
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    stride = max(1, total // 1000)  # keep the loss curve at <= ~1000 points
+    curve, tokens, step, loss_val = [], 0, 0, float("nan")
+    model.train()
+    t0 = time.monotonic()
+    while step < total:
+        order = torch.randperm(len(encoded), generator=gen).tolist()
+        for i in range(0, len(order), spec.batch_size):
+            ids, labels, mask = _collate([encoded[j] for j in order[i:i + spec.batch_size]], pad_id, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            # Position t predicts token t+1; mean over completion tokens of the batch (fp32 CE).
+            loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+            loss_val = float(loss.detach())
+            if not math.isfinite(loss_val):
+                raise FloatingPointError(f"loss is {loss_val} at step {step + 1}: training diverged "
+                                         f"(learning_rate {spec.learning_rate} too high?)")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens += int(mask.sum())  # prompt + completion tokens, padding excluded
+            if step % stride == 0 or step == total:
+                curve.append([step, round(loss_val, 5)])
+            if progress is not None:
+                progress(step, total, loss_val)
+            if step >= total:
+                break
+    seconds = time.monotonic() - t0
+    model.eval()
+    return {"steps": step, "loss_curve": curve, "final_loss": loss_val, "train_seconds": round(seconds, 3),
+            "tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+
+
+def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
+    """Run one fine-tuning job and return where its outputs are. The result folder appears at
+    `spec.output_dir` only when everything succeeded; an existing `output_dir` is never
+    overwritten (FileExistsError), bad data raises DataError, QLoRA without bitsandbytes and CUDA
+    raises RuntimeError."""
+    spec.validate(check_paths=True)
+    out = Path(spec.output_dir)
+    if out.exists():
+        raise FileExistsError(f"output_dir: {out} already exists; a job never overwrites a result")
+    t0 = time.monotonic()
+    device = resolve_device(spec.device)
+    if spec.method == "qlora":
+        _check_qlora(device)
+    random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    rows = load_examples(spec.data_path)
+    if spec.data_digest is not None and dataset_digest(rows) != spec.data_digest:
+        raise DataError(f"{spec.data_path}: rows do not match the spec's data_digest (changed since curation?)")
+    model, tokenizer = load_model(spec, device)
+    encoded = [encode_example(tokenizer, r, spec.prompt_template) for r in rows]
+    kept = [e for e in encoded if len(e.input_ids) <= spec.max_length]
+    if not kept:
+        raise DataError(f"{spec.data_path}: every example is longer than max_length={spec.max_length} tokens")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        loop = fit(model, kept, spec, device, pad_id, progress)
+        adapter_dir = None
+        if spec.method == "full":
+            model.save_pretrained(tmp / "model")
+        else:
+            adapter_dir = tmp / "adapter"
+            model.save_pretrained(adapter_dir)
+            tokenizer.save_pretrained(adapter_dir)
+            _merge(spec.base_model, adapter_dir, tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        trained = [e.example for e in kept]
+        metrics = {
+            "method": spec.method, "device": str(device), "examples": len(kept),
+            "dropped_too_long": len(encoded) - len(kept), **loop,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            **_peak_memory(device), "wall_seconds": round(time.monotonic() - t0, 3),
+        }
+        manifest = {"n": len(trained), "digest": dataset_digest(trained),
+                    "hashes": sorted(example_hash(e) for e in trained),
+                    "ids": sorted(e["id"] for e in trained)}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        spec.to_json(tmp / "spec.json")
+        os.rename(tmp, out)  # atomic on one filesystem: the result appears whole or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TrainResult(output_dir=str(out), model_dir=str(out / "model"),
+                       adapter_dir=str(out / "adapter") if adapter_dir else None, metrics=metrics)
+
+
+def _collate(batch: list[Encoded], pad_id: int, device: torch.device):
+    """Right-pad a batch to its longest example; padding is masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def _check_qlora(device: torch.device) -> None:
+    missing = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("bitsandbytes is not installed")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        missing.append("no CUDA GPU is in use")
+    if missing:
+        raise RuntimeError(f"qlora needs bitsandbytes and a CUDA GPU: {'; '.join(missing)} "
+                           "(use method 'lora' on this machine)")
+
+
+def _merge(base_model: str, adapter_dir: Path, model_dir: Path) -> None:
+    """Merge the adapter into a fresh full-precision copy of the base (never the 4-bit or
+    in-training copy), so `model/` loads without peft."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(model_dir)
+
+
+def _peak_memory(device: torch.device) -> dict[str, int]:
+    # ru_maxrss is in KiB on Linux: the process's peak resident set, loading included.
+    peak = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if device.type == "cuda":
+        peak["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return peak
