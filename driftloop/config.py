@@ -140,8 +140,10 @@ class LoraConfig(_Section):
 class RetrainConfig(_Section):
     method: Literal["lora", "qlora", "full"] = "lora"
     lora: LoraConfig = LoraConfig()
-    epochs: float = Field(default=6.0, gt=0)
-    learning_rate: float = Field(default=3e-3, gt=0)
+    # Measured on the demo (150 billing items + 50% replay): lr 5e-3 x 10 epochs reaches 1.0
+    # held-out billing accuracy with base topics kept at 1.0; 3e-3 x 6 reached only 0.74.
+    epochs: float = Field(default=10.0, gt=0, description="Passes over the curated data.")
+    learning_rate: float = Field(default=5e-3, gt=0)
     batch_size: int = Field(default=16, ge=1)
     max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")

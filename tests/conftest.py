@@ -153,3 +153,21 @@ def sqlite_store(tmp_path: Path):
     s.migrate()
     yield s
     s.close()
+
+
+# ------------------------------------------------------------------ models and Prefect
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    """The demo base model, built once per session (about 30 s on 2 cores)."""
+    from retrain.base_model import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness: a temporary local API and database, once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

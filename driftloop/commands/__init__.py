@@ -1,0 +1,30 @@
+"""CLI subcommands, one module per area. Each module defines `add_commands(sub)`,
+which adds its subparsers and sets `handler=fn(args) -> int` on each.
+
+    # driftloop/commands/example.py
+    def add_commands(sub):
+        p = sub.add_parser("example", help="...")
+        p.set_defaults(handler=run)
+
+Modules import heavy packages (Prefect, MLflow, torch) inside their handlers,
+so `driftloop --help` and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from driftloop.config import Config, load_config
+
+# Listed in help order. Add a module here to add its commands.
+MODULES = [
+    "driftloop.commands.loop",
+    "driftloop.commands.ingest",
+    "driftloop.commands.monitor",
+    "driftloop.commands.benchmark",
+]
+
+
+def config(args: argparse.Namespace, check_files: bool = False) -> Config:
+    """The validated config named by `--config` (files checked when asked)."""
+    return load_config(args.config, check_files=check_files)

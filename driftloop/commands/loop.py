@@ -1,0 +1,76 @@
+"""Commands of the loop as a whole: validate, demo, loop, status, plan, ui."""
+
+from __future__ import annotations
+
+import argparse
+
+from driftloop.commands import config
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("validate", help="check the config, the lm-eval tasks it names, and prefect.yaml")
+    p.set_defaults(handler=validate)
+    p = sub.add_parser("demo", help="build the demo model, simulate production feedback, run the loop")
+    p.add_argument("--resume", action="store_true", help="keep earlier demo state instead of starting clean")
+    p.set_defaults(handler=demo)
+    p = sub.add_parser("loop", help="run one cycle of the loop")
+    p.set_defaults(handler=loop)
+    p = sub.add_parser("status", help="the loop's state, since when and why; the registry aliases")
+    p.set_defaults(handler=status)
+    p = sub.add_parser("plan", help="golden items needed to detect a drop with a paired test")
+    p.add_argument("--drop", type=float, required=True, help="accuracy drop to detect, e.g. 0.05")
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--discordant", type=float, default=None,
+                   help="expected share of items on which the models disagree (default: 2 x drop + 0.05)")
+    p.set_defaults(handler=plan)
+    p = sub.add_parser("ui", help="print the commands that open the MLflow and Prefect UIs on the stored state")
+    p.set_defaults(handler=ui)
+
+
+def validate(args: argparse.Namespace) -> int:
+    from driftloop.validate import validate as run
+
+    for line in run(args.config):
+        print(line)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from driftloop import report
+    from flows.demo import run_demo
+
+    cfg = config(args)
+    summaries = run_demo(args.config, fresh=not args.resume)
+    report.demo_table(summaries, cfg)
+    return 0
+
+
+def loop(args: argparse.Namespace) -> int:
+    from driftloop import report
+
+    config(args, check_files=True)  # every user error before anything is written
+    from flows.common import StageParams
+    from flows.loop import loop as run
+
+    report.cycle_table(run(StageParams(config=args.config)))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from driftloop import report
+
+    report.status(config(args))
+    return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    from driftloop import report
+
+    return report.plan(args.drop, args.power, args.discordant, config(args))
+
+
+def ui(args: argparse.Namespace) -> int:
+    from driftloop import report
+
+    report.ui(config(args))
+    return 0

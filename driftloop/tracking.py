@@ -1,0 +1,220 @@
+"""The only module that talks to MLflow: runs, metrics, artifacts and the registry.
+
+Every call names its run explicitly (no implicit "active run"), so stages may
+run in Prefect worker threads or other processes without losing their parent.
+
+    >>> tr = Tracker.from_config(cfg)
+    >>> parent = tr.start_run("cycle-2026-11-08", tags={"driftloop.kind": "cycle"})
+    >>> child = tr.start_run("monitor", parent=parent)
+    >>> tr.log_metric_results(child, metrics)
+    >>> tr.end_run(child); tr.end_run(parent)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from driftloop.errors import InputError, StageError
+from driftloop.types import Decision, MetricResult
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+_BAD_KEY = re.compile(r"[^\w.\- :/]")
+
+
+def metric_key(m: MetricResult) -> str:
+    """MLflow key of a MetricResult: `source/name` plus `/k:v` per segment entry."""
+    key = f"{m.source}/{m.name}"
+    for k, v in sorted(m.segment.items()):
+        key += f"/{k}:{v}"
+    return _BAD_KEY.sub("_", key)[:250]
+
+
+class Tracker:
+    """Thin wrapper over `MlflowClient` bound to one tracking URI, experiment and model name."""
+
+    def __init__(self, uri: str, experiment: str, model_name: str, artifact_location: str | None = None,
+                 cache_dir: str | Path | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.model_name = model_name
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "driftloop-models"
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            if artifact_location and "://" not in artifact_location:
+                Path(artifact_location).mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    @classmethod
+    def from_config(cls, cfg) -> "Tracker":
+        if cfg.tracking_uri.startswith("sqlite:///"):
+            Path(cfg.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return cls(cfg.tracking_uri, cfg.tracking.experiment, cfg.tracking.registered_model,
+                   cfg.artifact_location, cfg.state_path / "models")
+
+    # -- runs -------------------------------------------------------------
+    def start_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
+        """Create a run (nested under `parent` when given) and return its id."""
+        t = dict(tags or {})
+        if parent:
+            t["mlflow.parentRunId"] = parent
+        return self.client.create_run(self.experiment_id, run_name=name, tags=t).info.run_id
+
+    def end_run(self, run_id: str, failed: bool = False) -> None:
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def run_url(self, run_id: str) -> str:
+        """Path of the run in the MLflow UI (prefix with the UI's address)."""
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(_BAD_KEY.sub("_", k)[:250], float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_metric_results(self, run_id: str, results: Iterable[MetricResult], artifact: str = "metrics.json") -> None:
+        """Log each result's value and interval as metrics, and all of them verbatim as JSON."""
+        results = list(results)
+        flat: dict[str, float] = {}
+        for m in results:
+            if m.value is None:
+                continue
+            k = metric_key(m)
+            flat[k] = m.value
+            if m.ci_low is not None and m.ci_high is not None:
+                flat[k + "/ci_low"] = m.ci_low
+                flat[k + "/ci_high"] = m.ci_high
+        self.log_metrics(run_id, flat)
+        self.log_dict(run_id, [m.model_dump(mode="json") for m in results], artifact)
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_decision(self, run_id: str, decision: Decision, stage: str) -> None:
+        """Tags for the action and the first reasons; the whole decision as JSON."""
+        self.set_tags(run_id, {
+            f"driftloop.{stage}.action": decision.action.value,
+            f"driftloop.{stage}.reason": " | ".join(decision.reasons)[:4900],
+            "driftloop.policy_version": decision.policy_version,
+        })
+        self.log_dict(run_id, decision.model_dump(mode="json"), f"decision_{stage}.json")
+
+    # -- registry ---------------------------------------------------------
+    def register_model(self, run_id: str, model_dir: str | Path, description: str = "",
+                       tags: dict[str, str] | None = None) -> str:
+        """Log `model_dir` as the run's `model` artifact and register it; returns the new version."""
+        from mlflow.exceptions import MlflowException
+
+        self.log_artifacts(run_id, model_dir, "model")
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            self.client.create_registered_model(self.model_name)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        mv = self.client.create_model_version(self.model_name, source=source, run_id=run_id,
+                                              description=description or None, tags=tags or None)
+        return str(mv.version)
+
+    def alias_version(self, alias: str) -> str | None:
+        """Version the alias points at, or None where it is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, str(version))
+
+    def delete_alias(self, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+        except MlflowException:
+            pass
+
+    def set_version_tags(self, version: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), k, str(v)[:5000])
+
+    def set_version_description(self, version: str, text: str) -> None:
+        self.client.update_model_version(self.model_name, str(version), description=text[:5000])
+
+    def version_info(self, version: str) -> dict[str, Any]:
+        mv = self.client.get_model_version(self.model_name, str(version))
+        return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
+                "aliases": list(mv.aliases or []), "tags": dict(mv.tags or {}),
+                "description": mv.description or ""}
+
+    def resolve(self, ref: str) -> tuple[str, Path]:
+        """`champion`/`challenger`/any alias, a version number, or a local path -> (label, local folder).
+
+        Registry models are downloaded once into the cache folder and reused.
+        """
+        p = Path(ref).expanduser()
+        if p.exists():
+            return str(p), p
+        version = ref if ref.isdigit() else self.alias_version(ref)
+        if version is None:
+            raise InputError(f"model {ref!r}: no such alias in registered model {self.model_name!r}, and no such path")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+        except MlflowException:
+            raise InputError(f"model {ref!r}: version {version} of {self.model_name!r} does not exist") from None
+        dest = self.cache_dir / f"v{version}"
+        if not (dest / ".complete").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self._ensure_cache()))
+            try:
+                got = self._mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp),
+                                                                tracking_uri=self.uri)
+            except Exception as e:  # noqa: BLE001 - any download failure is a stage failure
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise StageError(f"model version {version}: download failed: {e}") from None
+            (Path(got) / ".complete").write_text(json.dumps({"version": version, "source": mv.source}))
+            shutil.rmtree(dest, ignore_errors=True)
+            Path(got).rename(dest)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return version, dest
+
+    def _ensure_cache(self) -> Path:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self.cache_dir

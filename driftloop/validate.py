@@ -1,0 +1,90 @@
+"""`driftloop validate`: the config, the lm-eval tasks it names, and prefect.yaml.
+
+Returns the lines to print; raises ConfigError (exit 2) at the first problem,
+with a message naming the key, task or deployment at fault. Writes nothing.
+
+    >>> for line in validate("driftloop.yaml"): print(line)
+    config driftloop.yaml: ok (2 suites, 1 source)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+
+import yaml
+
+from driftloop.config import Config, load_config
+from driftloop.errors import ConfigError
+
+
+def _tasks(cfg: Config) -> list[str]:
+    from evaluators.benchmark import make_task_manager
+    from evaluators.tasks import TASKS_DIR
+
+    lines = []
+    project = {t.name for s in cfg.benchmark.suites.values() for t in s.tasks if t.kind == "project"}
+    builtin = {t.name for s in cfg.benchmark.suites.values() for t in s.tasks if t.kind == "builtin"}
+    if project:
+        known = set(make_task_manager([TASKS_DIR]).all_tasks)
+        for name in sorted(project):
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=3)
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise ConfigError(f"benchmark: task {name!r} is not in {TASKS_DIR}{hint}")
+        lines.append(f"lm-eval project tasks: ok ({', '.join(sorted(project))})")
+    if builtin:
+        from lm_eval.tasks import TaskManager
+
+        known = set(TaskManager().all_tasks)  # the full index (~12 s): only when built-ins are named
+        for name in sorted(builtin):
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=3)
+                raise ConfigError(f"benchmark: built-in task {name!r} is unknown to lm-eval"
+                                  + (f"; did you mean {', '.join(near)}?" if near else ""))
+        lines.append(f"lm-eval built-in tasks: ok ({', '.join(sorted(builtin))})")
+    return lines
+
+
+def _prefect(path: Path) -> list[str]:
+    if not path.exists():
+        raise ConfigError(f"{path}: not found")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    deployments = (doc or {}).get("deployments") or []
+    if not deployments:
+        raise ConfigError(f"{path}: deployments: none declared")
+    root = path.resolve().parent
+    names = []
+    for i, d in enumerate(deployments):
+        where = f"{path}: deployments.{i}"
+        entry = d.get("entrypoint", "")
+        file_, _, func = entry.partition(":")
+        if not func or not (root / file_).is_file():
+            raise ConfigError(f"{where}.entrypoint: {entry!r} does not name FILE.py:FLOW in this repository")
+        module = importlib.import_module(file_[:-3].replace("/", "."))
+        fl = getattr(module, func, None)
+        if fl is None or not hasattr(fl, "fn"):
+            raise ConfigError(f"{where}.entrypoint: {func!r} is not a Prefect flow in {file_}")
+        params = d.get("parameters") or {}
+        try:
+            fl.validate_parameters(params)
+        except Exception as e:  # prefect raises ParameterTypeError with pydantic's message
+            raise ConfigError(f"{where}.parameters: {str(e).splitlines()[0]}") from None
+        if not (d.get("work_pool") or {}).get("name"):
+            raise ConfigError(f"{where}.work_pool.name: missing")
+        names.append(f"{fl.name}/{d.get('name')}")
+    return [f"prefect.yaml: ok ({', '.join(names)})"]
+
+
+def validate(config: str | None = None) -> list[str]:
+    """Check everything `driftloop loop` would need; return the report lines."""
+    cfg = load_config(config, check_files=True)
+    lines = [f"config {config or 'driftloop.yaml'}: ok ({len(cfg.benchmark.suites)} suites, {len(cfg.sources)} source(s))"]
+    lines += _tasks(cfg)
+    beside = cfg.base_dir / "prefect.yaml"
+    lines += _prefect(beside if beside.exists() else Path.cwd() / "prefect.yaml")
+    return lines

@@ -1,0 +1,200 @@
+"""`loop` flow: one cycle of the closed loop, as a table of contents.
+
+ingest -> monitor -> benchmark(champion) -> decide -> [retrain -> benchmark(challenger) -> gate -> promote|reject]
+
+The trigger state machine (armed -> triggered -> retraining -> evaluating ->
+promoted|rejected -> cooldown -> armed) lives in the store; every transition
+takes a lease there, so two concurrent cycles never start two retrains.
+
+    >>> summary = loop(StageParams(config="driftloop.yaml"))
+    >>> summary.outcome
+    'promoted version 2'
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from driftloop.policy import decide, gate
+from driftloop.types import Action, Decision
+from flows.benchmark import BenchmarkParams, benchmark
+from flows.common import Context, StageParams, context, log
+from flows.ingest import ingest
+from flows.monitor import monitor
+from flows.registry import ensure_champion
+from flows.retrain import retrain
+
+LEASE_SECONDS = 3600  # longer than any stage on the embedded default
+
+
+class CycleSummary(BaseModel):
+    cycle: str
+    outcome: str = "no action"
+    run_id: str = ""
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    stage_notes: dict[str, str] = Field(default_factory=dict)
+    decision_action: str = "none"
+    decision_reasons: list[str] = Field(default_factory=list)
+    regression: list[str] = Field(default_factory=list)
+    retrain_note: str = ""
+    gate_reasons: list[str] = Field(default_factory=list)
+    gate_table: list[dict] = Field(default_factory=list)
+    champion_version: str | None = None
+    challenger_version: str | None = None
+
+
+class _Clock:
+    def __init__(self, summary: CycleSummary):
+        self.s = summary
+
+    def __call__(self, stage: str, fn, *a, **kw):
+        t0 = time.monotonic()
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.s.stage_seconds[stage] = round(time.monotonic() - t0, 2)
+            log().info("stage %s took %.1f s", stage, self.s.stage_seconds[stage])
+
+
+@task(name="decide")
+def decide_task(ctx_params: StageParams, mon, state: dict) -> Decision:
+    ctx = context(ctx_params)
+    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, state)
+
+
+def _rearm(ctx: Context, owner: str) -> dict:
+    """Leave cooldown when it has elapsed; recover from a crashed holder whose lease expired."""
+    project, policy = ctx.cfg.project, ctx.cfg.policy
+    st = ctx.store.get_state(project)
+    since = st["since"]
+    now = datetime.now(timezone.utc)
+    if st["state"] == "cooldown" and (now - since).total_seconds() >= policy.cooldown_hours * 3600:
+        ctx.store.transition(project, "armed", "cooldown elapsed", owner, expected={"cooldown"}, data=st["data"])
+    elif st["state"] in ("triggered", "retraining", "evaluating"):
+        # Only reachable when the earlier holder's lease expired (transition refuses otherwise).
+        if ctx.store.transition(project, "armed", f"recovered from a crashed cycle in state {st['state']}",
+                                owner, expected={st["state"]}, data=st["data"]):
+            log().warning("recovered from a crashed cycle left in state %s", st["state"])
+    return ctx.store.get_state(project)
+
+
+def _gate_table(decision: Decision, champ, chall) -> list[dict]:
+    rows = []
+    for m in decision.evidence:
+        if m.source != "benchmark":
+            continue
+        suite = m.segment.get("suite", "")
+        task_name = m.name.rsplit("/", 1)[0]
+        c0 = next((s for s in champ.samples.get(suite, []) if s.task == task_name), None)
+        c1 = next((s for s in chall.samples.get(suite, []) if s.task == task_name), None)
+        shared = sorted(set(c0.items) & set(c1.items)) if c0 and c1 else []
+        mean = (lambda s: sum(s.items[i] for i in shared) / len(shared)) if shared else (lambda s: float("nan"))
+        rows.append({"suite": suite, "task": task_name, "role": m.segment.get("role", ""), "n": m.n,
+                     "champion": mean(c0) if c0 else float("nan"), "challenger": mean(c1) if c1 else float("nan"),
+                     "diff": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "passed": bool(m.passed)})
+    return rows
+
+
+@flow(name="loop")
+def loop(params: StageParams = StageParams()) -> CycleSummary:
+    """Run one cycle and return its summary; every stage is a nested MLflow run of the cycle's run."""
+    ctx = context(params, check_files=True)
+    cfg, tr, store = ctx.cfg, ctx.tracker, ctx.store
+    owner = f"cycle-{uuid.uuid4().hex[:8]}"
+    summary = CycleSummary(cycle=datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + owner[-4:])
+    clock = _Clock(summary)
+    champion = clock("register champion", ensure_champion, params)
+    parent = tr.start_run(f"cycle-{summary.cycle}", tags={"driftloop.kind": "cycle", "driftloop.owner": owner})
+    summary.run_id = parent
+    sp = StageParams(config=params.config, parent_run_id=parent)
+    failed = True
+    try:
+        state = _rearm(ctx, owner)
+        ing = clock("ingest", ingest, sp)
+        summary.stage_notes["ingest"] = f"{ing['accepted']} accepted, {ing['duplicates']} duplicates, {ing['quarantined']} quarantined"
+        mon = clock("monitor", monitor, sp)
+        summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events"
+        champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
+        summary.stage_notes["benchmark champion"] = _bench_note(champ)
+        decision = clock("decide", decide_task, sp, mon, state["data"])
+        tr.log_decision(parent, decision, "decide")
+        summary.decision_action = decision.action.value
+        summary.decision_reasons = decision.reasons
+        summary.stage_notes["decide"] = decision.action.value
+        breached = any(e.passed is False for e in decision.evidence if e.source == "quality")
+        data = dict(state["data"])
+        data["breaches"] = (list(data.get("breaches", [])) + [breached])[-50:]
+        summary.champion_version = champion
+        if decision.action != Action.RETRAIN:
+            store.transition(cfg.project, state["state"], decision.summary()[:500], owner,
+                             expected={state["state"]}, data=data)
+            store.release(cfg.project, owner)
+            summary.outcome = "no retrain needed" if decision.action == Action.NONE else "alert only"
+            failed = False
+            return summary
+        summary.regression = [r for r in decision.reasons if "floor" in r or "fell" in r]
+        if not store.transition(cfg.project, "triggered", decision.summary()[:500], owner, LEASE_SECONDS,
+                                expected={"armed"}, data=data):
+            summary.outcome = "retrain already in progress elsewhere; skipped"
+            failed = False
+            return summary
+        now = datetime.now(timezone.utc).isoformat()
+        data["last_retrain_at"] = now
+        data["retrains"] = (list(data.get("retrains", [])) + [now])[-20:]
+        store.transition(cfg.project, "retraining", "retrain started", owner, LEASE_SECONDS, {"triggered"}, data)
+        try:
+            rt = clock("retrain", retrain, sp)
+        except Exception as e:
+            store.transition(cfg.project, "cooldown", f"retrain failed: {e}"[:500], owner, 0, {"retraining"}, data)
+            tr.set_tags(parent, {"driftloop.outcome": "retrain failed"})
+            raise
+        summary.challenger_version = rt.version
+        summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
+                                f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
+        store.transition(cfg.project, "evaluating", f"challenger version {rt.version}", owner, LEASE_SECONDS,
+                         {"retraining"}, data)
+        chall = clock("benchmark challenger", benchmark,
+                      BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
+        summary.stage_notes["benchmark challenger"] = _bench_note(chall)
+        roles = {name: s.role for name, s in cfg.benchmark.suites.items()}
+        verdict = clock("gate", gate, chall.samples, champ.samples, roles, cfg.policy, decision.evidence)
+        tr.log_decision(parent, verdict, "gate")
+        tr.log_decision(chall.run_id, verdict, "gate")
+        summary.gate_reasons = verdict.reasons
+        summary.gate_table = _gate_table(verdict, champ, chall)
+        if verdict.action == Action.PROMOTE:
+            tr.set_alias("champion", rt.version)
+            tr.set_version_tags(rt.version, {"driftloop.promoted_by": "gate", "driftloop.cycle_run": parent})
+            tr.set_version_description(rt.version, "Promoted by the gate: " + " | ".join(verdict.reasons))
+            summary.champion_version = rt.version
+            summary.outcome = f"promoted version {rt.version}"
+            store.transition(cfg.project, "promoted", summary.outcome, owner, LEASE_SECONDS, {"evaluating"}, data)
+        else:
+            tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
+            summary.outcome = f"rejected version {rt.version}"
+            store.transition(cfg.project, "rejected", summary.outcome, owner, LEASE_SECONDS, {"evaluating"}, data)
+        summary.stage_notes["gate"] = summary.outcome
+        store.transition(cfg.project, "cooldown", f"after {summary.outcome}", owner, 0,
+                         {"promoted", "rejected"}, data)
+        store.release(cfg.project, owner)
+        failed = False
+        return summary
+    finally:
+        tr.set_tags(parent, {"driftloop.outcome": summary.outcome})
+        tr.log_dict(parent, summary.model_dump(mode="json"), "cycle_summary.json")
+        tr.end_run(parent, failed=failed)
+
+
+def _bench_note(res) -> str:
+    parts = []
+    for suite, metrics in res.metrics.items():
+        for m in metrics:
+            cached = " cached" if m.note == "cached" else ""
+            parts.append(f"{suite}:{m.name}={m.value:.3f} (n={m.n}){cached}" if m.value is not None
+                         else f"{suite}:{m.name}=-")
+    return ", ".join(parts)

@@ -1,0 +1,116 @@
+"""Config loading: precedence, errors that name the key path, file checks, CLI exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftloop.cli import main
+from driftloop.config import load_config
+from driftloop.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "driftloop.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_repo_default_config_loads():
+    cfg = load_config(REPO / "driftloop.yaml", env={}, check_files=False)
+    assert cfg.model.base == "demo"
+    assert set(cfg.benchmark.suites) == {"golden", "canary"}
+    assert cfg.store_url == f"sqlite:///{REPO / '.driftloop' / 'store.db'}"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("polcy:\n  alpha: 0.1\n", "polcy: unknown key"),
+    ("policy:\n  alpa: 0.1\n", "policy.alpa: unknown key"),
+    ("policy:\n  alpha: lots\n", "policy.alpha: Input should be a valid number"),
+    ("policy:\n  alpha: 1.5\n", "policy.alpha: Input should be less than 1"),
+    ("retrain:\n  lora:\n    r: zero\n", "retrain.lora.r: Input should be a valid integer"),
+    ("benchmark:\n  suites:\n    x:\n      role: judge\n      tasks: []\n", "benchmark.suites.x.role"),
+    ("policy:\n  debounce_m: 3\n  debounce_n: 2\n", "debounce_m (3) must not exceed debounce_n (2)"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("policy: [\n", "not valid YAML"),
+])
+def test_bad_config_names_the_key(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), env={}, check_files=False)
+    msg = str(e.value)
+    assert fragment in msg
+    assert "\n" not in msg
+
+
+def test_env_overrides_yaml(tmp_path):
+    p = write(tmp_path, "policy:\n  alpha: 0.1\n")
+    cfg = load_config(p, env={"DRIFTLOOP_POLICY__ALPHA": "0.01", "DRIFTLOOP_STORE__URL": "sqlite:///x.db"},
+                      check_files=False)
+    assert cfg.policy.alpha == 0.01
+    assert cfg.store_url == "sqlite:///x.db"
+
+
+def test_env_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy.alfa: unknown key"):
+        load_config(write(tmp_path, ""), env={"DRIFTLOOP_POLICY__ALFA": "0.01"}, check_files=False)
+
+
+def test_missing_model_path_and_data_file(tmp_path):
+    p = write(tmp_path, "model:\n  base: ./no-such-model\n")
+    with pytest.raises(ConfigError, match=r"model.base: model path does not exist"):
+        load_config(p, env={})
+    p = write(tmp_path, "sources:\n  - path: feedback/*.jsonl\n")
+    with pytest.raises(ConfigError, match=r"sources.0.path: no file matches"):
+        load_config(p, env={})
+    (tmp_path / "feedback").mkdir()
+    (tmp_path / "feedback" / "a.jsonl").write_text("")
+    assert load_config(p, env={}).source_files() == [tmp_path / "feedback" / "a.jsonl"]
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    cfg = load_config(write(tmp_path, "state_dir: st\n"), env={}, check_files=False)
+    assert cfg.state_path == tmp_path / "st"
+
+
+@pytest.mark.parametrize("text", [
+    "polcy: {}\n",
+    "policy:\n  alpha: lots\n",
+    "model:\n  base: ./missing-model\n",
+    "sources:\n  - path: nothing/*.jsonl\n",
+])
+def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, text, capsys):
+    p = write(tmp_path, text)
+    before = sorted(tmp_path.rglob("*"))
+    code = main(["--config", str(p), "loop"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("driftloop: error: ") and "\n" not in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_cli_process_exit_code(tmp_path):
+    p = write(tmp_path, "polcy: {}\n")
+    r = subprocess.run([sys.executable, "-m", "driftloop.cli", "--config", str(p), "validate"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith("polcy: unknown key")
+
+
+def test_validate_checks_config_tasks_and_prefect_yaml(tmp_path, capsys, monkeypatch):
+    (tmp_path / "fb").mkdir()
+    (tmp_path / "fb" / "x.jsonl").write_text("")
+    p = write(tmp_path, "sources:\n  - path: fb/*.jsonl\n")
+    monkeypatch.chdir(REPO)
+    assert main(["--config", str(p), "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "lm-eval project tasks: ok (driftloop_canary)" in out
+    assert "loop/daily" in out and "retrain/gpu" in out
+    bad = write(tmp_path, "sources:\n  - path: fb/*.jsonl\nbenchmark:\n  suites:\n    c:\n      role: canary\n"
+                          "      tasks: [{name: driftloop_canery}]\n")
+    assert main(["--config", str(bad), "validate"]) == 2
+    assert "did you mean driftloop_canary" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""The whole loop, end to end, with real components: the demo model, lm-eval,
+MLflow on a temporary SQLite store, Prefect's test harness, the SQLite store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from driftloop.cli import main
+from driftloop.config import load_config
+from driftloop.store import Store
+from driftloop.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+
+def demo_config(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
+    p = tmp_path / "driftloop.yaml"
+    p.write_text(f"""
+project: e2e
+state_dir: state
+model: {{base: {model_dir}}}
+sources: [{{path: feedback/*.jsonl}}]
+monitor: {{segment_fields: [topic, locale, tier]}}
+policy: {{floors: {{thumbs_up_rate: 0.7}}, max_drop: {{thumbs_up_rate: 0.1}}, min_n: 30}}
+{extra}
+""")
+    return p
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, demo_model, prefect_harness):
+    """One demo run (two cycles) shared by the tests below; they only read its state,
+    except the last one, which runs a further cycle."""
+    from flows.demo import run_demo
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg_path = demo_config(tmp, demo_model)
+    return cfg_path, run_demo(str(cfg_path))
+
+
+def test_demo_loop_promotes_the_challenger(demo_run):
+    cfg_path, (first, second) = demo_run
+
+    assert first.decision_action == "none", first.decision_reasons
+    assert first.outcome == "no retrain needed"
+    assert second.decision_action == "retrain"
+    assert any("topic=billing" in r and "below the floor" in r for r in second.regression), second.regression
+    assert second.outcome == "promoted version 2", second.gate_reasons
+    rows = {g["suite"]: g for g in second.gate_table}
+    assert rows["golden"]["passed"] and rows["golden"]["diff"] > 0.2
+    assert rows["canary"]["passed"] and rows["canary"]["ci_low"] > -0.05
+
+    cfg = load_config(cfg_path)
+    tr = Tracker.from_config(cfg)
+    assert tr.alias_version("champion") == "2"
+    assert tr.alias_version("challenger") == "2"
+    info = tr.version_info("2")
+    assert info["tags"]["driftloop.base_version"] == "1"
+    assert info["description"].startswith("Promoted by the gate")
+
+    # One parent run per cycle with a nested run per stage; the decision is logged with its reasons.
+    runs = tr.client.search_runs([tr.experiment_id], filter_string=f"attributes.run_id = '{second.run_id}'")
+    parent = runs[0]
+    assert parent.data.tags["driftloop.decide.action"] == "retrain"
+    assert parent.data.tags["driftloop.gate.action"] == "promote"
+    children = tr.client.search_runs([tr.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second.run_id}'")
+    stages = {r.data.tags.get("driftloop.stage") for r in children}
+    assert {"ingest", "monitor", "benchmark-champion", "retrain", "benchmark-2"} <= stages
+    monitor_run = next(r for r in children if r.data.tags.get("driftloop.stage") == "monitor")
+    arts = {a.path for a in tr.client.list_artifacts(monitor_run.info.run_id)}
+    assert "drift_report.html" in arts
+
+    # The loop's state went round the state machine and is back in cooldown.
+    store = Store(cfg.store_url)
+    assert store.get_state("e2e")["state"] == "cooldown"
+    path = [h["to_state"] for h in reversed(store.history("e2e", limit=20))]
+    i = path.index("triggered")
+    assert path[i:i + 5] == ["triggered", "retraining", "evaluating", "promoted", "cooldown"]
+
+    # Leakage safety on the real run: nothing the challenger trained on is golden.
+    golden = {i["prompt_key"] for i in store.items("golden")}
+    trained = {i["prompt_key"] for i in store.items("train")}
+    assert golden and not golden & trained
+    manifest = json.loads(next((cfg.state_path / "retrain").glob("*/result/manifest.json")).read_text())
+    assert manifest["ids"] and not set(manifest["ids"]) & {i["item_id"] for i in store.items("golden")}
+
+
+def test_cli_tables_and_status(demo_run, capsys):
+    from driftloop import report
+
+    cfg_path, summaries = demo_run
+    report.demo_table(summaries, load_config(cfg_path))
+    out = capsys.readouterr().out
+    assert "regression found" in out and "champion -> version 2" in out and "mlflow ui" in out
+    assert main(["--config", str(cfg_path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "state: cooldown" in out and "champion: version 2" in out
+
+
+def test_rerun_on_the_same_data_adds_nothing_and_reuses_the_cache(demo_run):
+    from flows.common import StageParams
+    from flows.loop import loop
+
+    cfg_path, _ = demo_run
+    again = loop(StageParams(config=str(cfg_path)))
+    assert again.stage_notes["ingest"].startswith("0 accepted")
+    # The champion (version 2) was benchmarked on these exact tasks during the gate: all cached.
+    notes = again.stage_notes["benchmark champion"].split(", ")
+    assert len(notes) == 2 and all(n.endswith("cached") for n in notes), notes
