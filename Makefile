@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean browser
 
 install: $(STAMP)
 
@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/driftloop demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# Debian's chromium for the dashboard test (headless). Installed where apt-get
+# can run as root; elsewhere that one test skips with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the headless-browser test will skip"
 
 clean:
 	rm -rf .driftloop .pytest_cache

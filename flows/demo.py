@@ -18,7 +18,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from driftloop.config import load_config
+from driftloop.config import check_config_files, load_config
 from driftloop.demo.world import simulate
 from driftloop.errors import ConfigError
 from flows.common import StageParams, _CACHE
@@ -38,6 +38,7 @@ def _write_jsonl(events: list[dict], path: Path) -> None:
 def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> list[CycleSummary]:
     """Run the two demo cycles and return their summaries."""
     cfg = load_config(config, check_files=False)
+    check_config_files(cfg, config or "driftloop.yaml", sources=False)  # the demo writes the sources itself
     if not cfg.sources:
         raise ConfigError("sources: the demo writes its feedback into the first source's folder; none is configured")
     feedback_dir = cfg.path(cfg.sources[0].path).parent

@@ -93,6 +93,14 @@ def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, text, capsys):
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("text", ["polcy: {}\n", "model:\n  base: ./missing-model\n"])
+def test_cli_demo_bad_config_exits_2_and_writes_nothing(tmp_path, text, capsys):
+    p = write(tmp_path, text + "state_dir: st\nsources: [{path: fb/*.jsonl}]\n")
+    assert main(["--config", str(p), "demo"]) == 2
+    assert capsys.readouterr().err.startswith("driftloop: error: ")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["driftloop.yaml"]
+
+
 def test_cli_process_exit_code(tmp_path):
     p = write(tmp_path, "polcy: {}\n")
     r = subprocess.run([sys.executable, "-m", "driftloop.cli", "--config", str(p), "validate"],

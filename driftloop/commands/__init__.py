@@ -20,8 +20,10 @@ from driftloop.config import Config, load_config
 MODULES = [
     "driftloop.commands.loop",
     "driftloop.commands.ingest",
+    "driftloop.commands.serve",
     "driftloop.commands.monitor",
     "driftloop.commands.benchmark",
+    "driftloop.commands.dashboard",
 ]
 
 

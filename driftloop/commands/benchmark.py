@@ -1,28 +1,91 @@
-"""`driftloop benchmark`: run benchmark suites on a model, or list them."""
+"""`driftloop benchmark`: run benchmark suites on a model and print a table, or list the suites.
+
+    $ driftloop benchmark --list                              # suites, their tasks and data folders
+    $ driftloop benchmark --suite bias --model champion       # registry alias
+    $ driftloop benchmark --suite canary --model 3 --batch-size auto
+    $ driftloop benchmark --suite canary --model ./models/demo    # a local folder
+
+Cached results (unchanged model and task) are marked in the last column.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+from rich.table import Table
+
 from driftloop.commands import config
+
+console = Console()
+
+
+def _batch_size(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch size must be a positive integer or 'auto', got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"batch size must be a positive integer or 'auto', got {v!r}")
+    return n
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("benchmark", help="run benchmark suites on a model")
+    p = sub.add_parser("benchmark", help="run benchmark suites on a model, or list them")
     p.add_argument("--model", default="champion", help="champion, challenger, a version number, or a local path")
     p.add_argument("--suite", action="append", default=None, help="suite name (repeatable; default: all)")
     p.add_argument("--list", action="store_true", help="list the configured suites and tasks")
+    p.add_argument("--batch-size", type=_batch_size, default=None,
+                   help="lm-eval batch size or 'auto' (default: benchmark.batch_size)")
+    p.add_argument("--backend", choices=["hf", "vllm"], default=None,
+                   help="lm-eval backend (default: benchmark.backend); vllm needs a GPU and the vllm package")
     p.set_defaults(handler=benchmark)
 
 
-def benchmark(args: argparse.Namespace) -> int:
-    from driftloop import report
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
+
+def suites_table(cfg) -> Table:
+    """The configured suites, one row per task."""
+    t = Table(title="benchmark suites")
+    for c in ("suite", "role", "task", "kind", "limit", "fewshot", "metric", "data"):
+        t.add_column(c)
+    for name, s in cfg.benchmark.suites.items():
+        for task in s.tasks:
+            data = str(cfg.path(task.data_dir)) if task.data_dir else ("hub" if task.kind == "builtin" else "")
+            if task.data_files:
+                data += " [" + ", ".join(task.data_files) + "]"
+            t.add_row(name, s.role, task.name, task.kind, "-" if task.limit is None else str(task.limit),
+                      str(task.num_fewshot), task.metric, data)
+    return t
+
+
+def results_table(res) -> Table:
+    """One row per metric of every suite: value with its 95 % interval, n, and the interval method or `cached`."""
+    t = Table(title=f"benchmark: model {res.model}")
+    for c in ("suite", "metric", "value", "95% CI", "n", "note"):
+        t.add_column(c)
+    for suite, metrics in res.metrics.items():
+        for m in metrics:
+            ci = "-" if m.ci_low is None else f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
+            better = "" if m.higher_is_better else " (lower is better)"
+            t.add_row(suite, m.name + better, _fmt(m.value), ci, str(m.n), m.note)
+    return t
+
+
+def benchmark(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.list:
-        report.suites(cfg)
+        console.print(suites_table(cfg))
         return 0
     from flows.benchmark import BenchmarkParams, benchmark as run
 
-    report.benchmark_table(run(BenchmarkParams(config=args.config, model=args.model, suites=args.suite)))
+    params = BenchmarkParams(config=args.config, model=args.model, suites=args.suite,
+                             batch_size=args.batch_size, backend=args.backend)
+    with console.status(f"benchmarking model {args.model} (lm-eval runs only uncached tasks)"):
+        res = run(params)
+    console.print(results_table(res))
     return 0

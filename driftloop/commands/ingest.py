@@ -1,4 +1,4 @@
-"""`driftloop ingest`: read the configured sources into the store."""
+"""`driftloop ingest`: read the configured sources into the store and print the accounting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from driftloop.commands import config
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("ingest", help="ingest the configured sources")
+    p = sub.add_parser("ingest", help="ingest the configured sources (files, SQL) into the store")
     p.set_defaults(handler=ingest)
 
 
@@ -19,5 +19,13 @@ def ingest(args: argparse.Namespace) -> int:
     from flows.common import StageParams
     from flows.ingest import ingest as run
 
-    report.ingest_table(run(StageParams(config=args.config)))
-    return 0
+    s = run(StageParams(config=args.config))
+    report.ingest_table(s)
+    ok = s["read"] == s["accepted"] + s["duplicates"] + s["quarantined"]
+    report.console.print(f"read {s['read']} = accepted {s['accepted']} + duplicates {s['duplicates']} + "
+                         f"quarantined {s['quarantined']}" + ("" if ok else "  (DOES NOT BALANCE)"))
+    if s.get("redacted"):
+        report.console.print("redacted: " + ", ".join(f"{k} x{n}" for k, n in sorted(s["redacted"].items())))
+    for err in s.get("errors") or []:
+        report.console.print(f"[yellow]warning[/]: {err}")
+    return 0 if ok else 1

@@ -15,7 +15,8 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=demo)
     p = sub.add_parser("loop", help="run one cycle of the loop")
     p.set_defaults(handler=loop)
-    p = sub.add_parser("status", help="the loop's state, since when and why; the registry aliases")
+    p = sub.add_parser("status", help="the loop's state, since when and why, the lease holder, recent history")
+    p.add_argument("--history", type=int, default=10, help="how many recent transitions to show")
     p.set_defaults(handler=status)
     p = sub.add_parser("plan", help="golden items needed to detect a drop with a paired test")
     p.add_argument("--drop", type=float, required=True, help="accuracy drop to detect, e.g. 0.05")
@@ -59,7 +60,11 @@ def loop(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     from driftloop import report
 
-    report.status(config(args))
+    from driftloop.errors import InputError
+
+    if args.history < 0:
+        raise InputError(f"--history {args.history}: must be 0 or more")
+    report.status(config(args), history=args.history)
     return 0
 
 
