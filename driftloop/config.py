@@ -289,7 +289,7 @@ class RetrainConfig(_Section):
     max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
     seed: int = 0
-    packing: bool = Field(default=True, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss).")
+    packing: bool | None = Field(default=None, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU (measured faster there).")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere.")
     chunked_loss: bool = Field(default=True, description="Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
     compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
@@ -345,7 +345,8 @@ class Config(_Section):
         """Every file the sources match, sorted, so ingestion order is stable."""
         files: list[Path] = []
         for s in self.sources:
-            files.extend(Path(p) for p in sorted(glob.glob(str(self.path(s.path)))))
+            if s.kind == "files":
+                files.extend(Path(p) for p in sorted(glob.glob(str(self.path(s.path)))))
         return files
 
 
@@ -457,7 +458,7 @@ def check_config_files(cfg: Config, origin: str = "driftloop.yaml", sources: boo
         if not cfg.path(base).exists():
             raise ConfigError(f"{origin}: model.base: model path does not exist: {cfg.path(base)}")
     for i, s in enumerate(cfg.sources if sources else []):
-        if not glob.glob(str(cfg.path(s.path))):
+        if s.kind == "files" and not glob.glob(str(cfg.path(s.path))):
             raise ConfigError(f"{origin}: sources.{i}.path: no file matches {cfg.path(s.path)}")
     for name, suite in cfg.benchmark.suites.items():
         for j, t in enumerate(suite.tasks):

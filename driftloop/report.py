@@ -32,9 +32,9 @@ def _ci(m) -> str:
 
 
 def plan(drop: float, power: float, discordant: float | None, cfg: Config) -> int:
-    """Print how many golden items a paired test needs to detect `drop`."""
+    """Print how many golden items the gate's paired test needs to detect `drop` with `power`."""
     from driftloop.errors import InputError
-    from driftloop.stats import paired_sample_size
+    from driftloop.stats import paired_power, paired_sample_size
 
     if not 0 < drop < 1:
         raise InputError(f"--drop {drop}: must be between 0 and 1 (an accuracy difference, e.g. 0.05)")
@@ -43,11 +43,22 @@ def plan(drop: float, power: float, discordant: float | None, cfg: Config) -> in
     disc = discordant if discordant is not None else min(1.0, 2 * drop + 0.05)
     if not drop < disc <= 1:
         raise InputError(f"--discordant {disc}: must exceed --drop and be at most 1")
-    n = paired_sample_size(drop, disc, alpha=cfg.policy.alpha, power=power)
+    alpha = cfg.policy.alpha
+    with console.status("computing the exact power of the paired test"):
+        n = paired_sample_size(drop, disc, alpha=alpha, power=power)
     console.print(
-        f"To detect a drop of {drop:.3f} in accuracy with {power:.0%} power at alpha={cfg.policy.alpha} "
-        f"(two-sided exact McNemar, paired items), assuming the two models disagree on {disc:.0%} of items: "
-        f"[bold]{n}[/bold] golden items.")
+        f"To detect a drop of {drop:.3f} in accuracy with {power:.0%} power at alpha={alpha} "
+        f"(one-sided exact McNemar on paired items, as the gate uses), assuming the two models disagree "
+        f"on {disc:.0%} of items: [bold]{n}[/bold] golden items.", soft_wrap=True)
+    t = Table(title="exact power at other golden-set sizes")
+    t.add_column("golden items", justify="right")
+    t.add_column("power", justify="right")
+    for m in sorted({50, 100, 200, 500, 1000, 2000, n}):
+        t.add_row(str(m) + (" (recommended)" if m == n else ""), f"{paired_power(m, drop, disc, alpha):.2f}")
+    console.print(t)
+    if cfg.policy.min_n > n:
+        console.print(f"note: policy.min_n={cfg.policy.min_n} is above this; below min_n the gate says "
+                      "'insufficient data'")
     return 0
 
 
@@ -59,24 +70,6 @@ def ingest_table(s: dict[str, Any]) -> None:
     console.print(t)
     for reason, n in sorted((s.get("reasons") or {}).items(), key=lambda x: -x[1])[:10]:
         console.print(f"  quarantined {n} x {reason}")
-
-
-def monitor_table(res) -> None:
-    t = Table(title=f"monitor: current {res.n_current} events vs reference {res.n_reference}")
-    for c in ("metric", "segment", "reference", "current", "n", "note"):
-        t.add_column(c)
-    ref = {m.label(): m for m in res.reference}
-    for m in res.current:
-        r = ref.get(m.label())
-        seg = ",".join(f"{k}={v}" for k, v in m.segment.items()) or "all"
-        t.add_row(m.name, seg, _ci(r) if r else "-", _ci(m), str(m.n), m.note)
-    for m in res.drift:
-        if m.name == "drifted_share" or m.passed is False:
-            t.add_row(m.name, ",".join(f"{k}={v}" for k, v in m.segment.items()) or "all", "",
-                      _fmt(m.value), str(m.n), "DRIFT" if m.passed is False else m.note)
-    for m in res.bias:
-        t.add_row(m.name, ",".join(f"{k}={v}" for k, v in m.segment.items()), "", _ci(m), str(m.n), m.note)
-    console.print(t)
 
 
 def benchmark_table(res) -> None:
@@ -140,24 +133,51 @@ def demo_table(summaries: list, cfg: Config) -> None:
 
 def ui(cfg: Config) -> None:
     console.print("Open the stored state:")
-    console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000")
+    console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000 --workers 1")
     home = cfg.state_path / "prefect"
     console.print(f"  Prefect UI: PREFECT_HOME={home} .venv/bin/prefect server start --port 4200")
 
 
-def status(cfg: Config) -> None:
-    """The loop's state machine position and the registry's aliases."""
+def status(cfg: Config, history: int = 10) -> None:
+    """The loop's state machine: state, since when, why, the lease holder, recent transitions; the aliases."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
     from driftloop.store import Store
 
     path = cfg.store_url
-    if path.startswith("sqlite:///") and not __import__("pathlib").Path(path[len("sqlite:///"):]).exists():
+    if path.startswith("sqlite:///") and not Path(path[len("sqlite:///"):]).exists():
         console.print(f"no store yet at {path}: run `driftloop loop` or `driftloop demo` first")
         return
     store = Store(path)
-    st = store.get_state(cfg.project)
-    console.print(f"state: [bold]{st['state']}[/bold] since {st['since']}: {st.get('reason') or ''}")
-    for h in store.history(cfg.project, limit=10):
-        console.print(f"  {h['at']}  {h['from_state']} -> {h['to_state']}: {h['reason']}")
+    try:
+        st = store.get_state(cfg.project)
+        rows = store.history(cfg.project, limit=history)
+    finally:
+        store.close()
+    now = datetime.now(timezone.utc)
+    age = (now - st["since"]).total_seconds() / 3600
+    console.print(f"state: [bold]{st['state']}[/bold] since {st['since']:%Y-%m-%d %H:%M:%S} UTC "
+                  f"({age:.1f} h ago)")
+    console.print(f"why: {st.get('reason') or '-'}", soft_wrap=True, markup=False, highlight=False)
+    expires = st["lease_expires"]
+    if st["lease_owner"] and expires is not None and expires > now:
+        console.print(f"lease: held by {st['lease_owner']} until {expires:%H:%M:%S} UTC "
+                      f"({(expires - now).total_seconds():.0f} s left)")
+    elif st["lease_owner"]:
+        console.print(f"lease: {st['lease_owner']}'s lease expired at {expires:%H:%M:%S} UTC; "
+                      "the next cycle recovers")
+    else:
+        console.print("lease: free")
+    data = st.get("data") or {}
+    if data.get("retrains"):
+        console.print(f"retrains recorded: {len(data['retrains'])}, last at {data['retrains'][-1]}")
+    if rows:
+        console.print(f"last {len(rows)} transitions, newest first:")
+        for h in rows:
+            # One line each, never wrapped, so the history can be grepped.
+            console.print(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_state']} -> {h['to_state']}  "
+                          f"by {h['owner']}: {h['reason']}", soft_wrap=True, markup=False, highlight=False)
     from driftloop.tracking import Tracker
 
     tr = Tracker.from_config(cfg)

@@ -39,9 +39,10 @@ def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> li
     """Run the two demo cycles and return their summaries."""
     cfg = load_config(config, check_files=False)
     check_config_files(cfg, config or "driftloop.yaml", sources=False)  # the demo writes the sources itself
-    if not cfg.sources:
-        raise ConfigError("sources: the demo writes its feedback into the first source's folder; none is configured")
-    feedback_dir = cfg.path(cfg.sources[0].path).parent
+    files = [s for s in cfg.sources if s.kind == "files"]
+    if not files:
+        raise ConfigError("sources: the demo writes its feedback into the first file source's folder; none is configured")
+    feedback_dir = cfg.path(files[0].path).parent
     if fresh and cfg.state_path.exists():
         for child in cfg.state_path.iterdir():
             if child.name not in KEEP:

@@ -1,7 +1,7 @@
-"""`ingest` flow: read the configured sources into the store (quarantining bad rows).
+"""`ingest` flow: read the configured sources (files, SQL) into the store, quarantining bad rows.
 
     >>> ingest(StageParams(config="driftloop.yaml"))
-    {'read': 2800, 'accepted': 2800, 'duplicates': 0, 'quarantined': 0, ...}
+    {'read': 2800, 'accepted': 2800, 'duplicates': 0, 'quarantined': 0, 'redacted': {...}, ...}
 """
 
 from __future__ import annotations
@@ -10,30 +10,41 @@ from typing import Any
 
 from prefect import flow, task
 
-from driftloop.ingest import ingest_files
+from driftloop.ingest import check_sources, ingest_config, source_files
 from flows.common import StageParams, context, log, stage_run
 
 
-@task(name="ingest-files", retries=2, retry_delay_seconds=5)
+@task(name="ingest-sources", retries=2, retry_delay_seconds=5)
 def ingest_task(params: StageParams) -> dict[str, Any]:
     ctx = context(params)
-    files = ctx.cfg.source_files()
-    log().info("ingesting %d file(s)", len(files))
-    rep = ingest_files(ctx.store, files)
+    files = source_files(ctx.cfg)
+    log().info("ingesting %d file(s) and %d sql source(s)", len(files),
+               sum(s.kind == "sql" for s in ctx.cfg.sources))
+    rep = ingest_config(ctx.cfg, ctx.store, on_source=lambda d: log().info("ingest: reading %s", d))
+    for err in rep.errors:
+        log().warning("ingest: %s", err)
     return {"read": rep.read, "accepted": rep.accepted, "duplicates": rep.duplicates,
-            "quarantined": rep.quarantined, "reasons": dict(rep.reasons), "files": len(files)}
+            "quarantined": rep.quarantined, "reasons": dict(rep.reasons), "redacted": dict(rep.redacted),
+            "files": len(files), "errors": rep.errors}
 
 
 @flow(name="ingest")
 def ingest(params: StageParams = StageParams()) -> dict[str, Any]:
-    """Ingest every source file; log read = accepted + duplicates + quarantined to MLflow."""
-    ctx = context(params, check_files=True)
+    """Ingest every source; log read = accepted + duplicates + quarantined and redaction counts to MLflow."""
+    # The sources are checked here rather than by config's check_files, which knows only file sources.
+    ctx = context(params)
+    check_sources(ctx.cfg, params.config or "driftloop.yaml")
     with stage_run(ctx, "ingest", params.parent_run_id) as run_id:
         summary = ingest_task(params)
-        ctx.tracker.log_metrics(run_id, {f"ingest/{k}": v for k, v in summary.items() if isinstance(v, int)})
+        metrics = {f"ingest/{k}": v for k, v in summary.items() if isinstance(v, int)}
+        metrics.update({f"ingest/redacted_{k}": n for k, n in summary["redacted"].items()})
+        metrics["ingest/balanced"] = float(summary["read"] == summary["accepted"] + summary["duplicates"]
+                                           + summary["quarantined"])
+        ctx.tracker.log_metrics(run_id, metrics)
         if summary["reasons"]:
+            # Reason keys are `field: problem`, never values, so no PII reaches MLflow.
             ctx.tracker.log_dict(run_id, summary["reasons"], "quarantine_reasons.json")
         summary["total_events"] = ctx.store.count_events()
-        log().info("ingest: read %(read)d, accepted %(accepted)d, duplicates %(duplicates)d, "
+        log().info("ingest: read %(read)d = accepted %(accepted)d + duplicates %(duplicates)d + "
                    "quarantined %(quarantined)d", summary)
         return summary

@@ -12,7 +12,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from driftloop import ingest
+from driftloop.ingest import files as ingest
 from driftloop.demo.world import simulate
 from driftloop.errors import InputError
 from driftloop.ingest import KNOWN_FIELDS, RowError, decode_line, ingest_files, parse_row
@@ -184,7 +184,7 @@ def test_event_id_is_content_based_and_independent_of_source_and_offset_notation
     ({"rating": 0}, "rating: not 1-5 stars"),
     ({"rating": 2.5}, "rating: not 1-5 stars"),
     ({"rating": True}, "rating: not 1-5 stars"),
-    ({"thumbs_up": "yes"}, "thumbs_up: not a boolean"),
+    ({"thumbs_up": "maybe"}, "thumbs_up: not a boolean"),
     ({"segment": {"tier": 1}}, "segment: values must be strings"),
     ({"prompt": "  "}, "prompt: empty"),
     ({"tokens_in": -1}, "tokens_in: out of range"),

@@ -15,7 +15,9 @@ def add_commands(sub) -> None:
 def ingest(args: argparse.Namespace) -> int:
     from driftloop import report
 
-    config(args, check_files=True)
+    from driftloop.ingest import check_sources
+
+    check_sources(config(args), args.config or "driftloop.yaml")
     from flows.common import StageParams
     from flows.ingest import ingest as run
 

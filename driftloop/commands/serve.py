@@ -25,5 +25,7 @@ def serve(args: argparse.Namespace) -> int:
     host, port = args.host or cfg.api.host, args.port if args.port is not None else cfg.api.port
     console.print(f"driftloop API on http://{host}:{port}/v1/feedback (store {app.state.store!r})")
     # No access log: request lines carry nothing useful and would flood the terminal under load.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    # Keep-alive 75 s (uvicorn's default is 5 s): longer than the idle timeout of common load
+    # balancers and clients, so a client never sends on a connection the server is closing.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", timeout_keep_alive=75)
     return 0

@@ -16,6 +16,7 @@ PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`).
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,43 @@ def upsert(conn: Connection, table: Table, row: dict[str, Any], keys: list[str])
         index_elements=keys, set_={k: stmt.excluded[k] for k in row if k not in keys}
     )
     conn.execute(stmt)
+
+
+def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows: list[tuple], key: str) -> int:
+    """Bulk INSERT of rows (tuples in `columns` order) skipping existing `key`s; return how many were new.
+
+    The fast path of ingestion, under the caller's transaction. SQLite: one
+    `INSERT OR IGNORE` executemany on the driver connection, counted by the
+    change counter. PostgreSQL: psycopg 3 COPY into a temporary table, then
+    `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, counted by its row count.
+    Values must already be in the driver's types: see `driver_value`.
+    """
+    if not rows:
+        return 0
+    dbapi = conn.connection.driver_connection
+    cols = ", ".join(columns)
+    if conn.dialect.name == "sqlite":
+        before = dbapi.total_changes
+        dbapi.executemany(f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ({', '.join('?' * len(columns))})", rows)
+        return dbapi.total_changes - before
+    tmp = f"_in_{table.name}"
+    with dbapi.cursor() as cur:
+        # ON COMMIT DELETE ROWS: the staging table is empty at the start of every transaction.
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(f"TRUNCATE {tmp}")
+        with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+        cur.execute(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({key}) DO NOTHING")
+        return cur.rowcount
+
+
+def driver_value(dialect: str, v: Any) -> Any:
+    """A Python value as the bulk path hands it to the driver (datetimes in UTC, JSON as text)."""
+    if isinstance(v, dict) or isinstance(v, list):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, datetime):
+        v = v.astimezone(timezone.utc)
+        # SQLAlchemy's SQLite DATETIME text form, so ORM reads and range filters see the same values.
+        return v.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else v
+    return v

@@ -15,13 +15,14 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, func, select, text
 
-from driftloop.store.engine import WRITE, insert_ignore, make_engine, upsert
+from driftloop.store.engine import WRITE, bulk_insert_ignore, driver_value, insert_ignore, make_engine, upsert
 from driftloop.store.loop import LoopStateMixin
 from driftloop.store.models import (
     EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, utcnow,
@@ -104,14 +105,16 @@ class Store(LoopStateMixin):
         as a duplicate. `quarantine` rows have keys source, raw, field and
         reason; `checkpoint` is (source_key, position) and is overwritten.
         """
+        dialect = self.engine.dialect.name
+        now = driver_value(dialect, utcnow())
         rows, seen = [], set()
         for e in events:
             if e.event_id in seen:
                 continue
             seen.add(e.event_id)
-            rows.append(_event_row(e, source))
+            rows.append(_event_tuple(e, source, now, dialect))
         with self._writer.begin() as conn:
-            accepted = insert_ignore(conn, _FEEDBACK, rows, ["event_id"])
+            accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
             if quarantine:
                 conn.execute(_QUARANTINE.insert(), [_quarantine_row(q) for q in quarantine])
             if checkpoint is not None:
@@ -288,14 +291,33 @@ class Store(LoopStateMixin):
                 "detail": {r["item_id"]: r["detail"] for r in rows if r["detail"]}}
 
 
-def _event_row(e: FeedbackEvent, source: str) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id, "ts": e.ts, "model_version": e.model_version, "prompt": e.prompt,
-        "response": e.response, "rating": e.rating, "rating_raw": e.rating_raw, "thumbs_up": e.thumbs_up,
-        "correction": e.correction, "segment": dict(e.segment), "latency_ms": e.latency_ms,
-        "tokens_in": e.tokens_in, "tokens_out": e.tokens_out, "metadata": dict(e.metadata),
-        "source": source, "ingested_at": utcnow(),
-    }
+EVENT_COLUMNS = (
+    "event_id", "ts", "model_version", "prompt", "response", "rating", "rating_raw", "thumbs_up",
+    "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata", "source", "ingested_at",
+)
+
+
+_SEGMENT_JSON: dict[tuple, str] = {}
+
+
+def _segment_json(seg: dict[str, str]) -> str:
+    # Segments repeat (a few topics x locales): serialise each distinct one once.
+    key = tuple(seg.items())
+    text_ = _SEGMENT_JSON.get(key)
+    if text_ is None:
+        text_ = json.dumps(seg, ensure_ascii=False)
+        if len(_SEGMENT_JSON) < 10_000:  # bounded: ids or free text as segments would not repeat
+            _SEGMENT_JSON[key] = text_
+    return text_
+
+
+def _event_tuple(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple:
+    """One feedback row in EVENT_COLUMNS order, in the bulk path's driver types."""
+    seg = _segment_json(e.segment) if e.segment else "{}"
+    meta = json.dumps(e.metadata, ensure_ascii=False) if e.metadata else "{}"
+    return (e.event_id, driver_value(dialect, e.ts), e.model_version, e.prompt, e.response, e.rating,
+            e.rating_raw, e.thumbs_up, e.correction, seg, e.latency_ms, e.tokens_in, e.tokens_out, meta,
+            source, now)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,220 @@
+"""Benchmark: driftloop's file ingestion against a raw insert of the same rows, on SQLite and PostgreSQL.
+
+Generates `--rows` synthetic feedback events as JSONL (about 1% malformed or
+invalid rows, 2% duplicates, some e-mail addresses and phone numbers in the
+texts). Then, each arm in its own child process so that its peak RSS is its own:
+
+1. driftloop: `ingest_files` into a fresh SQLite store (streamed parse,
+   validation, PII redaction, deduplication, quarantine, checkpointed batches);
+2. raw SQLite: the same events pre-parsed (outside the timer) into the store's
+   schema types, inserted with `sqlite3.executemany` in transactions of the same
+   size (`--batch`), after dropping bad rows and duplicates: the floor;
+3. and 4. the same on PostgreSQL (`--pg-url`, an empty database per arm is made
+   with a suffix): driftloop's bulk path (COPY into a staging table, then
+   INSERT ... ON CONFLICT) against raw psycopg 3 COPY of the pre-parsed rows.
+
+Rows/s is input rows per second for driftloop and inserted rows per second for the
+raw arms. Prints each arm, both ratios (goal >= 0.5) and peak RSS (goal <= 500 MB).
+Run it alone, it needs both cores for a few minutes:
+
+    .venv/bin/python benchmarks/ingest.py                       # SQLite only, 1,000,000 rows
+    .venv/bin/python benchmarks/ingest.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WORDS = ("order refund shipping label account password billing invoice delivery late return "
+         "parcel tracking address change cancel subscription plan upgrade help please thanks").split()
+
+
+def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:
+    """Write n JSONL events (streamed); return how many are valid and unique."""
+    rng = random.Random(seed)
+    t0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    valid, last = 0, ""
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            r = rng.random()
+            if r < 0.005:
+                f.write('{"ts": "2026-10-01T00:00:00Z", "prompt": \n')
+                continue
+            if r < 0.01:
+                f.write(json.dumps({"event_id": f"b{i}", "ts": "2026-10-01T00:00:00", "prompt": "naive"}) + "\n")
+                continue
+            if r < 0.03 and last:
+                f.write(last)  # an exact duplicate of the previous event
+                continue
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20)))
+            prompt = words + (f" mail me at user{i}@example.com" if rng.random() < 0.05 else "")
+            response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 30)))
+            if rng.random() < 0.02:
+                response += f" or call +1 415 555 {i % 10000:04d}"
+            last = json.dumps({
+                "event_id": f"e{i}", "ts": (t0 + timedelta(seconds=i)).isoformat(), "model_version": "3",
+                "prompt": prompt, "response": response, "rating": rng.randint(1, 5),
+                "thumbs_up": rng.random() < 0.8, "segment": {"topic": rng.choice(WORDS[:6]), "locale": "en"},
+                "latency_ms": round(rng.lognormvariate(5, 0.5), 1), "tokens_in": rng.randint(5, 60),
+                "tokens_out": rng.randint(5, 120),
+            }) + "\n"
+            f.write(last)
+            valid += 1
+    return {"rows": n, "valid_unique": valid}
+
+
+def preparsed(path: Path, dialect: str, chunk: int):
+    """Yield lists of store tuples for the valid, unique events (parsing is not timed by the caller)."""
+    from driftloop.store.engine import driver_value
+    from driftloop.store.models import utcnow
+
+    now, seen, out = driver_value(dialect, utcnow()), set(), []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+                ts = datetime.fromisoformat(d["ts"])
+            except (ValueError, KeyError):
+                continue
+            if ts.tzinfo is None or d["event_id"] in seen:
+                continue
+            seen.add(d["event_id"])
+            s = d["rating"]
+            out.append((d["event_id"], driver_value(dialect, ts), d["model_version"], d["prompt"], d["response"],
+                        (s - 1) / 4, str(s), d["thumbs_up"], None, json.dumps(d["segment"]), d["latency_ms"],
+                        d["tokens_in"], d["tokens_out"], "{}", str(path), now))
+            if len(out) >= chunk:
+                yield out
+                out = []
+    if out:
+        yield out
+
+
+def arm(name: str, path: Path, url: str, batch: int) -> dict:
+    """Run one arm in this process; return seconds, rows and peak RSS (MB)."""
+    from driftloop.store import Store
+    from driftloop.store.repo import EVENT_COLUMNS
+
+    store = Store(url)
+    store.migrate()
+    cols = ", ".join(EVENT_COLUMNS)
+    seconds, rows = 0.0, 0
+    if name == "driftloop":
+        from driftloop.ingest import ingest_files
+
+        t = time.perf_counter()
+        rep = ingest_files(store, [path], batch_lines=batch)
+        seconds, rows = time.perf_counter() - t, rep.read
+        extra = {"accepted": rep.accepted, "duplicates": rep.duplicates, "quarantined": rep.quarantined,
+                 "redacted": dict(rep.redacted)}
+    elif name == "raw-sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # as the store's engine sets it
+        sql = f"INSERT INTO feedback ({cols}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        for chunk in preparsed(path, "sqlite", 100_000):
+            t = time.perf_counter()
+            for i in range(0, len(chunk), batch):
+                conn.execute("BEGIN")
+                conn.executemany(sql, chunk[i:i + batch])
+                conn.execute("COMMIT")
+            seconds += time.perf_counter() - t
+            rows += len(chunk)
+        extra = {}
+    else:  # raw-copy
+        import psycopg
+
+        dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            for chunk in preparsed(path, "postgresql", 100_000):
+                t = time.perf_counter()
+                for i in range(0, len(chunk), batch):
+                    with conn.cursor() as cur, cur.copy(f"COPY feedback ({cols}) FROM STDIN") as cp:
+                        for r in chunk[i:i + batch]:
+                            cp.write_row(r)
+                    conn.commit()
+                seconds += time.perf_counter() - t
+                rows += len(chunk)
+        extra = {}
+    stored = store.count_events()
+    store.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux -> MB
+    return {"arm": name, "seconds": seconds, "rows": rows, "rows_per_s": rows / seconds, "stored": stored,
+            "peak_rss_mb": peak, **extra}
+
+
+def child(name: str, path: Path, url: str, batch: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--arm", name, "--input", str(path), "--url", url,
+                          "--batch", str(batch)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def new_pg_db(pg_url: str, name: str) -> str:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(pg_url)
+    with psycopg.connect(u.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=2000, help="rows per transaction, every arm")
+    ap.add_argument("--pg-url", help="a PostgreSQL server (SQLAlchemy URL); two databases are created on it")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--arm", help=argparse.SUPPRESS)
+    ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.arm:
+        print(json.dumps(arm(a.arm, a.input, a.url, a.batch)))
+        return
+    with tempfile.TemporaryDirectory(prefix="driftloop-bench-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        t = time.perf_counter()
+        gen = generate(path, a.rows)
+        print(f"generated {a.rows:,} events ({gen['valid_unique']:,} valid and unique, "
+              f"{path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s", flush=True)
+        results = {"input": gen, "batch": a.batch}
+        pairs = [("sqlite", "driftloop", f"sqlite:///{tmp}/driftloop.db", "raw-sqlite", f"sqlite:///{tmp}/raw.db")]
+        if a.pg_url:
+            pairs.append(("postgresql", "driftloop", new_pg_db(a.pg_url, "bench_driftloop"),
+                          "raw-copy", new_pg_db(a.pg_url, "bench_raw")))
+        for backend, ours, our_url, raw, raw_url in pairs:
+            r_ours = child(ours, path, our_url, a.batch)
+            print(f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "
+                  f"peak RSS {r_ours['peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
+                  f"duplicates {r_ours['duplicates']:,}, quarantined {r_ours['quarantined']:,}, "
+                  f"redacted {r_ours['redacted']})", flush=True)
+            r_raw = child(raw, path, raw_url, a.batch)
+            print(f"{backend:10s} {raw:10s} {r_raw['rows_per_s']:>10,.0f} rows/s  ({r_raw['seconds']:.1f} s, "
+                  f"{r_raw['rows']:,} rows)", flush=True)
+            ratio = r_ours["rows_per_s"] / r_raw["rows_per_s"]
+            assert r_ours["stored"] == r_raw["stored"] == gen["valid_unique"], (r_ours["stored"], r_raw["stored"])
+            print(f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {r_ours['peak_rss_mb']:.0f} MB "
+                  f"(goal <= 500)", flush=True)
+            results[backend] = {"driftloop": r_ours, "raw": r_raw, "ratio": ratio}
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""File sources: JSONL, CSV and Parquet feedback files (JSONL and CSV may be gzip) into the store.
+
+Files are streamed and written in batches; each batch commits with the file's
+checkpoint in the same transaction, so an interrupted run (even a SIGKILL)
+resumes after its last committed batch and a second run over the same files
+adds nothing. The checkpoint of JSONL and CSV is a byte offset into the
+uncompressed stream, of Parquet a row number, each with a hash of the file's
+head so that a replaced file is read again from the start. A row that cannot
+be accepted (malformed JSON, invalid UTF-8, a ragged CSV row, a field out of
+range) is quarantined with its reason; it never stops the run. Always
+`read == accepted + duplicates + quarantined`.
+
+    >>> report = ingest_files(store, [Path("feedback.jsonl.gz"), Path("export.csv")])
+    >>> report.read, report.accepted, report.duplicates, report.quarantined
+    (2800, 2795, 0, 5)
+    >>> report.reasons.most_common(1), dict(report.redacted)
+    ([('ts: no timezone', 3)], {'email': 12})
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+from driftloop.config import FileSource
+from driftloop.errors import InputError
+from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
+from driftloop.ingest.redact import Redactor
+from driftloop.ingest.rows import RowError, parse_row
+from driftloop.store import Store
+from driftloop.types import FeedbackEvent
+
+BATCH_LINES = 2_000  # rows per transaction
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is quarantined, not parsed
+RAW_KEEP_BYTES = 64 * 1024  # how much of an over-long line the quarantine keeps
+HEAD_BYTES = 4096  # bytes hashed to tell a replaced file from an appended one
+PARQUET_BATCH = 8_192  # rows decoded at a time from a Parquet file
+# One record: (position after it, the decoded row or the error, the raw text for quarantine).
+Record = tuple[int, Any, str]
+
+
+def file_format(path: Path, fmt: str = "auto") -> str:
+    """`jsonl`, `csv` or `parquet`: `fmt` unless it is `auto`, else by the name (a trailing .gz ignored)."""
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "jsonl"
+
+
+def source_files(cfg: Any) -> list[tuple[Path, FileSource]]:
+    """Every file the config's file sources match, sorted within each source, with its source."""
+    import glob
+
+    out: list[tuple[Path, FileSource]] = []
+    for s in cfg.sources:
+        if s.kind == "files":
+            out.extend((Path(p), s) for p in sorted(glob.glob(str(cfg.path(s.path)))))
+    return out
+
+
+# ------------------------------------------------------------------ streams
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open(path: Path, raw: BinaryIO) -> BinaryIO:
+    return gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw  # type: ignore[return-value]
+
+
+def _head(path: Path, decompress: bool = True) -> bytes:
+    with open(path, "rb") as raw:
+        return (_open(path, raw) if decompress else raw).read(HEAD_BYTES)
+
+
+def _position(offset: int, head: bytes) -> str:
+    """Checkpoint text: the offset and a hash of the bytes before it (at most HEAD_BYTES)."""
+    return f"{offset}:{hashlib.sha256(head[:offset]).hexdigest()[:16]}"
+
+
+def _resume_offset(position: str | None, head: bytes, stream: BinaryIO, plain_size: int | None) -> int:
+    """Seek `stream` to the checkpoint; 0 when the file was replaced or truncated since.
+
+    `plain_size` is the file's size when it is not compressed (a plain file
+    seeks past its end without complaint); a gzip stream stops at its end.
+    """
+    offset = _offset_of(position, head)
+    if offset <= 0 or (plain_size is not None and offset > plain_size):
+        return 0
+    stream.seek(offset)
+    if stream.tell() != offset:
+        stream.seek(0)
+        return 0
+    return offset
+
+
+def _offset_of(position: str | None, head: bytes) -> int:
+    try:
+        offset = int((position or "0").split(":", 1)[0])
+    except ValueError:
+        return 0
+    return offset if offset > 0 and _position(offset, head) == position else 0
+
+
+def _lines(stream: BinaryIO, offset: int) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """Yield (end offset, line or None if over-long, raw sample) for each non-blank line."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        offset += len(line)
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            sample = line[:RAW_KEEP_BYTES]
+            while line and not line.endswith(b"\n"):  # skip the rest of the line
+                line = stream.readline(MAX_LINE_BYTES)
+                offset += len(line)
+            yield offset, None, sample
+            continue
+        if offset == len(line) and line.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM at file start
+            line = line[3:]
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield offset, line, line
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard constant {name}")
+
+
+def json_object(line: bytes | None) -> Any:
+    """Decode one JSONL line (bytes); raises RowError for an over-long line, bad UTF-8 or bad JSON."""
+    if line is None:
+        raise RowError("(line)", "too long", f"over {MAX_LINE_BYTES} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RowError("(line)", "invalid UTF-8", f"byte {e.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise RowError("(line)", "malformed JSON", str(e)[:120]) from None
+
+
+def decode_line(line: bytes | None, source: str) -> FeedbackEvent:
+    """Parse one JSONL line (bytes) into an event, raising RowError for any fault (no redaction)."""
+    return parse_row(json_object(line), source)
+
+
+def _jsonl_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
+    for end, line, sample in _lines(stream, offset):
+        try:
+            obj: Any = json_object(line)
+        except RowError as e:
+            obj = e
+        yield end, obj, sample.decode("utf-8", "replace")
+
+
+def _csv_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
+    """Records of a CSV stream after its header, resuming at byte `offset` (0: just after the header)."""
+    pos, buf, bad = [0], [], [False]
+
+    def lines() -> Iterator[str]:
+        while True:
+            line = stream.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            pos[0] += len(line)
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad[0], text = True, line.decode("utf-8", "replace")
+            buf.append(text)
+            yield text
+
+    reader = csv.reader(lines(), strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return  # an empty file has no rows
+    header = [h.lstrip("\ufeff").strip() for h in header]
+    if offset > pos[0]:
+        stream.seek(offset)
+        pos[0] = offset
+    buf.clear()
+    bad[0] = False
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            row, err = None, RowError("(row)", "malformed CSV", str(e)[:120])
+        raw = "".join(buf)
+        buf.clear()
+        if row is not None:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                bad[0] = False
+                continue  # a blank line is not a row
+            if bad[0]:
+                err = RowError("(row)", "invalid UTF-8")
+            elif len(row) != len(header):
+                err = RowError("(row)", "ragged CSV row", f"{len(row)} fields, header has {len(header)}")
+            else:
+                err = None
+        bad[0] = False
+        yield pos[0], err if err is not None else dict(zip(header, row)), raw
+
+
+csv.field_size_limit(MAX_LINE_BYTES)  # a long cell is quarantined by parse_row, not by csv
+
+
+# ---------------------------------------------------------------- ingestion
+def ingest_files(
+    store: Store, files: list[Path] | list[tuple[Path, FileSource]], progress: Progress | None = None,
+    batch_lines: int = BATCH_LINES, redactor: Redactor | None = None,
+) -> IngestReport:
+    """Ingest feedback files (JSONL, CSV, Parquet; JSONL and CSV may be gzip), each from its checkpoint.
+
+    `files` are paths (JSONL format, identity mapping) or (path, FileSource)
+    pairs as `source_files(cfg)` returns them. Each batch of `batch_lines`
+    rows commits together with the file's checkpoint (key `file:<absolute
+    path>`). A file replaced or truncated since its checkpoint is read again
+    from the start (duplicates are skipped). A corrupt gzip stream stops that
+    file only and is reported in `errors`. `redactor` (default: all built-in
+    detectors) removes PII before anything is stored. `progress(done_bytes,
+    total_bytes)` is called after each batch, in bytes on disk. Raises
+    InputError when a file does not exist.
+    """
+    pairs = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), FileSource(path=str(f)))
+             for f in files]
+    for p, _ in pairs:
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
+    redactor = redactor if redactor is not None else Redactor()
+    before = Counter(redactor.counts)
+    total = sum(p.stat().st_size for p, _ in pairs)
+    report, done = IngestReport(), 0
+    for p, src in pairs:
+        key = str(p.resolve())
+        fr = FileReport()
+        parser = RowParser(src.mapping, redactor)
+        _ingest_file(store, p.resolve(), file_format(p, src.format), parser, fr, report.reasons, batch_lines,
+                     (lambda n, base=done: progress(base + n, total)) if progress else None)
+        report.add(key, fr)
+        done += p.stat().st_size
+    report.redacted = redactor.counts - before
+    return report
+
+
+def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: FileReport,
+                 reasons: Counter[str], batch_lines: int, progress: Callable[[int], None] | None) -> None:
+    source, key = str(path), f"file:{path}"
+    parser.text_cells, parser.typed = fmt == "csv", fmt == "parquet"
+    with open(path, "rb") as raw:
+        if fmt == "parquet":
+            # A Parquet file is rewritten whole, never appended to: its head and size identify it.
+            ident = hashlib.sha256(_head(path, decompress=False) + str(path.stat().st_size).encode()).hexdigest()[:16]
+            done, _, seen = (store.get_checkpoint(key) or "0:").partition(":")
+            records, fr.resumed_from = _parquet_records(path, int(done) if seen == ident and done.isdigit() else 0)
+            offset_fn = lambda n: f"{n}:{ident}"  # noqa: E731
+        else:
+            head = _head(path)
+            stream = _open(path, raw)
+            plain_size = None if stream is not raw else path.stat().st_size
+            start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size)
+            if fmt == "csv":
+                stream.seek(0)
+                records = _csv_records(stream, start)
+            else:
+                records = _jsonl_records(stream, start)
+            fr.resumed_from = start
+            offset_fn = lambda n: _position(n, head)  # noqa: E731
+        run_batches(store, records, int(fr.resumed_from), parser, source, key, offset_fn, fr, reasons,
+                    batch_lines, (lambda: progress(raw.tell())) if progress else None)
+
+
+def _parquet_records(path: Path, start: int) -> tuple[Iterator[Record], int]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises its own ArrowInvalid / OSError kinds
+        raise InputError(f"{path}: not a readable Parquet file ({str(e)[:120]})") from None
+    if start > pf.metadata.num_rows:
+        start = 0
+
+    def gen() -> Iterator[Record]:
+        n = 0
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH):
+            if n + batch.num_rows <= start:
+                n += batch.num_rows
+                continue
+            for row in batch.to_pylist():
+                n += 1
+                if n > start:
+                    yield n, row, json.dumps(row, default=str, ensure_ascii=False)
+
+    return gen(), start
+
+
+def run_batches(store: Store, records: Iterator[Record], start: Any, parser: RowParser, source: str, key: str,
+                position: Callable[[Any], str], fr: FileReport, reasons: Counter[str], batch_rows: int,
+                progress: Callable[[], None] | None = None) -> None:
+    """Parse records into events or quarantine rows and commit them in batches with the checkpoint.
+
+    Each record is (position after it, decoded row or RowError, raw text);
+    a position of None means "not a safe place to commit" (a SQL row whose
+    watermark the next row shares), so a batch only ends at a real position.
+    `position(p)` turns a record position into checkpoint text. A read error
+    of the underlying stream (OSError, a corrupt gzip) ends the source and is
+    kept in `fr.error`; what was read before it is committed.
+    """
+    events: list[FeedbackEvent] = []
+    quarantine: list[dict[str, Any]] = []
+    offset = committed = safe = start
+
+    def flush() -> None:
+        nonlocal committed
+        accepted, dups = store.add_batch(events, quarantine, source, (key, position(safe)))
+        fr.accepted += accepted
+        fr.duplicates += dups
+        fr.quarantined += len(quarantine)
+        events.clear()
+        quarantine.clear()
+        committed = safe
+        if progress:
+            progress()
+
+    try:
+        for offset, obj, raw in records:
+            fr.read += 1
+            try:
+                if isinstance(obj, RowError):
+                    raise obj
+                events.append(parser.event(obj, source))
+            except RowError as e:
+                reasons[e.key] += 1
+                quarantine.append(parser.quarantine(raw, e, source))
+            if offset is not None:
+                safe = offset
+                if len(events) + len(quarantine) >= batch_rows:
+                    flush()
+    except (OSError, EOFError, zlib.error) as e:
+        fr.error = f"unreadable after position {safe}: {e}"
+    if events or quarantine or safe != committed:
+        flush()

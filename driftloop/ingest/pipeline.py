@@ -1,0 +1,118 @@
+"""What every source shares: the row parser (mapping, validation, redaction) and the reports.
+
+A `RowParser` turns one raw row into a `FeedbackEvent` or a quarantine row
+whose raw payload and reason are redacted too, so PII reaches the store
+neither through accepted events nor through quarantined ones. Reports keep
+the accounting identity `read == accepted + duplicates + quarantined` and the
+redaction counts by kind.
+
+    >>> parser = RowParser(FieldMapping(rating_scale="thumbs"), Redactor())
+    >>> parser.event({"ts": "2026-11-01T00:00:00Z", "prompt": "mail a@b.io", "rating": "up"}, "x").prompt
+    'mail [EMAIL]'
+    >>> dict(parser.redactor.counts)
+    {'email': 1}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from driftloop.config import FieldMapping
+from driftloop.ingest.mapping import map_row
+from driftloop.ingest.redact import Redactor
+from driftloop.ingest.rows import RowError, parse_row
+from driftloop.types import FeedbackEvent
+
+RAW_KEEP_CHARS = 64 * 1024  # how much of a quarantined row's raw payload is kept
+Progress = Callable[[int, int], None]
+
+
+class RowParser:
+    """Mapping + `parse_row` + redaction for one source; counts redactions in `redactor.counts`."""
+
+    def __init__(self, mapping: FieldMapping | None = None, redactor: Redactor | None = None,
+                 text_cells: bool = False, now: datetime | None = None, typed: bool = False) -> None:
+        self.mapping = mapping or FieldMapping()
+        self.typed = typed  # values from Parquet or SQL: dates, decimals, bytes
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.text_cells = text_cells
+        self.now = now
+
+    def event(self, obj: Any, source: str) -> FeedbackEvent:
+        """The event for one decoded row; raises RowError for any fault."""
+        row = map_row(obj, self.mapping, self.text_cells, self.typed)
+        return parse_row(row, source, now=self.now, rating_scale=self.mapping.rating_scale,
+                         redactor=self.redactor)
+
+    def quarantine(self, raw: str, err: RowError, source: str) -> dict[str, Any]:
+        """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted."""
+        return {"source": source, "raw": self.redactor.text(raw[:RAW_KEEP_CHARS]),
+                "field": err.field, "reason": self.redactor.text(err.reason)}
+
+
+@dataclass
+class FileReport:
+    """Counts for one file or source; `resumed_from` is the position the run started at."""
+
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    resumed_from: int | str = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion run did: totals, problem counts, redactions and a report per source."""
+
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    redacted: Counter[str] = field(default_factory=Counter)
+    per_file: dict[str, FileReport] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        """Source-level errors (e.g. a corrupt gzip stream); the rows before them were kept."""
+        return [f"{p}: {r.error}" for p, r in self.per_file.items() if r.error]
+
+    @property
+    def balanced(self) -> bool:
+        """The accounting identity: every row read was accepted, a duplicate, or quarantined."""
+        return self.read == self.accepted + self.duplicates + self.quarantined
+
+    def add(self, key: str, part: FileReport) -> None:
+        """Add one source's counts to the totals."""
+        self.per_file[key] = part
+        self.read += part.read
+        self.accepted += part.accepted
+        self.duplicates += part.duplicates
+        self.quarantined += part.quarantined
+
+    def merge(self, other: "IngestReport") -> None:
+        """Add another run's counts (e.g. another source) to this one."""
+        for k, part in other.per_file.items():
+            self.add(k, part)
+        self.reasons.update(other.reasons)
+        self.redacted.update(other.redacted)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable form, as logged to MLflow."""
+        return {"read": self.read, "accepted": self.accepted, "duplicates": self.duplicates,
+                "quarantined": self.quarantined, "reasons": dict(self.reasons),
+                "redacted": dict(self.redacted),
+                "per_file": {p: asdict(r) for p, r in self.per_file.items()}}
+
+    def summary(self) -> str:
+        """One line: counts, then the most common problems."""
+        s = (f"read {self.read}, accepted {self.accepted}, duplicates {self.duplicates}, "
+             f"quarantined {self.quarantined}")
+        if self.reasons:
+            s += " (" + "; ".join(f"{k} x{n}" for k, n in self.reasons.most_common(3)) + ")"
+        return s

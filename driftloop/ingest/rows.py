@@ -1,0 +1,317 @@
+"""Row validation shared by every source: one decoded row in, one `FeedbackEvent` out.
+
+`parse_row` checks every field and raises `RowError(field, problem)` and
+nothing else, so each source can quarantine a bad row with a precise reason
+and go on. Ratings are normalised to [0, 1] from the scale the source uses
+(stars 1-5, thumbs, or unit 0-1), with the raw value kept. A `Redactor`, when
+given, replaces PII in every text before the event id is computed, so neither
+the stored texts nor the ids carry it.
+
+    >>> e = parse_row({"ts": "2026-11-01T10:00:00+00:00", "prompt": "hi", "rating": 4}, "a.jsonl")
+    >>> e.rating, e.rating_raw
+    (0.75, '4')
+    >>> parse_row({"ts": "2026-11-01T10:00:00", "prompt": "hi"}, "a.jsonl")
+    Traceback (most recent call last):
+    RowError: ts: no timezone (2026-11-01T10:00:00)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from driftloop.types import FeedbackEvent
+
+if TYPE_CHECKING:
+    from driftloop.ingest.redact import Redactor
+
+FUTURE_TOLERANCE = timedelta(days=1)  # clock skew allowed for event timestamps
+# Earliest accepted timestamp; also keeps every ts inside pandas' datetime64[ns] range.
+MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_INT = 2**31 - 1  # token counts are 32-bit integers in the store
+MAX_TEXT_CHARS = 256 * 1024  # a longer prompt/response/correction is quarantined
+KNOWN_FIELDS = {
+    "event_id", "ts", "model_version", "prompt", "response", "rating", "thumbs_up",
+    "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata",
+}
+Scale = Literal["stars", "thumbs", "unit"]
+THUMBS = {"up": True, "down": False, "true": True, "false": False, "1": True, "0": False,
+          "yes": True, "no": False, "+1": True, "-1": False}
+
+
+class RowError(ValueError):
+    """A row that cannot be accepted: which field is at fault and what is wrong with it.
+
+    `problem` is short and value-free, so reports can count problems;
+    `detail` (optional) says more and goes to the quarantine row's reason.
+    """
+
+    def __init__(self, field: str, problem: str, detail: str = "") -> None:
+        super().__init__(f"{field}: {problem}" + (f" ({detail})" if detail else ""))
+        self.field, self.problem, self.detail = field, problem, detail
+
+    @property
+    def key(self) -> str:
+        """`field: problem`, the key under which reports count this error."""
+        return f"{self.field}: {self.problem}"
+
+    @property
+    def reason(self) -> str:
+        """The problem with its detail, as written to the quarantine row."""
+        return self.problem + (f" ({self.detail})" if self.detail else "")
+
+
+# ---------------------------------------------------------------- row parsing
+def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: Scale = "stars",
+              redactor: "Redactor | None" = None) -> FeedbackEvent:
+    """Validate one decoded row of the feedback format and return the event.
+
+    `ts` must be ISO-8601 with a timezone, from 1970 on and at most a day in
+    the future (relative to `now`, default the current time). `rating` is read
+    on `rating_scale`: `stars` (an integer 1-5, or a string or float holding
+    one) becomes (s-1)/4; `thumbs` (true/false, up/down, 1/0) becomes 1.0/0.0
+    and sets `thumbs_up` where the row has none; `unit` is a number in [0, 1].
+    The raw value is kept. `thumbs_up` is a boolean (or a thumbs word) or null;
+    `segment` maps strings to strings. Keys outside the format go into
+    `metadata`. `redactor` replaces PII in every text (prompt, response,
+    correction, segment, metadata) before the event id is computed. Without an
+    `event_id` the id is a hash of the (redacted) content; `source` never
+    enters it, so one event in two files is stored once. Raises `RowError` and
+    nothing else.
+    """
+    if not isinstance(obj, dict):
+        raise RowError("(row)", "not a JSON object", type(obj).__name__)
+    now = now or datetime.now(timezone.utc)
+    ts = _timestamp(obj.get("ts"), now)
+    prompt = _text("prompt", obj.get("prompt"), required=True)
+    response = _text("response", obj.get("response")) or ""
+    correction = _text("correction", obj.get("correction")) or None
+    model_version = _text("model_version", obj.get("model_version"), numbers=True) or ""
+    if len(model_version) > 128:
+        raise RowError("model_version", "longer than 128 characters")
+    rating, rating_raw = _rating(obj.get("rating"), rating_scale)
+    thumbs = _thumbs(obj.get("thumbs_up"))
+    if thumbs is None and rating_scale == "thumbs" and rating is not None:
+        thumbs = rating == 1.0
+    segment = _segment(obj.get("segment"))
+    latency = _number("latency_ms", obj.get("latency_ms"))
+    tokens_in = _count("tokens_in", obj.get("tokens_in"))
+    tokens_out = _count("tokens_out", obj.get("tokens_out"))
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise RowError("metadata", "not an object")
+    else:
+        metadata = dict(metadata)
+    for k, v in obj.items():
+        if k not in KNOWN_FIELDS:
+            metadata[k] = v
+    if metadata:
+        _check_json("metadata", metadata)
+    if redactor is not None and redactor.enabled:
+        prompt, response = redactor.text(prompt), redactor.text(response)  # type: ignore[arg-type]
+        correction = redactor.text(correction) if correction else correction
+        if segment:  # keys are field names; values may carry PII
+            segment = {k: redactor.text(v) for k, v in segment.items()}
+        metadata = redactor.value(metadata) if metadata else metadata
+    given = obj.get("event_id")
+    if given is None:
+        event_id = event_id_for({
+            "ts": ts.isoformat(), "model_version": model_version, "prompt": prompt, "response": response,
+            "rating_raw": rating_raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
+            "latency_ms": latency, "tokens_in": tokens_in, "tokens_out": tokens_out,
+        })
+    else:
+        event_id = _event_id(given)
+    # Every field was checked above, more strictly than the model would: skip
+    # pydantic's validation (and model_construct's bookkeeping), which would cost
+    # as much as the rest of the parse. The dict must hold every field.
+    e = object.__new__(FeedbackEvent)
+    values = {
+        "event_id": event_id, "ts": ts, "model_version": model_version, "prompt": prompt,
+        "response": response, "rating": rating, "rating_raw": rating_raw, "thumbs_up": thumbs,
+        "correction": correction, "segment": segment, "latency_ms": latency, "tokens_in": tokens_in,
+        "tokens_out": tokens_out, "metadata": metadata,
+    }
+    object.__setattr__(e, "__dict__", values)
+    object.__setattr__(e, "__pydantic_fields_set__", set(values))
+    object.__setattr__(e, "__pydantic_extra__", None)
+    object.__setattr__(e, "__pydantic_private__", None)
+    return e
+
+
+def event_id_for(content: dict[str, Any]) -> str:
+    """32 hex characters of SHA-256 over the canonical JSON of an event's content."""
+    canon = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
+
+
+def _event_id(given: Any) -> str:
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = str(given)
+    eid = _text("event_id", given)
+    if not eid or not eid.strip():
+        raise RowError("event_id", "empty")
+    if len(eid) > 64:
+        raise RowError("event_id", "longer than 64 characters")
+    return eid
+
+
+def _timestamp(v: Any, now: datetime) -> datetime:
+    if v is None:
+        raise RowError("ts", "missing")
+    if isinstance(v, datetime):  # Parquet and SQL sources hand over typed timestamps
+        v = v.isoformat()
+    if not isinstance(v, str):
+        raise RowError("ts", "not an ISO-8601 string")
+    try:
+        ts = datetime.fromisoformat(v.strip())
+    except ValueError:
+        raise RowError("ts", "not ISO-8601", v[:64]) from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise RowError("ts", "no timezone", v[:64])
+    try:
+        ts = ts.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise RowError("ts", "out of range", v[:64]) from None
+    if ts > now + FUTURE_TOLERANCE:
+        raise RowError("ts", "more than 1 day in the future", v[:64])
+    if ts < MIN_TS:
+        raise RowError("ts", "before 1970", v[:64])
+    return ts
+
+
+def _text(name: str, v: Any, required: bool = False, numbers: bool = False) -> str | None:
+    if v is None:
+        if required:
+            raise RowError(name, "missing")
+        return None
+    if numbers and isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str):
+        raise RowError(name, "not a string")
+    _check_str(name, v)
+    if len(v) > MAX_TEXT_CHARS:
+        raise RowError(name, f"longer than {MAX_TEXT_CHARS} characters", f"{len(v)} characters")
+    if required and not v.strip():
+        raise RowError(name, "empty")
+    return v
+
+
+def _check_str(name: str, s: str) -> None:
+    # PostgreSQL text cannot hold NUL; a lone surrogate cannot be stored as UTF-8.
+    if "\x00" in s:
+        raise RowError(name, "contains a NUL character")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(name, "invalid Unicode (lone surrogate)") from None
+
+
+def _check_json(name: str, v: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise RowError(name, "nested too deeply")
+    if isinstance(v, str):
+        _check_str(name, v)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise RowError(name, "non-finite number")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise RowError(name, "non-string key")
+            _check_str(name, k)
+            _check_json(name, x, depth + 1)
+    elif isinstance(v, list):
+        for x in v:
+            _check_json(name, x, depth + 1)
+    elif v is not None and not isinstance(v, (bool, int, float)):
+        raise RowError(name, "not JSON", type(v).__name__)
+
+
+def _rating(v: Any, scale: Scale = "stars") -> tuple[float | None, str | None]:
+    if v is None or (isinstance(v, str) and not v.strip() and scale != "stars"):
+        return None, None
+    raw = str(v)[:64]
+    if scale == "thumbs":
+        up = _thumbs(v, "rating", "not a thumbs value (up/down, true/false, 1/0)")
+        return (None, None) if up is None else (1.0 if up else 0.0, raw)
+    if scale == "unit":
+        x: Any = v
+        if isinstance(v, str):
+            try:
+                x = float(v.strip())
+            except ValueError:
+                raise RowError("rating", "not a number in [0, 1]", v[:32]) from None
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (0.0 <= x <= 1.0):
+            raise RowError("rating", "not a number in [0, 1]", repr(v)[:32])
+        return float(x), raw
+    stars: Any = v
+    if isinstance(v, str):
+        try:
+            stars = float(v.strip())
+        except ValueError:
+            raise RowError("rating", "not 1-5 stars", v[:32]) from None
+    if isinstance(stars, float) and stars.is_integer():
+        stars = int(stars)
+    if isinstance(stars, bool) or not isinstance(stars, int) or not 1 <= stars <= 5:
+        raise RowError("rating", "not 1-5 stars", repr(v)[:32])
+    return (stars - 1) / 4, str(stars)
+
+
+def _thumbs(v: Any, name: str = "thumbs_up", problem: str = "not a boolean") -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1, -1):
+        return v == 1
+    if isinstance(v, str):
+        w = v.strip().lower()
+        if not w:
+            return None
+        if w in THUMBS:
+            return THUMBS[w]
+    raise RowError(name, problem, repr(v)[:32])
+
+
+def _segment(v: Any) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise RowError("segment", "not an object")
+    for k, x in v.items():
+        if not isinstance(k, str) or not isinstance(x, str):
+            raise RowError("segment", "values must be strings")
+        _check_str("segment", k)
+        _check_str("segment", x)
+    return dict(v)
+
+
+def _number(name: str, v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RowError(name, "not a number")
+    try:
+        x = float(v)
+    except OverflowError:
+        raise RowError(name, "out of range") from None
+    if not math.isfinite(x) or x < 0:
+        raise RowError(name, "not a finite non-negative number")
+    return x
+
+
+def _count(name: str, v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RowError(name, "not an integer")
+    if not 0 <= v <= MAX_INT:
+        raise RowError(name, "out of range")
+    return v
+
+
