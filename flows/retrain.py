@@ -2,7 +2,8 @@
 
 The training core (`retrain.trainer`) needs only torch, transformers and peft;
 this flow does the store reads, the MLflow logging and the registration.
-A failed job leaves no result folder and never touches the `champion` alias.
+A failed job leaves no result folder and never touches the `champion` alias;
+its error is tagged `driftloop.error` on the FAILED `retrain` run in MLflow.
 
     >>> res = retrain(StageParams(config="driftloop.yaml"))
     >>> res.version
@@ -84,7 +85,8 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             lora_r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
             target_modules=list(r.lora.target_modules), learning_rate=r.learning_rate, epochs=r.epochs,
             batch_size=r.batch_size, max_length=r.max_length, seed=r.seed, device=cfg.model.device,
-            data_digest=manifest["digest"],
+            data_digest=manifest["digest"], packing=r.packing, precision=r.precision, chunked_loss=r.chunked_loss,
+            compile=r.compile, attn_implementation=r.attn_implementation, checkpoint_every=r.checkpoint_every,
         )
         spec.to_json(job_dir / "spec.json")
         tr.log_params(run_id, {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, "base_version": base_version})
@@ -92,7 +94,12 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         try:
             result = fine_tune(spec)
         except Exception as e:  # noqa: BLE001 - every training failure is reported the same way
-            raise StageError(f"retrain: fine-tuning failed: {type(e).__name__}: {e}".splitlines()[0]) from e
+            msg = f"retrain: fine-tuning failed: {type(e).__name__}: {e}".splitlines()[0]
+            # Recorded on the stage run (marked FAILED by stage_run) and logged at error level for
+            # alerting; nothing was registered, so `champion` (and any `challenger`) stay as they were.
+            tr.set_tags(run_id, {"driftloop.error": msg[:5000]})
+            log().error("%s; champion stays version %s", msg, base_version)
+            raise StageError(msg) from e
         m = result.metrics
         tr.log_metrics(run_id, {k: v for k, v in m.items() if isinstance(v, (int, float))})
         for step, loss in m.get("loss_curve", []):

@@ -5,14 +5,18 @@ The same `main` serves the command line, the Prefect flow and a bare GPU worker.
     runs/r1
 
 Exit codes: 0 done (the result folder is printed on stdout); 2 bad input (the
-spec, its data file, or an output_dir that already exists), with a one-line
-message on stderr; 1 training failed (out of memory, diverged, crashed), and
-no result folder was left behind.
+spec, its data file, an output_dir that already exists, or a checkpoint left
+by a different spec), with a one-line message on stderr; 1 training failed
+(out of memory, diverged, crashed), and no result folder was left behind.
+With `checkpoint_every` set, a killed job rerun with the same spec file
+resumes from `<output_dir>.checkpoint/`. Several GPUs: `torchrun --nproc_per_node N
+-m retrain.job SPEC.json` (data parallel, see retrain/distributed.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from retrain.checkpoint import CheckpointError
     from retrain.trainer import DataError, train
 
     hf_logging.disable_progress_bar()  # job logs keep one line per event, no redraw bars
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(spec, progress=None if args.quiet else progress)
-    except (DataError, FileExistsError) as e:
+    except (DataError, FileExistsError, CheckpointError) as e:
         print(f"bad input: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # any crash is a failed run, reported on one line
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"training failed: {type(e).__name__}: {first}", file=sys.stderr)
         return 1
-    print(result.output_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(result.output_dir)
     return 0
 
 

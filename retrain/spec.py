@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 METHODS = ("lora", "qlora", "full")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 
 
 @dataclass
@@ -56,6 +58,19 @@ class RetrainSpec:
     prompt_template: str = "Q: {prompt}\nA:"
     # dataset_digest() of the data file's rows, from curation; the job refuses data that differs.
     data_digest: str | None = None
+    # Speed (tests/test_retrain_speed.py proves each is exact on CPU; benchmarks/finetune_gpu.py times them).
+    # A step's examples end to end in rows of max_length tokens, no padding between them. None =
+    # auto: on for CUDA, off on CPU, where the demo trained 12% slower packed (masked attention
+    # over longer rows costs more there than the padding it saves).
+    packing: bool | None = None
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a bf16 GPU, else fp32
+    chunked_loss: bool = True  # cross-entropy over hidden-state chunks: full logits never materialised
+    loss_chunk_tokens: int = 0  # tokens per loss chunk; 0 = about 1 GiB of fp32 logits per chunk
+    compile: bool = False  # torch.compile the transformer backbone
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    # Resilience: write <output_dir>.checkpoint every N optimizer steps (0 = never); rerunning the
+    # same spec resumes from it.
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -91,6 +106,10 @@ class RetrainSpec:
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
             ("prompt_template", "{prompt}" in self.prompt_template, "must contain {prompt}"),
             ("output_dir", bool(self.output_dir), "must not be empty"),
+            ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
+            ("attn_implementation", self.attn_implementation in ATTENTION, f"must be one of {', '.join(ATTENTION)}"),
+            ("loss_chunk_tokens", self.loss_chunk_tokens >= 0, "must be >= 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
         ]
         for name, ok, why in checks:
             if not ok:

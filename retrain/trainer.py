@@ -1,6 +1,9 @@
 """Supervised fine-tuning of a causal LM on (prompt, completion) pairs: LoRA,
 QLoRA or full, in a plain torch loop. Imports only the standard library, torch,
-transformers and peft, so it runs on a bare GPU worker.
+transformers and peft, so it runs on a bare GPU worker. Speed: packed batches
+(retrain/packing.py), a chunked cross-entropy (retrain/loss.py), bf16 autocast
+and fused AdamW on CUDA, optional torch.compile; resilience: checkpoints and
+resume (retrain/checkpoint.py).
 
 The loss covers the completion only: the tokens of the prompt template get
 label -100. The result folder is written atomically (built beside
@@ -32,8 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
+from retrain import distributed
+from retrain.checkpoint import Checkpoint
+from retrain.loss import causal_lm_loss, decoder_backbone
+from retrain.packing import collate_packed, collate_padded
 from retrain.spec import RetrainSpec, dataset_digest, example_hash
 
 Progress = Callable[[int, int, float], None]
@@ -111,12 +117,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(spec: RetrainSpec, device: torch.device) -> str:
+    """"bf16" (bf16 autocast, fp32 master weights and adapters) or "fp32" for a spec's `precision`:
+    auto picks bf16 on a GPU that supports it; bf16 on a CPU is refused (slow and inexact there)."""
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if spec.precision == "bf16" and not bf16_ok:
+        raise RuntimeError(f"precision: bf16 needs a CUDA GPU with bf16 support, device is {device}")
+    return "bf16" if spec.precision == "bf16" or (spec.precision == "auto" and bf16_ok) else "fp32"
+
+
 def load_model(spec: RetrainSpec, device: torch.device):
     """The model to train: the base with LoRA adapters (only they are trainable), the 4-bit base
     with adapters (QLoRA), or the whole base (full). Returns (model, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
+    attn = {"attn_implementation": spec.attn_implementation}
     if spec.method == "qlora":
         _check_qlora(device)
         from peft import prepare_model_for_kbit_training
@@ -125,15 +141,25 @@ def load_model(spec: RetrainSpec, device: torch.device):
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(spec.base_model, quantization_config=quant,
-                                                     device_map={"": device.index or 0})
+                                                     device_map={"": device.index or 0}, **attn)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        # float32 weights: exact on CPU; GPU speed work (bf16, packing) comes with the GPU issue.
-        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32).to(device)
+        # A frozen LoRA base can live in bf16 (half the memory, no optimizer state); weights that
+        # train stay fp32 masters under bf16 autocast.
+        bf16_base = resolve_precision(spec, device) == "bf16" and spec.method == "lora"
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.base_model, dtype=torch.bfloat16 if bf16_base else torch.float32, **attn).to(device)
+    return prepare_model(model, spec), tokenizer
+
+
+def prepare_model(model, spec: RetrainSpec):
+    """Make `model` trainable as the spec's method says: every weight (full), or LoRA adapters
+    (rank, alpha, dropout, target modules from the spec) on a frozen base."""
+    model.config.use_cache = False  # training: a KV cache would also hide the packed-sequence boundaries
     if spec.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return model, tokenizer
+        return model
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -143,16 +169,19 @@ def load_model(spec: RetrainSpec, device: torch.device):
     cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                      target_modules=list(spec.target_modules), task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
     torch.manual_seed(spec.seed)  # LoRA's A matrices are drawn at random
-    return get_peft_model(model, cfg), tokenizer
+    return get_peft_model(model, cfg)
 
 
 def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, pad_id: int,
         progress: Progress | None = None) -> dict[str, Any]:
-    """Train `model` in place on `encoded`: AdamW on the trainable parameters, linear warmup then
-    linear decay to zero, gradient clipping, seeded shuffling. Returns the loop's metrics; a
-    non-finite loss raises FloatingPointError."""
+    """Train `model` in place on `encoded`: AdamW (fused on CUDA) on the trainable parameters,
+    linear warmup then linear decay to zero, gradient clipping, a seeded order per epoch; packed
+    batches, chunked loss, bf16 autocast and torch.compile as the spec says. With
+    `checkpoint_every`, saves a checkpoint every N steps and resumes from one left by an earlier
+    run of the same spec. Returns the loop's metrics; a non-finite loss raises FloatingPointError."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
+                            fused=device.type == "cuda")
     per_epoch = math.ceil(len(encoded) / spec.batch_size)
     total = max(1, math.ceil(spec.epochs * per_epoch))
     if spec.max_steps is not None:
@@ -161,41 +190,76 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
     # lr factor of update s (0-based): ramps 1/w .. 1, then falls to 1/(total - w) on the last step.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup))
-    gen = torch.Generator().manual_seed(spec.seed)
-    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    rank, world = distributed.rank(), distributed.world_size()
+    ckpt = Checkpoint.for_spec(spec)
+    state = ckpt.load(model, opt, sched) if ckpt else {}
+    step = resumed = int(state.get("step", 0))
+    curve, tokens_before = list(state.get("curve", [])), int(state.get("tokens", 0))
+    precision = resolve_precision(spec, device)
+    packing = spec.packing if spec.packing is not None else device.type == "cuda"
+    backbone = decoder_backbone(model) if spec.chunked_loss else None
+    if spec.compile:
+        backbone = torch.compile(backbone) if backbone is not None else torch.compile(model)
     stride = max(1, total // 1000)  # keep the loss curve at <= ~1000 points
-    curve, tokens, step, loss_val = [], 0, 0, float("nan")
+    tokens = slots = 0
+    loss_val = float("nan")
     model.train()
     t0 = time.monotonic()
     while step < total:
-        order = torch.randperm(len(encoded), generator=gen).tolist()
-        for i in range(0, len(order), spec.batch_size):
-            ids, labels, mask = _collate([encoded[j] for j in order[i:i + spec.batch_size]], pad_id, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            # Position t predicts token t+1; mean over completion tokens of the batch (fp32 CE).
-            loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
-            loss_val = float(loss.detach())
+        epoch, first = divmod(step, per_epoch)
+        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch))
+        for b in range(first, per_epoch):
+            step_rows = [encoded[j] for j in order[b * spec.batch_size:(b + 1) * spec.batch_size].tolist()]
+            rows = step_rows[rank::world] or step_rows[:1]  # this process's share (none: a stand-in, weight 0)
+            # Under torch.compile a new row width means a recompile: packed rows get one width.
+            batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile) if packing
+                     else collate_padded(rows, pad_id, device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                if spec.chunked_loss:
+                    loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
+                                          batch.position_ids, chunk_tokens=spec.loss_chunk_tokens, backbone=backbone)
+                else:
+                    loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids, batch.labels,
+                                          batch.attention_mask, batch.position_ids, chunked=False)
+            if world > 1:
+                # Weight each process's mean by its share of the step's target tokens, so that the
+                # summed gradients are those of the mean over the whole step.
+                mine = (batch.labels[:, 1:] != -100).sum().float() * (rank < len(step_rows))
+                loss = loss * (mine / distributed.sum_(mine).clamp(min=1))
+                loss_val = float(distributed.sum_(loss.detach()))
+            else:
+                loss_val = float(loss.detach())
             if not math.isfinite(loss_val):
                 raise FloatingPointError(f"loss is {loss_val} at step {step + 1}: training diverged "
                                          f"(learning_rate {spec.learning_rate} too high?)")
             loss.backward()
+            distributed.sum_grads(params)
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            tokens += int(mask.sum())  # prompt + completion tokens, padding excluded
+            if rank < len(step_rows):  # a stand-in row trains nothing and counts nothing
+                tokens += batch.tokens  # prompt + completion tokens, padding excluded
+                slots += batch.slots
             if step % stride == 0 or step == total:
                 curve.append([step, round(loss_val, 5)])
-            if progress is not None:
+            if ckpt and ckpt.due(step, total) and rank == 0:
+                ckpt.save(model, opt, sched, {"step": step, "curve": curve, "tokens": tokens_before + tokens})
+            if progress is not None and rank == 0:
                 progress(step, total, loss_val)
             if step >= total:
                 break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.monotonic() - t0
+    tokens, slots = (int(v) for v in distributed.sum_(torch.tensor([tokens, slots], device=device)).tolist())
     model.eval()
-    return {"steps": step, "loss_curve": curve, "final_loss": loss_val, "train_seconds": round(seconds, 3),
-            "tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    return {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": loss_val,
+            "train_seconds": round(seconds, 3), "tokens": tokens_before + tokens,
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+            "padding_fraction": round(1 - tokens / max(slots, 1), 4), "precision": precision,
+            "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile}
 
 
 def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
@@ -208,7 +272,7 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
     if out.exists():
         raise FileExistsError(f"output_dir: {out} already exists; a job never overwrites a result")
     t0 = time.monotonic()
-    device = resolve_device(spec.device)
+    rank, _, device = distributed.setup(resolve_device(spec.device))  # torchrun: one process per GPU
     if spec.method == "qlora":
         _check_qlora(device)
     random.seed(spec.seed)
@@ -226,52 +290,44 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
         torch.cuda.reset_peak_memory_stats(device)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # Rank 0 alone writes (all ranks hold the same weights); other ranks only train.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent)) if rank == 0 else None
     try:
         loop = fit(model, kept, spec, device, pad_id, progress)
-        adapter_dir = None
-        if spec.method == "full":
-            model.save_pretrained(tmp / "model")
-        else:
-            adapter_dir = tmp / "adapter"
-            model.save_pretrained(adapter_dir)
-            tokenizer.save_pretrained(adapter_dir)
-            _merge(spec.base_model, adapter_dir, tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
         trained = [e.example for e in kept]
         metrics = {
-            "method": spec.method, "device": str(device), "examples": len(kept),
-            "dropped_too_long": len(encoded) - len(kept), **loop,
+            "method": spec.method, "device": str(device), "processes": distributed.world_size(),
+            "examples": len(kept), "dropped_too_long": len(encoded) - len(kept), **loop,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             **_peak_memory(device), "wall_seconds": round(time.monotonic() - t0, 3),
         }
-        manifest = {"n": len(trained), "digest": dataset_digest(trained),
-                    "hashes": sorted(example_hash(e) for e in trained),
-                    "ids": sorted(e["id"] for e in trained)}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        spec.to_json(tmp / "spec.json")
-        os.rename(tmp, out)  # atomic on one filesystem: the result appears whole or not at all
+        if tmp is not None:
+            if spec.method == "full":
+                model.save_pretrained(tmp / "model")
+            else:
+                model.save_pretrained(tmp / "adapter")
+                tokenizer.save_pretrained(tmp / "adapter")
+                _merge(spec.base_model, tmp / "adapter", tmp / "model")
+            tokenizer.save_pretrained(tmp / "model")
+            manifest = {"n": len(trained), "digest": dataset_digest(trained),
+                        "hashes": sorted(example_hash(e) for e in trained),
+                        "ids": sorted(e["id"] for e in trained)}
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            spec.to_json(tmp / "spec.json")
+            os.rename(tmp, out)  # atomic on one filesystem: the result appears whole or not at all
+            if Checkpoint.for_spec(spec):
+                Checkpoint.for_spec(spec).remove()  # kept until now: a crash while saving could still resume
+        distributed.barrier()  # other ranks return once the result folder exists
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        distributed.teardown()
     return TrainResult(output_dir=str(out), model_dir=str(out / "model"),
-                       adapter_dir=str(out / "adapter") if adapter_dir else None, metrics=metrics)
-
-
-def _collate(batch: list[Encoded], pad_id: int, device: torch.device):
-    """Right-pad a batch to its longest example; padding is masked out of attention and loss."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, e in enumerate(batch):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        mask[row, :n] = 1
-    return ids.to(device), labels.to(device), mask.to(device)
+                       adapter_dir=None if spec.method == "full" else str(out / "adapter"), metrics=metrics)
 
 
 def _check_qlora(device: torch.device) -> None:

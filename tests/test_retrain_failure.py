@@ -1,0 +1,108 @@
+"""A fine-tuning job that fails (here: an impossible spec, max_length 8 drops every
+example) leaves the `champion` alias where it was, registers nothing, records the error
+on a FAILED `retrain` run in MLflow, and the loop goes to cooldown and re-arms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from driftloop.config import load_config
+from driftloop.errors import StageError
+from driftloop.store import Store
+from driftloop.tracking import Tracker
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from driftloop.demo import world
+    from retrain.base_model import build_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-base")
+    tok = build_tokenizer(world.tokenizer_corpus(0))
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _config(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
+    p = tmp_path / "driftloop.yaml"
+    p.write_text(f"""
+project: e2e
+state_dir: state
+model: {{base: {model_dir}}}
+sources: [{{path: feedback/*.jsonl}}]
+monitor: {{segment_fields: [topic, locale, tier]}}
+policy: {{floors: {{thumbs_up_rate: 0.7}}, max_drop: {{thumbs_up_rate: 0.1}}, min_n: 30}}
+retrain: {{max_length: 8}}
+{extra}
+""")
+    return p
+
+
+def _failed_retrain_runs(tr: Tracker):
+    runs = tr.client.search_runs([tr.experiment_id], filter_string="tags.`driftloop.stage` = 'retrain'")
+    return [r for r in runs if r.info.status == "FAILED"]
+
+
+def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path, tiny_base, prefect_harness):
+    from flows.common import StageParams
+    from flows.registry import ensure_champion
+    from flows.retrain import retrain
+
+    params = StageParams(config=str(_config(tmp_path, tiny_base)))
+    (tmp_path / "feedback").mkdir()
+    (tmp_path / "feedback" / "none.jsonl").write_text("")  # the config names a source; retrain reads none
+    assert ensure_champion(params) == "1"
+    cfg = load_config(params.config)
+    store = Store(cfg.store_url)
+    store.add_items([{"item_id": f"t{k}", "prompt_key": f"where is order {k}", "split": "train",
+                      "prompt": f"where is my order number {k}, it has been a week", "answer": "track it online."}
+                     for k in range(6)])
+    with pytest.raises(StageError, match=r"^retrain: fine-tuning failed: DataError: .*longer than max_length=8"):
+        retrain(params)
+
+    tr = Tracker.from_config(cfg)
+    assert tr.alias_version("champion") == "1" and tr.alias_version("challenger") is None
+    assert [str(v.version) for v in tr.client.search_model_versions(f"name = '{tr.model_name}'")] == ["1"]
+    failed = _failed_retrain_runs(tr)
+    assert len(failed) == 1 and "longer than max_length=8" in failed[0].data.tags["driftloop.error"]
+    assert not list((cfg.state_path / "retrain").glob("*/result"))  # no half-written result folder
+
+
+@pytest.mark.slow
+def test_loop_goes_to_cooldown_then_rearms_after_a_failed_retrain(tmp_path, demo_model, prefect_harness):
+    from flows.common import StageParams
+    from flows.demo import run_demo
+    from flows.loop import loop
+
+    cfg_path = _config(tmp_path, demo_model)
+    with pytest.raises(StageError, match="fine-tuning failed"):
+        run_demo(str(cfg_path))  # cycle 1: nothing to do; cycle 2: regression -> retrain -> fails
+    cfg = load_config(cfg_path)
+    store, tr = Store(cfg.store_url), Tracker.from_config(cfg)
+    assert store.get_state("e2e")["state"] == "cooldown"
+    assert tr.alias_version("champion") == "1" and tr.alias_version("challenger") is None
+
+    # cooldown_hours is 0: the next cycle re-arms, triggers again, and fails the same way.
+    with pytest.raises(StageError, match="fine-tuning failed"):
+        loop(StageParams(config=str(cfg_path)))
+    path = [h["to_state"] for h in reversed(store.history("e2e", limit=50))]
+    first = path.index("triggered")
+    assert path[first:first + 7] == ["triggered", "retraining", "cooldown", "armed", "triggered", "retraining",
+                                     "cooldown"]
+    assert tr.alias_version("champion") == "1"
+    assert len(_failed_retrain_runs(tr)) == 2
