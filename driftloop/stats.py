@@ -77,6 +77,31 @@ class PairedResult:
     b: int = 0  # champion right, challenger wrong
     c: int = 0  # champion wrong, challenger right
     test: str = ""
+    centre: float = 0.0  # centre of the interval (Agresti-Min adjusted for 0/1 outcomes)
+    se: float = 0.0  # standard error of the difference at `centre`
+
+    def p_method(self, threshold: float = 0.0) -> str:
+        """How `p_greater(threshold)` is computed, for a reason sentence."""
+        if self.test == "mcnemar-exact":
+            return "exact McNemar" if threshold == 0 else "Agresti-Min Wald z"
+        return "paired-bootstrap SE, normal z"
+
+    def p_greater(self, threshold: float = 0.0) -> float:
+        """One-sided p-value of H0: true diff <= threshold against H1: diff > threshold.
+
+        Superiority is `p_greater(min_improvement)`; non-inferiority with margin
+        m is `p_greater(-m)`. For 0/1 outcomes and threshold 0 this is the exact
+        one-sided McNemar (binomial) test on the discordant pairs; otherwise a
+        normal test at the interval's centre and standard error.
+        """
+        if self.test == "mcnemar-exact" and threshold == 0:
+            nd = self.b + self.c
+            return 1.0 if nd == 0 else float(_st.binom.sf(self.c - 1, nd, 0.5))
+        if self.n == 0:
+            return 1.0
+        if self.se == 0:
+            return 0.0 if self.centre > threshold else 1.0
+        return float(_st.norm.sf((self.centre - threshold) / self.se))
 
 
 def mcnemar_exact(b: int, c: int) -> PairedResult:
@@ -87,8 +112,8 @@ def mcnemar_exact(b: int, c: int) -> PairedResult:
 
 
 def paired_binary(champion: Sequence[float], challenger: Sequence[float], confidence: float = 0.95) -> PairedResult:
-    """Paired comparison of 0/1 outcomes: exact McNemar p-value and a Newcombe-style
-    (Wald with continuity-free Tango-like) interval on the difference of proportions.
+    """Paired comparison of 0/1 outcomes: exact two-sided McNemar p-value and an
+    interval on the difference of proportions (challenger minus champion).
 
     The interval is the Wald interval for paired proportions,
     diff +/- z * sqrt((b + c) - (b - c)^2 / n) / n, widened to Agresti-Min's
@@ -110,7 +135,8 @@ def paired_binary(champion: Sequence[float], challenger: Sequence[float], confid
     d = (cc - bb) / nn
     se = math.sqrt(max(((bb + cc) - (cc - bb) ** 2 / nn), 0.0)) / nn
     z = _z(confidence)
-    return PairedResult(diff, max(-1.0, d - z * se), min(1.0, d + z * se), base.p_value, n, b, c, "mcnemar-exact")
+    return PairedResult(diff, max(-1.0, d - z * se), min(1.0, d + z * se), base.p_value, n, b, c, "mcnemar-exact",
+                        centre=d, se=se)
 
 
 def paired_bootstrap(
@@ -140,7 +166,8 @@ def paired_bootstrap(
     lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
     centred = boots - mean
     p = float((np.sum(np.abs(centred) >= abs(mean)) + 1) / (n_boot + 1))
-    return PairedResult(mean, float(lo), float(hi), min(1.0, p), n, test="paired-bootstrap")
+    return PairedResult(mean, float(lo), float(hi), min(1.0, p), n, test="paired-bootstrap",
+                        centre=mean, se=float(boots.std(ddof=1)))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -174,15 +201,45 @@ def one_sided_p_below(successes: int, n: int, floor: float) -> float:
     return float(_st.binom.cdf(successes, n, floor))
 
 
+def paired_power(n: int, drop: float, discordant: float, alpha: float = 0.05) -> float:
+    """Exact power of the one-sided exact McNemar test (p < alpha) to detect a drop of `drop`.
+
+    Of n paired items a share `discordant` disagree; a disagreement goes the
+    model's way with probability (discordant - drop) / (2 * discordant). The
+    power sums, over the binomial number of discordant items, the chance that
+    the losses reach the test's critical count.
+    """
+    if n <= 0:
+        return 0.0
+    nd = np.arange(n + 1)
+    q = (discordant + drop) / (2 * discordant)  # share of discordant items the model now gets wrong
+    k = _st.binom.ppf(1 - alpha, nd, 0.5).astype(int) + 1
+    # Strict p < alpha: step up where the tail at k is not below alpha (ties in a discrete law).
+    k = np.where(_st.binom.sf(k - 1, nd, 0.5) >= alpha, k + 1, k)
+    return float(np.sum(_st.binom.pmf(nd, n, discordant) * _st.binom.sf(k - 1, nd, q)))
+
+
 def paired_sample_size(drop: float, discordant: float, alpha: float = 0.05, power: float = 0.8) -> int:
-    """Items needed for a paired (McNemar) test to detect a drop of `drop` in accuracy.
+    """Items needed for the one-sided exact McNemar test to detect a drop of `drop` in accuracy.
 
     `discordant` is the expected share of items on which the two models disagree
-    (b + c) / n; it must exceed `drop`. Connor (1987) normal approximation,
-    two-sided alpha.
+    (b + c) / n; it must exceed `drop`. Starts from Connor's (1987) normal
+    approximation, then steps to the smallest n whose exact power (see
+    `paired_power`) reaches `power` there and at the next 10 sizes, since the
+    discrete test's power saw-tooths in n.
     """
     if not 0 < drop < discordant <= 1:
         raise ValueError("need 0 < drop < discordant share <= 1")
-    za, zb = _z(1 - alpha), float(_st.norm.ppf(power))
-    n = (za * math.sqrt(discordant) + zb * math.sqrt(discordant - drop * drop)) ** 2 / (drop * drop)
-    return int(math.ceil(n))
+    za, zb = float(_st.norm.isf(alpha)), float(_st.norm.ppf(power))
+    n0 = (za * math.sqrt(discordant) + zb * math.sqrt(discordant - drop * drop)) ** 2 / (drop * drop)
+    n = max(1, int(0.9 * n0))
+    cache: dict[int, float] = {}
+
+    def ok(m: int) -> bool:
+        if m not in cache:
+            cache[m] = paired_power(m, drop, discordant, alpha)
+        return cache[m] >= power
+
+    while not all(ok(m) for m in range(n, n + 11)):
+        n += 1
+    return n

@@ -21,16 +21,14 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from driftloop.policy import decide, gate
-from driftloop.types import Action, Decision
+from driftloop.errors import StageError
+from driftloop.types import Action, Decision, MetricResult
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import Context, StageParams, context, log
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.registry import ensure_champion
 from flows.retrain import retrain
-
-LEASE_SECONDS = 3600  # longer than any stage on the embedded default
-
 
 class CycleSummary(BaseModel):
     cycle: str
@@ -62,25 +60,50 @@ class _Clock:
 
 
 @task(name="decide")
-def decide_task(ctx_params: StageParams, mon, state: dict) -> Decision:
+def decide_task(ctx_params: StageParams, mon, state: dict, bench: list[MetricResult],
+                baseline: list[MetricResult]) -> Decision:
     ctx = context(ctx_params)
-    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, state)
+    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, state,
+                  benchmark=bench, baseline=baseline)
 
 
 def _rearm(ctx: Context, owner: str) -> dict:
     """Leave cooldown when it has elapsed; recover from a crashed holder whose lease expired."""
-    project, policy = ctx.cfg.project, ctx.cfg.policy
-    st = ctx.store.get_state(project)
-    since = st["since"]
-    now = datetime.now(timezone.utc)
-    if st["state"] == "cooldown" and (now - since).total_seconds() >= policy.cooldown_hours * 3600:
-        ctx.store.transition(project, "armed", "cooldown elapsed", owner, expected={"cooldown"}, data=st["data"])
-    elif st["state"] in ("triggered", "retraining", "evaluating"):
-        # Only reachable when the earlier holder's lease expired (transition refuses otherwise).
-        if ctx.store.transition(project, "armed", f"recovered from a crashed cycle in state {st['state']}",
-                                owner, expected={st["state"]}, data=st["data"]):
-            log().warning("recovered from a crashed cycle left in state %s", st["state"])
-    return ctx.store.get_state(project)
+    policy = ctx.cfg.policy
+    before = ctx.store.get_state(ctx.cfg.project)["state"]
+    st = ctx.store.rearm(ctx.cfg.project, owner, policy.cooldown_hours * 3600)
+    if before != st["state"]:
+        log().warning("loop state %s -> %s: %s", before, st["state"], st["reason"])
+    return st
+
+
+def _baseline(data: dict, champion: str | None, mon, champ) -> list[MetricResult]:
+    """The champion's baseline: its benchmark scores and the reference window when it was first seen.
+
+    Recorded in the loop state once per champion version, so `policy.relative_drop` compares against
+    the champion's own starting point, not against a window that drifts with it.
+    """
+    rec = data.get("baseline") or {}
+    if rec.get("champion") != champion:
+        metrics = [m for m in mon.reference if m.source == "quality"] + _flat(champ)
+        rec = {"champion": champion, "metrics": [m.model_dump(mode="json") for m in metrics]}
+        data["baseline"] = rec
+    return [MetricResult(**m) for m in rec["metrics"]]
+
+
+def _flat(bench) -> list[MetricResult]:
+    return [m for metrics in bench.metrics.values() for m in metrics]
+
+
+def _step(ctx: Context, owner: str, to_state: str, reason: str, expected: set[str], data: dict) -> None:
+    """One transition of a cycle that holds the lease; losing it (it expired and another cycle
+    took over) stops this cycle before it acts on a state it no longer owns."""
+    if not ctx.store.transition(ctx.cfg.project, to_state, reason[:500], owner, ctx.cfg.policy.lease_seconds,
+                                expected=expected, data=data):
+        st = ctx.store.get_state(ctx.cfg.project)
+        raise StageError(f"loop state: cannot move to {to_state}: the state is {st['state']} held by "
+                         f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
+                         f"{ctx.cfg.policy.lease_seconds:g}) expired and another cycle took over")
 
 
 def _gate_table(decision: Decision, champ, chall) -> list[dict]:
@@ -121,43 +144,48 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events"
         champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
         summary.stage_notes["benchmark champion"] = _bench_note(champ)
-        decision = clock("decide", decide_task, sp, mon, state["data"])
+        data = dict(state["data"])
+        baseline = _baseline(data, champion, mon, champ)
+        decision = clock("decide", decide_task, sp, mon, state["data"], _flat(champ), baseline)
         tr.log_decision(parent, decision, "decide")
         summary.decision_action = decision.action.value
         summary.decision_reasons = decision.reasons
         summary.stage_notes["decide"] = decision.action.value
-        breached = any(e.passed is False for e in decision.evidence if e.source == "quality")
-        data = dict(state["data"])
+        breached = any(e.passed is False for e in decision.evidence if e.source in ("quality", "benchmark"))
         data["breaches"] = (list(data.get("breaches", [])) + [breached])[-50:]
         summary.champion_version = champion
         if decision.action != Action.RETRAIN:
-            store.transition(cfg.project, state["state"], decision.summary()[:500], owner,
-                             expected={state["state"]}, data=data)
+            # Only over the state this cycle read: newer data (another cycle's retrain) is never overwritten.
+            store.transition(cfg.project, state["state"], decision.summary()[:500], owner, 0,
+                             expected={state["state"]}, data=data, expected_version=state["version"])
             store.release(cfg.project, owner)
             summary.outcome = "no retrain needed" if decision.action == Action.NONE else "alert only"
             failed = False
             return summary
         summary.regression = [r for r in decision.reasons if "floor" in r or "fell" in r]
-        if not store.transition(cfg.project, "triggered", decision.summary()[:500], owner, LEASE_SECONDS,
-                                expected={"armed"}, data=data):
-            summary.outcome = "retrain already in progress elsewhere; skipped"
-            failed = False
-            return summary
         now = datetime.now(timezone.utc).isoformat()
         data["last_retrain_at"] = now
         data["retrains"] = (list(data.get("retrains", [])) + [now])[-20:]
-        store.transition(cfg.project, "retraining", "retrain started", owner, LEASE_SECONDS, {"triggered"}, data)
+        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], data, cfg.policy.lease_seconds,
+                                   expected_version=state["version"]):
+            st = store.get_state(cfg.project)
+            summary.outcome = (f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC"
+                               + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
+            failed = False
+            return summary
         try:
             rt = clock("retrain", retrain, sp)
         except Exception as e:
             store.transition(cfg.project, "cooldown", f"retrain failed: {e}"[:500], owner, 0, {"retraining"}, data)
-            tr.set_tags(parent, {"driftloop.outcome": "retrain failed"})
+            store.release(cfg.project, owner)
+            # The finally block tags the cycle run with this outcome; the champion is untouched.
+            summary.outcome = "retrain failed"
+            summary.retrain_note = f"failed: {e}"[:300]
             raise
         summary.challenger_version = rt.version
         summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
                                 f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
-        store.transition(cfg.project, "evaluating", f"challenger version {rt.version}", owner, LEASE_SECONDS,
-                         {"retraining"}, data)
+        _step(ctx, owner, "evaluating", f"challenger version {rt.version}", {"retraining"}, data)
         chall = clock("benchmark challenger", benchmark,
                       BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
         summary.stage_notes["benchmark challenger"] = _bench_note(chall)
@@ -168,19 +196,19 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         summary.gate_reasons = verdict.reasons
         summary.gate_table = _gate_table(verdict, champ, chall)
         if verdict.action == Action.PROMOTE:
+            summary.outcome = f"promoted version {rt.version}"
+            # The state first: a cycle that lost its lease must not move the alias.
+            _step(ctx, owner, "promoted", summary.outcome, {"evaluating"}, data)
             tr.set_alias("champion", rt.version)
             tr.set_version_tags(rt.version, {"driftloop.promoted_by": "gate", "driftloop.cycle_run": parent})
             tr.set_version_description(rt.version, "Promoted by the gate: " + " | ".join(verdict.reasons))
             summary.champion_version = rt.version
-            summary.outcome = f"promoted version {rt.version}"
-            store.transition(cfg.project, "promoted", summary.outcome, owner, LEASE_SECONDS, {"evaluating"}, data)
         else:
-            tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
             summary.outcome = f"rejected version {rt.version}"
-            store.transition(cfg.project, "rejected", summary.outcome, owner, LEASE_SECONDS, {"evaluating"}, data)
+            _step(ctx, owner, "rejected", summary.outcome, {"evaluating"}, data)
+            tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
         summary.stage_notes["gate"] = summary.outcome
-        store.transition(cfg.project, "cooldown", f"after {summary.outcome}", owner, 0,
-                         {"promoted", "rejected"}, data)
+        _step(ctx, owner, "cooldown", f"after {summary.outcome}", {"promoted", "rejected"}, data)
         store.release(cfg.project, owner)
         failed = False
         return summary

@@ -80,6 +80,8 @@ ROLES = {"golden": "target", "canary": "canary", "bias": "bias"}
     ("no real gain", paired(120, 0.6, 0.6, 3, "g"), paired(120, 0.95, 0.95, 4, "c"), Action.REJECT, "fail"),
     ("gain but canary worse by more than the margin", paired(120, 0.4, 0.9, 5, "g"), paired(200, 0.95, 0.70, 6, "c"),
      Action.REJECT, "worse by more than the margin"),
+    ("gain but canary too small to rule out a loss", paired(120, 0.4, 0.9, 9, "g"), paired(40, 0.9, 0.85, 10, "c"),
+     Action.REJECT, "a loss beyond the margin cannot be ruled out"),
     ("too few golden items", paired(12, 0.2, 1.0, 7, "g"), paired(120, 0.95, 0.95, 8, "c"), Action.REJECT,
      "insufficient data (n=12 < 30)"),
 ])
@@ -145,12 +147,115 @@ def test_mcnemar_exact_small_n():
 
 def test_paired_sample_size_gives_power():
     n = stats.paired_sample_size(0.05, 0.15, alpha=0.05, power=0.8)
+    assert stats.paired_power(n, 0.05, 0.15) >= 0.8 > stats.paired_power(n - 60, 0.05, 0.15)
     rng = np.random.default_rng(1)
     detected = 0
     for _ in range(400):
-        # discordant share 0.15, split so that challenger loses 0.05 net: b=0.10, c=0.05
+        # discordant share 0.15, split so that the new model loses 0.05 net: b=0.10, c=0.05
         u = rng.random(n)
         b = int(np.sum(u < 0.10))
         c = int(np.sum((u >= 0.10) & (u < 0.15)))
-        detected += stats.mcnemar_exact(b, c).p_value < 0.05
+        # The regression test: the old model (as "challenger") beats the new one, one-sided.
+        detected += stats.PairedResult(0, 0, 0, 1, n, b=c, c=b, test="mcnemar-exact").p_greater(0) < 0.05
     assert detected / 400 >= 0.75
+
+
+def test_gate_superiority_is_one_sided():
+    # 11 discordant pairs, 9 won: two-sided exact p = 0.065, one-sided p = 0.033.
+    champ = samples("g", [1] * 2 + [0] * 9 + [1] * 40)
+    chall = samples("g", [0] * 2 + [1] * 9 + [1] * 40)
+    assert stats.mcnemar_exact(2, 9).p_value > 0.05
+    d = gate({"golden": [chall]}, {"golden": [champ]}, ROLES, POLICY)
+    assert d.action == Action.PROMOTE, d.reasons
+    assert "one-sided exact McNemar p=0.033" in d.reasons[0]
+    # ...and the same gain does not pass a required improvement of 0.10 (diff is 7/51 = 0.137, not enough evidence).
+    d = gate({"golden": [chall]}, {"golden": [champ]}, ROLES, POLICY.model_copy(update={"min_improvement": 0.10}))
+    assert d.action == Action.REJECT and "gain > 0.100" in d.reasons[0]
+
+
+@pytest.mark.parametrize("margins, relative, action", [
+    ({"canary": 0.05}, {}, Action.REJECT),            # 0.05 absolute: a 6-point loss is beyond it
+    ({"canary": 0.05}, {"canary": 0.20}, Action.PROMOTE),  # 20% of 0.95 = 0.19: within it
+])
+def test_gate_canary_margin_absolute_or_relative_to_the_champion(margins, relative, action):
+    g0, g1 = paired(200, 0.4, 0.9, 21, "g")
+    c0, c1 = paired(1000, 0.95, 0.89, 22, "c")
+    policy = POLICY.model_copy(update={"margins": margins, "relative_margins": relative})
+    d = gate({"golden": [g1], "canary": [c1]}, {"golden": [g0], "canary": [c0]}, ROLES, policy)
+    assert d.action == action, d.reasons
+    canary = next(e for e in d.evidence if e.segment.get("role") == "canary")
+    assert canary.threshold == pytest.approx(-0.05 if not relative else -0.20 * 0.95, abs=0.01)
+
+
+def test_gate_insufficient_data_is_a_verdict_of_its_own():
+    g0, g1 = paired(12, 0.2, 1.0, 7, "g")
+    d = gate({"golden": [g1], "canary": [samples("c", [1] * 5)]}, {"golden": [g0]}, ROLES, POLICY)
+    assert d.action == Action.REJECT
+    assert [(e.name, e.passed, e.value) for e in d.evidence] == [("g/acc_diff", None, None), ("c/acc_diff", None, None)]
+    assert "champion has no results" in d.reasons[1]
+
+
+def test_decide_insufficient_data_is_marked_on_the_metric():
+    d = decide([rate(0.10, 12, {"topic": "billing"}), rate(0.85, 500)], [], [], POLICY, now=NOW)
+    small = next(e for e in d.evidence if e.segment)
+    assert d.action == Action.NONE and small.passed is None and "insufficient data (n=12 < 30)" in small.note
+
+
+def test_decide_holm_spans_metrics_and_segments():
+    # Ten segments each just under the floor: every raw one-sided p < 0.05, none after Holm over the family.
+    segs = [rate(0.66, 400, {"topic": f"t{i}"}) for i in range(10)]
+    raw = [stats.one_sided_p_below(264, 400, 0.7) for _ in segs]
+    assert max(raw) < 0.05
+    d = decide(segs, [], [], POLICY, now=NOW)
+    assert d.action == Action.NONE and "Holm, 10 tests" in d.reasons[0]
+    # The same dip in one segment alone is a breach.
+    assert decide(segs[:1], [], [], POLICY, now=NOW).action == Action.RETRAIN
+
+
+def bench(value: float, n: int, name: str = "driftloop_golden/acc") -> MetricResult:
+    v, lo, hi = stats.wilson(round(value * n), n)
+    return MetricResult(name=name, value=v, ci_low=lo, ci_high=hi, n=n, source="benchmark")
+
+
+@pytest.mark.parametrize("case, now_value, base, action, fragment", [
+    ("fell 12% of its baseline", 0.70, bench(0.80, 800), Action.RETRAIN, "drop 0.10 > 0.040 (5% of 0.80)"),
+    ("fell within noise", 0.79, bench(0.80, 800), Action.NONE, "no quality metric"),
+    ("baseline too small", 0.50, bench(0.80, 20), Action.NONE, "baseline has insufficient data (n=20 < 30)"),
+])
+def test_decide_relative_drop_from_the_champions_baseline(case, now_value, base, action, fragment):
+    policy = POLICY.model_copy(update={"floors": {}, "max_drop": {}, "relative_drop": {"driftloop_golden/acc": 0.05}})
+    d = decide([], [], [], policy, now=NOW, benchmark=[bench(now_value, 800)], baseline=[base])
+    assert d.action == action, (case, d.reasons)
+    assert any(fragment in r for r in d.reasons), (case, d.reasons)
+
+
+def test_decide_relative_drop_on_a_lower_is_better_metric():
+    policy = POLICY.model_copy(update={"floors": {}, "max_drop": {}, "relative_drop": {"correction_rate": 0.2}})
+    cur = rate(0.30, 2000, name="correction_rate").model_copy(update={"higher_is_better": False})
+    base = rate(0.20, 2000, name="correction_rate").model_copy(update={"higher_is_better": False})
+    assert decide([cur], [], [], policy, now=NOW, baseline=[base]).action == Action.RETRAIN
+    assert decide([base], [], [], policy, now=NOW, baseline=[cur]).action == Action.NONE
+
+
+def test_policy_rejects_a_relative_fraction_outside_0_1():
+    with pytest.raises(ValueError, match="relative_drop"):
+        PolicyConfig(relative_drop={"thumbs_up_rate": 1.5})
+
+
+def test_gate_says_how_many_items_had_no_pair():
+    champ = samples("g", [0] * 60)
+    chall = samples("g", [1] * 60 + [0] * 5)  # five items the champion was never scored on
+    d = gate({"golden": [chall]}, {"golden": [champ]}, ROLES, POLICY)
+    assert d.action == Action.PROMOTE and "on 60 shared items (5 unpaired items ignored)" in d.reasons[0]
+
+
+@pytest.mark.parametrize("gain, action", [(0.08, Action.PROMOTE), (0.0, Action.REJECT)])
+def test_gate_continuous_scores_use_the_paired_bootstrap(gain, action):
+    rng = np.random.default_rng(31)
+    base = rng.uniform(0.2, 0.8, 300)
+    champ = SampleResults(task="g", model="m", metric="rouge", items={f"i{k}": float(v) for k, v in enumerate(base)})
+    noisy = np.clip(base + gain + rng.normal(0, 0.05, 300), 0, 1)
+    chall = SampleResults(task="g", model="m", metric="rouge", items={f"i{k}": float(v) for k, v in enumerate(noisy)})
+    d = gate({"golden": [chall]}, {"golden": [champ]}, ROLES, POLICY)
+    assert d.action == action, d.reasons
+    assert "paired-bootstrap SE" in d.reasons[0] and "on 300 shared items" in d.reasons[0]

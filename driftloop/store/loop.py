@@ -11,6 +11,10 @@ the same transaction. A crashed owner's lease simply expires.
     True
     >>> store.get_state("demo")["state"]
     'triggered'
+
+The cycle itself (flows/loop.py) walks armed -> triggered -> retraining ->
+evaluating -> promoted|rejected -> cooldown -> armed through `begin_retrain`,
+`transition` and `rearm`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from driftloop.store.engine import insert_ignore
 from driftloop.store.models import LoopState, LoopTransition, utcnow
 
 INITIAL_STATE = "armed"
+# States in which a cycle is working and holds the lease; stranded there only by a crash.
+ACTIVE_STATES = ("triggered", "retraining", "evaluating", "promoted", "rejected")
 _STATE = LoopState.__table__
 _HISTORY = LoopTransition.__table__
 
@@ -56,12 +62,16 @@ class LoopStateMixin:
         lease_seconds: float = 600,
         expected: set[str] | None = None,
         data: dict[str, Any] | None = None,
+        expected_version: int | None = None,
     ) -> bool:
         """Move `project` to `to_state` if nobody else may; return whether it happened.
 
         Refused (False, nothing written) when the current state is not in
-        `expected` (None accepts any), when another owner holds a lease that has
-        not expired, or when another process changed the row in between. On
+        `expected` (None accepts any), when the row's version is not
+        `expected_version` (given by a caller whose `data` was read at that
+        version, so it never overwrites newer data), when another owner holds a
+        lease that has not expired, or when another process changed the row in
+        between. On
         success the state, reason and data (None means `{}`) are replaced,
         `since` becomes now unless the state is unchanged (a renewal), `owner`
         holds the lease for `lease_seconds` seconds, and a history row is added.
@@ -71,6 +81,8 @@ class LoopStateMixin:
             row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
             current = row["state"] if row is not None else INITIAL_STATE
             if expected is not None and current not in expected:
+                return False
+            if expected_version is not None and (row["version"] if row is not None else 0) != expected_version:
                 return False
             if row is not None and _leased_by_other(row, owner, now):
                 return False
@@ -99,6 +111,43 @@ class LoopStateMixin:
                 owner=owner, at=now, data=data or {},
             ))
         return True
+
+    def rearm(self, project: str, owner: str, cooldown_seconds: float) -> dict[str, Any]:
+        """Start-of-cycle housekeeping; returns the state the cycle then sees.
+
+        Leaves `cooldown` for `armed` once `cooldown_seconds` have passed since
+        it began, and puts a cycle stranded in triggered/retraining/evaluating
+        back to `armed` once its holder's lease has expired (a crashed or
+        killed cycle): the next retrain starts from the recorded data (breach
+        history, retrain budget); one stranded in promoted/rejected goes on to
+        `cooldown`. A live holder's state is left alone.
+        """
+        st = self.get_state(project)
+        now = utcnow()
+        if st["state"] == "cooldown" and (now - st["since"]).total_seconds() >= cooldown_seconds:
+            # Lease 0: housekeeping holds nothing, so a crash right here blocks no one.
+            self.transition(project, "armed", "cooldown elapsed", owner, 0, expected={"cooldown"}, data=st["data"])
+            self.release(project, owner)
+        elif st["state"] in ACTIVE_STATES and not _leased_by_other(st, owner, now):
+            holder = st["lease_owner"] or "nobody"
+            # A gate verdict already taken stands: finish into cooldown; otherwise the retrain is redone.
+            to = "cooldown" if st["state"] in ("promoted", "rejected") else "armed"
+            if self.transition(project, to, f"recovered: the lease of {holder} in state {st['state']} "
+                               "expired (crashed or killed cycle)", owner, 0,
+                               expected={st["state"]}, data=st["data"]):
+                self.release(project, owner)
+        return self.get_state(project)
+
+    def begin_retrain(self, project: str, owner: str, reason: str, data: dict[str, Any],
+                      lease_seconds: float, expected_version: int | None = None) -> bool:
+        """armed -> triggered -> retraining under `owner`'s lease; False (nothing started) if
+        the loop is not armed, another cycle holds it, or (with `expected_version`) the state
+        changed since the caller read `data`. Of racing cycles exactly one gets True."""
+        if not self.transition(project, "triggered", reason, owner, lease_seconds, expected={"armed"}, data=data,
+                               expected_version=expected_version):
+            return False
+        return self.transition(project, "retraining", "retrain started", owner, lease_seconds,
+                               expected={"triggered"}, data=data)
 
     def release(self, project: str, owner: str) -> bool:
         """Give up `owner`'s lease on `project` (the state stays); False if it held none."""
