@@ -18,6 +18,10 @@ Evidently chooses the test from the reference size (see
 reference rows a p-value test (K-S for numbers, chi-square or Z for categories, drift when
 p-value below 0.05); above that a distance (normed Wasserstein for numbers, Jensen-Shannon for
 categories, drift when the distance >= 0.1).
+
+Windows of more than `exact_rows` rows together go to `evaluators.drift_large`, which computes
+those same large-reference statistics from exact per-column profiles of every row and runs
+Evidently only to draw the page, on a sample; the metrics and summary keep this shape.
 """
 
 from __future__ import annotations
@@ -51,14 +55,18 @@ class DriftOutput:
     metrics: list[MetricResult]
     html: str
     summary: dict[str, Any] = field(default_factory=dict)
+    # Evidently's Snapshot behind `html` (None where Evidently did not run): saved to the workspace.
+    snapshot: Any = None
 
 
 def drift_report(
-    reference: pd.DataFrame,
+    reference: "pd.DataFrame | WindowProfile",
     current: pd.DataFrame,
     features: list[str],
     drift_share: float = 0.5,
     min_n: int = 30,
+    exact_rows: int = 50_000,
+    report_rows: int = 20_000,
 ) -> DriftOutput:
     """Compare `features` of `current` against `reference` with Evidently's DataDriftPreset.
 
@@ -69,7 +77,18 @@ def drift_report(
     `drift_score` has value None, passed None and a note saying why. `drifted_share` is
     the share of compared columns that drifted, and passes while it is below
     `drift_share`. Never raises on data: empty windows give "insufficient data (n=0)".
+
+    Large windows (more than `exact_rows` rows in the two together, or a `reference`
+    that is already a `WindowProfile`) take the profile path of `evaluators.drift_large`:
+    verdicts from every row's exact summaries, Evidently's page drawn from a systematic
+    sample of `report_rows` rows per window.
     """
+    from evaluators.profiles import WindowProfile
+
+    if isinstance(reference, WindowProfile) or len(reference) + len(current) > exact_rows:
+        from evaluators.drift_large import large_drift_report
+
+        return large_drift_report(reference, current, features, drift_share, min_n, report_rows)
     n_ref, n_cur = len(reference), len(current)
     summary: dict[str, Any] = {
         "evidently_version": EVIDENTLY_VERSION,
@@ -107,9 +126,10 @@ def drift_report(
     verdicts: dict[str, dict[str, Any]] = {}
     html = ""
     failure = ""
+    snapshot = None
     if compared:
         try:
-            verdicts, html = _run_evidently(
+            verdicts, html, snapshot = _run_evidently(
                 pd.DataFrame({c: ref_cols[c] for c in compared}),
                 pd.DataFrame({c: cur_cols[c] for c in compared}),
                 [c for c in compared if kinds[c] == "numerical"],
@@ -173,7 +193,7 @@ def drift_report(
         drifted_share=share,
         dataset_drift=None if share is None else share >= drift_share,
     )
-    return DriftOutput(metrics, html, summary)
+    return DriftOutput(metrics, html, summary, snapshot)
 
 
 def _prepare(
@@ -229,11 +249,14 @@ def _as_category(s: pd.Series) -> pd.Series:
 
 
 def _run_evidently(
-    ref: pd.DataFrame, cur: pd.DataFrame, numerical: list[str], categorical: list[str], drift_share: float
-) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run DataDriftPreset; return per-column {score, method, threshold, drifted, score_is_p_value} and the HTML."""
+    ref: pd.DataFrame, cur: pd.DataFrame, numerical: list[str], categorical: list[str], drift_share: float,
+    methods: dict[str, str] | None = None,
+) -> tuple[dict[str, dict[str, Any]], str, Any]:
+    """Run DataDriftPreset; return per-column {score, method, threshold, drifted, score_is_p_value}, the HTML
+    and the Snapshot. `methods` pins a column's test by Evidently name (e.g. "wasserstein")."""
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    report = Report([DataDriftPreset(columns=numerical + categorical, drift_share=drift_share)], include_tests=True)
+    report = Report([DataDriftPreset(columns=numerical + categorical, drift_share=drift_share,
+                                     per_column_method=methods or None)], include_tests=True)
     with warnings.catch_warnings():
         # Evidently's binning divides by zero on narrow columns and warns; the results are still defined.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -262,7 +285,7 @@ def _run_evidently(
         col = params.get("column")
         if t.get("id") == "drift" and col in verdicts:
             verdicts[col]["drifted"] = str(t.get("status", "")).upper().endswith("FAIL")
-    return {c: v for c, v in verdicts.items() if v["drifted"] is not None}, html
+    return {c: v for c, v in verdicts.items() if v["drifted"] is not None}, html, snapshot
 
 
 def _method_note(kind: str, v: dict[str, Any]) -> str:

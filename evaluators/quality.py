@@ -64,11 +64,12 @@ def quality_metrics(
     no observations, not an error.
     """
     out: list[MetricResult] = []
+    codes: dict[str, tuple[np.ndarray, list[str]]] = {}  # each field factorised once for all metrics
     for name, spec in METRICS.items():
         values = _values(frame, spec)
         out.append(_result(name, spec, values.to_numpy(), {}, min_n, confidence))
         for field in segment_fields:
-            for group, vals in _groups(frame, field, values):
+            for group, vals in _groups(frame, field, values, codes):
                 out.append(_result(name, spec, vals, {field: group}, min_n, confidence))
     return out
 
@@ -152,6 +153,9 @@ def _values(frame: pd.DataFrame, spec: _Spec) -> pd.Series:
     raw = frame[spec.column]
     if pd.api.types.is_bool_dtype(raw.dtype):
         vals = raw.astype("float64")
+    elif pd.api.types.is_numeric_dtype(raw.dtype):
+        # Plain and nullable numbers alike, without a trip through Python objects (a million rows: ms, not s).
+        vals = pd.Series(raw.to_numpy(dtype="float64", na_value=np.nan), index=raw.index)
     else:
         # object columns may mix True/False/None; to_numeric maps bools to 1/0 and the rest to NaN.
         vals = pd.to_numeric(raw.astype(object).where(raw.notna(), np.nan), errors="coerce").astype("float64")
@@ -161,18 +165,45 @@ def _values(frame: pd.DataFrame, spec: _Spec) -> pd.Series:
     return vals
 
 
-def _groups(frame: pd.DataFrame, field: str, values: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
+def _groups(frame: pd.DataFrame, field: str, values: pd.Series,
+            cache: dict[str, tuple[np.ndarray, list[str]]] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """(group value, observations with NaN kept) for every named group of `field`, sorted by value.
 
     NaN stays in, so every metric reports the same groups; a group without observations
-    of one metric then shows as n=0 rather than vanishing.
+    of one metric then shows as n=0 rather than vanishing. Values are grouped by their
+    text (1 and "1" are one group), factorised once per column, so a million rows cost
+    one pass rather than one string conversion per row.
     """
     if field not in frame.columns:
         return
-    keys = frame[field].astype(object).where(frame[field].notna(), "").map(str)
-    keep = keys != ""
-    for group, vals in values[keep].groupby(keys[keep], sort=True):
-        yield str(group), vals.to_numpy()
+    if cache is None or field not in cache:
+        found = _field_codes(frame[field])
+        if cache is not None:
+            cache[field] = found
+    codes, names = cache[field] if cache is not None else found
+    vals = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    keep = codes >= 0
+    kept = codes[keep]
+    # A stable sort of 16-bit keys is a radix sort in numpy: O(rows), ~10x faster than on int64.
+    order = np.argsort(kept.astype(np.int16) if len(names) < 32_000 else kept, kind="stable")
+    sorted_vals = vals[keep][order]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(kept, minlength=len(names)))])
+    for i in sorted(range(len(names)), key=lambda i: names[i]):
+        yield names[i], sorted_vals[bounds[i]:bounds[i + 1]]
+
+
+def _field_codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(code per row, -1 for missing or "", group names): rows with the same text share a code."""
+    raw_codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    text: dict[str, int] = {}
+    remap = np.array([text.setdefault(str(u), len(text)) for u in uniques] + [-1], dtype=np.int64)
+    codes = remap[raw_codes]  # raw code -1 (missing) picks the trailing -1
+    names = list(text)
+    if "" in text:  # an empty value is not a group
+        empty = text[""]
+        codes = np.where(codes == empty, -1, codes - (codes > empty))
+        names.pop(empty)
+    return codes, names
 
 
 def _estimate(spec: _Spec, vals: np.ndarray, confidence: float) -> tuple[float | None, float | None, float | None]:

@@ -9,17 +9,19 @@ mapping with these keys (an evaluator reads only what it needs):
 - `policy` (PolicyConfig, optional): `min_n`; defaults apply.
 - `confidence` (float, optional): interval level, default 0.95.
 - `gap_metric` (str, optional): the metric "segment_gaps" compares, default "thumbs_up_rate".
+- `reference_texts`, `current_texts` (list[str]): prompt samples of the two windows (text_drift only).
 - `artifacts` (dict, optional): where an evaluator leaves what is not a MetricResult;
-  "drift" puts `drift_report.html` (str) and `drift_summary` (dict) there.
+  "drift" puts `drift_report.html` (str), `drift_summary` (dict) and `drift_snapshot`
+  (Evidently's Snapshot, or None) there.
 
 Keys are snake_case and match the names used in `driftloop.yaml`.
 
     >>> names()
-    ['drift', 'quality', 'segment_gaps']
+    ['drift', 'quality', 'segment_gaps', 'text_drift']
     >>> results = get("quality")({"current": window})
     >>> get("qualty")
     Traceback (most recent call last):
-    UnknownEvaluatorError: unknown evaluator 'qualty'; did you mean 'quality'? (known: drift, quality, segment_gaps)
+    UnknownEvaluatorError: unknown evaluator 'qualty'; did you mean 'quality'? (known: drift, quality, segment_gaps, text_drift)
 
 The built-in evaluators import their libraries when they run, so listing names stays
 cheap (Evidently alone takes seconds to import).
@@ -94,7 +96,8 @@ def _settings(context: Context) -> tuple[MonitorConfig, PolicyConfig, float]:
 
 @register("drift")
 def _drift(context: Context) -> list[MetricResult]:
-    """Evidently drift of `monitor.features`, current against reference."""
+    """Evidently drift of `monitor.features`, current against reference (a frame or a cached
+    `WindowProfile`); large windows take the exact-profile path (see `evaluators.drift_large`)."""
     from evaluators.drift import drift_report
 
     monitor, policy, _ = _settings(context)
@@ -104,12 +107,25 @@ def _drift(context: Context) -> list[MetricResult]:
         list(monitor.features),
         drift_share=monitor.drift_share_alert,
         min_n=policy.min_n,
+        exact_rows=monitor.exact_rows,
+        report_rows=monitor.report_rows,
     )
     artifacts = context.get("artifacts")
     if isinstance(artifacts, dict):
         artifacts["drift_report.html"] = out.html
         artifacts["drift_summary"] = out.summary
+        artifacts["drift_snapshot"] = out.snapshot
     return out.metrics
+
+
+@register("text_drift")
+def _text_drift(context: Context) -> list[MetricResult]:
+    """Drift of prompt descriptors and (with the `embeddings` extra) prompt embeddings, per `monitor.text`."""
+    from evaluators.text_drift import text_drift
+
+    monitor, policy, _ = _settings(context)
+    return text_drift(list(_need(context, "reference_texts")), list(_need(context, "current_texts")),
+                      monitor.text, policy.min_n)
 
 
 @register("quality")

@@ -1,21 +1,31 @@
 """`monitor` flow: drift, feedback quality and segment gaps on the current window
-against the reference window.
+against the reference window, logged to MLflow and saved to the Evidently workspace.
 
     >>> res = monitor(StageParams(config="driftloop.yaml"))
     >>> [m.label() for m in res.current][:2]
     ['thumbs_up_rate', 'mean_rating']
+
+The windows come from `monitor.windows` (see `driftloop.windows`). A reference window
+whose content has not changed is served from the profile cache under
+`<state_dir>/monitor/profiles` without being read again.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import time
+from datetime import datetime
+from pathlib import Path
+
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from driftloop.types import MetricResult
-from driftloop.windows import windows
-from evaluators.drift import drift_report
-from evaluators.quality import quality_metrics, segment_gaps
-from flows.common import StageParams, context, log, stage_run
+from driftloop.windows import (
+    Windows, champion_window, read_prompt_sample, record_window, resolve_windows, window_fingerprint,
+)
+from evaluators.monitoring import ReferenceCache, drift_columns, monitor_frames, reference_key
+from flows.common import Context, StageParams, context, log, stage_run
 
 
 class MonitorResult(BaseModel):
@@ -24,41 +34,123 @@ class MonitorResult(BaseModel):
     n_current: int = 0
     current: list[MetricResult] = Field(default_factory=list, description="Quality metrics of the current window.")
     reference: list[MetricResult] = Field(default_factory=list, description="Quality metrics of the reference window.")
-    drift: list[MetricResult] = Field(default_factory=list)
+    drift: list[MetricResult] = Field(default_factory=list, description="Per-column drift scores, then drifted_share.")
+    text: list[MetricResult] = Field(default_factory=list, description="Drift of prompt descriptors and embeddings.")
     bias: list[MetricResult] = Field(default_factory=list)
     run_id: str = ""
+    reference_cached: bool = Field(default=False, description="The reference came from the profile cache.")
+    workspace: dict[str, str] = Field(default_factory=dict, description="Evidently workspace, project and snapshot ids.")
+    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time of each part (s).")
 
 
-@task(name="drift-report")
-def drift_task(params: StageParams, run_id: str, ref, cur):
+class _Clock:
+    """Calls a function and remembers its wall time (s) under a name, for `MonitorResult.seconds`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[name] = time.perf_counter() - t
+
+
+def _monitor_dir(ctx: Context) -> Path:
+    return ctx.cfg.state_path / "monitor"
+
+
+# NO_CACHE: Prefect would otherwise hash every input, a million-row frame included.
+@task(name="resolve-windows", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def windows_task(params: StageParams) -> Windows | None:
     ctx = context(params)
-    out = drift_report(ref, cur, ctx.cfg.monitor.features + ctx.cfg.monitor.segment_fields,
-                       drift_share=ctx.cfg.monitor.drift_share_alert)
-    ctx.tracker.log_text(run_id, out.html, "drift_report.html")
-    return out.metrics
+    cfg = ctx.cfg.monitor.windows
+    champ, label = None, "champion"
+    if cfg.reference == "champion":
+        version = ctx.tracker.alias_version("champion")
+        if version:
+            cycle_run = ctx.tracker.version_info(version)["tags"].get("driftloop.cycle_run")
+            champ = champion_window(_monitor_dir(ctx) / "windows.json", cycle_run)
+            label = f"champion version {version}" + (f" (cycle run {cycle_run})" if cycle_run else "")
+    return resolve_windows(ctx.store, cfg, champ, label)
+
+
+@task(name="read-window", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def read_task(params: StageParams, start: datetime, end: datetime):
+    ctx = context(params)
+    return ctx.store.read_window(start, end, ctx.cfg.monitor.segment_fields)
+
+
+@task(name="text-drift", retries=1, cache_policy=NO_CACHE)
+def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
+    from evaluators.text_drift import text_drift
+
+    ctx = context(params)
+    t = ctx.cfg.monitor.text
+    if not (t.descriptors or t.embeddings):
+        return []
+    ref = read_prompt_sample(ctx.store, w.reference_start, w.reference_end, t.sample, t.max_chars)
+    cur = read_prompt_sample(ctx.store, w.current_start, w.current_end, t.sample, t.max_chars)
+    return text_drift(ref, cur, t, ctx.cfg.policy.min_n)
+
+
+@task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
+def workspace_task(params: StageParams, snapshot, w: Windows, run_id: str) -> dict[str, str]:
+    from dashboards.evidently_workspace import save_snapshot
+
+    ctx = context(params)
+    folder = ctx.cfg.state_path / "evidently"
+    saved = save_snapshot(folder, ctx.cfg.project, snapshot, name=f"monitor {w.current_end.isoformat()}",
+                          timestamp=w.current_end, metadata={"mlflow_run_id": run_id, **w.as_dict()},
+                          tags=["driftloop", "monitor"])
+    return {"workspace": saved.workspace, "project_id": saved.project_id, "snapshot_id": saved.snapshot_id}
 
 
 @flow(name="monitor")
 def monitor(params: StageParams = StageParams()) -> MonitorResult:
-    """Read both windows (only the columns needed), run the evaluators, log everything."""
+    """Resolve the windows, read them (only the columns needed; the reference from the profile
+    cache when unchanged), run the evaluators, log everything."""
     ctx = context(params)
-    mon = ctx.cfg.monitor
-    bounds = ctx.store.time_bounds()
-    if bounds is None:
+    mon, min_n = ctx.cfg.monitor, ctx.cfg.policy.min_n
+    w = windows_task(params)
+    if w is None:
         log().warning("monitor: the store holds no events yet")
         return MonitorResult()
-    w = windows(bounds[0], bounds[1], mon.windows)
+    log().info("monitor: current %s .. %s, reference %s .. %s (%s)", w.current_start, w.current_end,
+               w.reference_start, w.reference_end, w.reference_source)
     with stage_run(ctx, "monitor", params.parent_run_id) as run_id:
-        ref = ctx.store.read_window(w.reference_start, w.reference_end, mon.segment_fields)
-        cur = ctx.store.read_window(w.current_start, w.current_end, mon.segment_fields)
-        log().info("monitor: reference %d events, current %d events", len(ref), len(cur))
-        ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": len(ref), "n_current": len(cur)})
-        drift = drift_task(params, run_id, ref, cur)
-        min_n = ctx.cfg.policy.min_n
-        current = quality_metrics(cur, mon.segment_fields, min_n=min_n)
-        reference = quality_metrics(ref, mon.segment_fields, min_n=min_n)
-        bias = segment_gaps(cur, mon.segment_fields, min_n=min_n)
-        ctx.tracker.log_metric_results(run_id, current + bias + drift, "metrics_current.json")
-        ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in reference], "metrics_reference.json")
-        return MonitorResult(windows=w.as_dict(), n_reference=len(ref), n_current=len(cur), current=current,
-                             reference=reference, drift=drift, bias=bias, run_id=run_id)
+        clock = _Clock()
+        cur = clock("read_current", read_task, params, w.current_start, w.current_end)
+        cache = ReferenceCache(_monitor_dir(ctx) / "profiles")
+        fingerprint = window_fingerprint(ctx.store, w.reference_start, w.reference_end)
+        key = reference_key(fingerprint, mon, min_n)
+        hit = cache.get(key) if mon.profile_cache else None
+        if hit is not None:
+            reference, ref_quality, n_ref = hit[0], hit[1], hit[0].n_rows
+            log().info("monitor: reference (%d events) from the profile cache", n_ref)
+        else:
+            reference, ref_quality = clock("read_reference", read_task, params, w.reference_start, w.reference_end), None
+            n_ref = len(reference)
+        log().info("monitor: reference %d events, current %d events; comparing %d columns",
+                   n_ref, len(cur), len(drift_columns(mon)))
+        out = monitor_frames(reference, cur, mon, min_n, reference_quality=ref_quality)
+        if hit is None and mon.profile_cache and out.reference_profile is not None:
+            cache.put(key, out.reference_profile, out.reference)
+        ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": n_ref, "n_current": len(cur),
+                                        "reference_cached": hit is not None})
+        ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
+        ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
+        text = clock("text", text_task, params, w) if len(cur) and n_ref else []
+        saved: dict[str, str] = {}
+        if mon.workspace and out.drift.snapshot is not None:
+            saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id)
+            log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
+        if params.parent_run_id:
+            record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)
+        ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
+        ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
+        return MonitorResult(windows=w.as_dict(), n_reference=n_ref, n_current=len(cur), current=out.current,
+                             reference=out.reference, drift=out.drift.metrics, text=text, bias=out.bias,
+                             run_id=run_id, reference_cached=hit is not None, workspace=saved,
+                             seconds={**out.seconds, **clock.seconds})
