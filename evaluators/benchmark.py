@@ -1,10 +1,12 @@
 """Run lm-eval tasks on a local model and return per-item results for paired tests.
 
 Benchmarks are lm-eval YAML tasks, never reimplemented here. This module resolves
-`TaskSpec`s against an index built from the given include paths only (the ~13,900
-built-in YAMLs are not scanned), runs `lm_eval.simple_evaluate` with the `hf`
-backend, and turns lm-eval's output into `MetricResult`s and `SampleResults`
-keyed by each document's `id` field.
+`TaskSpec`s against an index built from the given include paths plus, for
+`kind="builtin"` specs, the one lm-eval folder that defines each (the ~13,900
+built-in YAMLs are not scanned; see `evaluators.builtin`, which also swaps a
+built-in task's hub dataset for local files), runs `lm_eval.simple_evaluate` with
+the `hf` (or `vllm`) backend, and turns lm-eval's output into `MetricResult`s and
+`SampleResults` keyed by each document's stable id.
 
 Data paths: a task's `dataset_kwargs.data_files` may be relative to its YAML
 file (lm-eval alone would resolve it against the working directory). Before a
@@ -22,9 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import logging
+import math
 import re
 import tempfile
 import time
@@ -32,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from driftloop import stats
 from driftloop.config import TaskSpec
 from driftloop.errors import InputError, StageError
 from driftloop.types import MetricResult, SampleResults
+from evaluators.builtin import builtin_hash, builtin_task_dir, local_dataset
+from evaluators.taskfiles import data_files, find_task_yaml, resolve_data_files, task_hash
 from evaluators.tasks import TASKS_DIR
 
-__all__ = ["BenchmarkOutput", "TASKS_DIR", "make_task_manager", "run_tasks", "task_hash"]
+__all__ = ["BenchmarkOutput", "TASKS_DIR", "find_task_yaml", "make_task_manager", "run_tasks", "task_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -78,64 +83,6 @@ def make_task_manager(include_paths: list[Path]):
         if not p.is_dir():
             raise InputError(f"task folder does not exist: {p}")
     return TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
-
-
-def task_hash(yaml_path: Path, cfg: dict[str, Any] | None = None) -> str:
-    """Fingerprint of a task: `metadata.task_hash` where the YAML declares one, else
-    sha256 of the YAML bytes and of every local data file it reads (sorted by name)."""
-    if cfg is None:
-        from lm_eval.tasks._yaml_loader import load_yaml
-
-        cfg = _resolve_data_files(load_yaml(yaml_path, resolve_func=False, recursive=True), yaml_path)
-    meta = cfg.get("metadata")
-    if isinstance(meta, dict) and meta.get("task_hash"):
-        return str(meta["task_hash"])
-    base = Path(yaml_path).resolve().parent
-    h = hashlib.sha256(Path(yaml_path).read_bytes())
-    for f in sorted(_data_files(cfg)):
-        p = Path(f)
-        if p.is_file():
-            # Names relative to the YAML, so a copied task folder keeps its hash.
-            h.update((p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _data_files(cfg: dict[str, Any]) -> list[str]:
-    files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-    if isinstance(files, str):
-        return [files]
-    if isinstance(files, list):
-        return [str(f) for f in files]
-    if isinstance(files, dict):
-        out: list[str] = []
-        for v in files.values():
-            out.extend([v] if isinstance(v, str) else [str(x) for x in v])
-        return out
-    return []
-
-
-def _resolve_data_files(cfg: dict[str, Any], yaml_path: Path) -> dict[str, Any]:
-    """Rewrite relative `dataset_kwargs.data_files` against the YAML's folder (in place)."""
-    kwargs = cfg.get("dataset_kwargs")
-    if not isinstance(kwargs, dict) or "data_files" not in kwargs:
-        return cfg
-    base = Path(yaml_path).resolve().parent
-
-    def fix(f: str) -> str:
-        # Globs and URLs pass through; only plain relative paths are anchored.
-        return f if "://" in f or Path(f).is_absolute() else str(base / f)
-
-    files = kwargs["data_files"]
-    if isinstance(files, str):
-        kwargs["data_files"] = fix(files)
-    elif isinstance(files, list):
-        kwargs["data_files"] = [fix(str(f)) for f in files]
-    elif isinstance(files, dict):
-        kwargs["data_files"] = {
-            k: fix(v) if isinstance(v, str) else [fix(str(x)) for x in v] for k, v in files.items()
-        }
-    return cfg
 
 
 def _unreadable_yamls(tm, include_paths: list[Path]) -> list[str]:
@@ -188,16 +135,26 @@ def _load_tasks(tm, specs: list[TaskSpec], include_paths: list[Path], cache_dir:
             raise _unknown_task(spec.name, tm, include_paths)
         yaml_path = Path(entry.yaml_path) if entry.yaml_path else None
         try:
-            if entry.kind is Kind.TASK and yaml_path is not None:
+            if spec.kind == "builtin" and entry.kind is Kind.TASK and yaml_path is not None:
+                # lm-eval's own definition; only the dataset source changes.
+                cfg = load_yaml(yaml_path, resolve_func=True, recursive=True)
+                data_dir = Path(spec.data_dir).expanduser().resolve() if spec.data_dir else None
+                if data_dir is not None:
+                    local_dataset(cfg, data_dir, spec.data_files, spec.name, cache_dir)
+                thash = builtin_hash(spec.name, data_dir, spec.data_files)
+                loaded = tm.load([cfg])
+            elif entry.kind is Kind.TASK and yaml_path is not None:
                 # Loaded here, not by name, so relative data paths can be anchored first.
-                cfg = _resolve_data_files(load_yaml(yaml_path, resolve_func=True, recursive=True), yaml_path)
+                cfg = resolve_data_files(load_yaml(yaml_path, resolve_func=True, recursive=True), yaml_path)
                 thash = task_hash(yaml_path, cfg)
-                if _data_files(cfg):  # local files only: hub datasets keep the user's cache
+                if data_files(cfg):  # local files only: hub datasets keep the user's cache
                     cfg["dataset_kwargs"]["cache_dir"] = str(cache_dir)
                 loaded = tm.load([cfg])
             else:  # groups, tags, python tasks: lm-eval builds them by name
                 thash = task_hash(yaml_path) if yaml_path else ""
                 loaded = tm.load([spec.name])
+        except InputError:
+            raise
         except Exception as err:  # lm-eval raises TypeError/ValueError/KeyError/OSError alike
             raise _task_error(spec.name, yaml_path, err) from None
         for tname, task in loaded["tasks"].items():
@@ -219,27 +176,44 @@ def _check_model_path(model_path: str | Path) -> str:
     return str(p.resolve())
 
 
-def _load_model(path: str, batch_size: int | str, device: str):
+def _load_model(path: str, batch_size: int | str, device: str, backend: str = "hf"):
     from lm_eval.api.registry import get_model
 
-    # float32 on CPU: half precision is slow there and shifts log-likelihoods.
-    dtype = "float32" if device == "cpu" else "auto"
+    if backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise InputError("benchmark.backend: vllm is not installed (pip install vllm; it needs a GPU)")
+        # vLLM places the model on the GPU itself and takes no `device` argument.
+        args: dict[str, Any] = {"pretrained": path, "dtype": "auto"}
+        extra: dict[str, Any] = {"batch_size": batch_size}
+    else:
+        # float32 on CPU: half precision is slow there and shifts log-likelihoods.
+        args = {"pretrained": path, "dtype": "float32" if device == "cpu" else "auto"}
+        extra = {"batch_size": batch_size, "device": device}
     try:
-        return get_model("hf").create_from_arg_obj(
-            {"pretrained": path, "dtype": dtype}, {"batch_size": batch_size, "device": device}
-        )
+        return get_model(backend).create_from_arg_obj(args, extra)
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StageError(f"model {path} failed to load: {msg}") from None
+
+
+def _item_id(row: dict[str, Any]) -> str:
+    """The doc's own `id`; else its `example_id` (BBQ), prefixed by its `category`
+    because BBQ numbers each category file from 0; else its index in the task."""
+    doc = row["doc"]
+    if isinstance(doc, dict) and "id" in doc:
+        return str(doc["id"])
+    if isinstance(doc, dict) and "example_id" in doc:
+        return f"{doc['category']}-{doc['example_id']}" if "category" in doc else str(doc["example_id"])
+    return str(row["doc_id"])
 
 
 def _sample_results(task: str, rows: list[dict], spec: TaskSpec, model_id: str, thash: str) -> SampleResults:
     items: dict[str, float] = {}
     detail: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["doc_id"]):
-        doc = row["doc"]
-        # The doc's own `id` is the stable key; built-in tasks without one fall back to the index.
-        iid = str(doc["id"]) if isinstance(doc, dict) and "id" in doc else str(row["doc_id"])
+        iid = _item_id(row)
         if iid in items:
             raise InputError(f"task {task}: duplicate item id '{iid}' in its data")
         items[iid] = float(row[spec.metric])
@@ -254,8 +228,30 @@ def _sample_results(task: str, rows: list[dict], spec: TaskSpec, model_id: str, 
     return SampleResults(task=task, model=model_id, metric=spec.metric, items=items, detail=detail, task_hash=thash)
 
 
-def _metric_results(res: dict[str, Any], tasks: list[str]) -> list[MetricResult]:
+def _interval(value: float, se: float | None, per_item: list[Any]) -> tuple[float | None, float | None, str]:
+    """95 % interval and the note that names its method.
+
+    Binary per-item outcomes (accuracy): Wilson score interval, which keeps its
+    coverage near 0 and 1 and at small n, where the normal interval from lm-eval's
+    stderr collapses (acc = 1.0 gives [1, 1]); lm-eval's stderr is quoted in the note.
+    Other metrics with a stderr: value ± 1.96 stderr, clipped to [0, 1] for metrics
+    that live there. Aggregate-only metrics (BBQ bias scores): no interval.
+    """
+    if per_item and all(isinstance(v, (int, float)) and v in (0, 1) for v in per_item):
+        _, lo, hi = stats.wilson(int(sum(per_item)), len(per_item))
+        quoted = f"; lm-eval stderr {se:.4f}" if se is not None else ""
+        return lo, hi, f"95% CI: Wilson score{quoted}"
+    if se is None:
+        return None, None, "no stderr from lm-eval (aggregate-only metric)"
+    lo, hi = value - 1.96 * se, value + 1.96 * se  # 1.96 = z for 95 %
+    if 0.0 <= value <= 1.0:
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    return lo, hi, f"95% CI: normal, value ± 1.96 lm-eval stderr ({se:.4f}), clipped to [0,1]"
+
+
+def _metric_results(res: dict[str, Any], tasks: list[str], logged: dict[str, list[dict]] | None = None) -> list[MetricResult]:
     out: list[MetricResult] = []
+    logged = logged or {}
     for t in tasks:
         row = res["results"].get(t, {})
         hib = res.get("higher_is_better", {}).get(t, {})
@@ -264,15 +260,16 @@ def _metric_results(res: dict[str, Any], tasks: list[str]) -> list[MetricResult]
             metric, _, flt = key.partition(",")
             if not flt or metric.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
+            if math.isnan(value):  # e.g. BBQ's bias score of a category not in the data
+                continue
             se = row.get(f"{metric}_stderr,{flt}")
-            se = float(se) if isinstance(se, (int, float)) else None
+            se = float(se) if isinstance(se, (int, float)) and not math.isnan(se) else None
             name = f"{t}/{metric}" if flt == "none" else f"{t}/{metric}[{flt}]"
+            per_item = [r.get(metric) for r in logged.get(t, [])] if flt == "none" else []
+            lo, hi, note = _interval(float(value), se, per_item)
             out.append(MetricResult(
                 name=name, value=float(value), n=n, source="benchmark",
-                higher_is_better=bool(hib.get(metric, True)),
-                # Normal interval from lm-eval's stderr: 1.96 = z for 95 %.
-                ci_low=None if se is None else float(value) - 1.96 * se,
-                ci_high=None if se is None else float(value) + 1.96 * se,
+                higher_is_better=bool(hib.get(metric, True)), ci_low=lo, ci_high=hi, note=note,
             ))
     return out
 
@@ -318,23 +315,32 @@ def run_tasks(
     batch_size: int | str = 16,
     device: str = "cpu",
     model_id: str = "",
+    backend: str = "hf",
 ) -> BenchmarkOutput:
-    """Evaluate the model folder `model_path` on `tasks` (resolved in `include_paths` only).
+    """Evaluate the model folder `model_path` on `tasks` with lm-eval's `backend` (hf or vllm).
 
+    Project and golden tasks resolve in `include_paths` only; a `kind="builtin"` task
+    resolves in its own lm-eval folder, reading `data_dir` instead of the hub when set.
     Each TaskSpec's `limit` (first N documents) and `num_fewshot` apply to that task
-    alone. Seeds are fixed, nothing is cached between runs and nothing is fetched from
-    the network. Returns one `SampleResults` per leaf task (keyed by the documents'
-    `id` field; the metric of record is `TaskSpec.metric`), one `MetricResult` per task
-    metric named `<task>/<metric>` with value ± 1.96 stderr, lm-eval's results without
-    the samples, and the wall time. Bad input (unknown task, missing model folder, a
-    YAML with a bad field) raises InputError before the model is loaded.
+    alone. Seeds are fixed and nothing is cached between runs. Returns one
+    `SampleResults` per leaf task (keyed by each document's stable id; the metric of
+    record is `TaskSpec.metric`), one `MetricResult` per task metric named
+    `<task>/<metric>` (its 95 % interval method in `note`), lm-eval's results without
+    the samples, and the wall time. Bad input (unknown task, missing model folder or
+    data file, a YAML with a bad field) raises InputError before the model is loaded.
     """
     t0 = time.monotonic()
     if not tasks:
         raise InputError("no benchmark tasks given")
     path = _check_model_path(model_path)
+    if device == "auto":  # a GPU when there is one: the hf backend on CPU or GPU, vllm on GPU
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     include_paths = [Path(p) for p in include_paths]
-    tm = make_task_manager(include_paths)
+    # Built-in tasks: index just their lm-eval folder, never the ~13,900 default YAMLs.
+    builtin = [builtin_task_dir(t.name) for t in tasks if t.kind == "builtin"]
+    tm = make_task_manager(list(dict.fromkeys(include_paths + builtin)))
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable
 
@@ -346,7 +352,7 @@ def run_tasks(
             name: list(range(min(spec.limit, len(task.eval_docs))))
             for name, (task, spec, _) in built.items() if spec.limit
         }
-        lm = _load_model(path, batch_size, device)
+        lm = _load_model(path, batch_size, device, backend)
         try:
             res = _evaluate(simple_evaluate, lm, tm, built, samples, batch_size, device)
         except Exception as err:
@@ -364,4 +370,5 @@ def run_tasks(
     seconds = time.monotonic() - t0
     log.info("lm-eval: %d task(s), %d items on %s in %.1f s", len(built),
              sum(len(s.items) for s in sample_results), mid, seconds)
-    return BenchmarkOutput(samples=sample_results, metrics=_metric_results(res, list(built)), raw=raw, seconds=seconds)
+    metrics = _metric_results(res, list(built), logged)
+    return BenchmarkOutput(samples=sample_results, metrics=metrics, raw=raw, seconds=seconds)

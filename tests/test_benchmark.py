@@ -181,3 +181,9 @@ def test_unparsable_yaml_is_named_when_its_task_is_not_found(fake_model: Path, t
     (tasks / "broken.yaml").write_text("task: driftloop_canary\n  output_type: [multiple_choice\n")
     with pytest.raises(InputError, match=rf"unknown task 'driftloop_canary'.*unreadable task file\(s\): {tasks / 'broken.yaml'}"):
         run_tasks(fake_model, [TaskSpec(name="driftloop_canary")], [tasks])
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_vllm_backend_without_vllm_is_an_input_error(fake_model: Path) -> None:
+    with pytest.raises(InputError, match="benchmark.backend: vllm is not installed"):
+        run_tasks(fake_model, [TaskSpec(name="driftloop_canary", limit=2)], [TASKS_DIR], backend="vllm")

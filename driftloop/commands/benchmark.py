@@ -81,10 +81,11 @@ def benchmark(args: argparse.Namespace) -> int:
     if args.list:
         console.print(suites_table(cfg))
         return 0
-    from flows.benchmark import BenchmarkParams, benchmark as run
+    from flows.benchmark import BenchmarkParams, benchmark as run, preflight
 
     params = BenchmarkParams(config=args.config, model=args.model, suites=args.suite,
                              batch_size=args.batch_size, backend=args.backend)
+    preflight(params)  # bad input fails here, before Prefect or the store start
     with console.status(f"benchmarking model {args.model} (lm-eval runs only uncached tasks)"):
         res = run(params)
     console.print(results_table(res))
