@@ -38,7 +38,9 @@ def _env_defaults() -> None:
         os.environ.setdefault(k, v)
     # Prefect keeps its ephemeral database under PREFECT_HOME; keep it with the project.
     os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".driftloop" / "prefect"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect won't start without it
+    # Prefect logs each flow and task run, and the stages log their progress, at INFO.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 

@@ -72,26 +72,6 @@ def ingest_table(s: dict[str, Any]) -> None:
         console.print(f"  quarantined {n} x {reason}")
 
 
-def benchmark_table(res) -> None:
-    t = Table(title=f"benchmark: model {res.model}")
-    for c in ("suite", "metric", "value [95% CI]", "n", "cached"):
-        t.add_column(c)
-    for suite, metrics in res.metrics.items():
-        for m in metrics:
-            t.add_row(suite, m.name, _ci(m), str(m.n), "yes" if m.note == "cached" else "")
-    console.print(t)
-
-
-def suites(cfg: Config) -> None:
-    t = Table(title="benchmark suites")
-    for c in ("suite", "role", "task", "kind", "limit", "fewshot", "metric"):
-        t.add_column(c)
-    for name, s in cfg.benchmark.suites.items():
-        for task in s.tasks:
-            t.add_row(name, s.role, task.name, task.kind, _fmt(task.limit), str(task.num_fewshot), task.metric)
-    console.print(t)
-
-
 def cycle_table(s) -> None:
     """One cycle's summary: stage times, the decision and, if it ran, the gate."""
     t = Table(title=f"cycle {s.cycle}: {s.outcome}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from driftloop.config import Config, load_config
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, DriftloopError
 
 
 def _tasks(cfg: Config) -> list[str]:
@@ -27,7 +27,8 @@ def _tasks(cfg: Config) -> list[str]:
     project = {t.name for s in cfg.benchmark.suites.values() for t in s.tasks if t.kind == "project"}
     builtin = {t.name for s in cfg.benchmark.suites.values() for t in s.tasks if t.kind == "builtin"}
     if project:
-        known = set(make_task_manager([TASKS_DIR]).all_tasks)
+        dirs = [TASKS_DIR] + [cfg.path(d) for d in cfg.benchmark.task_dirs]
+        known = set(make_task_manager(dirs).all_tasks)
         for name in sorted(project):
             if name not in known:
                 near = difflib.get_close_matches(name, sorted(known), n=3)
@@ -35,14 +36,13 @@ def _tasks(cfg: Config) -> list[str]:
                 raise ConfigError(f"benchmark: task {name!r} is not in {TASKS_DIR}{hint}")
         lines.append(f"lm-eval project tasks: ok ({', '.join(sorted(project))})")
     if builtin:
-        from lm_eval.tasks import TaskManager
+        from evaluators.builtin import builtin_task_dir
 
-        known = set(TaskManager().all_tasks)  # the full index (~12 s): only when built-ins are named
         for name in sorted(builtin):
-            if name not in known:
-                near = difflib.get_close_matches(name, sorted(known), n=3)
-                raise ConfigError(f"benchmark: built-in task {name!r} is unknown to lm-eval"
-                                  + (f"; did you mean {', '.join(near)}?" if near else ""))
+            try:
+                builtin_task_dir(name)  # one folder's lookup, not lm-eval's ~14,000-file index
+            except DriftloopError as e:
+                raise ConfigError(f"benchmark: built-in task {name!r}: {e}") from None
         lines.append(f"lm-eval built-in tasks: ok ({', '.join(sorted(builtin))})")
     return lines
 

