@@ -156,12 +156,23 @@ def sqlite_store(tmp_path: Path):
 
 
 # ------------------------------------------------------------------ models and Prefect
+DEMO_STEPS = 300  # enough for 1.0 on the canary and for LoRA to learn billing (measured); ~30 s on 2 cores
+
+
 @pytest.fixture(scope="session")
-def demo_model(tmp_path_factory) -> Path:
-    """The demo base model, built once per session (about 30 s on 2 cores)."""
+def demo_model(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    """The demo base model, built once by step count (never cut short by a time cap, however
+    busy the machine) and kept in pytest's cache; the builder reuses a matching folder."""
     from retrain.base_model import build_demo_model
 
-    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("driftloop-demo-model") if cache else tmp_path_factory.mktemp("demo-model")
+    path = build_demo_model(folder, max_seconds=3600, max_steps=DEMO_STEPS)
+    import json
+
+    steps = json.loads((path / "driftloop_build.json").read_text())["steps"]
+    assert steps == DEMO_STEPS, f"demo model build stopped at {steps}/{DEMO_STEPS} steps"
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +182,39 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module: on a shared 2-core machine, two 2-thread torch
+    processes spin against each other (steps 10-25x slower); one thread each is steady."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_gpt2(tmp_path_factory):
+    """Factory: a random-init 1-layer GPT-2 with the demo's tokenizer, saved to a fresh folder.
+    Keyword arguments override GPT2Config fields (e.g. dropout for exact-resume tests)."""
+    def make(**overrides) -> Path:
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        from driftloop.demo import world
+        from retrain.base_model import build_tokenizer
+
+        path = tmp_path_factory.mktemp("tiny-base")
+        tok = build_tokenizer(world.tokenizer_corpus(0))
+        torch.manual_seed(0)
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.eos_token_id, **overrides)
+        GPT2LMHeadModel(cfg).save_pretrained(path)
+        tok.save_pretrained(path)
+        return path
+
+    return make

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from driftloop.errors import InputError
 from evaluators.benchmark import TASKS_DIR, make_task_manager, run_tasks, task_hash
 from evaluators.golden import split_corrections, write_golden_task
 from evaluators.tasks.make_canary import canary_jsonl
-from retrain.base_model import build_demo_model
 
 CANARY = TASKS_DIR / "driftloop_canary.yaml"
 
@@ -35,21 +33,6 @@ def one_torch_thread():
 # Bounded by steps, not seconds, so the model (and its canary score) does not depend
 # on how busy the machine is: 120 steps take ~15 s on 2 idle cores; 60 steps score
 # only ~0.6 on the canary, 100 and more score 1.0.
-DEMO_STEPS = 120
-
-
-@pytest.fixture(scope="session")
-def demo_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo base model, built once and kept in pytest's cache (the builder reuses a matching folder)."""
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("driftloop-benchmark-demo-model") if cache else tmp_path_factory.mktemp("model")
-    stamp = folder / "driftloop_build.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("steps", 0) < DEMO_STEPS:
-        shutil.rmtree(folder)  # a build cut short by its time cap is not worth reusing
-    path = build_demo_model(folder, max_seconds=600, max_steps=DEMO_STEPS)
-    steps = json.loads((path / "driftloop_build.json").read_text())["steps"]
-    assert steps == DEMO_STEPS, f"demo model build stopped at {steps}/{DEMO_STEPS} steps (machine too busy)"
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +62,11 @@ def test_committed_canary_data_matches_its_generator() -> None:
     assert (TASKS_DIR / "canary.jsonl").read_text() == canary_jsonl()
 
 
-def test_task_manager_indexes_only_the_given_folders_quickly() -> None:
-    import lm_eval.tasks  # noqa: F401  (the import, ~2 s once per process, is not the build)
-
-    start = time.perf_counter()
+def test_task_manager_indexes_only_the_given_folders() -> None:
+    # Start-up time itself is measured in benchmarks/benchmark_suite.py, not here.
     tm = make_task_manager([TASKS_DIR])
-    assert time.perf_counter() - start < 1.0
     assert "driftloop_canary" in tm.all_tasks and "hellaswag" not in tm.all_tasks
+    assert len(tm.all_tasks) < 50  # the ~14,000 built-in tasks are not indexed
 
 
 def test_demo_model_is_well_above_chance_on_the_canary(canary_run) -> None:

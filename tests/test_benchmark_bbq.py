@@ -16,22 +16,11 @@ from driftloop.config import TaskSpec
 from driftloop.errors import InputError
 from evaluators.benchmark import run_tasks
 from evaluators.builtin import builtin_hash, builtin_task_dir, builtin_tasks_root, local_dataset
-from test_benchmark import demo_model  # noqa: F401  (the demo model kept in pytest's cache)
 
 BBQ_DIR = Path(os.environ.get("DRIFTLOOP_BBQ_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"))
 needs_bbq = pytest.mark.skipif(not (BBQ_DIR / "Religion.jsonl").is_file(),
                                reason=f"BBQ data not found at {BBQ_DIR} (set DRIFTLOOP_BBQ_DIR)")
 N = 24  # items: 12 ambiguous + 12 disambiguated (the file alternates them), 12 choices each
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +109,8 @@ def test_bbq_items_are_the_first_records_with_stable_ids_and_agree_with_the_aggr
     assert m["bbq/acc"] == pytest.approx(s.mean)
     assert m["bbq/accuracy_amb"] == pytest.approx(sum(by_cond["ambig"]) / len(by_cond["ambig"]))
     assert m["bbq/accuracy_disamb"] == pytest.approx(sum(by_cond["disambig"]) / len(by_cond["disambig"]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    yield

@@ -13,19 +13,8 @@ from driftloop.errors import InputError
 from driftloop.types import MetricResult, SampleResults
 from evaluators.benchmark import TASKS_DIR, task_hash
 from evaluators.cache import cache_key, evaluate_cached, load_cached, model_fingerprint, save_cached, spec_hash
-from test_benchmark import demo_model  # noqa: F401  (the demo model kept in pytest's cache)
 
 CANARY = TaskSpec(name="driftloop_canary", limit=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 BASE = dict(fingerprint="f" * 64, thash="t" * 64, spec=TaskSpec(name="x", limit=10), lm_eval_version="0.4.13", seed=0)
@@ -133,3 +122,8 @@ def test_unchanged_model_and_task_hit_without_the_model_and_changes_miss(
     with pytest.raises(InputError, match="model path does not exist"):
         evaluate_cached(sqlite_store, model_copy, fp, [("canary", TaskSpec(name="driftloop_canary", limit=9))],
                         [TASKS_DIR], model_id="v1", batch_size=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    yield

@@ -12,20 +12,9 @@ from driftloop.cli import main
 from driftloop.config import load_config
 from driftloop.tracking import Tracker
 from evaluators.benchmark import TASKS_DIR
-from test_benchmark import demo_model  # noqa: F401  (the demo model kept in pytest's cache)
 from test_benchmark_bbq import BBQ_DIR, needs_bbq
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -144,3 +133,8 @@ def test_unknown_suite_exits_2_with_suggestion(tmp_path: Path, capsys) -> None:
     cfg = write_config(tmp_path, CANARY_SUITE)
     assert main(["--config", str(cfg), "benchmark", "--suite", "canry"]) == 2
     assert error_line(capsys) == "driftloop: error: suite 'canry' is not configured; did you mean canary?"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    yield

@@ -4,7 +4,6 @@ MLflow on a temporary SQLite store, Prefect's test harness, the SQLite store."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

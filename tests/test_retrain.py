@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 
 from driftloop.demo import world
 from retrain import job
-from retrain.base_model import build_tokenizer
 from retrain.curate import build_training_set, carry_replay, load_replay, write_jsonl
 from retrain.spec import RetrainSpec, example_hash
 from retrain.trainer import encode_example, fit, load_examples, load_model, train
@@ -30,28 +29,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine two 2-thread torch processes spin against each other
-    # (steps 10-25x slower); one thread each is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
+def tiny_base(make_tiny_gpt2) -> Path:
     """A random-init 1-layer GPT-2 with the demo's tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    path = tmp_path_factory.mktemp("tiny-base")
-    tok = build_tokenizer(world.tokenizer_corpus(0))
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return make_tiny_gpt2()
 
 
 @pytest.fixture

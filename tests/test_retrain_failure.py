@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from driftloop.config import load_config
 from driftloop.errors import StageError
@@ -16,26 +15,13 @@ from driftloop.tracking import Tracker
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from driftloop.demo import world
-    from retrain.base_model import build_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-base")
-    tok = build_tokenizer(world.tokenizer_corpus(0))
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def tiny_base(make_tiny_gpt2) -> Path:
+    return make_tiny_gpt2()
 
 
 def _config(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:

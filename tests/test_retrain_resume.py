@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 
 from driftloop.demo import world
 from retrain import job
-from retrain.base_model import build_tokenizer
 from retrain.curate import write_jsonl
 from retrain.spec import RetrainSpec
 from retrain.trainer import train
@@ -28,25 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    path = tmp_path_factory.mktemp("tiny-base")
-    tok = build_tokenizer(world.tokenizer_corpus(0))
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def tiny_base(make_tiny_gpt2) -> Path:
+    # No dropout: a resumed run must match an uninterrupted one exactly.
+    return make_tiny_gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
 @pytest.fixture
