@@ -41,7 +41,7 @@ class StoreConfig(_Section):
 
 class TrackingConfig(_Section):
     uri: str | None = Field(default=None, description="MLflow tracking URI; default: `sqlite:///<state_dir>/mlflow.db`.")
-    artifact_location: str | None = Field(default=None, description="Artifact root for new experiments; default: `<state_dir>/mlartifacts`.")
+    artifact_location: str | None = Field(default=None, description="Artifact root for new experiments; default: `<state_dir>/mlartifacts`, or the server's own store when `uri` is an http(s) tracking server.")
     experiment: str = Field(default="driftloop", description="MLflow experiment that holds every cycle's runs.")
     registered_model: str = Field(default="driftloop-model", description="Name of the model in the MLflow registry.")
 
@@ -335,10 +335,13 @@ class Config(_Section):
         return self.tracking.uri or f"sqlite:///{self.state_path / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Artifact root for a new experiment; None lets a tracking server choose (it proxies artifacts)."""
         loc = self.tracking.artifact_location
         if loc and "://" in loc:
             return loc
+        if not loc and self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return str(self.path(loc) if loc else self.state_path / "mlartifacts")
 
     def source_files(self) -> list[Path]:

@@ -112,9 +112,16 @@ def demo_table(summaries: list, cfg: Config) -> None:
 
 
 def ui(cfg: Config) -> None:
+    """Print the commands that open the MLflow and Prefect UIs on the stored state."""
+    import os
+
     console.print("Open the stored state:")
-    console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000 --workers 1")
-    home = cfg.state_path / "prefect"
+    uri = cfg.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        console.print(f"  MLflow UI:  {uri}")
+    else:
+        console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000 --workers 1")
+    home = os.environ.get("PREFECT_HOME") or str(cfg.state_path / "prefect")
     console.print(f"  Prefect UI: PREFECT_HOME={home} .venv/bin/prefect server start --port 4200")
 
 
