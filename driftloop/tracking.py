@@ -202,6 +202,39 @@ class Tracker:
         except MlflowException:
             pass
 
+    def move_champion(self, version: str, by: str, reason: str, how: str) -> str | None:
+        """Point `champion` at `version` (one atomic alias update); returns the version it replaced.
+
+        Each move is also an append-only MLflow run (`driftloop.kind=promotion`) saying who,
+        why, how (gate, manual, rollback) and which version it replaced: the history.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(self.model_name, str(version))
+        except MlflowException:
+            raise InputError(f"version {version}: no such version of {self.model_name!r}") from None
+        previous = self.alias_version("champion")
+        self.set_alias("champion", str(version))
+        tags = {"driftloop.kind": "promotion", "driftloop.version": str(version), "driftloop.by": by,
+                "driftloop.how": how, "driftloop.reason": reason[:4900], "driftloop.previous": previous or ""}
+        run = self.start_run(f"{how}-v{version}", tags=tags)
+        self.end_run(run)
+        self.set_version_tags(str(version), {"driftloop.promoted_by": by, "driftloop.promotion": how})
+        return previous
+
+    def champion_history(self, limit: int = 100) -> list[dict[str, str]]:
+        """Every move of `champion` (gate, manual or rollback), newest first."""
+        from datetime import datetime, timezone
+
+        runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'promotion'",
+                                       order_by=["attributes.start_time DESC"], max_results=limit)
+        return [{"version": r.data.tags.get("driftloop.version", ""), "by": r.data.tags.get("driftloop.by", ""),
+                 "how": r.data.tags.get("driftloop.how", ""), "reason": r.data.tags.get("driftloop.reason", ""),
+                 "previous": r.data.tags.get("driftloop.previous", ""), "run_id": r.info.run_id,
+                 "at": datetime.fromtimestamp(r.info.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds")}
+                for r in runs]
+
     def set_version_tags(self, version: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), k, str(v)[:5000])

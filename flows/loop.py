@@ -199,8 +199,8 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
             summary.outcome = f"promoted version {rt.version}"
             # The state first: a cycle that lost its lease must not move the alias.
             _step(ctx, owner, "promoted", summary.outcome, {"evaluating"}, data)
-            tr.set_alias("champion", rt.version)
-            tr.set_version_tags(rt.version, {"driftloop.promoted_by": "gate", "driftloop.cycle_run": parent})
+            tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
+            tr.set_version_tags(rt.version, {"driftloop.cycle_run": parent})
             tr.set_version_description(rt.version, "Promoted by the gate: " + " | ".join(verdict.reasons))
             summary.champion_version = rt.version
         else:

@@ -61,7 +61,7 @@ def ensure_champion(params: StageParams) -> str:
     try:
         version = tr.register_model(run, src, description=f"Base model {ctx.cfg.model.base!r}, registered as the first champion.",
                                     tags={"driftloop.origin": "base"})
-        tr.set_alias("champion", version)
+        tr.move_champion(version, by="driftloop", reason=f"base model {ctx.cfg.model.base!r}", how="initial")
     except BaseException:
         tr.end_run(run, failed=True)
         raise

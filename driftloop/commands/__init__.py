@@ -24,6 +24,7 @@ MODULES = [
     "driftloop.commands.monitor",
     "driftloop.commands.benchmark",
     "driftloop.commands.dashboard",
+    "driftloop.commands.registry",
 ]
 
 
