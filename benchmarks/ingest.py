@@ -180,6 +180,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000, help="rows per transaction, every arm")
     ap.add_argument("--pg-url", help="a PostgreSQL server (SQLAlchemy URL); two databases are created on it")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--only", choices=["sqlite", "postgresql"], help="run the pair of this backend only")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
@@ -198,6 +199,7 @@ def main() -> None:
         if a.pg_url:
             pairs.append(("postgresql", "driftloop", new_pg_db(a.pg_url, "bench_driftloop"),
                           "raw-copy", new_pg_db(a.pg_url, "bench_raw")))
+        pairs = [p for p in pairs if a.only in (None, p[0])]
         for backend, ours, our_url, raw, raw_url in pairs:
             r_ours = child(ours, path, our_url, a.batch)
             print(f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "

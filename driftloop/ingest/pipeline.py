@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Callable
 
 from driftloop.config import FieldMapping
@@ -46,6 +47,17 @@ class RowParser:
         row = map_row(obj, self.mapping, self.text_cells, self.typed)
         return parse_row(row, source, now=self.now, rating_scale=self.mapping.rating_scale,
                          redactor=self.redactor)
+
+    def event_function(self) -> Callable[[Any, str], FeedbackEvent]:
+        """`event` as one callable with the settings looked up once, for loops over many rows.
+
+        With the identity mapping of untyped JSON rows it is `parse_row` itself
+        (with this parser's settings), skipping `map_row`, which changes nothing there.
+        """
+        m = self.mapping
+        if self.text_cells or self.typed or m.fields or m.segment_fields:
+            return self.event
+        return partial(parse_row, now=self.now, rating_scale=m.rating_scale, redactor=self.redactor)
 
     def quarantine(self, raw: str, err: RowError, source: str) -> dict[str, Any]:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted."""

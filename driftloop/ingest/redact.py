@@ -39,6 +39,22 @@ BUILTIN: dict[str, str] = {
 _SCREEN = re.compile(r"[@\d:]")
 
 
+def might_match(s: str) -> bool:
+    """True when `s` holds an '@', a ':' or a digit, without which no built-in detector matches.
+
+    Same answer as `_SCREEN.search`, about ten times faster on ASCII text: each
+    `in` is a C-speed character scan (only non-ASCII text has other digits).
+    """
+    if not s.isascii():
+        return _SCREEN.search(s) is not None
+    return ("@" in s or ":" in s or "0" in s or "1" in s or "2" in s or "3" in s or "4" in s
+            or "5" in s or "6" in s or "7" in s or "8" in s or "9" in s)
+
+
+def _never(_s: str) -> bool:
+    return False
+
+
 def luhn_ok(digits: str) -> bool:
     """True when the digit string passes the Luhn checksum used by payment cards."""
     total, odd = 0, False
@@ -70,6 +86,9 @@ class Redactor:
         self._builtin = re.compile("|".join(f"(?P<{k}>{BUILTIN[k]})" for k in chosen)) if chosen else None
         self._user_subs = [(rx, self._replacer(k)) for k, rx in self._user]
         self._builtin_sub = self._replacer(None)
+        # A cheap test that `text(s)` might change s: a callable returning a false value
+        # for texts no built-in can match, or None when user patterns see every text.
+        self.screen = None if self._user else (might_match if self._builtin is not None else _never)
 
     def text(self, s: str) -> str:
         """`s` with every PII match replaced; counts are added to `self.counts`."""
@@ -77,7 +96,7 @@ class Redactor:
             return s
         for rx, sub in self._user_subs:
             s = rx.sub(sub, s)
-        if self._builtin is not None and _SCREEN.search(s):
+        if self._builtin is not None and might_match(s):
             s = self._builtin.sub(self._builtin_sub, s)
         return s
 

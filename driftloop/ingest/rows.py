@@ -38,6 +38,7 @@ KNOWN_FIELDS = {
     "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata",
 }
 Scale = Literal["stars", "thumbs", "unit"]
+_STARS = {s: ((s - 1) / 4, str(s)) for s in range(1, 6)}  # stars -> (rating, raw)
 THUMBS = {"up": True, "down": False, "true": True, "false": False, "1": True, "0": False,
           "yes": True, "no": False, "+1": True, "-1": False}
 
@@ -86,20 +87,42 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
         raise RowError("(row)", "not a JSON object", type(obj).__name__)
     now = now or datetime.now(timezone.utc)
     ts = _timestamp(obj.get("ts"), now)
-    prompt = _text("prompt", obj.get("prompt"), required=True)
-    response = _text("response", obj.get("response")) or ""
-    correction = _text("correction", obj.get("correction")) or None
-    model_version = _text("model_version", obj.get("model_version"), numbers=True) or ""
+    # Each field has a fast path for the common, valid value; anything else goes
+    # through the full check, which raises the precise RowError (same order, same
+    # reasons as checking every value the slow way).
+    v = obj.get("prompt")
+    # _plain_text inlined for the two long texts: the call costs as much as the test.
+    if type(v) is str and v.isascii() and "\x00" not in v and len(v) <= MAX_TEXT_CHARS and v.strip():
+        prompt = v
+    else:
+        prompt = _text("prompt", v, required=True)
+    v = obj.get("response")
+    if type(v) is str and v.isascii() and "\x00" not in v and len(v) <= MAX_TEXT_CHARS:
+        response = v
+    else:
+        response = _text("response", v) or ""
+    v = obj.get("correction")
+    correction = (v or None) if v is None or _plain_text(v) else (_text("correction", v) or None)
+    v = obj.get("model_version")
+    model_version = v if _plain_text(v) else (_text("model_version", v, numbers=True) or "")
     if len(model_version) > 128:
         raise RowError("model_version", "longer than 128 characters")
-    rating, rating_raw = _rating(obj.get("rating"), rating_scale)
-    thumbs = _thumbs(obj.get("thumbs_up"))
+    v = obj.get("rating")
+    if rating_scale == "stars" and type(v) is int and 1 <= v <= 5:
+        rating, rating_raw = _STARS[v]
+    else:
+        rating, rating_raw = _rating(v, rating_scale)
+    v = obj.get("thumbs_up")
+    thumbs = v if v is None or v is True or v is False else _thumbs(v)
     if thumbs is None and rating_scale == "thumbs" and rating is not None:
         thumbs = rating == 1.0
     segment = _segment(obj.get("segment"))
-    latency = _number("latency_ms", obj.get("latency_ms"))
-    tokens_in = _count("tokens_in", obj.get("tokens_in"))
-    tokens_out = _count("tokens_out", obj.get("tokens_out"))
+    v = obj.get("latency_ms")
+    latency = v if type(v) is float and 0.0 <= v < math.inf else _number("latency_ms", v)
+    v = obj.get("tokens_in")
+    tokens_in = v if type(v) is int and 0 <= v <= MAX_INT else _count("tokens_in", v)
+    v = obj.get("tokens_out")
+    tokens_out = v if type(v) is int and 0 <= v <= MAX_INT else _count("tokens_out", v)
     metadata = obj.get("metadata")
     if metadata is None:
         metadata = {}
@@ -107,16 +130,23 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
         raise RowError("metadata", "not an object")
     else:
         metadata = dict(metadata)
-    for k, v in obj.items():
-        if k not in KNOWN_FIELDS:
-            metadata[k] = v
+    if not obj.keys() <= KNOWN_FIELDS:
+        for k, v in obj.items():
+            if k not in KNOWN_FIELDS:
+                metadata[k] = v
     if metadata:
         _check_json("metadata", metadata)
     if redactor is not None and redactor.enabled:
-        prompt, response = redactor.text(prompt), redactor.text(response)  # type: ignore[arg-type]
-        correction = redactor.text(correction) if correction else correction
-        if segment:  # keys are field names; values may carry PII
-            segment = {k: redactor.text(v) for k, v in segment.items()}
+        # `screen` (None when user patterns must see every text) skips texts that
+        # cannot hold a match without a call into the redactor.
+        # The screen looks for single characters, so one search over all texts joined
+        # says whether any of them needs the redactor.
+        screen = redactor.screen
+        if screen is None or screen("\n".join((prompt, response, correction or "", *segment.values()))):
+            prompt, response = redactor.text(prompt), redactor.text(response)
+            correction = redactor.text(correction) if correction else correction
+            if segment:  # keys are field names; values may carry PII
+                segment = {k: redactor.text(x) for k, x in segment.items()}
         metadata = redactor.value(metadata) if metadata else metadata
     given = obj.get("event_id")
     if given is None:
@@ -151,6 +181,8 @@ def event_id_for(content: dict[str, Any]) -> str:
 
 
 def _event_id(given: Any) -> str:
+    if type(given) is str and 0 < len(given) <= 64 and given.isascii() and "\x00" not in given and given.strip():
+        return given
     if isinstance(given, int) and not isinstance(given, bool):
         given = str(given)
     eid = _text("event_id", given)
@@ -175,7 +207,8 @@ def _timestamp(v: Any, now: datetime) -> datetime:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise RowError("ts", "no timezone", v[:64])
     try:
-        ts = ts.astimezone(timezone.utc)
+        if ts.tzinfo is not timezone.utc:  # fromisoformat gives this very object for Z and +00:00
+            ts = ts.astimezone(timezone.utc)
     except (OverflowError, ValueError):
         raise RowError("ts", "out of range", v[:64]) from None
     if ts > now + FUTURE_TOLERANCE:
@@ -183,6 +216,11 @@ def _timestamp(v: Any, now: datetime) -> datetime:
     if ts < MIN_TS:
         raise RowError("ts", "before 1970", v[:64])
     return ts
+
+
+def _plain_text(v: Any) -> bool:
+    """True for a string that `_text` would return unchanged: ASCII (so valid UTF-8), no NUL, not too long."""
+    return type(v) is str and v.isascii() and "\x00" not in v and len(v) <= MAX_TEXT_CHARS
 
 
 def _text(name: str, v: Any, required: bool = False, numbers: bool = False) -> str | None:
@@ -281,6 +319,12 @@ def _segment(v: Any) -> dict[str, str]:
         return {}
     if not isinstance(v, dict):
         raise RowError("segment", "not an object")
+    for k, x in v.items():  # fast path: string keys and values, ASCII without NUL
+        if not (type(k) is str and type(x) is str and k.isascii() and x.isascii()
+                and "\x00" not in k and "\x00" not in x):
+            break
+    else:
+        return dict(v)
     for k, x in v.items():
         if not isinstance(k, str) or not isinstance(x, str):
             raise RowError("segment", "values must be strings")

@@ -16,7 +16,7 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -315,7 +315,12 @@ def _event_tuple(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple
     """One feedback row in EVENT_COLUMNS order, in the bulk path's driver types."""
     seg = _segment_json(e.segment) if e.segment else "{}"
     meta = json.dumps(e.metadata, ensure_ascii=False) if e.metadata else "{}"
-    return (e.event_id, driver_value(dialect, e.ts), e.model_version, e.prompt, e.response, e.rating,
+    ts = e.ts
+    if dialect == "sqlite" and ts.tzinfo is timezone.utc:  # parse_row's events: driver_value inlined
+        ts = ts.replace(tzinfo=None).isoformat(" ", "microseconds")
+    else:
+        ts = driver_value(dialect, ts)
+    return (e.event_id, ts, e.model_version, e.prompt, e.response, e.rating,
             e.rating_raw, e.thumbs_up, e.correction, seg, e.latency_ms, e.tokens_in, e.tokens_out, meta,
             source, now)
 
