@@ -218,3 +218,34 @@ def make_tiny_gpt2(tmp_path_factory):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def e2e_config():
+    """Factory: write a driftloop.yaml for a whole-loop run on `model_dir` into `folder`
+    (feedback under folder/feedback, state under folder/state); `extra` adds YAML lines."""
+    def write(folder: Path, model_dir: Path, extra: str = "") -> Path:
+        p = folder / "driftloop.yaml"
+        p.write_text(f"""
+project: e2e
+state_dir: state
+model: {{base: {model_dir}}}
+sources: [{{path: feedback/*.jsonl}}]
+monitor: {{segment_fields: [topic, locale, tier]}}
+policy: {{floors: {{thumbs_up_rate: 0.7}}, max_drop: {{thumbs_up_rate: 0.1}}, min_n: 30}}
+{extra}
+""")
+        return p
+
+    return write
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    """24 (prompt, completion) training rows from every topic of the demo world, as JSONL."""
+    from driftloop.demo import world
+    from retrain.curate import write_jsonl
+
+    pairs = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
+    return write_jsonl([{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)],
+                       tmp_path / "train.jsonl")

@@ -4,7 +4,6 @@ MLflow on a temporary SQLite store, Prefect's test harness, the SQLite store."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,28 +15,14 @@ from driftloop.tracking import Tracker
 pytestmark = pytest.mark.slow
 
 
-def demo_config(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
-    p = tmp_path / "driftloop.yaml"
-    p.write_text(f"""
-project: e2e
-state_dir: state
-model: {{base: {model_dir}}}
-sources: [{{path: feedback/*.jsonl}}]
-monitor: {{segment_fields: [topic, locale, tier]}}
-policy: {{floors: {{thumbs_up_rate: 0.7}}, max_drop: {{thumbs_up_rate: 0.1}}, min_n: 30}}
-{extra}
-""")
-    return p
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_model, prefect_harness):
+def demo_run(tmp_path_factory, demo_model, prefect_harness, e2e_config):
     """One demo run (two cycles) shared by the tests below; they only read its state,
     except the last one, which runs a further cycle."""
     from flows.demo import run_demo
 
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg_path = demo_config(tmp, demo_model)
+    cfg_path = e2e_config(tmp, demo_model)
     return cfg_path, run_demo(str(cfg_path))
 
 

@@ -39,13 +39,6 @@ def tiny_base(make_tiny_gpt2) -> Path:
     return make_tiny_gpt2()
 
 
-@pytest.fixture
-def data_file(tmp_path) -> Path:
-    pairs = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
-    return write_jsonl([{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)],
-                       tmp_path / "train.jsonl")
-
-
 def _spec(base, data, out, **kw) -> RetrainSpec:
     kw = {"batch_size": 4, "max_steps": 3, "device": "cpu", "learning_rate": 1e-2, **kw}
     return RetrainSpec(base_model=str(base), data_path=str(data), output_dir=str(out), **kw)

@@ -19,24 +19,13 @@ def _one_thread(one_torch_thread):
     yield
 
 
+# An impossible spec: no example fits in 8 tokens, so every fine-tune fails.
+RETRAIN_FAILS = "retrain: {max_length: 8}"
+
+
 @pytest.fixture(scope="module")
 def tiny_base(make_tiny_gpt2) -> Path:
     return make_tiny_gpt2()
-
-
-def _config(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
-    p = tmp_path / "driftloop.yaml"
-    p.write_text(f"""
-project: e2e
-state_dir: state
-model: {{base: {model_dir}}}
-sources: [{{path: feedback/*.jsonl}}]
-monitor: {{segment_fields: [topic, locale, tier]}}
-policy: {{floors: {{thumbs_up_rate: 0.7}}, max_drop: {{thumbs_up_rate: 0.1}}, min_n: 30}}
-retrain: {{max_length: 8}}
-{extra}
-""")
-    return p
 
 
 def _failed_retrain_runs(tr: Tracker):
@@ -44,12 +33,13 @@ def _failed_retrain_runs(tr: Tracker):
     return [r for r in runs if r.info.status == "FAILED"]
 
 
-def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path, tiny_base, prefect_harness):
+def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path, tiny_base, prefect_harness,
+                                                                     e2e_config):
     from flows.common import StageParams
     from flows.registry import ensure_champion
     from flows.retrain import retrain
 
-    params = StageParams(config=str(_config(tmp_path, tiny_base)))
+    params = StageParams(config=str(e2e_config(tmp_path, tiny_base, RETRAIN_FAILS)))
     (tmp_path / "feedback").mkdir()
     (tmp_path / "feedback" / "none.jsonl").write_text("")  # the config names a source; retrain reads none
     assert ensure_champion(params) == "1"
@@ -70,12 +60,12 @@ def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path,
 
 
 @pytest.mark.slow
-def test_loop_goes_to_cooldown_then_rearms_after_a_failed_retrain(tmp_path, demo_model, prefect_harness):
+def test_loop_goes_to_cooldown_then_rearms_after_a_failed_retrain(tmp_path, demo_model, prefect_harness, e2e_config):
     from flows.common import StageParams
     from flows.demo import run_demo
     from flows.loop import loop
 
-    cfg_path = _config(tmp_path, demo_model)
+    cfg_path = e2e_config(tmp_path, demo_model, RETRAIN_FAILS)
     with pytest.raises(StageError, match="fine-tuning failed"):
         run_demo(str(cfg_path))  # cycle 1: nothing to do; cycle 2: regression -> retrain -> fails
     cfg = load_config(cfg_path)

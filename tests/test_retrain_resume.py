@@ -17,9 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from driftloop.demo import world
 from retrain import job
-from retrain.curate import write_jsonl
 from retrain.spec import RetrainSpec
 from retrain.trainer import train
 
@@ -35,13 +33,6 @@ def _one_thread(one_torch_thread):
 def tiny_base(make_tiny_gpt2) -> Path:
     # No dropout: a resumed run must match an uninterrupted one exactly.
     return make_tiny_gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-
-
-@pytest.fixture
-def data_file(tmp_path) -> Path:
-    pairs = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
-    return write_jsonl([{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)],
-                       tmp_path / "train.jsonl")
 
 
 def _spec(base, data, out, **kw) -> RetrainSpec:
