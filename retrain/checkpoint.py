@@ -47,8 +47,9 @@ class Checkpoint:
         """Whether to write after optimizer step `step` (never after the last: the result follows)."""
         return step % self.spec.checkpoint_every == 0 and step < total
 
-    def save(self, model, opt, sched, state: dict[str, Any]) -> None:
-        """Write the trainable weights, optimizer, scheduler, RNG states and `state` atomically."""
+    def save(self, model, opt, sched, state: dict[str, Any], masters: list[torch.Tensor] | None = None) -> None:
+        """Write the trainable weights (and their fp32 `masters`, bf16-pure), optimizer,
+        scheduler, RNG states and `state` atomically."""
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "spec.json"
         if not spec_file.exists():
@@ -60,12 +61,14 @@ class Checkpoint:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "state": state,
         }
+        if masters is not None:
+            blob["masters"] = [m.detach().cpu() for m in masters]
         tmp = self.dir / f".state.pt.tmp-{os.getpid()}"
         torch.save(blob, tmp)
         os.replace(tmp, self.file)  # atomic: a reader sees the old or the new checkpoint, whole
 
-    def load(self, model, opt, sched) -> dict[str, Any]:
-        """Restore a saved checkpoint into `model`, `opt` and `sched` and return its state
+    def load(self, model, opt, sched, masters: list[torch.Tensor] | None = None) -> dict[str, Any]:
+        """Restore a saved checkpoint into `model`, `opt`, `sched` (and `masters`) and return its state
         ({"step", "curve", "tokens", ...}); {} when there is none. Raises CheckpointError if it
         was written for a different spec or does not match the model."""
         if not self.file.is_file():
@@ -80,6 +83,10 @@ class Checkpoint:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(blob["weights"][n])
+            if masters is not None:
+                saved = blob.get("masters") or [blob["weights"][n] for n in params]
+                for m, w in zip(masters, saved):
+                    m.copy_(w)
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["rng_cpu"])

@@ -74,7 +74,7 @@ def collate_padded(batch: list[Example], pad_id: int, device: torch.device) -> B
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-    return Batch(ids.to(device), labels.to(device), mask.to(device), None, int(mask.sum()))
+    return Batch(_to(ids, device), _to(labels, device), _to(mask, device), None, int(mask.sum()))
 
 
 def collate_packed(batch: list[Example], capacity: int, pad_id: int, device: torch.device,
@@ -104,5 +104,13 @@ def collate_packed(batch: list[Example], capacity: int, pad_id: int, device: tor
     if all(len(row) == 1 for row in rows) and tokens == ids.numel():
         # One full-width example per row: nothing to separate. No position ids keeps the plain
         # causal path (flash kernels, also under torch.compile, which cannot skip a packed mask).
-        return Batch(ids.to(device), labels.to(device), None, None, tokens)
-    return Batch(ids.to(device), labels.to(device), None, pos.to(device), tokens)
+        return Batch(_to(ids, device), _to(labels, device), None, None, tokens)
+    return Batch(_to(ids, device), _to(labels, device), None, _to(pos, device), tokens)
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # A plain host-to-GPU copy synchronises the stream (the CPU waits for all queued GPU work);
+    # from pinned memory it is queued like a kernel and the CPU runs on to the next step.
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

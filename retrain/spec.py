@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 METHODS = ("lora", "qlora", "full")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 
 
@@ -63,10 +63,12 @@ class RetrainSpec:
     # auto: on for CUDA, off on CPU, where the demo trained 12% slower packed (masked attention
     # over longer rows costs more there than the padding it saves).
     packing: bool | None = None
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a bf16 GPU, else fp32
+    # auto: bf16 autocast (fp32 trainable weights) on a bf16 GPU, else fp32. bf16-pure: bf16 weights,
+    # activations and gradients, no autocast; the optimizer updates fp32 master copies.
+    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = "auto"
     chunked_loss: bool = True  # cross-entropy over hidden-state chunks: full logits never materialised
     loss_chunk_tokens: int = 0  # tokens per loss chunk; 0 = about 1 GiB of fp32 logits per chunk
-    compile: bool = False  # torch.compile the transformer backbone
+    compile: bool = False  # torch.compile the transformer backbone and the loss's per-chunk softmax
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
     # Resilience: write <output_dir>.checkpoint every N optimizer steps (0 = never); rerunning the
     # same spec resumes from it.

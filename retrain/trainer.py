@@ -2,8 +2,11 @@
 QLoRA or full, in a plain torch loop. Imports only the standard library, torch,
 transformers and peft, so it runs on a bare GPU worker. Speed: packed batches
 (retrain/packing.py), a chunked cross-entropy (retrain/loss.py), bf16 autocast
-and fused AdamW on CUDA, optional torch.compile; resilience: checkpoints and
-resume (retrain/checkpoint.py).
+(or `bf16-pure`: bf16 weights, fp32 masters in the optimizer) and fused AdamW
+on CUDA, optional torch.compile of the backbone and the loss, causal SDPA that
+keeps the flash kernel under compile (retrain/attention.py), and no per-step
+host sync on CUDA (the loss of step s is read while step s+1 runs);
+resilience: checkpoints and resume (retrain/checkpoint.py).
 
 The loss covers the completion only: the tokens of the prompt template get
 label -100. The result folder is written atomically (built beside
@@ -37,9 +40,11 @@ from typing import Any, Callable
 import torch
 
 from retrain import distributed
+from retrain.attention import use_causal_sdpa
 from retrain.checkpoint import Checkpoint
 from retrain.loss import causal_lm_loss, decoder_backbone
 from retrain.packing import collate_packed, collate_padded
+from retrain.precision import MasterWeights, lora_input_cast
 from retrain.spec import RetrainSpec, dataset_digest, example_hash
 
 Progress = Callable[[int, int, float], None]
@@ -118,11 +123,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(spec: RetrainSpec, device: torch.device) -> str:
-    """"bf16" (bf16 autocast, fp32 master weights and adapters) or "fp32" for a spec's `precision`:
-    auto picks bf16 on a GPU that supports it; bf16 on a CPU is refused (slow and inexact there)."""
+    """"bf16" (bf16 autocast, fp32 trainable weights), "bf16-pure" (bf16 weights, fp32 master
+    copies in the optimizer) or "fp32" for a spec's `precision`: auto picks bf16 on a GPU that
+    supports it; bf16 on a CPU is refused (slow there); bf16-pure runs anywhere but on a GPU
+    without bf16."""
     bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if spec.precision == "bf16" and not bf16_ok:
         raise RuntimeError(f"precision: bf16 needs a CUDA GPU with bf16 support, device is {device}")
+    if spec.precision == "bf16-pure":
+        if device.type == "cuda" and not bf16_ok:
+            raise RuntimeError(f"precision: bf16-pure needs bf16, which {torch.cuda.get_device_name(device)} lacks")
+        return "bf16-pure"
     return "bf16" if spec.precision == "bf16" or (spec.precision == "auto" and bf16_ok) else "fp32"
 
 
@@ -145,8 +156,9 @@ def load_model(spec: RetrainSpec, device: torch.device):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         # A frozen LoRA base can live in bf16 (half the memory, no optimizer state); weights that
-        # train stay fp32 masters under bf16 autocast.
-        bf16_base = resolve_precision(spec, device) == "bf16" and spec.method == "lora"
+        # train stay fp32 masters under bf16 autocast, or (bf16-pure) fp32 copies in the optimizer.
+        precision = resolve_precision(spec, device)
+        bf16_base = precision == "bf16-pure" or (precision == "bf16" and spec.method == "lora")
         model = AutoModelForCausalLM.from_pretrained(
             spec.base_model, dtype=torch.bfloat16 if bf16_base else torch.float32, **attn).to(device)
     return prepare_model(model, spec), tokenizer
@@ -174,13 +186,18 @@ def prepare_model(model, spec: RetrainSpec):
 
 def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, pad_id: int,
         progress: Progress | None = None) -> dict[str, Any]:
-    """Train `model` in place on `encoded`: AdamW (fused on CUDA) on the trainable parameters,
-    linear warmup then linear decay to zero, gradient clipping, a seeded order per epoch; packed
-    batches, chunked loss, bf16 autocast and torch.compile as the spec says. With
-    `checkpoint_every`, saves a checkpoint every N steps and resumes from one left by an earlier
-    run of the same spec. Returns the loop's metrics; a non-finite loss raises FloatingPointError."""
+    """Train `model` in place on `encoded`: AdamW (fused on CUDA) on the trainable parameters
+    (or on their fp32 masters, bf16-pure), linear warmup then linear decay to zero, gradient
+    clipping, a seeded order per epoch; packed batches, chunked loss, bf16 and torch.compile as
+    the spec says. With `checkpoint_every`, saves a checkpoint every N steps and resumes from one
+    left by an earlier run of the same spec. `progress(step, total, loss)` follows each step (on
+    CUDA one step late: the loss is read without stalling the GPU). Returns the loop's metrics;
+    a non-finite loss raises FloatingPointError."""
+    precision = resolve_precision(spec, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
+    masters = MasterWeights(params) if precision == "bf16-pure" else None
+    opt_params = masters.masters if masters else params
+    opt = torch.optim.AdamW(opt_params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
                             fused=device.type == "cuda")
     per_epoch = math.ceil(len(encoded) / spec.batch_size)
     total = max(1, math.ceil(spec.epochs * per_epoch))
@@ -192,74 +209,119 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
         opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup))
     rank, world = distributed.rank(), distributed.world_size()
     ckpt = Checkpoint.for_spec(spec)
-    state = ckpt.load(model, opt, sched) if ckpt else {}
+    state = ckpt.load(model, opt, sched, masters.masters if masters else None) if ckpt else {}
     step = resumed = int(state.get("step", 0))
     curve, tokens_before = list(state.get("curve", [])), int(state.get("tokens", 0))
-    precision = resolve_precision(spec, device)
     packing = spec.packing if spec.packing is not None else device.type == "cuda"
     backbone = decoder_backbone(model) if spec.chunked_loss else None
     if spec.compile:
-        backbone = torch.compile(backbone) if backbone is not None else torch.compile(model)
+        backbone = _compiled(backbone if backbone is not None else model)
     stride = max(1, total // 1000)  # keep the loss curve at <= ~1000 points
+    lag = 1 if device.type == "cuda" else 0  # steps whose loss may still be in flight
+    pending: list[tuple[int, torch.Tensor, Any]] = []
+    last = {"loss": float("nan")}
+
+    def drain(keep: int) -> None:
+        # Read the losses of finished steps (all but the newest `keep`): check, record, report.
+        while len(pending) > keep:
+            at, value, ready = pending.pop(0)
+            if ready is not None:
+                ready.synchronize()  # the copy was queued right after that step's forward: long done
+            loss_val = last["loss"] = float(value)
+            if not math.isfinite(loss_val):
+                raise FloatingPointError(f"loss is {loss_val} at step {at}: training diverged "
+                                         f"(learning_rate {spec.learning_rate} too high?)")
+            if at % stride == 0 or at == total:
+                curve.append([at, round(loss_val, 5)])
+            if progress is not None and rank == 0:
+                progress(at, total, loss_val)
+
     tokens = slots = 0
-    loss_val = float("nan")
     model.train()
     t0 = time.monotonic()
-    while step < total:
-        epoch, first = divmod(step, per_epoch)
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch))
-        for b in range(first, per_epoch):
-            step_rows = [encoded[j] for j in order[b * spec.batch_size:(b + 1) * spec.batch_size].tolist()]
-            rows = step_rows[rank::world] or step_rows[:1]  # this process's share (none: a stand-in, weight 0)
-            # Under torch.compile a new row width means a recompile: packed rows get one width.
-            batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile) if packing
-                     else collate_padded(rows, pad_id, device))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                if spec.chunked_loss:
-                    loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
-                                          batch.position_ids, chunk_tokens=spec.loss_chunk_tokens, backbone=backbone)
+    with use_causal_sdpa(model) as declare_plain, \
+            lora_input_cast(model, enabled=precision != "bf16"):
+        while step < total:
+            epoch, first = divmod(step, per_epoch)
+            order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch))
+            for b in range(first, per_epoch):
+                step_rows = [encoded[j] for j in order[b * spec.batch_size:(b + 1) * spec.batch_size].tolist()]
+                rows = step_rows[rank::world] or step_rows[:1]  # this process's share (none: a stand-in, weight 0)
+                # Under torch.compile a new row width means a recompile: packed rows get one width.
+                batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile) if packing
+                         else collate_padded(rows, pad_id, device))
+                declare_plain(batch.position_ids is None and batch.attention_mask is None)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    if spec.chunked_loss:
+                        loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
+                                              batch.position_ids, chunk_tokens=spec.loss_chunk_tokens,
+                                              backbone=backbone, compiled_loss=spec.compile)
+                    else:
+                        loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids,
+                                              batch.labels, batch.attention_mask, batch.position_ids, chunked=False)
+                if world > 1:
+                    # Weight each process's mean by its share of the step's target tokens, so that the
+                    # summed gradients are those of the mean over the whole step.
+                    mine = (batch.labels[:, 1:] != -100).sum().float() * (rank < len(step_rows))
+                    loss = loss * (mine / distributed.sum_(mine).clamp(min=1))
+                    reported = distributed.sum_(loss.detach())
                 else:
-                    loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids, batch.labels,
-                                          batch.attention_mask, batch.position_ids, chunked=False)
-            if world > 1:
-                # Weight each process's mean by its share of the step's target tokens, so that the
-                # summed gradients are those of the mean over the whole step.
-                mine = (batch.labels[:, 1:] != -100).sum().float() * (rank < len(step_rows))
-                loss = loss * (mine / distributed.sum_(mine).clamp(min=1))
-                loss_val = float(distributed.sum_(loss.detach()))
-            else:
-                loss_val = float(loss.detach())
-            if not math.isfinite(loss_val):
-                raise FloatingPointError(f"loss is {loss_val} at step {step + 1}: training diverged "
-                                         f"(learning_rate {spec.learning_rate} too high?)")
-            loss.backward()
-            distributed.sum_grads(params)
-            torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            if rank < len(step_rows):  # a stand-in row trains nothing and counts nothing
-                tokens += batch.tokens  # prompt + completion tokens, padding excluded
-                slots += batch.slots
-            if step % stride == 0 or step == total:
-                curve.append([step, round(loss_val, 5)])
-            if ckpt and ckpt.due(step, total) and rank == 0:
-                ckpt.save(model, opt, sched, {"step": step, "curve": curve, "tokens": tokens_before + tokens})
-            if progress is not None and rank == 0:
-                progress(step, total, loss_val)
-            if step >= total:
-                break
+                    reported = loss.detach()
+                pending.append((step + 1, *_start_read(reported)))
+                loss.backward()
+                if masters:
+                    masters.pull_grads()
+                distributed.sum_grads(opt_params)
+                torch.nn.utils.clip_grad_norm_(opt_params, spec.max_grad_norm)
+                opt.step()
+                if masters:
+                    masters.push()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                if rank < len(step_rows):  # a stand-in row trains nothing and counts nothing
+                    tokens += batch.tokens  # prompt + completion tokens, padding excluded
+                    slots += batch.slots
+                due = bool(ckpt and ckpt.due(step, total) and rank == 0)
+                drain(0 if due or step >= total else lag)
+                if due:
+                    ckpt.save(model, opt, sched, {"step": step, "curve": curve, "tokens": tokens_before + tokens},
+                              masters.masters if masters else None)
+                if step >= total:
+                    break
+        drain(0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.monotonic() - t0
+    if masters:
+        masters.release()  # the model keeps the fp32 masters: what is saved is what trained
     tokens, slots = (int(v) for v in distributed.sum_(torch.tensor([tokens, slots], device=device)).tolist())
     model.eval()
-    return {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": loss_val,
+    return {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": last["loss"],
             "train_seconds": round(seconds, 3), "tokens": tokens_before + tokens,
             "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
             "padding_fraction": round(1 - tokens / max(slots, 1), 4), "precision": precision,
             "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile}
+
+
+def _compiled(module):
+    # One compiled wrapper per module, so a second fit() on the same model reuses its graphs. Kept
+    # in the module's __dict__ (not registered as a submodule: no state_dict entry); the cycle
+    # module <-> wrapper goes with the module.
+    if "_driftloop_compiled" not in vars(module):
+        object.__setattr__(module, "_driftloop_compiled", torch.compile(module))
+    return vars(module)["_driftloop_compiled"]
+
+
+def _start_read(value: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    # On CUDA, queue the loss's copy to the host now and mark it with an event: reading it later
+    # waits for that copy only, not for everything queued after it (as .item() would).
+    if value.device.type != "cuda":
+        return value, None
+    host = value.to("cpu", non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
 
 
 def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
