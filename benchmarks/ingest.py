@@ -14,7 +14,9 @@ texts). Then, each arm in its own child process so that its peak RSS is its own:
    INSERT ... ON CONFLICT) against raw psycopg 3 COPY of the pre-parsed rows.
 
 Rows/s is input rows per second for driftloop and inserted rows per second for the
-raw arms. Prints each arm, both ratios (goal >= 0.5) and peak RSS (goal <= 500 MB).
+raw arms. Prints each arm, both ratios (goal >= 0.5) and peak RSS (goal <= 500 MB),
+and, since other work on a shared machine shifts wall-clock ratios, the rows per
+CPU second of each arm's own process and the load average around each arm.
 Run it alone, it needs both cores for a few minutes:
 
     .venv/bin/python benchmarks/ingest.py                       # SQLite only, 1,000,000 rows
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -109,13 +112,14 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
     store = Store(url)
     store.migrate()
     cols = ", ".join(EVENT_COLUMNS)
-    seconds, rows = 0.0, 0
+    seconds, cpu, rows = 0.0, 0.0, 0
+    load = os.getloadavg()[0]
     if name == "driftloop":
         from driftloop.ingest import ingest_files
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         rep = ingest_files(store, [path], batch_lines=batch)
-        seconds, rows = time.perf_counter() - t, rep.read
+        seconds, cpu, rows = time.perf_counter() - t, time.process_time() - c, rep.read
         extra = {"accepted": rep.accepted, "duplicates": rep.duplicates, "quarantined": rep.quarantined,
                  "redacted": dict(rep.redacted)}
     elif name == "raw-sqlite":
@@ -126,12 +130,13 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
         conn.execute("PRAGMA synchronous = NORMAL")  # as the store's engine sets it
         sql = f"INSERT INTO feedback ({cols}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
         for chunk in preparsed(path, "sqlite", 100_000):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for i in range(0, len(chunk), batch):
                 conn.execute("BEGIN")
                 conn.executemany(sql, chunk[i:i + batch])
                 conn.execute("COMMIT")
             seconds += time.perf_counter() - t
+            cpu += time.process_time() - c
             rows += len(chunk)
         extra = {}
     else:  # raw-copy
@@ -140,20 +145,24 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
         dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
             for chunk in preparsed(path, "postgresql", 100_000):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 for i in range(0, len(chunk), batch):
                     with conn.cursor() as cur, cur.copy(f"COPY feedback ({cols}) FROM STDIN") as cp:
                         for r in chunk[i:i + batch]:
                             cp.write_row(r)
                     conn.commit()
                 seconds += time.perf_counter() - t
+                cpu += time.process_time() - c
                 rows += len(chunk)
         extra = {}
     stored = store.count_events()
     store.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux -> MB
-    return {"arm": name, "seconds": seconds, "rows": rows, "rows_per_s": rows / seconds, "stored": stored,
-            "peak_rss_mb": peak, **extra}
+    # CPU seconds of this process (all its threads; not the PostgreSQL server's): a figure that
+    # other work on the machine disturbs less than wall time. Load: 1-minute average at the start.
+    return {"arm": name, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "rows_per_s": rows / seconds,
+            "rows_per_cpu_s": rows / cpu, "stored": stored, "peak_rss_mb": peak, "load_avg": load,
+            "load_avg_end": os.getloadavg()[0], **extra}
 
 
 def child(name: str, path: Path, url: str, batch: int) -> dict:
@@ -210,10 +219,13 @@ def main() -> None:
             print(f"{backend:10s} {raw:10s} {r_raw['rows_per_s']:>10,.0f} rows/s  ({r_raw['seconds']:.1f} s, "
                   f"{r_raw['rows']:,} rows)", flush=True)
             ratio = r_ours["rows_per_s"] / r_raw["rows_per_s"]
+            cpu_ratio = r_ours["rows_per_cpu_s"] / r_raw["rows_per_cpu_s"]
             assert r_ours["stored"] == r_raw["stored"] == gen["valid_unique"], (r_ours["stored"], r_raw["stored"])
             print(f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {r_ours['peak_rss_mb']:.0f} MB "
-                  f"(goal <= 500)", flush=True)
-            results[backend] = {"driftloop": r_ours, "raw": r_raw, "ratio": ratio}
+                  f"(goal <= 500); per CPU second {r_ours['rows_per_cpu_s']:,.0f} vs {r_raw['rows_per_cpu_s']:,.0f} "
+                  f"rows ({cpu_ratio:.2f}x); load average {r_ours['load_avg']:.1f}-{r_ours['load_avg_end']:.1f} "
+                  f"(driftloop), {r_raw['load_avg']:.1f}-{r_raw['load_avg_end']:.1f} (raw)", flush=True)
+            results[backend] = {"driftloop": r_ours, "raw": r_raw, "ratio": ratio, "cpu_ratio": cpu_ratio}
         if a.json:
             a.json.write_text(json.dumps(results, indent=2))
 

@@ -4,7 +4,10 @@ Every source goes through the same steps: map the team's field names
 (`mapping.py`), validate the row (`rows.py`), redact PII (`redact.py`),
 then commit events, quarantined rows and the source's checkpoint in one
 transaction. File sources live in `files.py`, SQL sources in `sql.py`; the
-HTTP endpoint (`driftloop.api`) uses `RowParser` directly.
+HTTP endpoint (`driftloop.api`) uses `RowParser` directly. Plain JSONL files
+take a columnar fast path (`columnar.py`, `checks.py`, `lines.py`): pyarrow
+parses and checks whole batches, and every row it cannot vouch for goes
+through the same row parser, so what is stored does not depend on the path.
 
     >>> from driftloop.ingest import ingest_files, ingest_config
     >>> report = ingest_files(store, [Path("feedback.jsonl")])

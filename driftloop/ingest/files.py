@@ -8,7 +8,9 @@ uncompressed stream, of Parquet a row number, each with a hash of the file's
 head so that a replaced file is read again from the start. A row that cannot
 be accepted (malformed JSON, invalid UTF-8, a ragged CSV row, a field out of
 range) is quarantined with its reason; it never stops the run. Always
-`read == accepted + duplicates + quarantined`.
+`read == accepted + duplicates + quarantined`. JSONL with the identity
+mapping and star ratings takes the columnar fast path (`columnar.py`, with
+pyarrow), which stores exactly what the row path here would.
 
     >>> report = ingest_files(store, [Path("feedback.jsonl.gz"), Path("export.csv")])
     >>> report.read, report.accepted, report.duplicates, report.quarantined
@@ -32,6 +34,7 @@ import orjson
 
 from driftloop.config import FileSource
 from driftloop.errors import InputError
+from driftloop.ingest import columnar
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
@@ -283,6 +286,7 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
             done, _, seen = (store.get_checkpoint(key) or "0:").partition(":")
             records, fr.resumed_from = _parquet_records(path, int(done) if seen == ident and done.isdigit() else 0)
             offset_fn = lambda n: f"{n}:{ident}"  # noqa: E731
+            begin = int(fr.resumed_from)
         else:
             head = _head(path)
             stream = _open(path, raw)
@@ -295,7 +299,16 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
                 records = _jsonl_records(stream, start)
             fr.resumed_from = start
             offset_fn = lambda n: _position(n, head)  # noqa: E731
-        run_batches(store, records, int(fr.resumed_from), parser, source, key, offset_fn, fr, reasons,
+            if fmt == "jsonl" and columnar.fast_path_ok(parser):
+                start = columnar.ingest_stream(store, stream, start, parser, source, key, offset_fn, fr, reasons,
+                                               batch_lines, MAX_LINE_BYTES, RAW_KEEP_BYTES,
+                                               (lambda: progress(raw.tell())) if progress else None)
+                if start is None:
+                    return
+                stream.seek(start)  # a read error: the row path reads on from the last commit and reports it
+                records = _jsonl_records(stream, start)
+            begin = start
+        run_batches(store, records, begin, parser, source, key, offset_fn, fr, reasons,
                     batch_lines, (lambda: progress(raw.tell())) if progress else None)
 
 

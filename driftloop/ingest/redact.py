@@ -37,6 +37,7 @@ BUILTIN: dict[str, str] = {
 # A text without any of these characters cannot hold a built-in match: most texts
 # are skipped after one scan.
 _SCREEN = re.compile(r"[@\d:]")
+BEFORE_TRIGGER = 64  # characters: an e-mail's local part may precede its '@' (or a digit in it)
 
 
 def might_match(s: str) -> bool:
@@ -97,8 +98,39 @@ class Redactor:
         for rx, sub in self._user_subs:
             s = rx.sub(sub, s)
         if self._builtin is not None and might_match(s):
-            s = self._builtin.sub(self._builtin_sub, s)
+            s = self._sub_builtin(s)
         return s
+
+    def _sub_builtin(self, s: str) -> str:
+        """`self._builtin.sub(self._builtin_sub, s)`, searching only near the characters a match needs.
+
+        Every built-in match holds an '@', a ':' or a digit, at most
+        BEFORE_TRIGGER characters after its start (an e-mail's local part;
+        without an '@' in the text, at most 4: an IPv6 group or a phone's '+'
+        or '('), and no space in between. So the scan for the next match may
+        start there instead of at every position: same matches, same order
+        (lookbehinds still see the whole text), several times faster on long
+        texts with a number or an address near their end.
+        """
+        rx, sub, find = self._builtin, self._builtin_sub, _SCREEN.search
+        back = BEFORE_TRIGGER if "@" in s else 4
+        out, last = [], 0
+        while True:
+            t = find(s, last)
+            if t is None:
+                break
+            at = t.start()
+            # No match has a space between its start and its first '@', ':' or digit.
+            m = rx.search(s, max(last, at - back, s.rfind(" ", last, at) + 1))
+            if m is None:
+                break
+            out.append(s[last:m.start()])
+            out.append(sub(m))
+            last = m.end()
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
 
     def _replacer(self, fixed: str | None):
         def sub(m: re.Match[str]) -> str:

@@ -1,0 +1,366 @@
+"""Columnar fast path for JSONL files: pyarrow parses a batch of lines, vectorised checks validate it.
+
+A batch of lines is parsed by `pyarrow.json` in one call, and every check that
+`parse_row` makes on a plain, valid row (types, required fields, timestamps
+with a timezone and not in the future, 1-5 stars, text size, ASCII without
+NUL) runs on whole columns. A row passes only when the row parser would accept
+it unchanged; every other row (a malformed line, a wrong type, non-ASCII text,
+an unknown key, a row whose texts may hold PII, ...) is decoded and parsed by
+the row path exactly as before, so accepted events, stored values, event ids,
+quarantine rows and reasons are the same whichever path a row takes
+(tests/test_ingest_fast.py checks this differentially). Rows leave in input
+order, so the first of two duplicates wins as before.
+
+    >>> if fast_path_ok(parser):   # else: files.run_batches, the row path
+    ...     left = ingest_stream(store, stream, 0, parser, source, key, position, file_report, reasons,
+    ...                          2000, MAX_LINE_BYTES, 64 * 1024, progress=None)
+    >>> left is None   # read to the end; else the offset for the row path to go on from
+    True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+from bisect import bisect_left
+from datetime import datetime, timezone
+from functools import partial
+from itertools import repeat
+import zlib
+from collections import Counter
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+
+from driftloop.ingest.checks import column_checks, key_order
+from driftloop.ingest.lines import Block, jsonl_blocks
+from driftloop.ingest.redact import might_match
+from driftloop.ingest.rows import RowError, event_id_for
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from driftloop.ingest.pipeline import FileReport, RowParser
+    from driftloop.store import Store
+
+MAX_PARSE_ERRORS = 16  # arrow errors in one batch before the rest of it takes the row path
+PARSE_THREADS = 2  # blocks parsed at once while the writer writes (this machine class has 2 cores)
+_STRINGS = ("event_id", "ts", "model_version", "prompt", "response", "correction")
+_ROW_OF_ERROR = re.compile(r"in row (\d+)")
+
+
+def available() -> bool:
+    """True when pyarrow can be imported (it comes with mlflow); else every file takes the row path."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def fast_path_ok(parser: "RowParser") -> bool:
+    """True when the fast path gives what `parser` gives: identity mapping of JSON rows, stars, pyarrow."""
+    return (isinstance(parser.event_function(), partial) and parser.mapping.rating_scale == "stars"
+            and available())
+
+
+# ------------------------------------------------------------------- arrow
+def _read(lines: list[bytes | None], idx: list[int]) -> tuple["pa.Table | None", int | None]:
+    """Parse the lines at `idx` as one table, or (None, row of the error or None)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
+    schema = pa.schema([(k, pa.string()) for k in _STRINGS])
+    try:
+        t = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(use_threads=False, block_size=len(buf) + 1),
+                         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        m = _ROW_OF_ERROR.search(str(e))
+        return None, int(m.group(1)) if m and int(m.group(1)) < len(idx) else None
+    return (t, None) if t.num_rows == len(idx) else (None, None)
+
+
+def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[tuple[list[int], "pa.Table"]]:
+    """Parse `idx` into tables; a line arrow refuses goes to `slow` (the rest of the batch after too many)."""
+    out, rest, errors = [], idx, 0
+    while rest:
+        t, bad = _read(lines, rest)
+        if t is not None:
+            out.append((rest, t))
+            break
+        if bad is None or errors >= MAX_PARSE_ERRORS:
+            slow.extend(rest)
+            break
+        errors += 1
+        if bad:  # the lines before the bad one parse on their own
+            head, _ = _read(lines, rest[:bad])
+            if head is None:
+                slow.extend(rest[:bad])
+            else:
+                out.append((rest[:bad], head))
+        slow.append(rest[bad])
+        rest = rest[bad + 1:]
+    return out
+
+
+# -------------------------------------------------------------------- rows
+def _to_list(c: Any) -> list[Any]:
+    return c.to_pylist()
+
+
+def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
+               to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
+               ) -> tuple[list[tuple], list[dict[str, Any]]]:
+    """Store rows (EVENT_COLUMNS order, driver types) and quarantine rows of one block, in line order.
+
+    `to_tuple(event, source, now_value, dialect)` turns a row-path event into
+    a store row; `reasons` (a Counter) counts each quarantined row's problem.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from driftloop.ingest.files import json_object
+
+    lines = block.lines
+    slow: list[int] = []
+    fast: list[int] = []
+    # Arrow gets ASCII lines that look like one object; the row path takes the rest.
+    if None not in lines and b"".join(lines).isascii():  # type: ignore[arg-type]
+        arr = pa.array(lines, pa.binary())
+        looks = pc.and_(pc.starts_with(arr, "{"), pc.ends_with(arr, "}")).to_numpy(zero_copy_only=False)
+        fast = looks.nonzero()[0].tolist()
+        slow = (~looks).nonzero()[0].tolist()
+    else:
+        for i, line in enumerate(lines):
+            if line is not None and line[:1] == b"{" and line[-1:] == b"}" and line.isascii():
+                fast.append(i)
+            else:
+                slow.append(i)
+    now = parser.now or datetime.now(timezone.utc)
+    redactor = parser.redactor
+    redact_all = redactor.enabled and redactor.screen is None
+    screen = redactor.enabled and redactor.screen is might_match
+    done_idx: list[int] = []  # line numbers of the fast rows, ascending
+    rows: list[tuple] = []
+    for idx, t in _tables(lines, fast, slow) if fast else []:
+        try:
+            got_idx, got = _fast_rows(lines, idx, t, now, dialect, source, now_value, redact_all, screen,
+                                      redactor, slow)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            have = set(slow)  # e.g. a cast out of range: these rows take the row path
+            slow.extend(i for i in idx if i not in have)
+            continue
+        done_idx.extend(got_idx)
+        rows.extend(got)
+    quarantine: list[dict[str, Any]] = []
+    if slow:
+        # Few rows: parse each as before and insert its row where its line was.
+        event = parser.event_function()
+        for i in sorted(slow):
+            line = lines[i]
+            try:
+                obj = json_object(line)
+                row = to_tuple(event(obj, source), source, now_value, dialect)
+            except RowError as e:
+                reasons[e.key] += 1
+                raw_text = (line if line is not None else block.samples[i]).decode("utf-8", "replace")
+                quarantine.append(parser.quarantine(raw_text, e, source))
+                continue
+            at = bisect_left(done_idx, i)
+            done_idx.insert(at, i)
+            rows.insert(at, row)
+    return rows, quarantine
+
+
+def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, dialect: str,
+               source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any,
+               slow: list[int]) -> tuple[list[int], list[tuple]]:
+    """(line numbers, store rows) of the rows of `t` that pass every check; the others go to `slow`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
+    checked = column_checks(t, now, b"\\" in buf, b"\\u" in buf)
+    if checked is None:
+        slow.extend(idx)
+        return [], []
+    ok, prep = checked
+    col, keys = prep["col"], prep["keys"]
+    seg_rows = pc.is_valid(col["segment"])
+    # Keys in the struct's order: with two keys and no metadata (so no nested object that could
+    # hold the same text), counting `"segment": {"<first key>"` settles it for the whole table.
+    if len(keys) > 1 and not (len(keys) == 2 and col["metadata"].null_count == len(idx) and buf.count(
+            b'"segment": {"' + keys[0].encode() + b'"') == pc.sum(seg_rows).as_py()):
+        ok = pc.and_(ok, pc.or_(pc.invert(seg_rows), key_order(lines, idx, keys).fill_null(False)))
+    take = ok.fill_null(False)
+    c = col if take.false_count == 0 else {k: pc.filter(v, take) for k, v in col.items()}
+    m = len(c["prompt"])
+    if m < len(idx):
+        mask = take.to_numpy(zero_copy_only=False)
+        where = np.asarray(idx)
+        slow.extend(where[~mask].tolist())
+        idx = where[mask].tolist()
+    if not m:
+        return [], []
+    ts_text = pc.cast(pc.cast(prep["ts"] if c is col else pc.filter(prep["ts"], take), pa.timestamp("us")),
+                      pa.string()).to_pylist()
+    if dialect != "sqlite":  # PostgreSQL reads the text with its offset
+        ts_val = [s + "+00:00" for s in ts_text]
+    else:
+        ts_val = ts_text
+    prompt = _to_list(c["prompt"])
+    response = _to_list(pc.fill_null(c["response"], ""))
+    corr = c["correction"]
+    correction = _to_list(pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr))
+    mv = _to_list(pc.fill_null(c["model_version"], ""))
+    r = c["rating"]
+    if r.type == pa.null():
+        rating, raw = [None] * m, [None] * m
+    else:
+        ri = pc.cast(r, pa.int64())
+        rating = _to_list(pc.divide(pc.cast(pc.subtract(ri, 1), pa.float64()), 4.0))
+        raw = _to_list(pc.cast(ri, pa.string()))
+    thumbs = _to_list(c["thumbs_up"])
+    lat = c["latency_ms"]
+    latency = _to_list(pc.cast(lat, pa.float64())) if lat.type != pa.null() else [None] * m
+    tin = _to_list(pc.cast(c["tokens_in"], pa.int64())) if c["tokens_in"].type != pa.null() else [None] * m
+    tout = _to_list(pc.cast(c["tokens_out"], pa.int64())) if c["tokens_out"].type != pa.null() else [None] * m
+    seg = c["segment"]
+    if keys:
+        vals = [_to_list(pc.struct_field(seg, k)) for k in keys]
+        parts: list[Any] = ["{"]
+        for j, k in enumerate(keys):
+            parts += [(", " if j else "") + f'"{k}": "', vals[j], '"']
+        parts.append("}")
+        seg_text = _to_list(pc.fill_null(pc.binary_join_element_wise(*parts, ""), "{}"))
+    else:
+        vals, seg_text = [], ["{}"] * m
+    eid = _to_list(c["event_id"])
+    # Rows that need Python: PII may be present (one scan over all texts), or no given id.
+    special = set(i for i, e in enumerate(eid) if e is None) if c["event_id"].null_count else set()
+    if redact_all:
+        special = set(range(m))
+    elif screen:
+        hit = pc.match_substring_regex(c["prompt"], "[@:0-9]")
+        for x in (c["response"], c["correction"], *(pc.struct_field(seg, k) for k in keys)):
+            hit = pc.or_(hit, pc.match_substring_regex(x, "[@:0-9]").fill_null(False))
+        special.update(hit.fill_null(False).to_numpy(zero_copy_only=False).nonzero()[0].tolist())
+    rows = list(zip(eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
+                    latency, tin, tout, repeat("{}"), repeat(source), repeat(now_value)))
+    for j in special:
+        rows[j] = _special_row(rows[j], ts_text[j], keys, [v[j] for v in vals], redactor)
+    return idx, rows
+
+
+def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str], redactor: Any) -> tuple:
+    """A fast row that needs Python: redaction (as `parse_row` does it) and/or the content hash id."""
+    import json
+
+    (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
+     latency, tin, tout, meta, source, now_value) = row
+    segment = dict(zip(keys, seg_vals)) if seg_text != "{}" else {}
+    seg_in = segment
+    if redactor.enabled:
+        screen = redactor.screen
+        if screen is None or screen("\n".join((prompt, response, correction or "", *segment.values()))):
+            prompt, response = redactor.text(prompt), redactor.text(response)
+            correction = redactor.text(correction) if correction else correction
+            if segment:
+                segment = {k: redactor.text(x) for k, x in segment.items()}
+                if segment != seg_in:
+                    seg_text = json.dumps(segment, ensure_ascii=False)
+    if eid is None:
+        frac = ts_text[19:]
+        iso = ts_text[:10] + "T" + ts_text[11:19] + ("" if frac in ("", ".000000") else frac) + "+00:00"
+        eid = event_id_for({
+            "ts": iso, "model_version": mv, "prompt": prompt, "response": response,
+            "rating_raw": raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
+            "latency_ms": latency, "tokens_in": tin, "tokens_out": tout,
+        })
+    return (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
+            latency, tin, tout, meta, source, now_value)
+
+
+# ------------------------------------------------------------------ stream
+def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowParser", source: str, key: str,
+                  position: Callable[[int], str], fr: "FileReport", reasons: Counter[str], batch_lines: int,
+                  max_line: int, keep: int, progress: Callable[[], None] | None) -> int | None:
+    """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
+
+    `position(offset)` is the checkpoint text; `max_line` and `keep` are the
+    over-long line limit and what of such a line the quarantine keeps (bytes).
+
+    Two parser threads parse the next blocks while this thread writes the
+    current one, in order: pyarrow and SQLite release the GIL for their own
+    work, so parsing and writing overlap on two cores. Each block is parsed
+    with its own redaction and reason counts, added here in input order.
+    Returns None when the stream was read to its end, else the offset after
+    the last committed block, for the row path to go on from when a read
+    error (OSError, a corrupt gzip) stopped the fast path.
+    """
+    import queue
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from driftloop.ingest.pipeline import RowParser
+    from driftloop.store.engine import driver_value
+    from driftloop.store.models import utcnow
+    from driftloop.store.repo import event_row
+
+    dialect = store.dialect
+    blocks: queue.Queue[Any] = queue.Queue(maxsize=4)  # blocks read ahead, in order: bounded memory
+    stop = threading.Event()
+    read_error = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def parse(block: Block) -> tuple:
+        own = RowParser(parser.mapping, parser.redactor.fork(), parser.text_cells, parser.now, parser.typed)
+        part: Counter[str] = Counter()
+        rows, quarantine = block_rows(block, own, source, dialect, driver_value(dialect, utcnow()), event_row, part)
+        return block, rows, quarantine, part, own.redactor.counts
+
+    pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="driftloop-ingest-parse")
+
+    def read() -> None:
+        try:
+            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
+                if not put(pool.submit(parse, block)):
+                    return
+            put(None)
+        except (OSError, EOFError, zlib.error):
+            put(read_error)
+        except BaseException as e:  # handed to the writer, which raises it
+            put(e)
+
+    reader = threading.Thread(target=read, name="driftloop-ingest-read", daemon=True)
+    reader.start()
+    committed = start
+    try:
+        while True:
+            item = blocks.get()
+            if item is None:
+                return None
+            if item is read_error:
+                return committed
+            if not isinstance(item, Future):
+                raise item
+            block, rows, quarantine, part, redacted = item.result()
+            accepted, dups = store.add_rows(rows, quarantine, (key, position(block.end)))
+            reasons.update(part)
+            parser.redactor.counts.update(redacted)
+            fr.read += len(block.lines)
+            fr.accepted += accepted
+            fr.duplicates += dups
+            fr.quarantined += len(quarantine)
+            committed = block.end
+            if progress:
+                progress()
+    finally:
+        stop.set()
+        reader.join()
+        pool.shutdown(wait=True, cancel_futures=True)
