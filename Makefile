@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 is the CPU build pip takes from this machine's disk (pinned in pyproject).
-	$(PY) -m pip install -q -e ".[dev,embeddings]"
+	$(PY) -m pip install -q -e ".[dev,embeddings,dask]"
 	touch $(STAMP)
 
 demo: install

@@ -1,13 +1,20 @@
 """The Evidently workspace that `evidently ui` shows: one project per driftloop project,
-one snapshot per monitor run, and a dashboard of drift over time.
+one snapshot per monitor run, and dashboard panels defined here in code.
 
 The workspace is a plain folder (`<state_dir>/evidently` by default); open it with
-`evidently ui --workspace <state_dir>/evidently` and the project lists every monitor
-run's drift report, stamped with the end of its current window.
+`evidently ui --workspace <state_dir>/evidently`. Each monitor run adds one snapshot,
+stamped with the end of its current window, that holds Evidently's drift report and,
+as `DriftloopFigure` metrics, the figures driftloop computed itself (quality per
+segment, the largest segment gap) so that the dashboard can plot them over time:
 
-    >>> ref = save_snapshot(Path(".driftloop/evidently"), "driftloop", out.snapshot,
+- Drift: drifted columns in the last run; share of drifted columns over time;
+- Quality: thumbs-up rate and mean rating, overall and per segment, over time;
+- Bias: the largest segment gap (best minus worst group) per segment field over time,
+  and the benchmark's bias scores where benchmark figures are saved too.
+
+    >>> ref = save_snapshot(Path(".driftloop/evidently"), "driftloop", out.drift.snapshot,
     ...                     name="monitor 2025-01-08", timestamp=window_end,
-    ...                     metadata={"mlflow_run_id": run_id})
+    ...                     metadata={"mlflow_run_id": run_id}, figures=out.current + out.bias)
     >>> ref.project_id, ref.snapshot_id
     ('0196...', '0196...')
 """
@@ -17,9 +24,105 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-DESCRIPTION = "driftloop monitor runs: Evidently drift of the current window against the reference"
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
+from evidently.legacy.renderers.html_widgets import CounterData, counter
+
+from driftloop.types import MetricResult
+
+DESCRIPTION = ("driftloop monitor runs: Evidently drift of the current window against the reference, "
+               "feedback quality per segment and the largest segment gap")
+OVERALL = "overall"  # the `group` label of a figure over the whole window
+
+
+class DriftloopFigure(SingleValueMetric):
+    """A figure driftloop computed (a `MetricResult`), carried into a snapshot so panels can plot it.
+
+    Its labels (`source`, `name`, `field`, `group`) are what a dashboard panel filters on;
+    the value is read from the one-row-per-figure dataset that `figures_snapshot` builds.
+    """
+
+    class Config:
+        # PanelMetric prefixes every metric name with "evidently:metric_v2:", so the alias must carry it.
+        type_alias = "evidently:metric_v2:DriftloopFigure"
+
+    source: str
+    name: str
+    field: str = OVERALL
+    group: str = OVERALL
+
+
+class DriftloopFigureCalculation(SingleValueCalculation[DriftloopFigure]):
+    def calculate(self, context: Any, current_data: Dataset, reference_data: Dataset | None):
+        df = current_data.as_dataframe()
+        m = self.metric
+        row = df[(df["source"] == m.source) & (df["name"] == m.name) & (df["field"] == m.field)
+                 & (df["group"] == m.group)].iloc[0]
+        res = self.result(float(row["value"]))
+        ci = f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if pd.notna(row["ci_low"]) else ""
+        res.widget = [counter(counters=[CounterData(f"{row['value']:.3f}{ci}", f"{self.display_name()}, n={row['n']}"
+                                                    + (f"; {row['note']}" if row["note"] else ""))], title="")]
+        return res
+
+    def display_name(self) -> str:
+        m = self.metric
+        where = "" if m.group == OVERALL else f" [{m.field}]" if m.group == "gap" else f" [{m.group}]"
+        return f"driftloop {m.source}: {m.name}{where}"
+
+
+def figure_labels(m: MetricResult) -> dict[str, str]:
+    """The panel labels of a result: a quality figure per group, a segment gap per field, a benchmark per suite."""
+    seg = dict(m.segment)
+    if m.source == "bias" and "field" in seg:
+        # worst/best change from run to run; one series per field keeps the line continuous.
+        return {"source": m.source, "name": m.name, "field": seg["field"], "group": "gap"}
+    if "suite" in seg:
+        return {"source": m.source, "name": m.name, "field": seg.get("role", "suite"), "group": seg["suite"]}
+    if seg:  # the group names its field too, so a legend of `{{group}}` reads "topic=billing"
+        return {"source": m.source, "name": m.name, "field": ",".join(sorted(seg)),
+                "group": ",".join(f"{k}={v}" for k, v in sorted(seg.items()))}
+    return {"source": m.source, "name": m.name, "field": OVERALL, "group": OVERALL}
+
+
+def _num(x: float | None) -> float:
+    return float("nan") if x is None else float(x)  # an all-None column would be an object column
+
+
+def figures_snapshot(results: Iterable[MetricResult]) -> Any | None:
+    """An Evidently snapshot with one `DriftloopFigure` per result that has a value (None if none has)."""
+    rows, seen = [], set()
+    for m in results:
+        if m.value is None:
+            continue
+        labels = figure_labels(m)
+        key = tuple(labels.values())
+        if key in seen:  # the first of two results with the same labels wins
+            continue
+        seen.add(key)
+        rows.append({**labels, "value": float(m.value), "ci_low": _num(m.ci_low), "ci_high": _num(m.ci_high), "n": m.n,
+                     "note": m.note[:200]})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    # Only `value` is numerical: Evidently's column statistics divide by zero on an all-NaN CI column.
+    cats = ["source", "name", "field", "group", "note"]
+    ds = Dataset.from_pandas(df, data_definition=DataDefinition(categorical_columns=cats, numerical_columns=["value"]))
+    metrics = [DriftloopFigure(**{k: r[k] for k in ("source", "name", "field", "group")}) for r in rows]
+    return Report(metrics, include_tests=False).run(ds, None)
+
+
+def merge_snapshots(base: Any, extra: Any) -> Any:
+    """Add `extra`'s metric results and widgets to `base` (both Evidently snapshots), in place."""
+    # Snapshot has no public merge; these four fields are exactly what to_snapshot_model() writes.
+    base._metrics.update(extra._metrics)
+    base._top_level_metrics = list(base._top_level_metrics) + [m for m in extra._top_level_metrics
+                                                                if m not in base._top_level_metrics]
+    base._widgets = list(base._widgets) + list(extra._widgets)
+    base._tests_widgets = list(base._tests_widgets) + list(extra._tests_widgets)
+    return base
 
 
 @dataclass(frozen=True)
@@ -30,19 +133,27 @@ class SavedSnapshot:
 
 
 def save_snapshot(workspace: Path, project: str, snapshot: Any, name: str, timestamp: datetime | None = None,
-                  metadata: dict[str, str] | None = None, tags: list[str] | None = None) -> SavedSnapshot:
-    """Add `snapshot` (an Evidently Snapshot) to project `project` of the workspace at `workspace`.
+                  metadata: dict[str, str] | None = None, tags: list[str] | None = None,
+                  figures: Iterable[MetricResult] = ()) -> SavedSnapshot:
+    """Add `snapshot` (an Evidently Snapshot, or None) and `figures` to project `project` of the workspace.
 
-    The project is created, with its dashboard panels, the first time. `timestamp`
-    (default: the snapshot's own) places the run on the dashboard's time axis; the
-    metadata and tags are shown with the run in the UI.
+    The project is created, with its dashboard panels, the first time (and panels added
+    since are added to an older project). `figures` (driftloop's own MetricResults:
+    quality, segment gaps, benchmark scores) join the snapshot as `DriftloopFigure`
+    metrics. `timestamp` (default: the snapshot's own) places the run on the
+    dashboard's time axis; the metadata and tags are shown with the run in the UI.
     """
     from evidently.ui.workspace import Workspace
 
+    extra = figures_snapshot(figures)
+    if snapshot is None and extra is None:
+        raise ValueError("save_snapshot: neither a snapshot nor any figure with a value to save")
+    snapshot = extra if snapshot is None else (merge_snapshots(snapshot, extra) if extra is not None else snapshot)
     workspace.mkdir(parents=True, exist_ok=True)
     ws = Workspace(str(workspace))
     found = [p for p in ws.search_project(project) if p.name == project]
-    proj = found[0] if found else _create_project(ws, project)
+    proj = found[0] if found else ws.create_project(project, description=DESCRIPTION)
+    add_panels(ws, proj)
     # Snapshot takes these only in Report.run(); the evaluator that ran it does not know the window.
     if timestamp is not None:
         snapshot._timestamp = timestamp.replace(tzinfo=None) if timestamp.tzinfo else timestamp
@@ -52,13 +163,67 @@ def save_snapshot(workspace: Path, project: str, snapshot: Any, name: str, times
     return SavedSnapshot(str(proj.id), str(ref.id), str(workspace))
 
 
-def _create_project(ws: Any, name: str) -> Any:
+def panels() -> list[tuple[str, Any]]:
+    """(tab, panel) for every panel of the project's dashboard, in display order."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import counter_panel, line_plot_panel
 
-    proj = ws.create_project(name, description=DESCRIPTION)
+    def fig(legend: str, **labels: str) -> PanelMetric:
+        return PanelMetric(legend=legend, metric="DriftloopFigure", metric_labels=labels)
+
     share = PanelMetric(legend="share of drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})
     count = PanelMetric(legend="drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "count"})
-    proj.dashboard.add_panel(counter_panel("Drifted columns, last run", [count], size="half"), tab="Drift")
-    proj.dashboard.add_panel(line_plot_panel("Share of drifted columns over time", [share], size="half"), tab="Drift")
-    return proj
+    return [
+        ("Drift", counter_panel("Drifted columns, last run", [count], size="half")),
+        ("Drift", line_plot_panel("Share of drifted columns over time", [share], size="half")),
+        # One PanelMetric matches every group of the metric: the UI draws one line per label set.
+        ("Quality", line_plot_panel("Thumbs-up rate per segment over time", [fig("{{group}}", source="quality", name="thumbs_up_rate")],
+                                    description="Share of thumbs-up in each monitored window, overall and per segment group", size="half")),
+        ("Quality", line_plot_panel("Mean rating per segment over time", [fig("{{group}}", source="quality", name="mean_rating")],
+                                    description="Mean normalised rating [0, 1] per window, overall and per segment group", size="half")),
+        ("Bias", line_plot_panel("Largest segment gap over time", [fig("gap in {{field}}", source="bias", name="segment_gap"),
+                                                                  fig("{{group}}: {{name}}", source="benchmark", field="bias")],
+                                 description="Best minus worst group's thumbs-up rate per segment field; the bias suite's scores where benchmarks are saved")),
+    ]
+
+
+def add_panels(ws: Any, proj: Any) -> list[str]:
+    """Give `proj` (a project of workspace `ws`) every panel of `panels()` it lacks, by title; returns the titles added.
+
+    Also repairs tabs that list a panel twice, which Evidently 0.7's `add_panel` does for
+    every panel added to an existing tab (it would be drawn twice).
+    """
+    import uuid
+
+    from evidently.sdk.models import DashboardTabModel
+
+    model = proj.dashboard.model()
+    have = {p.title for p in model.panels}
+    added = []
+    for tab, panel in panels():
+        if panel.title in have:
+            continue
+        model.panels.append(panel)
+        found = next((t for t in model.tabs if t.title == tab), None)
+        if found is None:
+            found = DashboardTabModel(id=uuid.uuid4(), title=tab, panels=[])
+            model.tabs.append(found)
+        found.panels.append(panel.id)
+        added.append(panel.title)
+    repaired = False
+    for t in model.tabs:
+        unique = list(dict.fromkeys(t.panels))
+        repaired |= unique != list(t.panels)
+        t.panels = unique
+    if added or repaired:
+        ws.save_dashboard(proj.id, model)
+    return added
+
+
+def benchmark_figures(metrics: dict[str, list[MetricResult]], roles: dict[str, str]) -> list[MetricResult]:
+    """A benchmark run's results (suite -> results) labelled with their suite and role, ready for `save_snapshot`.
+
+    The "Largest segment gap over time" panel plots those of the suites whose role is `bias`.
+    """
+    return [m.model_copy(update={"segment": {**m.segment, "suite": suite, "role": roles.get(suite, "suite")}})
+            for suite, ms in metrics.items() for m in ms]

@@ -27,7 +27,7 @@ from driftloop.errors import ConfigError
 
 ENV_PREFIX = "DRIFTLOOP_"
 # Environment variables with the prefix that are not config keys.
-RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL"}
+RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL", "DRIFTLOOP_HOME"}
 DEMO_MODEL = "demo"
 
 
@@ -127,6 +127,11 @@ class ApiConfig(_Section):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
     max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
     mapping: FieldMapping = FieldMapping()
+    max_concurrent_evaluations: int = Field(default=1, ge=1, description="On-demand evaluations (POST /v1/evaluations, MLflow webhook) that run at once in the API process; each loads a model and runs lm-eval.")
+    max_queued_evaluations: int = Field(default=8, ge=0, description="Evaluations that may wait for a free slot; beyond that a request gets 429.")
+    mlflow_webhook_secret: SecretStr | None = Field(default=None, description="Secret of the MLflow registry webhook (the `secret` given to create_webhook); set it here or in DRIFTLOOP_API__MLFLOW_WEBHOOK_SECRET. Without one POST /v1/hooks/mlflow answers 503.")
+    mlflow_webhook_tolerance_s: int = Field(default=300, ge=1, description="Largest age or clock skew (s) of a webhook's X-MLflow-Timestamp; an older delivery is refused as a replay.")
+    mlflow_webhook_aliases: list[str] = Field(default_factory=list, description="Aliases whose creation or move in the registry (model_version_alias.created) also starts an evaluation, e.g. [champion] to evaluate a version promoted by hand in the MLflow UI. model_version.created always does.")
 
 
 class WindowConfig(_Section):
@@ -253,6 +258,13 @@ class PolicyConfig(_Section):
     debounce_n: int = Field(default=1, ge=1)
     cooldown_hours: float = Field(default=0.0, ge=0, description="Minimum time between retrains.")
     max_retrains_per_day: int = Field(default=3, ge=0, description="Retrain budget.")
+    retrain_via: Literal["inline", "event"] = Field(
+        default="inline",
+        description="How a RETRAIN decision runs: `inline` fine-tunes, gates and promotes inside the `loop` flow; "
+                    "`event` moves the loop to `triggered` and emits the Prefect event "
+                    "`driftloop.regression.detected`, whose automation (prefect.yaml) runs the `retrain/gpu` "
+                    "deployment to finish the cycle.",
+    )
 
     @model_validator(mode="after")
     def _debounce(self) -> "PolicyConfig":
@@ -290,11 +302,104 @@ class RetrainConfig(_Section):
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
     seed: int = 0
     packing: bool | None = Field(default=None, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU (measured faster there).")
-    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere.")
+    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).")
     chunked_loss: bool = Field(default=True, description="Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
     compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(default="sdpa", description="Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
     checkpoint_every: int = Field(default=0, ge=0, description="Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
+
+
+class RunnerConfig(_Section):
+    """Where the benchmark suites run: in the flow's process, or one per Dask worker process.
+
+    No `threads` kind: two evaluations in one process can corrupt each other (while it loads a
+    model, transformers patches torch.nn.init and its own weight tying process-wide); a trial
+    run on threads gave wrong per-item results.
+    """
+
+    kind: Literal["serial", "dask"] = Field(default="serial", description="serial: every suite in one lm-eval call in the flow's process (the model loaded once); dask: one suite per Dask worker process, through prefect-dask's DaskTaskRunner.")
+    address: str | None = Field(default=None, description="kind: dask: scheduler address of a running Dask cluster, e.g. `tcp://10.0.0.5:8786`; unset: a temporary LocalCluster of n_workers processes per benchmark run. Workers must see the same paths as the flow (config file, state_dir, model folder).")
+    n_workers: int = Field(default=2, ge=1, description="kind: dask without address: worker processes of the LocalCluster (suites evaluated at once).")
+    threads_per_worker: int = Field(default=1, ge=1, description="kind: dask: torch intra-op threads of each worker's evaluation. A worker process evaluates one suite at a time, whatever its Dask thread count.")
+
+    @model_validator(mode="after")
+    def _dask(self) -> "RunnerConfig":
+        from pydantic_core import PydanticCustomError
+
+        if self.address is not None and self.kind != "dask":
+            raise PydanticCustomError("runner", "address applies to kind: dask only (kind is {kind})", {"kind": self.kind})
+        if self.kind == "dask":
+            import importlib.util
+
+            if importlib.util.find_spec("prefect_dask") is None:
+                raise PydanticCustomError("runner", "kind: dask needs the prefect-dask package (pip install prefect-dask)")
+        return self
+
+
+AlertEventType = Literal[
+    "regression.detected", "retrain.started", "retrain.finished", "retrain.failed",
+    "candidate.promoted", "candidate.rejected", "champion.rolled_back", "ingest.quarantine", "alert.test",
+]
+
+
+class WebhookConfig(_Section):
+    """One alert receiver. The signing secret is read from the environment or a file, never written here."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Short unique name (letters, digits, `_.-`), used by `driftloop alerts retry --webhook` and in logs.")
+    url: str = Field(description="http(s) URL the alert is POSTed to; redirects are not followed. Logged by host only, since chat webhook URLs carry tokens.")
+    format: Literal["json", "slack"] = Field(default="json", description="`json`: the documented generic event; `slack`: a Slack-compatible body with `text` and `blocks`.")
+    secret_env: str | None = Field(default=None, description="Environment variable holding the HMAC-SHA256 signing secret (give this or `secret_file`).")
+    secret_file: str | None = Field(default=None, description="File holding the signing secret, surrounding whitespace ignored (relative to the config file; give this or `secret_env`).")
+    events: list[AlertEventType] | None = Field(default=None, description="Event types sent to this webhook; null: every type.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> "WebhookConfig":
+        from urllib.parse import urlsplit
+
+        from pydantic_core import PydanticCustomError
+
+        try:
+            u = urlsplit(self.url)
+            u.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise PydanticCustomError("webhook", "url: not a valid URL") from None
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise PydanticCustomError("webhook", "url: only http:// and https:// URLs with a host are accepted, got scheme {s}", {"s": repr(u.scheme)})
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise PydanticCustomError("webhook", "give exactly one of secret_env and secret_file (the signing secret is never written in the config)")
+        if self.secret_env is not None and (not self.secret_env or self.secret_env.upper().startswith(ENV_PREFIX)):
+            raise PydanticCustomError("webhook", "secret_env: {v} is not usable: DRIFTLOOP_* variables are read as config keys; pick another name", {"v": repr(self.secret_env)})
+        return self
+
+
+class AlertsConfig(_Section):
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of alerts: each a name, an http(s) `url`, a `format`, a secret source and an optional `events` filter.")
+    allow_hosts: list[str] | None = Field(default=None, description="When set, every webhook's host must be one of these (exact, case-insensitive; `*.example.com` matches its subdomains).")
+    retries: int = Field(default=3, ge=0, le=10, description="Further attempts after a failed one (connect errors, timeouts, 5xx and 429 are retried; other 4xx are not).")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="Wait before the first retry (seconds); doubles with each further retry, capped at 60 s.")
+    backoff_jitter: bool = Field(default=True, description="Randomise each wait between half and all of it, so many senders do not retry in step.")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Connect and read timeout of one attempt (seconds).")
+    quarantine_threshold: float = Field(default=0.05, ge=0, le=1, description="`ingest.quarantine` fires when quarantined / (accepted + quarantined) of one ingestion exceeds this fraction.")
+    mlflow_ui_url: str | None = Field(default=None, description="Address of the MLflow UI for run links in alerts; default: the tracking URI when it is http(s), else no link.")
+
+    @model_validator(mode="after")
+    def _hosts(self) -> "AlertsConfig":
+        from urllib.parse import urlsplit
+
+        from pydantic_core import PydanticCustomError
+
+        names = [w.name for w in self.webhooks]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise PydanticCustomError("alerts", "webhooks: name {n} is used twice", {"n": repr(dup)})
+        if self.allow_hosts is None:
+            return self
+        allowed = [h.lower().rstrip(".") for h in self.allow_hosts]
+        for i, w in enumerate(self.webhooks):
+            host = (urlsplit(w.url).hostname or "").rstrip(".")
+            if not any(host == a or (a.startswith("*.") and host.endswith(a[1:])) for a in allowed):
+                raise PydanticCustomError("alerts", "webhooks.{i}.url: host {h} is not in alerts.allow_hosts", {"i": i, "h": repr(host)})
+        return self
 
 
 class Config(_Section):
@@ -313,6 +418,8 @@ class Config(_Section):
     golden: GoldenConfig = GoldenConfig()
     policy: PolicyConfig = PolicyConfig()
     retrain: RetrainConfig = RetrainConfig()
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where benchmark suites run: serially in the flow, or one per Dask worker.")
+    alerts: AlertsConfig = AlertsConfig()
 
     # Resolved after loading; not part of the file.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -467,3 +574,9 @@ def check_config_files(cfg: Config, origin: str = "driftloop.yaml", sources: boo
         for j, t in enumerate(suite.tasks):
             if t.data_dir and not cfg.path(t.data_dir).is_dir():
                 raise ConfigError(f"{origin}: benchmark.suites.{name}.tasks.{j}.data_dir: folder does not exist: {cfg.path(t.data_dir)}")
+    for i, w in enumerate(cfg.alerts.webhooks):
+        # Only whether the secret is there: its value is never read into a message.
+        if w.secret_env is not None and not os.environ.get(w.secret_env):
+            raise ConfigError(f"{origin}: alerts.webhooks.{i}.secret_env: environment variable {w.secret_env} is not set")
+        if w.secret_file is not None and not os.access(cfg.path(w.secret_file), os.R_OK):
+            raise ConfigError(f"{origin}: alerts.webhooks.{i}.secret_file: cannot read {cfg.path(w.secret_file)}")

@@ -283,3 +283,82 @@ class Tracker:
     def _ensure_cache(self) -> Path:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return self.cache_dir
+
+    # -- on-demand evaluations (driftloop.evaluation) ------------------------
+    def set_run_status(self, run_id: str, status: str) -> None:
+        """Set a run's MLflow status: SCHEDULED (queued), RUNNING, FINISHED, FAILED or KILLED."""
+        self.client.update_run(run_id, status=status)
+
+    def run_link(self, run_id: str) -> str:
+        """Address of the run in the MLflow UI: absolute for a tracking server, else the UI path."""
+        if self.uri.startswith(("http://", "https://")):
+            return self.uri.rstrip("/") + "/" + self.run_url(run_id)
+        return self.run_url(run_id)
+
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        """A run's status, tags and metrics, or None where there is no such run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            r = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return {"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
+                "metrics": dict(r.data.metrics), "start": r.info.start_time, "end": r.info.end_time}
+
+    def read_json(self, run_id: str, artifact: str) -> Any:
+        """A JSON artifact of the run, or {} where it is missing."""
+        return self._load_json(run_id, artifact)
+
+    def version_exists(self, version: str) -> bool:
+        """Whether `version` is a version of the registered model."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(self.model_name, str(version))
+        except MlflowException:
+            return False
+        return True
+
+    def run_with_tag(self, key: str, value: str) -> str | None:
+        """Id of a run in the experiment whose tag `key` equals `value`, or None."""
+        value = value.replace("'", "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{key}` = '{value}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    # -- the gate's evidence where the MLflow UI shows it (dashboards) ----------
+    def record_gate(self, run_id: str, version: str, verdict: Decision) -> dict[str, str]:
+        """Put the gate's key figures where the MLflow UI shows them; returns the version tags set.
+
+        On the cycle run `run_id`: metrics `gate/<suite>/diff`, `.../ci_low`, `.../ci_high`,
+        `.../p_value` (so Compare lines cycles up side by side) and tags
+        `driftloop.challenger_version`, `driftloop.gate.verdict`. On registry version
+        `version`: one tag per suite (`driftloop.gate.<suite>`: diff, CI, n, p, pass/fail),
+        the verdict, the cycle run and its UI path, and a description that starts
+        "Promoted by the gate:" or "Rejected by the gate:" followed by the reasons.
+        """
+        metrics: dict[str, float] = {}
+        tags = {"driftloop.gate.verdict": verdict.action.value, "driftloop.cycle_run": run_id,
+                "driftloop.cycle_run_url": self.run_url(run_id), "driftloop.policy_version": verdict.policy_version}
+        for m in verdict.evidence:
+            if m.source != "benchmark" or "suite" not in m.segment:
+                continue
+            suite = _BAD_KEY.sub("_", m.segment["suite"])
+            p = re.search(r"p=([0-9.eE+-]+)", m.note)
+            if m.value is None:
+                tags[f"driftloop.gate.{suite}"] = f"no verdict: {m.note}"
+                continue
+            metrics.update({f"gate/{suite}/diff": m.value, f"gate/{suite}/ci_low": m.ci_low,
+                            f"gate/{suite}/ci_high": m.ci_high, f"gate/{suite}/n": m.n})
+            if p:
+                metrics[f"gate/{suite}/p_value"] = float(p.group(1))
+            ci = f" [{m.ci_low:+.3f}, {m.ci_high:+.3f}]" if m.ci_low is not None and m.ci_high is not None else ""
+            tags[f"driftloop.gate.{suite}"] = (f"{m.segment.get('role', '')} {m.name}: diff {m.value:+.3f}{ci}, "
+                                               f"n={m.n}, {p.group(0) if p else m.note}, "
+                                               f"{'pass' if m.passed else 'fail'}").strip()
+        self.log_metrics(run_id, metrics)
+        self.set_tags(run_id, {"driftloop.challenger_version": version, "driftloop.gate.verdict": verdict.action.value})
+        self.set_version_tags(version, tags)
+        head = "Promoted by the gate: " if verdict.action.value == "promote" else "Rejected by the gate: "
+        self.set_version_description(version, head + " | ".join(verdict.reasons))
+        return tags

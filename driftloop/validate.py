@@ -47,7 +47,7 @@ def _tasks(cfg: Config) -> list[str]:
     return lines
 
 
-def _prefect(path: Path) -> list[str]:
+def _prefect(path: Path, cfg: Config | None = None) -> list[str]:
     if not path.exists():
         raise ConfigError(f"{path}: not found")
     try:
@@ -58,17 +58,22 @@ def _prefect(path: Path) -> list[str]:
     if not deployments:
         raise ConfigError(f"{path}: deployments: none declared")
     root = path.resolve().parent
-    names = []
+    names, regression = [], []
     for i, d in enumerate(deployments):
         where = f"{path}: deployments.{i}"
         entry = d.get("entrypoint", "")
-        file_, _, func = entry.partition(":")
-        if not func or not (root / file_).is_file():
-            raise ConfigError(f"{where}.entrypoint: {entry!r} does not name FILE.py:FLOW in this repository")
-        module = importlib.import_module(file_[:-3].replace("/", "."))
+        mod, _, func = entry.partition(":")
+        if mod.endswith(".py"):
+            # Prefect puts a file entrypoint's folder first on sys.path, where flows/retrain.py
+            # would shadow the `retrain` package on the worker.
+            raise ConfigError(f"{where}.entrypoint: {entry!r} is a file path; use the module form "
+                              f"{mod[:-3].replace('/', '.')}:{func or 'FLOW'}")
+        if not func or not (root / (mod.replace(".", "/") + ".py")).is_file():
+            raise ConfigError(f"{where}.entrypoint: {entry!r} does not name PACKAGE.MODULE:FLOW in this repository")
+        module = importlib.import_module(mod)
         fl = getattr(module, func, None)
         if fl is None or not hasattr(fl, "fn"):
-            raise ConfigError(f"{where}.entrypoint: {func!r} is not a Prefect flow in {file_}")
+            raise ConfigError(f"{where}.entrypoint: {func!r} is not a Prefect flow in {mod}")
         params = d.get("parameters") or {}
         try:
             fl.validate_parameters(params)
@@ -76,8 +81,47 @@ def _prefect(path: Path) -> list[str]:
             raise ConfigError(f"{where}.parameters: {str(e).splitlines()[0]}") from None
         if not (d.get("work_pool") or {}).get("name"):
             raise ConfigError(f"{where}.work_pool.name: missing")
+        regression += _triggers(where, d.get("triggers") or [], fl)
         names.append(f"{fl.name}/{d.get('name')}")
-    return [f"prefect.yaml: ok ({', '.join(names)})"]
+    lines = [f"prefect.yaml: ok ({', '.join(names)})"]
+    if cfg is not None and cfg.policy.retrain_via == "event":
+        lines.append(_event_mode(path, cfg, regression))
+    return lines
+
+
+def _triggers(where: str, triggers: list, fl) -> list[tuple[str, float]]:
+    """Check each deployment trigger with Prefect's own model; return (where, within seconds) of
+    those that react to the regression event."""
+    from flows.events import REGRESSION_EVENT, check_trigger
+
+    found = []
+    for j, t in enumerate(triggers):
+        at = f"{where}.triggers.{j}"
+        try:
+            trig = check_trigger(t)
+        except ValueError as e:
+            raise ConfigError(f"{at}: {str(e).splitlines()[0]}") from None
+        unknown = sorted(set(trig.parameters or {}) - set(fl.parameters.properties))
+        if unknown:
+            raise ConfigError(f"{at}.parameters: {', '.join(unknown)} not a parameter of flow {fl.name!r}")
+        if REGRESSION_EVENT in getattr(trig, "expect", ()):
+            found.append((at, trig.within.total_seconds()))
+    return found
+
+
+def _event_mode(path: Path, cfg: Config, regression: list[tuple[str, float]]) -> str:
+    """With policy.retrain_via = event, an automation must run the retrain, and its
+    no-double-fire window must not outlast the cooldown (it would drop a legitimate trigger)."""
+    if not regression:
+        raise ConfigError(f"{path}: policy.retrain_via is 'event' but no deployment trigger expects "
+                          "driftloop.regression.detected; nothing would run the retrain")
+    cooldown = cfg.policy.cooldown_hours * 3600
+    for at, within in regression:
+        if within > cooldown:
+            raise ConfigError(f"{at}.within: {within:g} s is longer than policy.cooldown_hours "
+                              f"({cfg.policy.cooldown_hours:g} h = {cooldown:g} s); a regression reported after "
+                              "the cooldown but inside that window would be dropped")
+    return f"event-driven retrain: ok ({len(regression)} automation(s) on driftloop.regression.detected)"
 
 
 def validate(config: str | None = None) -> list[str]:
@@ -86,5 +130,5 @@ def validate(config: str | None = None) -> list[str]:
     lines = [f"config {config or 'driftloop.yaml'}: ok ({len(cfg.benchmark.suites)} suites, {len(cfg.sources)} source(s))"]
     lines += _tasks(cfg)
     beside = cfg.base_dir / "prefect.yaml"
-    lines += _prefect(beside if beside.exists() else Path.cwd() / "prefect.yaml")
+    lines += _prefect(beside if beside.exists() else Path.cwd() / "prefect.yaml", cfg)
     return lines

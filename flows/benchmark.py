@@ -1,6 +1,10 @@
 """`benchmark` flow: refresh the golden set from corrected feedback, then run the
 configured lm-eval suites on one model, reusing cached per-item results.
 
+Suites run where `runner:` says: all in one lm-eval call here (serial, the default),
+or one per Dask worker process through prefect-dask (`kind: dask`);
+`BenchmarkResult.executed_on` records the host, PID and Dask worker of each suite.
+
 A result is cached under (model fingerprint, task hash, lm-eval version,
 few-shot, limit, metric, seed) by `evaluators.cache`, so re-evaluating an
 unchanged model on an unchanged task loads nothing. Per-item results go to the
@@ -14,18 +18,26 @@ store and to MLflow (`samples/<suite>/<task>.json`); aggregates are marked
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
-from driftloop.config import TaskSpec, load_config, looks_like_path
-from driftloop.errors import InputError
+from driftloop.config import RunnerConfig, TaskSpec, load_config, looks_like_path
+from driftloop.errors import InputError, StageError
 from driftloop.types import MetricResult, SampleResults
-from evaluators.benchmark import TASKS_DIR
-from evaluators.cache import evaluate_cached, model_fingerprint, spec_hash
+from evaluators.benchmark import TASKS_DIR, BenchmarkOutput
+from evaluators.cache import CachedTask, evaluate_cached, model_fingerprint, spec_hash
 from evaluators.golden import GoldenTask, split_corrections, write_golden_task
 from flows.common import StageParams, context, log, stage_run
 
@@ -37,6 +49,26 @@ class BenchmarkParams(StageParams):
     backend: Literal["hf", "vllm"] | None = Field(default=None, description="Overrides benchmark.backend.")
 
 
+class Placement(BaseModel):
+    """The process that evaluated a suite (its cached tasks included)."""
+
+    host: str
+    pid: int
+    worker: str = Field(default="", description="Dask worker name and address; empty outside Dask.")
+
+    @classmethod
+    def here(cls) -> "Placement":
+        worker = ""
+        dist = sys.modules.get("distributed")  # never imported outside Dask: no import cost on the serial path
+        if dist is not None:
+            try:
+                w = dist.get_worker()  # ValueError outside a Dask worker
+                worker = f"{w.name} ({w.address})"
+            except ValueError:
+                pass
+        return cls(host=socket.gethostname(), pid=os.getpid(), worker=worker)
+
+
 class BenchmarkResult(BaseModel):
     model: str
     samples: dict[str, list[SampleResults]] = Field(default_factory=dict)
@@ -44,6 +76,7 @@ class BenchmarkResult(BaseModel):
     run_id: str = ""
     golden_hash: str = ""
     golden_counts: dict[str, int] = Field(default_factory=dict)
+    executed_on: dict[str, Placement] = Field(default_factory=dict, description="Suite -> the process that evaluated it.")
 
 
 @task(name="refresh-golden-set")
@@ -97,6 +130,125 @@ def preflight(params: BenchmarkParams) -> list[str]:
     return suites
 
 
+def task_runner(runner: RunnerConfig):
+    """prefect-dask's DaskTaskRunner for `runner:`; the flow enters it at run time, so a deployment
+    follows the config rather than the flow decorator. Without an address it starts a LocalCluster
+    (or, like prefect-dask, joins the cluster of a Dask client already current in this process)."""
+    from prefect_dask import DaskTaskRunner
+
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    from prefect.client.orchestration import get_client
+
+    # The API this flow reports to (its temporary server when none is configured): without it each
+    # worker would start a temporary Prefect server of its own on the same database.
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    # Processes with one thread each: one process must not load two models at once (see _ONE_EVALUATION).
+    # ":0": the scheduler's HTTP server takes a free port, so concurrent runs never fight over 8787.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_workers, "processes": True, "threads_per_worker": 1,
+                                          "dashboard_address": ":0", "env": {"PREFECT_API_URL": api_url}})
+
+
+@dataclasses.dataclass
+class SuiteRun:
+    """What `suite_task` sends back: the suite's outcomes, lm-eval's output for its misses, and where it ran."""
+
+    results: list[CachedTask]
+    ran: BenchmarkOutput | None
+    placement: Placement
+
+
+# Two evaluations at once in one process can corrupt each other: while it loads a model, transformers
+# swaps torch.nn.init functions and PreTrainedModel methods (init, weight tying) for the whole process.
+_ONE_EVALUATION = threading.Lock()
+
+
+def evaluate_suite(config: str | None, suite: str, specs: list[TaskSpec], model_path: str, fingerprint: str,
+                   model_id: str, includes: list[str], store_url: str, run_kwargs: dict[str, Any],
+                   threads: int | None = None) -> SuiteRun:
+    """Evaluate one suite's tasks (cache first) in this process, one suite at a time per process.
+
+    The context is rebuilt from the config path; a worker whose config names another store
+    than the flow's (`store_url`) is a StageError rather than a cache written elsewhere.
+    """
+    ctx = context(StageParams(config=config))
+    if ctx.cfg.store_url != store_url:
+        raise StageError(f"suite {suite}: this worker's config gives store {ctx.cfg.store_url}, the flow uses "
+                         f"{store_url}; give workers the same driftloop.yaml and DRIFTLOOP_* environment")
+    with _ONE_EVALUATION:  # a worker with several Dask threads still evaluates one suite at a time
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # process-wide, hence under the lock
+        results, ran = evaluate_cached(ctx.store, model_path, fingerprint, [(suite, s) for s in specs],
+                                       [Path(p) for p in includes], model_id=model_id, **run_kwargs)
+    return SuiteRun(results, ran, Placement.here())
+
+
+# Inputs are plain values (paths, names, specs): a Dask worker is another process, possibly another host.
+# The body is a module-level function so that Dask pickles it by reference (a task's own function is
+# pickled by value, with every global it names).
+@task(name="evaluate-suite", cache_policy=NO_CACHE)
+def suite_task(config: str | None, suite: str, specs: list[TaskSpec], model_path: str, fingerprint: str, model_id: str,
+               includes: list[str], store_url: str, run_kwargs: dict[str, Any], threads: int | None = None) -> SuiteRun:
+    """Evaluate one suite in whatever process the task runner chose (see `evaluate_suite`)."""
+    return evaluate_suite(config, suite, specs, model_path, fingerprint, model_id, includes, store_url, run_kwargs,
+                          threads)
+
+
+def _merge_raw(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
+    """lm-eval's raw results of several runs as one: per-task tables merged, the rest from the first run."""
+    raw: dict[str, Any] = {}
+    for o in outputs:
+        for k, v in o.raw.items():
+            if isinstance(v, dict) and isinstance(raw.get(k), dict):
+                raw[k] = {**raw[k], **v}
+            else:
+                raw.setdefault(k, v)
+    return raw
+
+
+def _spread(params: BenchmarkParams, cfg, plan: list[tuple[str, TaskSpec]], path: Path, fingerprint: str,
+            label: str, includes: list[Path], run_kwargs: dict[str, Any]):
+    """Evaluate each suite as a task on `cfg.runner`'s task runner; outcomes in plan order.
+
+    A task listed in several suites is evaluated once, in the first of them, as in the serial path.
+    """
+    units: dict[str, list[TaskSpec]] = {}
+    seen: set[str] = set()
+    for suite, spec in plan:
+        if spec.name not in seen:
+            seen.add(spec.name)
+            units.setdefault(suite, []).append(spec)
+    # Absolute, so a worker with another working directory reads the same file.
+    found = Path(params.config or os.environ.get("DRIFTLOOP_CONFIG") or "driftloop.yaml").resolve()
+    config = str(found) if found.exists() else None  # None: defaults (+ DRIFTLOOP_* env) there too
+    t0 = time.monotonic()
+    runs: dict[str, SuiteRun] = {}
+    with task_runner(cfg.runner) as runner:
+        futures = {runner.submit(suite_task, {
+            "config": config, "suite": suite, "specs": specs, "model_path": str(path), "fingerprint": fingerprint,
+            "model_id": label, "includes": [str(p) for p in includes], "store_url": cfg.store_url,
+            "run_kwargs": run_kwargs, "threads": cfg.runner.threads_per_worker}): suite for suite, specs in units.items()}
+        for fut in as_completed(list(futures)):
+            suite = futures[fut]
+            runs[suite] = fut.result()
+            p = runs[suite].placement
+            log().info("benchmark: suite %s done (%d/%d) on %s pid %d%s", suite, len(runs), len(units),
+                       p.host, p.pid, f", dask worker {p.worker}" if p.worker else "")
+    by_name = {r.spec.name: r for run in runs.values() for r in run.results}
+    results = [dataclasses.replace(by_name[spec.name], suite=suite, spec=spec) for suite, spec in plan]
+    outputs = [run.ran for run in runs.values() if run.ran is not None]
+    ran = BenchmarkOutput(samples=[s for o in outputs for s in o.samples], metrics=[m for o in outputs for m in o.metrics],
+                          raw=_merge_raw(outputs), seconds=time.monotonic() - t0) if outputs else None
+    owner = {spec.name: suite for suite, specs in units.items() for spec in specs}
+    placed: dict[str, Placement] = {}
+    for suite, spec in plan:  # a suite whose tasks all ran elsewhere reports where they ran
+        placed.setdefault(suite, runs[suite if suite in runs else owner[spec.name]].placement)
+    return results, ran, placed
+
+
 @flow(name="benchmark")
 def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     """Run the suites on one model; per-item results are stored and logged for paired tests.
@@ -116,13 +268,20 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + ([golden.yaml_path.parent] if golden else [])
     with stage_run(ctx, f"benchmark-{params.model}", params.parent_run_id) as run_id:
         out.run_id = run_id
-        tr.set_tags(run_id, {"driftloop.model_version": label, "driftloop.golden_hash": out.golden_hash})
+        tr.set_tags(run_id, {"driftloop.model_version": label, "driftloop.golden_hash": out.golden_hash,
+                             "driftloop.runner": cfg.runner.kind})
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
         plan = _plan(cfg, suites, golden)
         log().info("benchmark %s: %d task(s); lm-eval runs only those not cached", label, len(plan))
-        results, ran = evaluate_cached(store, path, fingerprint, plan, includes, model_id=label,
-                                       batch_size=params.batch_size or cfg.benchmark.batch_size, device=cfg.model.device,
-                                       backend=params.backend or cfg.benchmark.backend)
+        run_kwargs = {"batch_size": params.batch_size or cfg.benchmark.batch_size, "device": cfg.model.device,
+                      "backend": params.backend or cfg.benchmark.backend}
+        if cfg.runner.kind == "serial":  # one lm-eval call: the model is loaded once
+            results, ran = evaluate_cached(store, path, fingerprint, plan, includes, model_id=label, **run_kwargs)
+            out.executed_on = dict.fromkeys((s for s, _ in plan), Placement.here())
+        else:
+            log().info("benchmark %s: %d suite(s) on Dask %s", label, len({s for s, _ in plan}),
+                       cfg.runner.address or f"LocalCluster of {cfg.runner.n_workers} worker process(es)")
+            results, ran, out.executed_on = _spread(params, cfg, plan, path, fingerprint, label, includes, run_kwargs)
         for r in results:
             out.samples.setdefault(r.suite, []).append(r.samples)
             out.metrics.setdefault(r.suite, []).extend(r.metrics)

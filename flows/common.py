@@ -78,3 +78,12 @@ def stage_run(ctx: Context, name: str, parent: str | None) -> Iterator[str]:
         raise
     ctx.tracker.log_metrics(run_id, {"stage_seconds": time.monotonic() - t0})
     ctx.tracker.end_run(run_id)
+
+
+def alert(ctx: Context, type: str, **fields) -> list:
+    """Send an alert event of `type` to the configured webhooks (see driftloop.alerts); fields as in
+    `make_event` (model_version, previous_version, reasons, run_id, cycle, data). Never raises: a
+    failing webhook is logged in one line and dead-lettered, and the flow goes on."""
+    from driftloop.alerts import send
+
+    return send(ctx.cfg, ctx.store, type, logger=log(), experiment_id=ctx.tracker.experiment_id, **fields)

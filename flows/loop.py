@@ -6,6 +6,11 @@ The trigger state machine (armed -> triggered -> retraining -> evaluating ->
 promoted|rejected -> cooldown -> armed) lives in the store; every transition
 takes a lease there, so two concurrent cycles never start two retrains.
 
+The bracketed tail is `finish_retrain`. With `policy.retrain_via: inline` (the
+default) the cycle runs it itself; with `event` the cycle stops at `triggered`
+and emits `driftloop.regression.detected`, and the `retrain/gpu` deployment runs
+the tail (flows/events.py).
+
     >>> summary = loop(StageParams(config="driftloop.yaml"))
     >>> summary.outcome
     'promoted version 2'
@@ -23,8 +28,9 @@ from pydantic import BaseModel, Field
 from driftloop.policy import decide, gate
 from driftloop.errors import StageError
 from driftloop.types import Action, Decision, MetricResult
+from dashboards.timeline import log_timeline
 from flows.benchmark import BenchmarkParams, benchmark
-from flows.common import Context, StageParams, context, log
+from flows.common import Context, StageParams, alert, context, log
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.registry import ensure_champion
@@ -123,6 +129,98 @@ def _gate_table(decision: Decision, champ, chall) -> list[dict]:
     return rows
 
 
+def _not_started(ctx: Context) -> str:
+    st = ctx.store.get_state(ctx.cfg.project)
+    return (f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC"
+            + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
+
+
+def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSummary, state: dict, data: dict,
+              decision: Decision) -> None:
+    """Event mode: armed -> triggered, then emit `driftloop.regression.detected` for the automation.
+
+    Only the cycle whose compare-and-set succeeds emits, so at most one event per trigger (and so
+    per cooldown). The lease is kept, not released: it passes to the `retrain` run (its owner is
+    recorded in `data["pending"]`), so the next cycle's `rearm` leaves `triggered` alone until the
+    lease (policy.lease_seconds) expires, and an event nobody acted on is then re-armed.
+    """
+    from flows.events import emit_regression  # flows.events imports this module for the shared tail
+
+    cfg = ctx.cfg
+    summary.outcome = "retrain requested (event driftloop.regression.detected)"
+    data["pending"] = {"run_id": summary.run_id, "owner": owner, "config": params.config,
+                       "summary": summary.model_dump(mode="json")}
+    if not ctx.store.transition(cfg.project, "triggered", decision.summary()[:500], owner, cfg.policy.lease_seconds,
+                                expected={"armed"}, data=data, expected_version=state["version"]):
+        summary.outcome = _not_started(ctx)
+        return
+    event_id = emit_regression(cfg.project, decision.reasons, summary.run_id, summary.champion_version,
+                               params.config)
+    summary.stage_notes["retrain"] = f"requested by event {event_id}"
+
+
+def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSummary, clock: _Clock, champ,
+                   data: dict, feedback: list[MetricResult] | None) -> CycleSummary:
+    """The second half of a cycle, shared by the inline loop and the event-driven `retrain` deployment.
+
+    Starts in state `retraining` under `owner`'s lease and walks fine-tune -> evaluating ->
+    benchmark(challenger) -> gate -> promoted|rejected -> cooldown, then releases the lease.
+    `champ` is the champion's benchmark result, `feedback` the decision's evidence (quoted by the
+    gate). Stage runs nest under `summary.run_id`; fills `summary` in place and returns it.
+    """
+    cfg, tr, store = ctx.cfg, ctx.tracker, ctx.store
+    parent = summary.run_id
+    alert(ctx, "retrain.started", model_version=summary.champion_version,
+          reasons=summary.regression or summary.decision_reasons, run_id=parent, cycle=summary.cycle)
+    try:
+        rt = clock("retrain", retrain, sp)
+    except Exception as e:
+        store.transition(cfg.project, "cooldown", f"retrain failed: {e}"[:500], owner, 0, {"retraining"}, data)
+        store.release(cfg.project, owner)
+        # The finally block tags the cycle run with this outcome; the champion is untouched.
+        summary.outcome = "retrain failed"
+        summary.retrain_note = f"failed: {e}"[:300]
+        alert(ctx, "retrain.failed", model_version=summary.champion_version, reasons=[str(e)[:1000]],
+              run_id=parent, cycle=summary.cycle)
+        raise
+    summary.challenger_version = rt.version
+    summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
+                            f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
+    alert(ctx, "retrain.finished", model_version=rt.version, previous_version=rt.base_version,
+          reasons=[summary.retrain_note], run_id=parent, cycle=summary.cycle)
+    _step(ctx, owner, "evaluating", f"challenger version {rt.version}", {"retraining"}, data)
+    chall = clock("benchmark challenger", benchmark,
+                  BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
+    summary.stage_notes["benchmark challenger"] = _bench_note(chall)
+    roles = {name: s.role for name, s in cfg.benchmark.suites.items()}
+    verdict = clock("gate", gate, chall.samples, champ.samples, roles, cfg.policy, feedback)
+    tr.log_decision(parent, verdict, "gate")
+    tr.log_decision(chall.run_id, verdict, "gate")
+    # Gate figures on the cycle run (metrics) and on the version (tags, description): the MLflow UI's
+    # comparison view then answers "why is version N the champion?".
+    tr.record_gate(parent, rt.version, verdict)
+    summary.gate_reasons = verdict.reasons
+    summary.gate_table = _gate_table(verdict, champ, chall)
+    if verdict.action == Action.PROMOTE:
+        summary.outcome = f"promoted version {rt.version}"
+        # The state first: a cycle that lost its lease must not move the alias.
+        _step(ctx, owner, "promoted", summary.outcome, {"evaluating"}, data)
+        tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
+        tr.set_version_tags(rt.version, {"driftloop.cycle_run": parent})
+        summary.champion_version = rt.version
+    else:
+        summary.outcome = f"rejected version {rt.version}"
+        _step(ctx, owner, "rejected", summary.outcome, {"evaluating"}, data)
+        tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
+    summary.stage_notes["gate"] = summary.outcome
+    alert(ctx, "candidate.promoted" if verdict.action == Action.PROMOTE else "candidate.rejected",
+          model_version=rt.version, previous_version=rt.base_version, reasons=verdict.reasons, run_id=parent,
+          cycle=summary.cycle)
+    _step(ctx, owner, "cooldown", f"after {summary.outcome}", {"promoted", "rejected"}, data)
+    store.release(cfg.project, owner)
+    return summary
+
+
 @flow(name="loop")
 def loop(params: StageParams = StageParams()) -> CycleSummary:
     """Run one cycle and return its summary; every stage is a nested MLflow run of the cycle's run."""
@@ -163,58 +261,27 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
             failed = False
             return summary
         summary.regression = [r for r in decision.reasons if "floor" in r or "fell" in r]
+        alert(ctx, "regression.detected", model_version=champion, reasons=decision.reasons, run_id=parent,
+              cycle=summary.cycle)
         now = datetime.now(timezone.utc).isoformat()
         data["last_retrain_at"] = now
         data["retrains"] = (list(data.get("retrains", [])) + [now])[-20:]
-        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], data, cfg.policy.lease_seconds,
-                                   expected_version=state["version"]):
-            st = store.get_state(cfg.project)
-            summary.outcome = (f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC"
-                               + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
+        if cfg.policy.retrain_via == "event":
+            _hand_off(ctx, owner, params, summary, state, data, decision)
             failed = False
             return summary
-        try:
-            rt = clock("retrain", retrain, sp)
-        except Exception as e:
-            store.transition(cfg.project, "cooldown", f"retrain failed: {e}"[:500], owner, 0, {"retraining"}, data)
-            store.release(cfg.project, owner)
-            # The finally block tags the cycle run with this outcome; the champion is untouched.
-            summary.outcome = "retrain failed"
-            summary.retrain_note = f"failed: {e}"[:300]
-            raise
-        summary.challenger_version = rt.version
-        summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
-                                f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
-        _step(ctx, owner, "evaluating", f"challenger version {rt.version}", {"retraining"}, data)
-        chall = clock("benchmark challenger", benchmark,
-                      BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
-        summary.stage_notes["benchmark challenger"] = _bench_note(chall)
-        roles = {name: s.role for name, s in cfg.benchmark.suites.items()}
-        verdict = clock("gate", gate, chall.samples, champ.samples, roles, cfg.policy, decision.evidence)
-        tr.log_decision(parent, verdict, "gate")
-        tr.log_decision(chall.run_id, verdict, "gate")
-        summary.gate_reasons = verdict.reasons
-        summary.gate_table = _gate_table(verdict, champ, chall)
-        if verdict.action == Action.PROMOTE:
-            summary.outcome = f"promoted version {rt.version}"
-            # The state first: a cycle that lost its lease must not move the alias.
-            _step(ctx, owner, "promoted", summary.outcome, {"evaluating"}, data)
-            tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
-            tr.set_version_tags(rt.version, {"driftloop.cycle_run": parent})
-            tr.set_version_description(rt.version, "Promoted by the gate: " + " | ".join(verdict.reasons))
-            summary.champion_version = rt.version
-        else:
-            summary.outcome = f"rejected version {rt.version}"
-            _step(ctx, owner, "rejected", summary.outcome, {"evaluating"}, data)
-            tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
-        summary.stage_notes["gate"] = summary.outcome
-        _step(ctx, owner, "cooldown", f"after {summary.outcome}", {"promoted", "rejected"}, data)
-        store.release(cfg.project, owner)
+        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], data, cfg.policy.lease_seconds,
+                                   expected_version=state["version"]):
+            summary.outcome = _not_started(ctx)
+            failed = False
+            return summary
+        finish_retrain(ctx, owner, sp, summary, clock, champ, data, decision.evidence)
         failed = False
         return summary
     finally:
         tr.set_tags(parent, {"driftloop.outcome": summary.outcome})
         tr.log_dict(parent, summary.model_dump(mode="json"), "cycle_summary.json")
+        log_timeline(tr, cfg, parent)  # never raises
         tr.end_run(parent, failed=failed)
 
 

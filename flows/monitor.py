@@ -96,14 +96,15 @@ def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
 
 
 @task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
-def workspace_task(params: StageParams, snapshot, w: Windows, run_id: str) -> dict[str, str]:
+def workspace_task(params: StageParams, snapshot, w: Windows, run_id: str,
+                   figures: list[MetricResult] | None = None) -> dict[str, str]:
     from dashboards.evidently_workspace import save_snapshot
 
     ctx = context(params)
     folder = ctx.cfg.state_path / "evidently"
     saved = save_snapshot(folder, ctx.cfg.project, snapshot, name=f"monitor {w.current_end.isoformat()}",
                           timestamp=w.current_end, metadata={"mlflow_run_id": run_id, **w.as_dict()},
-                          tags=["driftloop", "monitor"])
+                          tags=["driftloop", "monitor"], figures=figures or [])
     return {"workspace": saved.workspace, "project_id": saved.project_id, "snapshot_id": saved.snapshot_id}
 
 
@@ -144,7 +145,8 @@ def monitor(params: StageParams = StageParams()) -> MonitorResult:
         text = clock("text", text_task, params, w) if len(cur) and n_ref else []
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None:
-            saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id)
+            # Quality per segment and the segment gaps ride in the same snapshot, for the dashboard's panels.
+            saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id, out.current + out.bias)
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
             record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)

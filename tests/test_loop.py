@@ -45,6 +45,9 @@ def test_demo_loop_promotes_the_challenger(demo_run):
     info = tr.version_info("2")
     assert info["tags"]["driftloop.base_version"] == "1"
     assert info["description"].startswith("Promoted by the gate")
+    # The gate's figures per suite on the version, for the MLflow UI's "why is it the champion?".
+    assert info["tags"]["driftloop.gate.verdict"] == "promote"
+    assert {k for k in info["tags"] if k.startswith("driftloop.gate.")} >= {"driftloop.gate.golden", "driftloop.gate.canary"}
 
     # One parent run per cycle with a nested run per stage; the decision is logged with its reasons.
     runs = tr.client.search_runs([tr.experiment_id], filter_string=f"attributes.run_id = '{second.run_id}'")
@@ -57,6 +60,8 @@ def test_demo_loop_promotes_the_challenger(demo_run):
     monitor_run = next(r for r in children if r.data.tags.get("driftloop.stage") == "monitor")
     arts = {a.path for a in tr.client.list_artifacts(monitor_run.info.run_id)}
     assert "drift_report.html" in arts
+    # Each cycle logs the loop timeline page on its own run.
+    assert "timeline.html" in {a.path for a in tr.client.list_artifacts(second.run_id)}
 
     # The loop's state went round the state machine and is back in cooldown.
     store = Store(cfg.store_url)

@@ -18,7 +18,7 @@ from driftloop.store.models import Base
 from driftloop.types import FeedbackEvent, SampleResults
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-TABLES = {"feedback", "quarantine", "ingest_checkpoint", "loop_state", "loop_transition",
+TABLES = {"alert_dead_letter", "feedback", "quarantine", "ingest_checkpoint", "loop_state", "loop_transition",
           "eval_item", "sample_result"}
 
 
@@ -40,7 +40,7 @@ def test_migrate_creates_every_table_and_is_idempotent(store_url):
     # The store keeps its own version table, so it can share a database with MLflow.
     assert "alembic_version" not in tables
     with s.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM driftloop_alembic_version")).scalars().all() == ["0001"]
+        assert c.execute(text("SELECT version_num FROM driftloop_alembic_version")).scalars().all() == ["0002"]
         # The migrations and the ORM models describe the same schema.
         ctx = MigrationContext.configure(c, opts={"compare_type": True, "version_table": "driftloop_alembic_version"})
         assert compare_metadata(ctx, Base.metadata) == []

@@ -1,16 +1,21 @@
 """The HTTP API: a FastAPI app factory; each area adds its router beside `feedback`.
 
-    >>> app = create_app(load_config("driftloop.yaml"))
+    >>> app = create_app(load_config("driftloop.yaml"), config_path="driftloop.yaml")
     >>> uvicorn.run(app, host="127.0.0.1", port=8080)
 
-Every route that changes state depends on `auth.require_token` (bearer token
-from `api.token` or `DRIFTLOOP_API__TOKEN`). The app opens one `Store` (SQLite
-or PostgreSQL, migrated) and closes it on shutdown.
+Routes: `POST /v1/feedback`, `POST /v1/evaluations`, `GET /v1/evaluations/{id}` and
+`POST /v1/hooks/mlflow` (MLflow registry webhooks, verified by their signature).
+Every other route depends on `auth.require_token` (bearer token from `api.token` or
+`DRIFTLOOP_API__TOKEN`). The app opens one `Store` (SQLite or PostgreSQL, migrated)
+and closes it on shutdown; evaluations run in a bounded thread pool (see
+`api.evaluations`), and MLflow is imported only when the first one is asked for.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
@@ -21,11 +26,12 @@ from driftloop.ingest.redact import Redactor
 from driftloop.store import Store
 
 
-def create_app(cfg: Any, store: Store | None = None) -> FastAPI:
+def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | None = None) -> FastAPI:
     """The API for config `cfg`, storing into `store` (default: a migrated store at `cfg.store_url`).
 
-    Raises ConfigError when no bearer token is configured: the server never
-    runs open.
+    `config_path` is the file `cfg` came from, which on-demand evaluations load (default:
+    $DRIFTLOOP_CONFIG, else `driftloop.yaml` in the config's folder where it exists).
+    Raises ConfigError when no bearer token is configured: the server never runs open.
     """
     if cfg.api.token is None or not cfg.api.token.get_secret_value().strip():
         raise ConfigError("api.token: not set; set it in driftloop.yaml or in DRIFTLOOP_API__TOKEN")
@@ -35,18 +41,27 @@ def create_app(cfg: Any, store: Store | None = None) -> FastAPI:
         store = Store(cfg.store_url)
         store.migrate()
 
+    from driftloop.api import evaluations, feedback, mlflow_hooks
+
+    if config_path is None:
+        default = cfg.base_dir / "driftloop.yaml"
+        config_path = os.environ.get("DRIFTLOOP_CONFIG") or (str(default) if default.exists() else None)
+    runner = evaluations.EvaluationRunner(cfg, str(config_path) if config_path else None)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        runner.shutdown()
         if owned:
             store.close()
-
-    from driftloop.api import feedback
 
     app = FastAPI(title="driftloop", lifespan=lifespan)
     app.state.cfg = cfg
     app.state.store = store
     app.state.token = cfg.api.token.get_secret_value().strip().encode()
     app.state.parser = RowParser(cfg.api.mapping, Redactor.from_config(cfg.redaction))
+    app.state.evaluations = runner
     app.include_router(feedback.router)
+    app.include_router(evaluations.router)
+    app.include_router(mlflow_hooks.router)
     return app

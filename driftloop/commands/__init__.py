@@ -23,8 +23,10 @@ MODULES = [
     "driftloop.commands.serve",
     "driftloop.commands.monitor",
     "driftloop.commands.benchmark",
+    "driftloop.commands.evaluate",
     "driftloop.commands.dashboard",
     "driftloop.commands.registry",
+    "driftloop.commands.alerts",
 ]
 
 

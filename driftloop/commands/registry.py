@@ -61,7 +61,23 @@ def _move(args: argparse.Namespace, version: str | None, how: str) -> int:
                          "retry when it ends")
     previous = tr.move_champion(version, by=who, reason=args.reason, how=how)
     print(f"champion: version {previous or '-'} -> {version} ({how} by {who}); the loop is in cooldown")
+    _alert(cfg, store, tr, how, version, previous, who, args.reason)
     return 0
+
+
+def _alert(cfg, store, tr, how: str, version: str, previous: str | None, who: str, reason: str) -> None:
+    """`champion.rolled_back` or `candidate.promoted` (how=manual) to the webhooks; never raises."""
+    from driftloop.alerts import send
+
+    if not cfg.alerts.webhooks:
+        return
+    try:
+        last = tr.champion_history(limit=1)  # the promotion run just written: the alert links to it
+    except Exception:  # noqa: BLE001 - the move is done; an alert without a link beats a failed command
+        last = []
+    send(cfg, store, "champion.rolled_back" if how == "rollback" else "candidate.promoted",
+         model_version=version, previous_version=previous, reasons=[f"{how} by {who}: {reason}"],
+         run_id=last[0]["run_id"] if last else None, experiment_id=tr.experiment_id, data={"how": how, "by": who})
 
 
 def promote(args: argparse.Namespace) -> int:

@@ -173,3 +173,24 @@ __all__ = [
     "Base", "EvalItem", "Feedback", "IngestCheckpoint", "LoopState", "LoopTransition",
     "Quarantine", "SampleResult", "UTCDateTime", "utcnow",
 ]
+
+
+class AlertDeadLetter(Base):
+    """An alert delivery that failed after every retry, kept with its exact body until re-sent."""
+
+    __tablename__ = "alert_dead_letter"
+    __table_args__ = (Index("ix_alert_dead_letter_pending", "delivered_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    webhook: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the rendered payload, re-sent byte for byte
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt so far, retries included
+    delivered_at: Mapped[datetime | None] = mapped_column()  # set when a re-send succeeds
+
+
+__all__ += ["AlertDeadLetter"]

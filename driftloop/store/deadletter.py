@@ -1,0 +1,72 @@
+"""Dead-letter rows of alert deliveries: written when every retry failed, re-sent by `driftloop alerts retry`.
+
+Functions over a `Store` (its engine and write transactions), so the
+repository class stays about feedback; each call is one transaction.
+
+    >>> row_id = add(store, webhook="ops", url=url, event_type="retrain.failed", event_id=ev.id,
+    ...              body=body, error="ConnectError", attempts=4)
+    >>> [r["id"] for r in pending(store)]
+    [1]
+    >>> mark_delivered(store, row_id, attempts=1)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, select, update
+
+from driftloop.store.engine import WRITE
+from driftloop.store.models import AlertDeadLetter, utcnow
+
+if TYPE_CHECKING:
+    from driftloop.store import Store
+
+_DL: Table = AlertDeadLetter.__table__  # type: ignore[assignment]
+ERROR_MAX = 2000  # characters of the last error kept
+
+
+def add(store: "Store", *, webhook: str, url: str, event_type: str, event_id: str, body: bytes | str,
+        error: str, attempts: int) -> int:
+    """Record a failed delivery with its exact body; return the row id."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        row = conn.execute(_DL.insert().values(
+            created_at=utcnow(), webhook=webhook, url=url, event_type=event_type, event_id=event_id,
+            body=text, last_error=error[:ERROR_MAX], attempts=attempts, delivered_at=None,
+        ).returning(_DL.c.id)).scalar_one()
+    return int(row)
+
+
+def rows(store: "Store", webhook: str | None = None, include_delivered: bool = False,
+         limit: int | None = None) -> list[dict[str, Any]]:
+    """Dead-letter rows, oldest first, as dicts of the table's columns; only undelivered ones unless
+    `include_delivered`, only one webhook's when `webhook` is given."""
+    stmt = select(_DL).order_by(_DL.c.id)
+    if not include_delivered:
+        stmt = stmt.where(_DL.c.delivered_at.is_(None))
+    if webhook is not None:
+        stmt = stmt.where(_DL.c.webhook == webhook)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def pending(store: "Store", webhook: str | None = None) -> list[dict[str, Any]]:
+    """Undelivered rows, oldest first (see `rows`)."""
+    return rows(store, webhook)
+
+
+def mark_delivered(store: "Store", row_id: int, attempts: int) -> None:
+    """A re-send succeeded: set `delivered_at` and add its `attempts` to the row's count."""
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        conn.execute(update(_DL).where(_DL.c.id == row_id)
+                     .values(delivered_at=utcnow(), attempts=_DL.c.attempts + attempts))
+
+
+def record_failure(store: "Store", row_id: int, error: str, attempts: int) -> None:
+    """A re-send failed again: keep its error and add its `attempts` to the row's count."""
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        conn.execute(update(_DL).where(_DL.c.id == row_id)
+                     .values(last_error=error[:ERROR_MAX], attempts=_DL.c.attempts + attempts))

@@ -1,0 +1,159 @@
+"""The Evidently dashboard: three monitor passes saved to a workspace, then read back through a
+real `evidently ui` on loopback the way its web page does (dashboard, then one data-series
+request per panel)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboards.evidently_workspace import add_panels, benchmark_figures, figure_labels, panels, save_snapshot
+from driftloop.config import MonitorConfig
+from driftloop.types import MetricResult
+from evaluators.monitoring import monitor_frames
+
+BILLING_DROP = [0.0, 0.2, 0.5]  # how far billing's thumbs-up probability falls in windows 1..3
+
+
+def frame(n: int, seed: int, billing_drop: float = 0.0, slow: bool = False) -> pd.DataFrame:
+    """A window of n feedback rows over three topics; billing's thumbs-up rate is 0.85 - billing_drop."""
+    rng = np.random.default_rng(seed)
+    topic = np.array(["billing", "account", "shipping"])[np.arange(n) % 3]
+    up = rng.random(n) < np.where(topic == "billing", 0.85 - billing_drop, 0.85)
+    return pd.DataFrame({"thumbs_up": up, "rating": np.where(up, 1.0, 0.25), "topic": topic,
+                         "latency_ms": rng.normal(900 if slow else 300, 40, n),
+                         "tokens_in": rng.integers(5, 60, n), "tokens_out": rng.integers(10, 90, n)})
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Three monitor passes (billing worse each time, latency shifted in the last) saved as snapshots."""
+    ws = tmp_path_factory.mktemp("evidently") / "ws"
+    mon = MonitorConfig(segment_fields=["topic"])
+    reference = frame(600, 0)
+    runs = []
+    for i, drop in enumerate(BILLING_DROP):
+        out = monitor_frames(reference, frame(300, i + 1, drop, slow=i == 2), mon, min_n=30)
+        saved = save_snapshot(ws, "shop", out.drift.snapshot, name=f"monitor {i}",
+                              timestamp=datetime(2026, 1, 1 + i, tzinfo=timezone.utc),
+                              metadata={"mlflow_run_id": f"run{i}"}, tags=["monitor"], figures=out.current + out.bias)
+        runs.append((saved, out))
+    return ws, runs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(workspace):
+    ws, runs = workspace
+    project_id = runs[0][0].project_id
+    port = _free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(ws),
+                           "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                projects = httpx.get(f"{api}/projects", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert ui.poll() is None, "evidently ui exited"
+                assert time.monotonic() < deadline, "evidently ui did not answer within 90 s"
+                time.sleep(0.5)
+        assert [p["name"] for p in projects if p["id"] == project_id] == ["shop"]
+        dash = httpx.get(f"{api}/v2/dashboards/{project_id}", timeout=10).json()
+        titles = {p["id"]: p["title"] for p in dash["panels"]}
+        assert sorted(titles.values()) == sorted(p.title for _, p in panels())
+        tabs = {t["title"]: [titles[i] for i in t["panels"]] for t in dash["tabs"]}
+        assert tabs == {"Drift": ["Drifted columns, last run", "Share of drifted columns over time"],
+                        "Quality": ["Thumbs-up rate per segment over time", "Mean rating per segment over time"],
+                        "Bias": ["Largest segment gap over time"]}
+
+        series = {}
+        for p in dash["panels"]:  # what the web page asks for each panel
+            body = {"series_filter": [{"tags": v["tags"], "metadata": v["metadata"], "metric": v["metric"],
+                                       "metric_labels": v["metric_labels"]} for v in p["values"]]}
+            r = httpx.post(f"{api}/v2/snapshots/{project_id}/data_series_batch", json=body, timeout=30)
+            assert r.status_code in (200, 201), r.text
+            data = r.json()
+            assert [s["metadata"]["mlflow_run_id"] for s in data["sources"]] == ["run0", "run1", "run2"], p["title"]
+            series[p["title"]] = {s["params"].get("group", s["params"].get("value_type")): s["values"]
+                                  for s in data["series"]}
+        for title, by_label in series.items():
+            assert by_label, f"panel {title!r} has no series"
+            assert all(len(v) == 3 and None not in v for v in by_label.values()), (title, by_label)
+
+        # The plotted values are the monitor's own figures, in window order.
+        billing = [next(m.value for m in out.current if m.label() == "thumbs_up_rate[topic=billing]") for _, out in runs]
+        assert series["Thumbs-up rate per segment over time"]["topic=billing"] == pytest.approx(billing)
+        assert set(series["Thumbs-up rate per segment over time"]) == {"overall", "topic=billing", "topic=account",
+                                                                       "topic=shipping"}
+        gaps = series["Largest segment gap over time"]["gap"]
+        assert gaps == pytest.approx([out.bias[0].value for _, out in runs])
+        assert gaps[2] > gaps[0] + 0.3  # billing fell 0.5 by the third window
+        assert series["Share of drifted columns over time"]["share"][2] > 0  # latency shifted in the third
+        # A run's page (drift report and the figures' widgets) still opens.
+        page = httpx.get(f"{api}/projects/{project_id}/{runs[2][0].snapshot_id}/data", timeout=30)
+        assert page.status_code == 200 and "latency_ms" in page.text and "segment_gap" in page.text
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
+def test_panels_are_added_once_and_tabs_listing_a_panel_twice_are_repaired(tmp_path):
+    from evidently.sdk.panels import line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(tmp_path))
+    proj = ws.create_project("old")
+    # An older driftloop added panels one by one; Evidently 0.7 then lists the second one twice.
+    first, second = panels()[0][1], panels()[1][1]
+    proj.dashboard.add_panel(first, tab="Drift")
+    proj.dashboard.add_panel(second, tab="Drift")
+    proj.dashboard.add_panel(line_plot_panel("someone's own panel", []), tab="Mine")
+    assert [len(t.panels) for t in proj.dashboard.model().tabs] == [3, 1]
+    added = add_panels(ws, proj)
+    assert added == [p.title for _, p in panels()[2:]]
+    model = ws.get_project(proj.id).dashboard.model()
+    assert {t.title: len(t.panels) for t in model.tabs} == {"Drift": 2, "Mine": 1, "Quality": 2, "Bias": 1}
+    assert add_panels(ws, ws.get_project(proj.id)) == []
+    assert len(ws.get_project(proj.id).dashboard.model().panels) == len(panels()) + 1
+
+
+@pytest.mark.parametrize("segment, source, labels", [
+    ({}, "quality", {"field": "overall", "group": "overall"}),
+    ({"topic": "billing"}, "quality", {"field": "topic", "group": "topic=billing"}),
+    ({"field": "topic", "worst": "billing", "best": "account"}, "bias", {"field": "topic", "group": "gap"}),
+    ({"suite": "bbq", "role": "bias"}, "benchmark", {"field": "bias", "group": "bbq"}),
+    ({"locale": "de", "tier": "pro"}, "quality", {"field": "locale,tier", "group": "locale=de,tier=pro"}),
+])
+def test_figure_labels_keep_a_series_stable_from_run_to_run(segment, source, labels):
+    m = MetricResult(name="x", value=0.5, source=source, segment=segment)
+    assert figure_labels(m) == {"source": source, "name": "x", **labels}
+
+
+def test_a_benchmark_only_snapshot_feeds_the_bias_panel(tmp_path):
+    bbq = MetricResult(name="bbq/amb_bias_score", value=0.12, source="benchmark")
+    canary = MetricResult(name="canary/acc", value=0.9, source="benchmark")
+    figs = benchmark_figures({"bbq": [bbq], "canary": [canary]}, {"bbq": "bias", "canary": "canary"})
+    saved = save_snapshot(tmp_path, "shop", None, name="benchmark", figures=figs)
+    snap = next((tmp_path / saved.project_id / "snapshots").glob(f"{saved.snapshot_id}.json")).read_text()
+    assert '"group": "bbq"' in snap and '"field": "bias"' in snap and "0.12" in snap
+    with pytest.raises(ValueError, match="neither a snapshot nor any figure"):
+        save_snapshot(tmp_path, "shop", None, name="empty", figures=[MetricResult(name="x", value=None, source="quality")])
