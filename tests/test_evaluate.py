@@ -204,10 +204,12 @@ def test_bad_input_is_one_line_and_exit_2(world: Path, capsys, argv, message) ->
     assert _evaluation_runs(world) == before  # nothing was started
 
 
-def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path, capsys) -> None:
+def test_a_folder_that_is_not_a_model_is_refused(world: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "notes").mkdir()
-    assert main(["evaluate", "--model", str(tmp_path / "notes")]) == 2
+    before = _evaluation_runs(world)
+    assert main(["--config", str(world), "evaluate", "--model", str(tmp_path / "notes")]) == 2
     assert "not a model folder (no config.json)" in error_line(capsys)
+    assert _evaluation_runs(world) == before
 
 
 def _evaluation_runs(cfg_path: Path) -> int:
