@@ -118,8 +118,12 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
         from driftloop.ingest import ingest_files
 
         t, c = time.perf_counter(), time.process_time()
+        ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         rep = ingest_files(store, [path], batch_lines=batch)
         seconds, cpu, rows = time.perf_counter() - t, time.process_time() - c, rep.read
+        # A large file is parsed in a child process: its CPU and memory count too.
+        ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
         extra = {"accepted": rep.accepted, "duplicates": rep.duplicates, "quarantined": rep.quarantined,
                  "redacted": dict(rep.redacted)}
     elif name == "raw-sqlite":
@@ -158,10 +162,12 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
     stored = store.count_events()
     store.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux -> MB
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if name == "driftloop" else 0.0
     # CPU seconds of this process (all its threads; not the PostgreSQL server's): a figure that
     # other work on the machine disturbs less than wall time. Load: 1-minute average at the start.
     return {"arm": name, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "rows_per_s": rows / seconds,
-            "rows_per_cpu_s": rows / cpu, "stored": stored, "peak_rss_mb": peak, "load_avg": load,
+            "rows_per_cpu_s": rows / cpu, "stored": stored, "peak_rss_mb": peak, "child_peak_rss_mb": child_peak,
+            "load_avg": load,
             "load_avg_end": os.getloadavg()[0], **extra}
 
 
@@ -212,7 +218,7 @@ def main() -> None:
         for backend, ours, our_url, raw, raw_url in pairs:
             r_ours = child(ours, path, our_url, a.batch)
             print(f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "
-                  f"peak RSS {r_ours['peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
+                  f"peak RSS {r_ours['peak_rss_mb']:.0f} MB + parse child {r_ours['child_peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
                   f"duplicates {r_ours['duplicates']:,}, quarantined {r_ours['quarantined']:,}, "
                   f"redacted {r_ours['redacted']})", flush=True)
             r_raw = child(raw, path, raw_url, a.batch)
@@ -221,8 +227,9 @@ def main() -> None:
             ratio = r_ours["rows_per_s"] / r_raw["rows_per_s"]
             cpu_ratio = r_ours["rows_per_cpu_s"] / r_raw["rows_per_cpu_s"]
             assert r_ours["stored"] == r_raw["stored"] == gen["valid_unique"], (r_ours["stored"], r_raw["stored"])
-            print(f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {r_ours['peak_rss_mb']:.0f} MB "
-                  f"(goal <= 500); per CPU second {r_ours['rows_per_cpu_s']:,.0f} vs {r_raw['rows_per_cpu_s']:,.0f} "
+            rss = r_ours["peak_rss_mb"] + r_ours["child_peak_rss_mb"]  # both peaks, as if at once
+            print(f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {rss:.0f} MB with the parse child "
+                  f"(goal <= 500); per CPU second (child included) {r_ours['rows_per_cpu_s']:,.0f} vs {r_raw['rows_per_cpu_s']:,.0f} "
                   f"rows ({cpu_ratio:.2f}x); load average {r_ours['load_avg']:.1f}-{r_ours['load_avg_end']:.1f} "
                   f"(driftloop), {r_raw['load_avg']:.1f}-{r_raw['load_avg_end']:.1f} (raw)", flush=True)
             results[backend] = {"driftloop": r_ours, "raw": r_raw, "ratio": ratio, "cpu_ratio": cpu_ratio}

@@ -8,6 +8,8 @@ HTTP endpoint (`driftloop.api`) uses `RowParser` directly. Plain JSONL files
 take a columnar fast path (`columnar.py`, `checks.py`, `lines.py`): pyarrow
 parses and checks whole batches, and every row it cannot vouch for goes
 through the same row parser, so what is stored does not depend on the path.
+A big JSONL file is parsed in a child process (`worker.py`) while this
+process writes, so that parsing and writing run on two cores.
 
     >>> from driftloop.ingest import ingest_files, ingest_config
     >>> report = ingest_files(store, [Path("feedback.jsonl")])

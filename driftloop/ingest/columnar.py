@@ -11,11 +11,12 @@ quarantine rows and reasons are the same whichever path a row takes
 (tests/test_ingest_fast.py checks this differentially). Rows leave in input
 order, so the first of two duplicates wins as before.
 
+The writer's side (`worker.ingest_stream` in threads, `worker.ingest_in_process`
+with a child process) calls `block_parts` and `assemble`:
+
     >>> if fast_path_ok(parser):   # else: files.run_batches, the row path
-    ...     left = ingest_stream(store, stream, 0, parser, source, key, position, file_report, reasons,
-    ...                          2000, MAX_LINE_BYTES, 64 * 1024, progress=None)
-    >>> left is None   # read to the end; else the offset for the row path to go on from
-    True
+    ...     parts, quarantine = block_parts(block, parser, source, "sqlite", now_value, event_row, reasons)
+    ...     rows = assemble(parts)   # EVENT_COLUMNS tuples for Store.add_rows, in line order
 """
 
 from __future__ import annotations
@@ -27,23 +28,20 @@ from bisect import bisect_left
 from datetime import datetime, timezone
 from functools import partial
 from itertools import repeat
-import zlib
-from collections import Counter
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from driftloop.ingest.checks import column_checks, key_order
-from driftloop.ingest.lines import Block, jsonl_blocks
+from driftloop.ingest.lines import Block
 from driftloop.ingest.redact import might_match
 from driftloop.ingest.rows import RowError, event_id_for
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from driftloop.ingest.pipeline import FileReport, RowParser
-    from driftloop.store import Store
+    from driftloop.ingest.pipeline import RowParser
 
 MAX_PARSE_ERRORS = 16  # arrow errors in one batch before the rest of it takes the row path
-PARSE_THREADS = 2  # blocks parsed at once while the writer writes (this machine class has 2 cores)
 _STRINGS = ("event_id", "ts", "model_version", "prompt", "response", "correction")
 _ROW_OF_ERROR = re.compile(r"in row (\d+)")
 
@@ -104,6 +102,15 @@ def _to_list(c: Any) -> list[Any]:
     return c.to_pylist()
 
 
+class BlockParts(NamedTuple):
+    """A parsed block's store rows before they are Python rows: see `assemble`."""
+
+    fast: list[tuple[list[int], "FastRows"]]  # (line numbers, rows) of each table arrow parsed
+    slow: list[tuple[int, tuple]]  # (line number, row) of the rows the row path parsed, ascending
+    source: str
+    now_value: Any
+
+
 def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
                to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
                ) -> tuple[list[tuple], list[dict[str, Any]]]:
@@ -111,6 +118,32 @@ def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now
 
     `to_tuple(event, source, now_value, dialect)` turns a row-path event into
     a store row; `reasons` (a Counter) counts each quarantined row's problem.
+    """
+    parts, quarantine = block_parts(block, parser, source, dialect, now_value, to_tuple, reasons)
+    return assemble(parts), quarantine
+
+
+def assemble(parts: BlockParts) -> list[tuple]:
+    """The block's store rows in line order (the first of two duplicates first, as the row path has it)."""
+    done_idx: list[int] = []  # line numbers of the rows so far, ascending
+    rows: list[tuple] = []
+    for got_idx, got in parts.fast:
+        done_idx.extend(got_idx)
+        rows.extend(got.rows(parts.source, parts.now_value))
+    for i, row in parts.slow:  # few rows: each goes where its line was
+        at = bisect_left(done_idx, i)
+        done_idx.insert(at, i)
+        rows.insert(at, row)
+    return rows
+
+
+def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
+                to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
+                ) -> tuple[BlockParts, list[dict[str, Any]]]:
+    """`block_rows` up to the Python rows of the fast path, which `assemble` builds (in another process, maybe).
+
+    Redaction, content ids and quarantine are all done here; `assemble` only
+    turns columns into tuples.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -136,8 +169,7 @@ def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now
     redactor = parser.redactor
     redact_all = redactor.enabled and redactor.screen is None
     screen = redactor.enabled and redactor.screen is might_match
-    done_idx: list[int] = []  # line numbers of the fast rows, ascending
-    rows: list[tuple] = []
+    fast_parts: list[tuple[list[int], FastRows]] = []
     for idx, t in _tables(lines, fast, slow) if fast else []:
         try:
             got_idx, got = _fast_rows(lines, idx, t, now, dialect, source, now_value, redact_all, screen,
@@ -146,11 +178,12 @@ def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
             slow.extend(i for i in idx if i not in have)
             continue
-        done_idx.extend(got_idx)
-        rows.extend(got)
+        if got_idx:
+            fast_parts.append((got_idx, got))  # type: ignore[arg-type]
     quarantine: list[dict[str, Any]] = []
+    slow_rows: list[tuple[int, tuple]] = []
     if slow:
-        # Few rows: parse each as before and insert its row where its line was.
+        # Few rows: parse each as before; `assemble` puts its row where its line was.
         event = parser.event_function()
         for i in sorted(slow):
             line = lines[i]
@@ -162,15 +195,13 @@ def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now
                 raw_text = (line if line is not None else block.samples[i]).decode("utf-8", "replace")
                 quarantine.append(parser.quarantine(raw_text, e, source))
                 continue
-            at = bisect_left(done_idx, i)
-            done_idx.insert(at, i)
-            rows.insert(at, row)
-    return rows, quarantine
+            slow_rows.append((i, row))
+    return BlockParts(fast_parts, slow_rows, source, now_value), quarantine
 
 
 def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, dialect: str,
                source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any,
-               slow: list[int]) -> tuple[list[int], list[tuple]]:
+               slow: list[int]) -> tuple[list[int], "FastRows | list"]:
     """(line numbers, store rows) of the rows of `t` that pass every check; the others go to `slow`."""
     import numpy as np
     import pyarrow as pa
@@ -199,54 +230,77 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         idx = where[mask].tolist()
     if not m:
         return [], []
-    ts_text = pc.cast(pc.cast(prep["ts"] if c is col else pc.filter(prep["ts"], take), pa.timestamp("us")),
-                      pa.string()).to_pylist()
-    if dialect != "sqlite":  # PostgreSQL reads the text with its offset
-        ts_val = [s + "+00:00" for s in ts_text]
-    else:
-        ts_val = ts_text
-    prompt = _to_list(c["prompt"])
-    response = _to_list(pc.fill_null(c["response"], ""))
+    ts_str = pc.cast(pc.cast(prep["ts"] if c is col else pc.filter(prep["ts"], take), pa.timestamp("us")),
+                     pa.string())
+    # PostgreSQL reads the text with its offset.
+    ts_val = ts_str if dialect == "sqlite" else pc.binary_join_element_wise(ts_str, "+00:00", "")
     corr = c["correction"]
-    correction = _to_list(pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr))
-    mv = _to_list(pc.fill_null(c["model_version"], ""))
     r = c["rating"]
     if r.type == pa.null():
-        rating, raw = [None] * m, [None] * m
+        rating, raw = pa.nulls(m), pa.nulls(m)
     else:
         ri = pc.cast(r, pa.int64())
-        rating = _to_list(pc.divide(pc.cast(pc.subtract(ri, 1), pa.float64()), 4.0))
-        raw = _to_list(pc.cast(ri, pa.string()))
-    thumbs = _to_list(c["thumbs_up"])
+        rating = pc.divide(pc.cast(pc.subtract(ri, 1), pa.float64()), 4.0)
+        raw = pc.cast(ri, pa.string())
     lat = c["latency_ms"]
-    latency = _to_list(pc.cast(lat, pa.float64())) if lat.type != pa.null() else [None] * m
-    tin = _to_list(pc.cast(c["tokens_in"], pa.int64())) if c["tokens_in"].type != pa.null() else [None] * m
-    tout = _to_list(pc.cast(c["tokens_out"], pa.int64())) if c["tokens_out"].type != pa.null() else [None] * m
+    latency = pc.cast(lat, pa.float64()) if lat.type != pa.null() else pa.nulls(m)
+    tin = pc.cast(c["tokens_in"], pa.int64()) if c["tokens_in"].type != pa.null() else pa.nulls(m)
+    tout = pc.cast(c["tokens_out"], pa.int64()) if c["tokens_out"].type != pa.null() else pa.nulls(m)
     seg = c["segment"]
+    vals = [pc.struct_field(seg, k) for k in keys]
     if keys:
-        vals = [_to_list(pc.struct_field(seg, k)) for k in keys]
         parts: list[Any] = ["{"]
         for j, k in enumerate(keys):
             parts += [(", " if j else "") + f'"{k}": "', vals[j], '"']
         parts.append("}")
-        seg_text = _to_list(pc.fill_null(pc.binary_join_element_wise(*parts, ""), "{}"))
+        seg_text = pc.fill_null(pc.binary_join_element_wise(*parts, ""), "{}")
     else:
-        vals, seg_text = [], ["{}"] * m
-    eid = _to_list(c["event_id"])
+        seg_text = pa.array(["{}"] * m, pa.string())
+    eid = c["event_id"]
+    cols = [eid, ts_val, pc.fill_null(c["model_version"], ""), c["prompt"], pc.fill_null(c["response"], ""),
+            rating, raw, c["thumbs_up"], pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
+            seg_text, latency, tin, tout]
     # Rows that need Python: PII may be present (one scan over all texts), or no given id.
-    special = set(i for i, e in enumerate(eid) if e is None) if c["event_id"].null_count else set()
+    special = set(pc.is_null(eid).to_numpy(zero_copy_only=False).nonzero()[0].tolist()) if eid.null_count else set()
     if redact_all:
         special = set(range(m))
     elif screen:
         hit = pc.match_substring_regex(c["prompt"], "[@:0-9]")
-        for x in (c["response"], c["correction"], *(pc.struct_field(seg, k) for k in keys)):
+        for x in (c["response"], c["correction"], *vals):
             hit = pc.or_(hit, pc.match_substring_regex(x, "[@:0-9]").fill_null(False))
         special.update(hit.fill_null(False).to_numpy(zero_copy_only=False).nonzero()[0].tolist())
-    rows = list(zip(eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
-                    latency, tin, tout, repeat("{}"), repeat(source), repeat(now_value)))
-    for j in special:
-        rows[j] = _special_row(rows[j], ts_text[j], keys, [v[j] for v in vals], redactor)
-    return idx, rows
+    fixed: dict[int, tuple] = {}
+    if special:
+        at = sorted(special)
+        where = pa.array(at, pa.int64())
+        sub = [_to_list(pc.take(x, where)) for x in cols]
+        ts_text = _to_list(pc.take(ts_str, where))
+        seg_vals = [_to_list(pc.take(v, where)) for v in vals]
+        for n, (j, row) in enumerate(zip(at, zip(*sub, repeat("{}"), repeat(source), repeat(now_value)))):
+            fixed[j] = _special_row(row, ts_text[n], keys, [v[n] for v in seg_vals], redactor)
+    return idx, FastRows(cols, fixed)
+
+
+@dataclass
+class FastRows:
+    """Store rows of one parsed table as columns (EVENT_COLUMNS up to tokens_out), some rows given whole.
+
+    The Python rows are built by `rows(...)`, in the thread that writes them
+    or in the one that parsed them: columns cross a process boundary cheaply.
+    """
+
+    cols: list[Any]  # pyarrow arrays, one per column
+    fixed: dict[int, tuple]  # row number -> the whole row, where Python built it (redaction, content ids)
+
+    def __len__(self) -> int:
+        return len(self.cols[0])
+
+    def rows(self, source: str, now_value: Any) -> list[tuple]:
+        """The rows in EVENT_COLUMNS order, metadata '{}', `source` and `now_value` appended."""
+        rows = list(zip(*[_to_list(x) for x in self.cols], repeat("{}"), repeat(source), repeat(now_value)))
+        for j, row in self.fixed.items():
+            rows[j] = row
+        return rows
 
 
 def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str], redactor: Any) -> tuple:
@@ -276,91 +330,3 @@ def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str],
         })
     return (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
             latency, tin, tout, meta, source, now_value)
-
-
-# ------------------------------------------------------------------ stream
-def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowParser", source: str, key: str,
-                  position: Callable[[int], str], fr: "FileReport", reasons: Counter[str], batch_lines: int,
-                  max_line: int, keep: int, progress: Callable[[], None] | None) -> int | None:
-    """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
-
-    `position(offset)` is the checkpoint text; `max_line` and `keep` are the
-    over-long line limit and what of such a line the quarantine keeps (bytes).
-
-    Two parser threads parse the next blocks while this thread writes the
-    current one, in order: pyarrow and SQLite release the GIL for their own
-    work, so parsing and writing overlap on two cores. Each block is parsed
-    with its own redaction and reason counts, added here in input order.
-    Returns None when the stream was read to its end, else the offset after
-    the last committed block, for the row path to go on from when a read
-    error (OSError, a corrupt gzip) stopped the fast path.
-    """
-    import queue
-    import threading
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from driftloop.ingest.pipeline import RowParser
-    from driftloop.store.engine import driver_value
-    from driftloop.store.models import utcnow
-    from driftloop.store.repo import event_row
-
-    dialect = store.dialect
-    blocks: queue.Queue[Any] = queue.Queue(maxsize=4)  # blocks read ahead, in order: bounded memory
-    stop = threading.Event()
-    read_error = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                blocks.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def parse(block: Block) -> tuple:
-        own = RowParser(parser.mapping, parser.redactor.fork(), parser.text_cells, parser.now, parser.typed)
-        part: Counter[str] = Counter()
-        rows, quarantine = block_rows(block, own, source, dialect, driver_value(dialect, utcnow()), event_row, part)
-        return block, rows, quarantine, part, own.redactor.counts
-
-    pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="driftloop-ingest-parse")
-
-    def read() -> None:
-        try:
-            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
-                if not put(pool.submit(parse, block)):
-                    return
-            put(None)
-        except (OSError, EOFError, zlib.error):
-            put(read_error)
-        except BaseException as e:  # handed to the writer, which raises it
-            put(e)
-
-    reader = threading.Thread(target=read, name="driftloop-ingest-read", daemon=True)
-    reader.start()
-    committed = start
-    try:
-        while True:
-            item = blocks.get()
-            if item is None:
-                return None
-            if item is read_error:
-                return committed
-            if not isinstance(item, Future):
-                raise item
-            block, rows, quarantine, part, redacted = item.result()
-            accepted, dups = store.add_rows(rows, quarantine, (key, position(block.end)))
-            reasons.update(part)
-            parser.redactor.counts.update(redacted)
-            fr.read += len(block.lines)
-            fr.accepted += accepted
-            fr.duplicates += dups
-            fr.quarantined += len(quarantine)
-            committed = block.end
-            if progress:
-                progress()
-    finally:
-        stop.set()
-        reader.join()
-        pool.shutdown(wait=True, cancel_futures=True)

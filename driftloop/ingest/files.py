@@ -10,7 +10,9 @@ be accepted (malformed JSON, invalid UTF-8, a ragged CSV row, a field out of
 range) is quarantined with its reason; it never stops the run. Always
 `read == accepted + duplicates + quarantined`. JSONL with the identity
 mapping and star ratings takes the columnar fast path (`columnar.py`, with
-pyarrow), which stores exactly what the row path here would.
+pyarrow), which stores exactly what the row path here would; a big one
+(64 MB or more left to read) is parsed by a child process while this one
+writes (`worker.py`).
 
     >>> report = ingest_files(store, [Path("feedback.jsonl.gz"), Path("export.csv")])
     >>> report.read, report.accepted, report.duplicates, report.quarantined
@@ -34,7 +36,7 @@ import orjson
 
 from driftloop.config import FileSource
 from driftloop.errors import InputError
-from driftloop.ingest import columnar
+from driftloop.ingest import columnar, worker
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
@@ -292,20 +294,30 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
             stream = _open(path, raw)
             plain_size = None if stream is not raw else path.stat().st_size
             start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size)
+            fr.resumed_from = start
+            offset_fn = lambda n: _position(n, head)  # noqa: E731
+            records: Iterator[Record] | None = None
             if fmt == "csv":
                 stream.seek(0)
                 records = _csv_records(stream, start)
-            else:
-                records = _jsonl_records(stream, start)
-            fr.resumed_from = start
-            offset_fn = lambda n: _position(n, head)  # noqa: E731
-            if fmt == "jsonl" and columnar.fast_path_ok(parser):
-                start = columnar.ingest_stream(store, stream, start, parser, source, key, offset_fn, fr, reasons,
-                                               batch_lines, MAX_LINE_BYTES, RAW_KEEP_BYTES,
-                                               (lambda: progress(raw.tell())) if progress else None)
-                if start is None:
-                    return
-                stream.seek(start)  # a read error: the row path reads on from the last commit and reports it
+            elif fmt == "jsonl" and columnar.fast_path_ok(parser):
+                status = "fallback"
+                if worker.process_ok(path, start):  # a big file: parsed in a child process
+                    status, start = worker.ingest_in_process(
+                        store, path, start, parser, source, key, offset_fn, fr, reasons, batch_lines,
+                        MAX_LINE_BYTES, RAW_KEEP_BYTES, progress, stream if stream is raw else None)
+                    if status == "done":
+                        return
+                    stream.seek(start)
+                if status == "fallback":
+                    left = worker.ingest_stream(store, stream, start, parser, source, key, offset_fn, fr, reasons,
+                                                batch_lines, MAX_LINE_BYTES, RAW_KEEP_BYTES,
+                                                (lambda: progress(raw.tell())) if progress else None)
+                    if left is None:
+                        return
+                    start = left
+                    stream.seek(start)  # a read error: the row path reads on from the last commit and reports it
+            if records is None:
                 records = _jsonl_records(stream, start)
             begin = start
         run_batches(store, records, begin, parser, source, key, offset_fn, fr, reasons,

@@ -79,6 +79,7 @@ class Redactor:
                  enabled: bool = True) -> None:
         self.enabled = enabled
         self.counts: Counter[str] = Counter()
+        self.spec = (tuple(builtin), dict(patterns or {}), enabled)  # rebuilds it elsewhere: Redactor(*spec)
         # User patterns run first (they may be more specific); the built-ins then run as
         # one alternation in one pass, cards before phones (a card number also looks
         # like a phone number).
