@@ -30,10 +30,10 @@ from driftloop.evaluation import (
     parse_window,
 )
 from driftloop.types import MetricResult
-from driftloop.windows import Windows, champion_window, resolve_windows
+from driftloop.windows import Windows, resolve_windows
 from flows.benchmark import BenchmarkParams, benchmark, preflight as bench_preflight
 from flows.common import Context, StageParams, context, log, stage_run
-from flows.monitor import MonitorResult, monitor, read_task, text_task
+from flows.monitor import MonitorResult, champion_reference, monitor, read_task, text_task
 
 
 def preflight(model: str | int, suites: list[str] | None, window: str | None, config: str | None
@@ -53,13 +53,7 @@ def window_for(ctx: Context, spec: WindowSpec) -> Windows | None:
     """The monitor windows for `spec`: its current window, with the reference `monitor.windows`
     asks for (pinned, the champion's window, or the `reference_days` just before it)."""
     wc = ctx.cfg.monitor.windows
-    champ, label = None, "champion"
-    if wc.reference == "champion":
-        version = ctx.tracker.alias_version("champion")
-        if version:
-            cycle_run = ctx.tracker.version_info(version)["tags"].get("driftloop.cycle_run")
-            champ = champion_window(ctx.cfg.state_path / "monitor" / "windows.json", cycle_run)
-            label = f"champion version {version}"
+    champ, label = champion_reference(ctx)
     if spec.days is not None:
         return resolve_windows(ctx.store, wc.model_copy(update={"slide_by": "time", "current_days": spec.days}),
                                champ, label)

@@ -61,19 +61,24 @@ def _monitor_dir(ctx: Context) -> Path:
     return ctx.cfg.state_path / "monitor"
 
 
+def champion_reference(ctx: Context) -> tuple[Windows | None, str]:
+    """With `monitor.windows.reference: champion`, the window recorded when the champion was
+    promoted (None where none was) and its label; otherwise (None, "champion")."""
+    if ctx.cfg.monitor.windows.reference != "champion":
+        return None, "champion"
+    version = ctx.tracker.alias_version("champion")
+    if not version:
+        return None, "champion"
+    cycle_run = ctx.tracker.version_info(version)["tags"].get("driftloop.cycle_run")
+    champ = champion_window(_monitor_dir(ctx) / "windows.json", cycle_run)
+    return champ, f"champion version {version}" + (f" (cycle run {cycle_run})" if cycle_run else "")
+
+
 # NO_CACHE: Prefect would otherwise hash every input, a million-row frame included.
 @task(name="resolve-windows", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def windows_task(params: StageParams) -> Windows | None:
     ctx = context(params)
-    cfg = ctx.cfg.monitor.windows
-    champ, label = None, "champion"
-    if cfg.reference == "champion":
-        version = ctx.tracker.alias_version("champion")
-        if version:
-            cycle_run = ctx.tracker.version_info(version)["tags"].get("driftloop.cycle_run")
-            champ = champion_window(_monitor_dir(ctx) / "windows.json", cycle_run)
-            label = f"champion version {version}" + (f" (cycle run {cycle_run})" if cycle_run else "")
-    return resolve_windows(ctx.store, cfg, champ, label)
+    return resolve_windows(ctx.store, ctx.cfg.monitor.windows, *champion_reference(ctx))
 
 
 @task(name="read-window", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

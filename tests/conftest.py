@@ -112,6 +112,26 @@ def pg_port() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    """Wait until `url` answers 200; fail with the end of `log` if the server process exits or
+    `timeout_s` (s) passes first."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            pytest.fail(f"{url} did not come up:\n{text}")
+        time.sleep(0.3)
+
+
 def new_pg_database(port: int) -> str:
     """Create an empty database in the session cluster and return its SQLAlchemy URL."""
     name = f"t_{uuid.uuid4().hex[:16]}"

@@ -12,14 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from conftest import new_pg_database
+from conftest import new_pg_database, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -46,16 +45,7 @@ def mlflow_server(pg_port, tmp_path_factory):
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120  # the first start migrates the PostgreSQL schema
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+        wait_healthy(f"{url}/health", proc, log)  # the first start migrates the PostgreSQL schema
         yield url, backend, artifacts
     finally:
         try:

@@ -26,6 +26,8 @@ from test_api_evaluations import AUTH, Server, wait_done
 from test_api_feedback import free_port
 from test_evaluate import CANARY, make_world
 
+from conftest import wait_healthy
+
 SECRET = "whsec-for-tests"
 MODEL = "driftloop-model"
 
@@ -107,16 +109,7 @@ def mlflow_server(tmp_path_factory):
                              "--artifacts-destination", str(tmp / "artifacts")],
                             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (tmp / "server.log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.3)
+    wait_healthy(f"{url}/health", proc, tmp / "server.log")
     yield url
     proc.terminate()
     proc.wait(20)
