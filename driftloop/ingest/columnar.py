@@ -12,7 +12,8 @@ quarantine rows and reasons are the same whichever path a row takes
 order, so the first of two duplicates wins as before.
 
 The writer's side (`worker.ingest_stream` in threads, `worker.ingest_in_process`
-with a child process) calls `block_parts` and `assemble`:
+with a child process) calls `block_parts`, then `assemble` on SQLite or
+`copytext.copy_block` on PostgreSQL:
 
     >>> if fast_path_ok(parser):   # else: files.run_batches, the row path
     ...     parts, quarantine = block_parts(block, parser, source, "sqlite", now_value, event_row, reasons)
@@ -37,6 +38,7 @@ from driftloop.ingest.redact import might_match
 from driftloop.ingest.rows import RowError, event_id_for
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
     from driftloop.ingest.pipeline import RowParser
@@ -111,18 +113,6 @@ class BlockParts(NamedTuple):
     now_value: Any
 
 
-def block_rows(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
-               to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
-               ) -> tuple[list[tuple], list[dict[str, Any]]]:
-    """Store rows (EVENT_COLUMNS order, driver types) and quarantine rows of one block, in line order.
-
-    `to_tuple(event, source, now_value, dialect)` turns a row-path event into
-    a store row; `reasons` (a Counter) counts each quarantined row's problem.
-    """
-    parts, quarantine = block_parts(block, parser, source, dialect, now_value, to_tuple, reasons)
-    return assemble(parts), quarantine
-
-
 def assemble(parts: BlockParts) -> list[tuple]:
     """The block's store rows in line order (the first of two duplicates first, as the row path has it)."""
     done_idx: list[int] = []  # line numbers of the rows so far, ascending
@@ -140,10 +130,13 @@ def assemble(parts: BlockParts) -> list[tuple]:
 def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
                 to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
                 ) -> tuple[BlockParts, list[dict[str, Any]]]:
-    """`block_rows` up to the Python rows of the fast path, which `assemble` builds (in another process, maybe).
+    """A block's store rows, not yet Python rows, and its quarantine rows (line order).
 
-    Redaction, content ids and quarantine are all done here; `assemble` only
-    turns columns into tuples.
+    `to_tuple(event, source, now_value, dialect)` turns a row-path event into
+    a store row; `reasons` (a Counter) counts each quarantined row's problem.
+    Redaction, content ids and quarantine are all done here; `assemble`
+    only turns the columns into tuples, and `copytext.copy_block` into COPY
+    text, maybe in another process.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -265,10 +258,10 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     if redact_all:
         special = set(range(m))
     elif screen:
-        hit = pc.match_substring_regex(c["prompt"], "[@:0-9]")
-        for x in (c["response"], c["correction"], *vals):
-            hit = pc.or_(hit, pc.match_substring_regex(x, "[@:0-9]").fill_null(False))
-        special.update(hit.fill_null(False).to_numpy(zero_copy_only=False).nonzero()[0].tolist())
+        hit = np.zeros(m, dtype=bool)
+        for x in (c["prompt"], c["response"], c["correction"], *vals):
+            hit |= screen_hits(x)
+        special.update(hit.nonzero()[0].tolist())
     fixed: dict[int, tuple] = {}
     if special:
         at = sorted(special)
@@ -278,7 +271,33 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         seg_vals = [_to_list(pc.take(v, where)) for v in vals]
         for n, (j, row) in enumerate(zip(at, zip(*sub, repeat("{}"), repeat(source), repeat(now_value)))):
             fixed[j] = _special_row(row, ts_text[n], keys, [v[n] for v in seg_vals], redactor)
-    return idx, FastRows(cols, fixed)
+    return idx, FastRows(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
+
+
+def screen_hits(a: Any) -> "np.ndarray":
+    """Which strings of `a` hold an '@', a ':' or an ASCII digit (`redact.might_match` on ASCII text).
+
+    One pass of numpy over the array's bytes instead of a regex per string;
+    null strings never hit. Arrays of another type take the regex.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(a)
+    if a.type != pa.string():
+        return pc.match_substring_regex(a, "[@:0-9]").fill_null(False).to_numpy(zero_copy_only=False)
+    rows = np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(a.buffers()[1], dtype=np.int32, count=n + 1, offset=a.offset * 4)
+    if a.buffers()[2] is None or offsets[-1] == offsets[0]:
+        return rows
+    data = np.frombuffer(a.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    hit = ((data - np.uint8(48)) < 10) | (data == 64) | (data == 58)  # 0-9 (uint8 wraps below '0'), '@', ':'
+    where = np.flatnonzero(hit) + offsets[0]
+    rows[np.searchsorted(offsets, where, side="right") - 1] = True
+    if a.null_count:
+        rows &= a.is_valid().to_numpy(zero_copy_only=False)
+    return rows
 
 
 @dataclass
@@ -291,6 +310,7 @@ class FastRows:
 
     cols: list[Any]  # pyarrow arrays, one per column
     fixed: dict[int, tuple]  # row number -> the whole row, where Python built it (redaction, content ids)
+    plain: bool = False  # True: no string of `cols` holds a backslash, tab, CR or line feed
 
     def __len__(self) -> int:
         return len(self.cols[0])

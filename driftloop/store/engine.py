@@ -110,8 +110,11 @@ def upsert(conn: Connection, table: Table, row: dict[str, Any], keys: list[str])
     conn.execute(stmt)
 
 
-def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows: list[tuple], key: str) -> int:
+def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows: list[tuple] | bytes,
+                       key: str) -> int:
     """Bulk INSERT of rows (tuples in `columns` order) skipping existing `key`s; return how many were new.
+
+    On PostgreSQL `rows` may also be COPY text (distinct `key`s).
 
     The fast path of ingestion, under the caller's transaction. SQLite: one
     `INSERT OR IGNORE` executemany on the driver connection, counted by the
@@ -124,6 +127,7 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows:
     dbapi = conn.connection.driver_connection
     cols = ", ".join(columns)
     if conn.dialect.name == "sqlite":
+        assert not isinstance(rows, bytes), "COPY text is for PostgreSQL"
         before = dbapi.total_changes
         _sqlite_insert_rows(dbapi, f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ", len(columns), rows)
         return dbapi.total_changes - before
@@ -133,8 +137,11 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         cur.execute(f"TRUNCATE {tmp}")
         with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(r)
+            if isinstance(rows, bytes):
+                copy.write(rows)
+            else:
+                for r in rows:
+                    copy.write_row(r)
         cur.execute(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({key}) DO NOTHING")
         return cur.rowcount
 

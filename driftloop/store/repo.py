@@ -32,6 +32,8 @@ from driftloop.types import FeedbackEvent
 if TYPE_CHECKING:
     import pandas as pd
 
+    from driftloop.ingest.copytext import CopyBlock
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
 _MIGRATE_LOCK = 7_310_315_001
@@ -146,20 +148,25 @@ class Store(LoopStateMixin):
                 seen: set[str] = set()
                 rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]  # type: ignore[func-returns-value]
                 accepted = _pg_copy_new(conn, rows)
-            # Quarantine and checkpoint on the driver too: SQLAlchemy's per-statement cost is per batch here.
-            now = driver_value(dialect, utcnow())
-            q_sql, c_sql = (_QUARANTINE_SQL, _CHECKPOINT_SQL) if dialect == "sqlite" else (
-                _QUARANTINE_SQL.replace("?", "%s"), _CHECKPOINT_SQL.replace("?", "%s"))
-            cur = dbapi.cursor()
-            try:
-                if quarantine:
-                    cur.executemany(q_sql, [tuple({**_quarantine_row(q), "created_at": now}.values())
-                                            for q in quarantine])
-                if checkpoint is not None:
-                    cur.execute(c_sql, (checkpoint[0], checkpoint[1], now))
-            finally:
-                cur.close()
+            _write_side_rows(dbapi, dialect, quarantine, checkpoint)
         return accepted, total - accepted
+
+    def add_copy(
+        self, block: "CopyBlock", quarantine: list[dict[str, Any]], checkpoint: tuple[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """`add_rows` on PostgreSQL for rows already in COPY text (`ingest.copytext.copy_block`).
+
+        The block's rows have distinct event ids; one stored before makes the
+        COPY fail, and the block then takes the staging table with `ON
+        CONFLICT DO NOTHING`. Returns (accepted, duplicates), duplicates
+        counting the rows `copy_block` dropped within the block too.
+        """
+        if self.dialect != "postgresql":
+            raise ValueError(f"add_copy: COPY text is for PostgreSQL, not {self.dialect}")
+        with self._writer.begin() as conn:
+            accepted = _pg_copy_new(conn, block.payload, block.rows) if block.rows else 0
+            _write_side_rows(conn.connection.driver_connection, self.dialect, quarantine, checkpoint)
+        return accepted, block.total - accepted
 
     def add_events(
         self, events: list[FeedbackEvent], source: str, checkpoint: tuple[str, str] | None = None
@@ -342,9 +349,27 @@ _CHECKPOINT_SQL = ("INSERT INTO ingest_checkpoint (source_key, position, updated
                    "updated_at = excluded.updated_at")
 
 
-def _pg_copy_new(conn: Any, rows: list[tuple]) -> int:
+def _write_side_rows(dbapi: Any, dialect: str, quarantine: list[dict[str, Any]],
+                     checkpoint: tuple[str, str] | None) -> None:
+    """A batch's quarantine rows and checkpoint, on the driver: SQLAlchemy's per-statement cost is per batch here."""
+    now = driver_value(dialect, utcnow())
+    q_sql, c_sql = (_QUARANTINE_SQL, _CHECKPOINT_SQL) if dialect == "sqlite" else (
+        _QUARANTINE_SQL.replace("?", "%s"), _CHECKPOINT_SQL.replace("?", "%s"))
+    cur = dbapi.cursor()
+    try:
+        if quarantine:
+            cur.executemany(q_sql, [tuple({**_quarantine_row(q), "created_at": now}.values())
+                                    for q in quarantine])
+        if checkpoint is not None:
+            cur.execute(c_sql, (checkpoint[0], checkpoint[1], now))
+    finally:
+        cur.close()
+
+
+def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> int:
     """COPY rows (distinct event_ids) straight into feedback; return how many were new.
 
+    `rows` are tuples in the driver's types, or `n` rows already in COPY text.
     Optimistic: one write per row instead of the staging table's two (COPY,
     then INSERT ... SELECT ... ON CONFLICT). Where an id is already stored (a
     rerun, a duplicate across batches, another writer), the COPY's unique
@@ -359,11 +384,14 @@ def _pg_copy_new(conn: Any, rows: list[tuple]) -> int:
     try:
         with dbapi.transaction(), dbapi.cursor() as cur:  # a savepoint inside the caller's transaction
             with cur.copy(f"COPY feedback ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(r)
+                if isinstance(rows, bytes):
+                    copy.write(rows)
+                else:
+                    for r in rows:
+                        copy.write_row(r)
     except psycopg.errors.UniqueViolation:
         return bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
-    return len(rows)
+    return n if isinstance(rows, bytes) and n is not None else len(rows)
 
 
 _SEGMENT_JSON: dict[tuple, str] = {}
