@@ -73,6 +73,11 @@ class FileSource(_Section):
     path: str = Field(description="File path or glob: JSONL, CSV or Parquet; JSONL and CSV may be gzip-compressed (`.gz`).")
     format: Literal["auto", "jsonl", "csv", "parquet"] = Field(default="auto", description="File format; `auto` decides by the name (.csv, .parquet, else JSONL), ignoring a trailing .gz.")
     mapping: FieldMapping = FieldMapping()
+    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `files:<path>`, the glob as written, so overlapping exports it matches store each event once.")
+
+    def namespace(self) -> str:
+        """The namespace of this source's content ids."""
+        return self.id_namespace or f"files:{self.path}"
 
 
 class SqlSource(_Section):
@@ -84,6 +89,7 @@ class SqlSource(_Section):
     name: str | None = Field(default=None, description="Stable name of the source's checkpoint; default: the table name or a hash of the query.")
     batch_rows: int = Field(default=5000, ge=1, description="Rows per transaction.")
     mapping: FieldMapping = FieldMapping()
+    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `sql:<name>`, the checkpoint's name.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SqlSource":
@@ -127,6 +133,7 @@ class ApiConfig(_Section):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
     max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
     mapping: FieldMapping = FieldMapping()
+    id_namespace: str = Field(default="http:/v1/feedback", min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once.")
     max_concurrent_evaluations: int = Field(default=1, ge=1, description="On-demand evaluations (POST /v1/evaluations, MLflow webhook) that run at once in the API process; each loads a model and runs lm-eval.")
     max_queued_evaluations: int = Field(default=8, ge=0, description="Evaluations that may wait for a free slot; beyond that a request gets 429.")
     mlflow_webhook_secret: SecretStr | None = Field(default=None, description="Secret of the MLflow registry webhook (the `secret` given to create_webhook); set it here or in DRIFTLOOP_API__MLFLOW_WEBHOOK_SECRET. Without one POST /v1/hooks/mlflow answers 503.")

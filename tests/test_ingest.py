@@ -168,12 +168,14 @@ def test_parse_row_normalises_time_and_rating_and_keeps_the_raw_value():
         assert parse_row({**ROW, "rating": stars}, "a", now=NOW).rating == norm
 
 
-def test_event_id_is_content_based_and_independent_of_source_and_offset_notation():
-    a = parse_row(ROW, "a.jsonl", now=NOW)
-    b = parse_row({**ROW, "ts": "2026-11-01T10:00:00Z"}, "b.jsonl.gz", now=NOW)
-    c = parse_row({**ROW, "response": "later"}, "a.jsonl", now=NOW)
+def test_event_id_hashes_the_namespace_and_content_not_the_file_or_offset_notation():
+    a = parse_row(ROW, "a.jsonl", now=NOW, id_namespace="app")
+    b = parse_row({**ROW, "ts": "2026-11-01T10:00:00Z"}, "b.jsonl.gz", now=NOW, id_namespace="app")
+    c = parse_row({**ROW, "response": "later"}, "a.jsonl", now=NOW, id_namespace="app")
+    other = parse_row(ROW, "a.jsonl", now=NOW, id_namespace="other-app")
     assert a.event_id == b.event_id != c.event_id and len(a.event_id) == 32
-    assert parse_row({**ROW, "event_id": "given-1"}, "a", now=NOW).event_id == "given-1"
+    assert other.event_id not in (a.event_id, parse_row(ROW, "a.jsonl", now=NOW).event_id)
+    assert parse_row({**ROW, "event_id": "given-1"}, "a", now=NOW, id_namespace="app").event_id == "given-1"
 
 
 @pytest.mark.parametrize("change, key", [

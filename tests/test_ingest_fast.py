@@ -297,7 +297,8 @@ def test_without_pyarrow_or_with_a_mapping_the_row_path_stores_the_same(sqlite_s
     monkeypatch.setattr(columnar, "available", lambda: True)
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(path.read_bytes())
-    mapped = FileSource(path=str(copy), mapping=FieldMapping(fields={"prompt": "prompt"}))
+    # The namespace of bare paths: the same source, so the same content ids.
+    mapped = FileSource(path=str(copy), mapping=FieldMapping(fields={"prompt": "prompt"}), id_namespace="files")
     again = ingest_files(sqlite_store, [(copy, mapped)])  # a mapping: the row path, as before
     assert calls == [] and (again.read, again.duplicates) == (12, 12) and sqlite_store.count_events() == 11
     assert ingest_files(sqlite_store, [tmp_path / "copy.jsonl"]).read == 0 and calls == []  # checkpointed

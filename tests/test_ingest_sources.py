@@ -232,3 +232,33 @@ def test_the_bad_input_corpus_is_quarantined_row_by_row_and_the_good_rows_kept(s
     long_raw = next(row[3] for row in q if row[2].startswith("longer than"))
     assert len(long_raw) == 64 * 1024  # the raw payload is kept, cut to 64 KiB
     assert ingest_files(store, files).read == 0  # nothing is read twice
+
+
+def test_content_ids_are_scoped_to_the_named_source(store, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from driftloop.api import create_app
+
+    rows = [{k: v for k, v in good(i).items() if k != "event_id"} for i in range(6)]  # no ids: content ids
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+    write = lambda p, rs: p.write_text("".join(json.dumps(r) + "\n" for r in rs))  # noqa: E731
+    write(tmp_path / "a" / "day1.jsonl", rows[:4])
+    write(tmp_path / "a" / "day2.jsonl", rows[2:])  # overlapping exports of one source
+    write(tmp_path / "b" / "all.jsonl", rows)  # another source with the same content
+    write(tmp_path / "c" / "all.jsonl", rows)  # a third that shares the API's namespace
+    cfg = load_config(None, env={}, check_files=False, overrides={
+        "api": {"token": "t0ken", "id_namespace": "app"},
+        "sources": [{"path": str(tmp_path / "a" / "*.jsonl")}, {"path": str(tmp_path / "b" / "*.jsonl")}]})
+    r = ingest_config(cfg, store)
+    assert (r.read, r.accepted, r.duplicates) == (14, 12, 2)  # each source stores each event once
+    with TestClient(create_app(cfg, store=store)) as client:
+        got = client.post("/v1/feedback", json=rows, headers={"Authorization": "Bearer t0ken"}).json()
+        assert (got["accepted"], got["duplicates"]) == (6, 0)
+        cfg_c = cfg.model_copy(update={"sources": [FileSource(path=str(tmp_path / "c" / "*.jsonl"),
+                                                              id_namespace="app")]})
+        r = ingest_config(cfg_c, store)
+        assert (r.read, r.accepted, r.duplicates) == (6, 0, 6)  # the API's events, under the same namespace
+        again = client.post("/v1/feedback", json=rows[:2], headers={"Authorization": "Bearer t0ken"}).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 2)
+    assert store.count_events() == 18

@@ -59,7 +59,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     app.state.cfg = cfg
     app.state.store = store
     app.state.token = cfg.api.token.get_secret_value().strip().encode()
-    app.state.parser = RowParser(cfg.api.mapping, Redactor.from_config(cfg.redaction))
+    app.state.parser = RowParser(cfg.api.mapping, Redactor.from_config(cfg.redaction), id_namespace=cfg.api.id_namespace)
     app.state.evaluations = runner
     app.include_router(feedback.router)
     app.include_router(evaluations.router)

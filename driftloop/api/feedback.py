@@ -79,7 +79,7 @@ def _events(body: bytes, max_batch: int) -> list[Any]:
 def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
     app = request.app
     base: RowParser = app.state.parser
-    parser = RowParser(base.mapping, base.redactor.fork())
+    parser = base.fork()
     events: list[FeedbackEvent] = []
     quarantine: list[dict[str, Any]] = []
     rejected: list[Rejected] = []

@@ -166,7 +166,7 @@ def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, no
     for idx, t in _tables(lines, fast, slow) if fast else []:
         try:
             got_idx, got = _fast_rows(lines, idx, t, now, dialect, source, now_value, redact_all, screen,
-                                      redactor, slow)
+                                      redactor, parser.id_namespace, slow)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
             slow.extend(i for i in idx if i not in have)
@@ -193,7 +193,7 @@ def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, no
 
 
 def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, dialect: str,
-               source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any,
+               source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any, namespace: str,
                slow: list[int]) -> tuple[list[int], "FastRows | list"]:
     """(line numbers, store rows) of the rows of `t` that pass every check; the others go to `slow`."""
     import numpy as np
@@ -270,7 +270,7 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         ts_text = _to_list(pc.take(ts_str, where))
         seg_vals = [_to_list(pc.take(v, where)) for v in vals]
         for n, (j, row) in enumerate(zip(at, zip(*sub, repeat("{}"), repeat(source), repeat(now_value)))):
-            fixed[j] = _special_row(row, ts_text[n], keys, [v[n] for v in seg_vals], redactor)
+            fixed[j] = _special_row(row, ts_text[n], keys, [v[n] for v in seg_vals], redactor, namespace)
     return idx, FastRows(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
 
 
@@ -323,7 +323,8 @@ class FastRows:
         return rows
 
 
-def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str], redactor: Any) -> tuple:
+def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str], redactor: Any,
+                 namespace: str) -> tuple:
     """A fast row that needs Python: redaction (as `parse_row` does it) and/or the content hash id."""
     import json
 
@@ -347,6 +348,6 @@ def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str],
             "ts": iso, "model_version": mv, "prompt": prompt, "response": response,
             "rating_raw": raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
             "latency_ms": latency, "tokens_in": tin, "tokens_out": tout,
-        })
+        }, namespace)
     return (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
             latency, tin, tout, meta, source, now_value)

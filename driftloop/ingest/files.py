@@ -50,6 +50,7 @@ HEAD_BYTES = 4096  # bytes hashed to tell a replaced file from an appended one
 PARQUET_BATCH = 8_192  # rows decoded at a time from a Parquet file
 _DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)  # see json_object
 _LONG_DIGITS = b"0" * 19
+BARE = "files"  # id namespace of files given as bare paths: one source (see rows.event_id_for)
 # One record: (position after it, the decoded row or the error, the raw text for quarantine,
 # as str or as UTF-8 bytes).
 Record = tuple[int, Any, "str | bytes"]
@@ -246,8 +247,9 @@ def ingest_files(
 ) -> IngestReport:
     """Ingest feedback files (JSONL, CSV, Parquet; JSONL and CSV may be gzip), each from its checkpoint.
 
-    `files` are paths (JSONL format, identity mapping) or (path, FileSource)
-    pairs as `source_files(cfg)` returns them. Each batch of `batch_lines`
+    `files` are paths (JSONL format, identity mapping, one source whose id
+    namespace is BARE) or (path, FileSource) pairs as `source_files(cfg)`
+    returns them. Each batch of `batch_lines`
     rows commits together with the file's checkpoint (key `file:<absolute
     path>`). A file replaced or truncated since its checkpoint is read again
     from the start (duplicates are skipped). A corrupt gzip stream stops that
@@ -256,7 +258,7 @@ def ingest_files(
     total_bytes)` is called after each batch, in bytes on disk. Raises
     InputError when a file does not exist.
     """
-    pairs = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), FileSource(path=str(f)))
+    pairs = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), FileSource(path=str(f), id_namespace=BARE))
              for f in files]
     for p, _ in pairs:
         if not p.is_file():
@@ -268,7 +270,7 @@ def ingest_files(
     for p, src in pairs:
         key = str(p.resolve())
         fr = FileReport()
-        parser = RowParser(src.mapping, redactor)
+        parser = RowParser(src.mapping, redactor, id_namespace=src.namespace())
         _ingest_file(store, p.resolve(), file_format(p, src.format), parser, fr, report.reasons, batch_lines,
                      (lambda n, base=done: progress(base + n, total)) if progress else None)
         report.add(key, fr)

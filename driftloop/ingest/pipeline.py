@@ -35,18 +35,24 @@ class RowParser:
     """Mapping + `parse_row` + redaction for one source; counts redactions in `redactor.counts`."""
 
     def __init__(self, mapping: FieldMapping | None = None, redactor: Redactor | None = None,
-                 text_cells: bool = False, now: datetime | None = None, typed: bool = False) -> None:
+                 text_cells: bool = False, now: datetime | None = None, typed: bool = False,
+                 id_namespace: str = "") -> None:
         self.mapping = mapping or FieldMapping()
         self.typed = typed  # values from Parquet or SQL: dates, decimals, bytes
         self.redactor = redactor if redactor is not None else Redactor()
         self.text_cells = text_cells
         self.now = now
+        self.id_namespace = id_namespace  # enters the ids of events without one: see rows.event_id_for
+
+    def fork(self) -> "RowParser":
+        """The same parser with a redactor of its own (fresh counts): one per thread, block or request."""
+        return RowParser(self.mapping, self.redactor.fork(), self.text_cells, self.now, self.typed, self.id_namespace)
 
     def event(self, obj: Any, source: str) -> FeedbackEvent:
         """The event for one decoded row; raises RowError for any fault."""
         row = map_row(obj, self.mapping, self.text_cells, self.typed)
         return parse_row(row, source, now=self.now, rating_scale=self.mapping.rating_scale,
-                         redactor=self.redactor)
+                         redactor=self.redactor, id_namespace=self.id_namespace)
 
     def event_function(self) -> Callable[[Any, str], FeedbackEvent]:
         """`event` as one callable with the settings looked up once, for loops over many rows.
@@ -57,7 +63,8 @@ class RowParser:
         m = self.mapping
         if self.text_cells or self.typed or m.fields or m.segment_fields:
             return self.event
-        return partial(parse_row, now=self.now, rating_scale=m.rating_scale, redactor=self.redactor)
+        return partial(parse_row, now=self.now, rating_scale=m.rating_scale, redactor=self.redactor,
+                       id_namespace=self.id_namespace)
 
     def quarantine(self, raw: str, err: RowError, source: str) -> dict[str, Any]:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted."""

@@ -67,7 +67,7 @@ class RowError(ValueError):
 
 # ---------------------------------------------------------------- row parsing
 def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: Scale = "stars",
-              redactor: "Redactor | None" = None) -> FeedbackEvent:
+              redactor: "Redactor | None" = None, id_namespace: str = "") -> FeedbackEvent:
     """Validate one decoded row of the feedback format and return the event.
 
     `ts` must be ISO-8601 with a timezone, from 1970 on and at most a day in
@@ -79,9 +79,10 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     `segment` maps strings to strings. Keys outside the format go into
     `metadata`. `redactor` replaces PII in every text (prompt, response,
     correction, segment, metadata) before the event id is computed. Without an
-    `event_id` the id is a hash of the (redacted) content; `source` never
-    enters it, so one event in two files is stored once. Raises `RowError` and
-    nothing else.
+    `event_id` the id is a hash of `id_namespace` (the source's, see
+    `FileSource.namespace`) and the (redacted) content; `source` (a file
+    path) never enters it, so one event in two files of one source is
+    stored once. Raises `RowError` and nothing else.
     """
     if not isinstance(obj, dict):
         raise RowError("(row)", "not a JSON object", type(obj).__name__)
@@ -154,7 +155,7 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
             "ts": ts.isoformat(), "model_version": model_version, "prompt": prompt, "response": response,
             "rating_raw": rating_raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
             "latency_ms": latency, "tokens_in": tokens_in, "tokens_out": tokens_out,
-        })
+        }, id_namespace)
     else:
         event_id = _event_id(given)
     # Every field was checked above, more strictly than the model would: skip
@@ -174,9 +175,14 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     return e
 
 
-def event_id_for(content: dict[str, Any]) -> str:
-    """32 hex characters of SHA-256 over the canonical JSON of an event's content."""
-    canon = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def event_id_for(content: dict[str, Any], namespace: str = "") -> str:
+    """32 hex characters of SHA-256 over the canonical JSON of a source's namespace and an event's content.
+
+    The namespace is a key of its own ("" leaves it out), so no content can
+    imitate another namespace.
+    """
+    canon = json.dumps({**content, "~namespace": namespace} if namespace else content, sort_keys=True,
+                       ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
 
 

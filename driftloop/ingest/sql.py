@@ -71,7 +71,7 @@ def ingest_sql(store: Store, src: SqlSource, redactor: Redactor | None = None, p
     redactor = redactor if redactor is not None else Redactor()
     before = Counter(redactor.counts)
     key = source_key(src)
-    parser = RowParser(src.mapping, redactor, typed=True)
+    parser = RowParser(src.mapping, redactor, typed=True, id_namespace=src.id_namespace or key)
     report, fr = IngestReport(), FileReport()
     last = load_watermark(store.get_checkpoint(key))
     fr.resumed_from = "" if last is None else str(last)

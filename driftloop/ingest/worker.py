@@ -99,7 +99,6 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
 
     from driftloop.ingest.columnar import block_parts
     from driftloop.ingest.lines import Block, jsonl_blocks
-    from driftloop.ingest.pipeline import RowParser
     from driftloop.store.engine import driver_value
     from driftloop.store.models import utcnow
     from driftloop.store.repo import event_row
@@ -119,7 +118,7 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
         return False
 
     def parse(block: Block) -> tuple:
-        own = RowParser(parser.mapping, parser.redactor.fork(), parser.text_cells, parser.now, parser.typed)
+        own = parser.fork()
         part: Counter[str] = Counter()
         parts, quarantine = block_parts(block, own, source, dialect, driver_value(dialect, utcnow()), event_row,
                                         part)
@@ -168,8 +167,8 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
 
 
 # ---------------------------------------------------------------- process
-def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any, source: str, dialect: str,
-           batch_lines: int, max_line: int, keep: int) -> None:
+def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any, namespace: str, source: str,
+           dialect: str, batch_lines: int, max_line: int, keep: int) -> None:
     """The child: each block's (end offset, lines, rows, quarantine, reasons, redactions, disk offset)."""
     from driftloop.ingest.columnar import block_parts
     from driftloop.ingest.files import _open
@@ -195,7 +194,7 @@ def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any
             stream = _open(Path(path), raw)
             stream.seek(start)
             for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
-                own = RowParser(mapping, redactor.fork(), now=now)
+                own = RowParser(mapping, redactor.fork(), now=now, id_namespace=namespace)
                 part: Counter[str] = Counter()
                 parts, quarantine = block_parts(block, own, source, dialect, driver_value(dialect, utcnow()),
                                                 event_row, part)
@@ -240,8 +239,8 @@ def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, name="driftloop-ingest-parse", daemon=True,
-                       args=(send, str(path), start + len(head), parser.mapping, parser.redactor.spec, parser.now, source,
-                             store.dialect, batch_lines, max_line, keep))
+                       args=(send, str(path), start + len(head), parser.mapping, parser.redactor.spec, parser.now,
+                             parser.id_namespace, source, store.dialect, batch_lines, max_line, keep))
     try:
         proc.start()
     except (AssertionError, OSError, RuntimeError):  # e.g. a daemonic parent may not have children
