@@ -18,21 +18,28 @@ import glob
 from datetime import datetime
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from driftloop.config_base import ENV_PREFIX, _Section
+# Sections kept in modules of their own, re-exported: `from driftloop.config import FileSource` still works.
+from driftloop.config_ingest import AnySource, ApiConfig, FieldMapping, FileSource, RedactionConfig, SqlSource
+from driftloop.config_ops import AlertEventType, AlertsConfig, RunnerConfig, WebhookConfig
+
+__all__ = [
+    "ENV_PREFIX", "RESERVED_ENV", "DEMO_MODEL", "AlertEventType", "AlertsConfig", "AnySource", "ApiConfig",
+    "BenchmarkConfig", "Config", "FieldMapping", "FileSource", "GoldenConfig", "LoraConfig", "ModelConfig",
+    "MonitorConfig", "PolicyConfig", "RedactionConfig", "RetrainConfig", "RunnerConfig", "SqlSource",
+    "StoreConfig", "SuiteConfig", "TaskSpec", "TextDriftConfig", "TrackingConfig", "WebhookConfig",
+    "WindowConfig", "check_config_files", "load_config", "looks_like_path",
+]
 from driftloop.errors import ConfigError
 
-ENV_PREFIX = "DRIFTLOOP_"
 # Environment variables with the prefix that are not config keys.
 RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL", "DRIFTLOOP_HOME"}
 DEMO_MODEL = "demo"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class StoreConfig(_Section):
@@ -49,96 +56,6 @@ class TrackingConfig(_Section):
 class ModelConfig(_Section):
     base: str = Field(default=DEMO_MODEL, description="`demo` (build the offline demo model), a local path, or a Hugging Face model id already in the local cache.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for evaluation and training.")
-
-
-class FieldMapping(_Section):
-    """How a team's own field names map onto `FeedbackEvent` fields."""
-
-    fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names.")
-    rating_scale: Literal["stars", "thumbs", "unit"] = Field(default="stars", description="Scale of the source's rating: `stars` (1-5, -> (s-1)/4), `thumbs` (up/down, true/false, 1/0 -> 1.0/0.0, also sets thumbs_up) or `unit` (already 0-1). The raw value is kept in rating_raw.")
-    segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`.")
-
-    @model_validator(mode="after")
-    def _known(self) -> "FieldMapping":
-        from driftloop.types import FeedbackEvent
-
-        unknown = sorted(set(self.fields) - set(FeedbackEvent.model_fields))
-        if unknown:
-            raise ValueError(f"fields: {unknown[0]!r} is not a FeedbackEvent field")
-        return self
-
-
-class FileSource(_Section):
-    kind: Literal["files"] = "files"
-    path: str = Field(description="File path or glob: JSONL, CSV or Parquet; JSONL and CSV may be gzip-compressed (`.gz`).")
-    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(default="auto", description="File format; `auto` decides by the name (.csv, .parquet, else JSONL), ignoring a trailing .gz.")
-    mapping: FieldMapping = FieldMapping()
-    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `files:<path>`, the glob as written, so overlapping exports it matches store each event once.")
-
-    def namespace(self) -> str:
-        """The namespace of this source's content ids."""
-        return self.id_namespace or f"files:{self.path}"
-
-
-class SqlSource(_Section):
-    kind: Literal["sql"] = "sql"
-    url: str = Field(description="SQLAlchemy URL of the team's database (read only).")
-    table: str | None = Field(default=None, description="Table to read; give this or `query`.")
-    query: str | None = Field(default=None, description="SELECT whose rows are read (wrapped as a subquery); give this or `table`.")
-    watermark: str = Field(description="Column that only grows (a timestamp or an increasing id); rows above the last committed value are read.")
-    name: str | None = Field(default=None, description="Stable name of the source's checkpoint; default: the table name or a hash of the query.")
-    batch_rows: int = Field(default=5000, ge=1, description="Rows per transaction.")
-    mapping: FieldMapping = FieldMapping()
-    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `sql:<name>`, the checkpoint's name.")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "SqlSource":
-        if (self.table is None) == (self.query is None):
-            raise ValueError("give exactly one of `table` and `query`")
-        return self
-
-
-def _source_kind(v: Any) -> str:
-    return v.get("kind", "files") if isinstance(v, dict) else getattr(v, "kind", "files")
-
-
-AnySource = Annotated[
-    Annotated[FileSource, Tag("files")] | Annotated[SqlSource, Tag("sql")], Discriminator(_source_kind)
-]
-
-
-class RedactionConfig(_Section):
-    enabled: bool = Field(default=True, description="Redact PII from every text field before anything is stored.")
-    builtin: list[Literal["email", "phone", "card", "ip"]] = Field(default=["email", "phone", "card", "ip"], description="Built-in detectors to apply.")
-    patterns: dict[str, str] = Field(default_factory=dict, description="Extra PII patterns: name -> Python regex; matches become `[NAME]`.")
-
-    @model_validator(mode="after")
-    def _compile(self) -> "RedactionConfig":
-        import re
-
-        for name, pat in self.patterns.items():
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-                raise ValueError(f"patterns: name {name!r} must be letters, digits and _")
-            try:
-                re.compile(pat)
-            except re.error as e:
-                raise ValueError(f"patterns.{name}: not a valid regex ({e})") from None
-        return self
-
-
-class ApiConfig(_Section):
-    host: str = Field(default="127.0.0.1", description="Address `driftloop serve` listens on.")
-    port: int = Field(default=8080, ge=0, le=65535, description="TCP port of `driftloop serve`.")
-    token: SecretStr | None = Field(default=None, description="Bearer token every request must carry; set it here or in DRIFTLOOP_API__TOKEN. Without one the server refuses to start.")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
-    max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
-    mapping: FieldMapping = FieldMapping()
-    id_namespace: str = Field(default="http:/v1/feedback", min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once.")
-    max_concurrent_evaluations: int = Field(default=1, ge=1, description="On-demand evaluations (POST /v1/evaluations, MLflow webhook) that run at once in the API process; each loads a model and runs lm-eval.")
-    max_queued_evaluations: int = Field(default=8, ge=0, description="Evaluations that may wait for a free slot; beyond that a request gets 429.")
-    mlflow_webhook_secret: SecretStr | None = Field(default=None, description="Secret of the MLflow registry webhook (the `secret` given to create_webhook); set it here or in DRIFTLOOP_API__MLFLOW_WEBHOOK_SECRET. Without one POST /v1/hooks/mlflow answers 503.")
-    mlflow_webhook_tolerance_s: int = Field(default=300, ge=1, description="Largest age or clock skew (s) of a webhook's X-MLflow-Timestamp; an older delivery is refused as a replay.")
-    mlflow_webhook_aliases: list[str] = Field(default_factory=list, description="Aliases whose creation or move in the registry (model_version_alias.created) also starts an evaluation, e.g. [champion] to evaluate a version promoted by hand in the MLflow UI. model_version.created always does.")
 
 
 class WindowConfig(_Section):
@@ -314,99 +231,6 @@ class RetrainConfig(_Section):
     compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(default="sdpa", description="Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
     checkpoint_every: int = Field(default=0, ge=0, description="Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
-
-
-class RunnerConfig(_Section):
-    """Where the benchmark suites run: in the flow's process, or one per Dask worker process.
-
-    No `threads` kind: two evaluations in one process can corrupt each other (while it loads a
-    model, transformers patches torch.nn.init and its own weight tying process-wide); a trial
-    run on threads gave wrong per-item results.
-    """
-
-    kind: Literal["serial", "dask"] = Field(default="serial", description="serial: every suite in one lm-eval call in the flow's process (the model loaded once); dask: one suite per Dask worker process, through prefect-dask's DaskTaskRunner.")
-    address: str | None = Field(default=None, description="kind: dask: scheduler address of a running Dask cluster, e.g. `tcp://10.0.0.5:8786`; unset: a temporary LocalCluster of n_workers processes per benchmark run. Workers must see the same paths as the flow (config file, state_dir, model folder).")
-    n_workers: int = Field(default=2, ge=1, description="kind: dask without address: worker processes of the LocalCluster (suites evaluated at once).")
-    threads_per_worker: int = Field(default=1, ge=1, description="kind: dask: torch intra-op threads of each worker's evaluation. A worker process evaluates one suite at a time, whatever its Dask thread count.")
-
-    @model_validator(mode="after")
-    def _dask(self) -> "RunnerConfig":
-        from pydantic_core import PydanticCustomError
-
-        if self.address is not None and self.kind != "dask":
-            raise PydanticCustomError("runner", "address applies to kind: dask only (kind is {kind})", {"kind": self.kind})
-        if self.kind == "dask":
-            import importlib.util
-
-            if importlib.util.find_spec("prefect_dask") is None:
-                raise PydanticCustomError("runner", "kind: dask needs the prefect-dask package (pip install prefect-dask)")
-        return self
-
-
-AlertEventType = Literal[
-    "regression.detected", "retrain.started", "retrain.finished", "retrain.failed",
-    "candidate.promoted", "candidate.rejected", "champion.rolled_back", "ingest.quarantine", "alert.test",
-]
-
-
-class WebhookConfig(_Section):
-    """One alert receiver. The signing secret is read from the environment or a file, never written here."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Short unique name (letters, digits, `_.-`), used by `driftloop alerts retry --webhook` and in logs.")
-    url: str = Field(description="http(s) URL the alert is POSTed to; redirects are not followed. Logged by host only, since chat webhook URLs carry tokens.")
-    format: Literal["json", "slack"] = Field(default="json", description="`json`: the documented generic event; `slack`: a Slack-compatible body with `text` and `blocks`.")
-    secret_env: str | None = Field(default=None, description="Environment variable holding the HMAC-SHA256 signing secret (give this or `secret_file`).")
-    secret_file: str | None = Field(default=None, description="File holding the signing secret, surrounding whitespace ignored (relative to the config file; give this or `secret_env`).")
-    events: list[AlertEventType] | None = Field(default=None, description="Event types sent to this webhook; null: every type.")
-
-    @model_validator(mode="after")
-    def _checked(self) -> "WebhookConfig":
-        from urllib.parse import urlsplit
-
-        from pydantic_core import PydanticCustomError
-
-        try:
-            u = urlsplit(self.url)
-            u.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise PydanticCustomError("webhook", "url: not a valid URL") from None
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise PydanticCustomError("webhook", "url: only http:// and https:// URLs with a host are accepted, got scheme {s}", {"s": repr(u.scheme)})
-        if (self.secret_env is None) == (self.secret_file is None):
-            raise PydanticCustomError("webhook", "give exactly one of secret_env and secret_file (the signing secret is never written in the config)")
-        if self.secret_env is not None and (not self.secret_env or self.secret_env.upper().startswith(ENV_PREFIX)):
-            raise PydanticCustomError("webhook", "secret_env: {v} is not usable: DRIFTLOOP_* variables are read as config keys; pick another name", {"v": repr(self.secret_env)})
-        return self
-
-
-class AlertsConfig(_Section):
-    webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of alerts: each a name, an http(s) `url`, a `format`, a secret source and an optional `events` filter.")
-    allow_hosts: list[str] | None = Field(default=None, description="When set, every webhook's host must be one of these (exact, case-insensitive; `*.example.com` matches its subdomains).")
-    retries: int = Field(default=3, ge=0, le=10, description="Further attempts after a failed one (connect errors, timeouts, 5xx and 429 are retried; other 4xx are not).")
-    backoff_seconds: float = Field(default=1.0, ge=0, description="Wait before the first retry (seconds); doubles with each further retry, capped at 60 s.")
-    backoff_jitter: bool = Field(default=True, description="Randomise each wait between half and all of it, so many senders do not retry in step.")
-    timeout_seconds: float = Field(default=5.0, gt=0, description="Connect and read timeout of one attempt (seconds).")
-    quarantine_threshold: float = Field(default=0.05, ge=0, le=1, description="`ingest.quarantine` fires when quarantined / (accepted + quarantined) of one ingestion exceeds this fraction.")
-    mlflow_ui_url: str | None = Field(default=None, description="Address of the MLflow UI for run links in alerts; default: the tracking URI when it is http(s), else no link.")
-
-    @model_validator(mode="after")
-    def _hosts(self) -> "AlertsConfig":
-        from urllib.parse import urlsplit
-
-        from pydantic_core import PydanticCustomError
-
-        names = [w.name for w in self.webhooks]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup:
-            raise PydanticCustomError("alerts", "webhooks: name {n} is used twice", {"n": repr(dup)})
-        if self.allow_hosts is None:
-            return self
-        allowed = [h.lower().rstrip(".") for h in self.allow_hosts]
-        for i, w in enumerate(self.webhooks):
-            host = (urlsplit(w.url).hostname or "").rstrip(".")
-            if not any(host == a or (a.startswith("*.") and host.endswith(a[1:])) for a in allowed):
-                raise PydanticCustomError("alerts", "webhooks.{i}.url: host {h} is not in alerts.allow_hosts", {"i": i, "h": repr(host)})
-        return self
 
 
 class Config(_Section):

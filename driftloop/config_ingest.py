@@ -1,0 +1,106 @@
+"""Config sections of ingestion: sources (files, SQL), field mapping, PII redaction and the HTTP API.
+
+Part of the one configuration root in `driftloop.config`, which re-exports
+every name here.
+
+    >>> FileSource(path="exports/*.jsonl").namespace()
+    'files:exports/*.jsonl'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, SecretStr, Tag, model_validator
+
+from driftloop.config_base import _Section
+
+
+class FieldMapping(_Section):
+    """How a team's own field names map onto `FeedbackEvent` fields."""
+
+    fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names.")
+    rating_scale: Literal["stars", "thumbs", "unit"] = Field(default="stars", description="Scale of the source's rating: `stars` (1-5, -> (s-1)/4), `thumbs` (up/down, true/false, 1/0 -> 1.0/0.0, also sets thumbs_up) or `unit` (already 0-1). The raw value is kept in rating_raw.")
+    segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`.")
+
+    @model_validator(mode="after")
+    def _known(self) -> "FieldMapping":
+        from driftloop.types import FeedbackEvent
+
+        unknown = sorted(set(self.fields) - set(FeedbackEvent.model_fields))
+        if unknown:
+            raise ValueError(f"fields: {unknown[0]!r} is not a FeedbackEvent field")
+        return self
+
+
+class FileSource(_Section):
+    kind: Literal["files"] = "files"
+    path: str = Field(description="File path or glob: JSONL, CSV or Parquet; JSONL and CSV may be gzip-compressed (`.gz`).")
+    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(default="auto", description="File format; `auto` decides by the name (.csv, .parquet, else JSONL), ignoring a trailing .gz.")
+    mapping: FieldMapping = FieldMapping()
+    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `files:<path>`, the glob as written, so overlapping exports it matches store each event once.")
+
+    def namespace(self) -> str:
+        """The namespace of this source's content ids."""
+        return self.id_namespace or f"files:{self.path}"
+
+
+class SqlSource(_Section):
+    kind: Literal["sql"] = "sql"
+    url: str = Field(description="SQLAlchemy URL of the team's database (read only).")
+    table: str | None = Field(default=None, description="Table to read; give this or `query`.")
+    query: str | None = Field(default=None, description="SELECT whose rows are read (wrapped as a subquery); give this or `table`.")
+    watermark: str = Field(description="Column that only grows (a timestamp or an increasing id); rows above the last committed value are read.")
+    name: str | None = Field(default=None, description="Stable name of the source's checkpoint; default: the table name or a hash of the query.")
+    batch_rows: int = Field(default=5000, ge=1, description="Rows per transaction.")
+    mapping: FieldMapping = FieldMapping()
+    id_namespace: str | None = Field(default=None, min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `sql:<name>`, the checkpoint's name.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SqlSource":
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` and `query`")
+        return self
+
+
+def _source_kind(v: Any) -> str:
+    return v.get("kind", "files") if isinstance(v, dict) else getattr(v, "kind", "files")
+
+
+AnySource = Annotated[
+    Annotated[FileSource, Tag("files")] | Annotated[SqlSource, Tag("sql")], Discriminator(_source_kind)
+]
+
+
+class RedactionConfig(_Section):
+    enabled: bool = Field(default=True, description="Redact PII from every text field before anything is stored.")
+    builtin: list[Literal["email", "phone", "card", "ip"]] = Field(default=["email", "phone", "card", "ip"], description="Built-in detectors to apply.")
+    patterns: dict[str, str] = Field(default_factory=dict, description="Extra PII patterns: name -> Python regex; matches become `[NAME]`.")
+
+    @model_validator(mode="after")
+    def _compile(self) -> "RedactionConfig":
+        import re
+
+        for name, pat in self.patterns.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f"patterns: name {name!r} must be letters, digits and _")
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"patterns.{name}: not a valid regex ({e})") from None
+        return self
+
+
+class ApiConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Address `driftloop serve` listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port of `driftloop serve`.")
+    token: SecretStr | None = Field(default=None, description="Bearer token every request must carry; set it here or in DRIFTLOOP_API__TOKEN. Without one the server refuses to start.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
+    max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
+    mapping: FieldMapping = FieldMapping()
+    id_namespace: str = Field(default="http:/v1/feedback", min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once.")
+    max_concurrent_evaluations: int = Field(default=1, ge=1, description="On-demand evaluations (POST /v1/evaluations, MLflow webhook) that run at once in the API process; each loads a model and runs lm-eval.")
+    max_queued_evaluations: int = Field(default=8, ge=0, description="Evaluations that may wait for a free slot; beyond that a request gets 429.")
+    mlflow_webhook_secret: SecretStr | None = Field(default=None, description="Secret of the MLflow registry webhook (the `secret` given to create_webhook); set it here or in DRIFTLOOP_API__MLFLOW_WEBHOOK_SECRET. Without one POST /v1/hooks/mlflow answers 503.")
+    mlflow_webhook_tolerance_s: int = Field(default=300, ge=1, description="Largest age or clock skew (s) of a webhook's X-MLflow-Timestamp; an older delivery is refused as a replay.")
+    mlflow_webhook_aliases: list[str] = Field(default_factory=list, description="Aliases whose creation or move in the registry (model_version_alias.created) also starts an evaluation, e.g. [champion] to evaluate a version promoted by hand in the MLflow UI. model_version.created always does.")
