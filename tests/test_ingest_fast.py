@@ -302,3 +302,17 @@ def test_without_pyarrow_or_with_a_mapping_the_row_path_stores_the_same(sqlite_s
     again = ingest_files(sqlite_store, [(copy, mapped)])  # a mapping: the row path, as before
     assert calls == [] and (again.read, again.duplicates) == (12, 12) and sqlite_store.count_events() == 11
     assert ingest_files(sqlite_store, [tmp_path / "copy.jsonl"]).read == 0 and calls == []  # checkpointed
+
+
+def test_arrow_allocates_with_malloc_during_ingestion_and_gets_its_pool_back(sqlite_store, tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    before = pa.default_memory_pool().backend_name
+    seen: list[str] = []
+    real = columnar.block_parts
+    monkeypatch.setattr(columnar, "block_parts",
+                        lambda *a, **kw: seen.append(pa.default_memory_pool().backend_name) or real(*a, **kw))
+    path = tmp_path / "plain.jsonl"
+    path.write_bytes(b"\n".join(EDGE[:12]) + b"\n")
+    assert ingest_files(sqlite_store, [path]).accepted == 11
+    assert seen and set(seen) == {"system"} and pa.default_memory_pool().backend_name == before

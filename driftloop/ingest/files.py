@@ -271,8 +271,9 @@ def ingest_files(
         key = str(p.resolve())
         fr = FileReport()
         parser = RowParser(src.mapping, redactor, id_namespace=src.namespace())
-        _ingest_file(store, p.resolve(), file_format(p, src.format), parser, fr, report.reasons, batch_lines,
-                     (lambda n, base=done: progress(base + n, total)) if progress else None)
+        with columnar.arrow_on_malloc():
+            _ingest_file(store, p.resolve(), file_format(p, src.format), parser, fr, report.reasons, batch_lines,
+                         (lambda n, base=done: progress(base + n, total)) if progress else None)
         report.add(key, fr)
         done += p.stat().st_size
     report.redacted = redactor.counts - before

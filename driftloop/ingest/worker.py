@@ -188,6 +188,9 @@ def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any
         except OSError:  # BrokenPipeError and kin
             raise Gone from None
 
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())  # as `columnar.arrow_on_malloc`, for the child's life
     redactor = Redactor(*spec)
     try:
         with open(path, "rb") as raw:
