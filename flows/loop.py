@@ -135,6 +135,12 @@ def _not_started(ctx: Context) -> str:
             + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
 
 
+def _regression_alert(ctx: Context, summary: CycleSummary, decision: Decision) -> None:
+    """`regression.detected`, sent only by the cycle that took the loop to retrain (one per trigger)."""
+    alert(ctx, "regression.detected", model_version=summary.champion_version, reasons=decision.reasons,
+          run_id=summary.run_id, cycle=summary.cycle)
+
+
 def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSummary, state: dict, data: dict,
               decision: Decision) -> None:
     """Event mode: armed -> triggered, then emit `driftloop.regression.detected` for the automation.
@@ -152,8 +158,9 @@ def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSumma
                        "summary": summary.model_dump(mode="json")}
     if not ctx.store.transition(cfg.project, "triggered", decision.summary()[:500], owner, cfg.policy.lease_seconds,
                                 expected={"armed"}, data=data, expected_version=state["version"]):
-        summary.outcome = _not_started(ctx)
+        summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
         return
+    _regression_alert(ctx, summary, decision)
     event_id = emit_regression(cfg.project, decision.reasons, summary.run_id, summary.champion_version,
                                params.config)
     summary.stage_notes["retrain"] = f"requested by event {event_id}"
@@ -261,8 +268,6 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
             failed = False
             return summary
         summary.regression = [r for r in decision.reasons if "floor" in r or "fell" in r]
-        alert(ctx, "regression.detected", model_version=champion, reasons=decision.reasons, run_id=parent,
-              cycle=summary.cycle)
         now = datetime.now(timezone.utc).isoformat()
         data["last_retrain_at"] = now
         data["retrains"] = (list(data.get("retrains", [])) + [now])[-20:]
@@ -272,9 +277,10 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
             return summary
         if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], data, cfg.policy.lease_seconds,
                                    expected_version=state["version"]):
-            summary.outcome = _not_started(ctx)
+            summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
             failed = False
             return summary
+        _regression_alert(ctx, summary, decision)
         finish_retrain(ctx, owner, sp, summary, clock, champ, data, decision.evidence)
         failed = False
         return summary

@@ -89,6 +89,33 @@ def test_a_cycle_completes_with_the_receiver_down_and_retry_delivers(
     assert q["data"]["quarantined"] == 12 and q["reasons"][0].startswith("12 of ")
 
 
+def test_a_cycle_that_loses_the_loop_to_another_cycle_sends_no_regression_alert(
+        tmp_path, demo_model, prefect_harness, e2e_config, hook_factory, monkeypatch):
+    from driftloop.demo.world import simulate
+    from flows.common import StageParams
+    from flows.loop import loop
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    _write_jsonl(simulate(seed=0, start=start), tmp_path / "feedback" / "demo.jsonl")
+    hook = hook_factory()
+    cfg_path = e2e_config(tmp_path, demo_model, ALERTS.format(threshold=0.5, url=hook.url))
+    # Another cycle starts its retrain just before this one tries: a real begin_retrain under another owner.
+    real = Store.begin_retrain
+
+    def other_cycle_first(self, project, owner, *a, **kw):
+        self.release(project, owner)
+        assert real(self, project, "other-cycle", "breach", {}, 600)
+        return real(self, project, owner, *a, **kw)
+
+    monkeypatch.setattr(Store, "begin_retrain", other_cycle_first)
+    summary = loop(StageParams(config=str(cfg_path)))
+    assert summary.decision_action == "retrain", summary.decision_reasons
+    assert summary.outcome.startswith("retrain not started: the loop is retraining"), summary.outcome
+    assert "held by other-cycle" in summary.outcome
+    assert hook.requests == []  # no alert at all: the other cycle sends regression.detected and the rest
+
+
 def test_ingest_quarantine_alert_respects_the_threshold(tmp_path, prefect_harness, hook_factory, monkeypatch):
     from flows.common import StageParams
     from flows.ingest import ingest
