@@ -33,7 +33,7 @@ from driftloop.types import MetricResult
 from driftloop.windows import Windows, resolve_windows
 from flows.benchmark import BenchmarkParams, benchmark, preflight as bench_preflight
 from flows.common import Context, StageParams, context, log, stage_run
-from flows.monitor import MonitorResult, champion_reference, monitor, read_task, text_task
+from flows.monitor import MonitorResult, champion_reference, monitor, read_task, record_monitor, text_task
 
 
 def preflight(model: str | int, suites: list[str] | None, window: str | None, config: str | None
@@ -82,16 +82,9 @@ def monitor_window(params: StageParams, spec: WindowSpec) -> MonitorResult:
         cur = read_task(params, w.current_start, w.current_end)
         ref = read_task(params, w.reference_start, w.reference_end)
         out = monitor_frames(ref, cur, ctx.cfg.monitor, ctx.cfg.policy.min_n)
-        ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": len(ref), "n_current": len(cur),
-                                        "window": spec.spec})
-        ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
-        ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
         text = text_task(params, w) if len(cur) and len(ref) else []
-        ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
-        ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
-        return MonitorResult(windows=w.as_dict(), n_reference=len(ref), n_current=len(cur), current=out.current,
-                             reference=out.reference, drift=out.drift.metrics, text=text, bias=out.bias,
-                             run_id=run_id, seconds=out.seconds)
+        return record_monitor(ctx, run_id, w, out, len(ref), len(cur), text, {"window": spec.spec},
+                              seconds=out.seconds)
 
 
 def _monitor_summary(mon: MonitorResult) -> dict:

@@ -143,10 +143,6 @@ def monitor(params: StageParams = StageParams()) -> MonitorResult:
         out = monitor_frames(reference, cur, mon, min_n, reference_quality=ref_quality)
         if hit is None and mon.profile_cache and out.reference_profile is not None:
             cache.put(key, out.reference_profile, out.reference)
-        ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": n_ref, "n_current": len(cur),
-                                        "reference_cached": hit is not None})
-        ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
-        ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
         text = clock("text", text_task, params, w) if len(cur) and n_ref else []
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None:
@@ -155,9 +151,20 @@ def monitor(params: StageParams = StageParams()) -> MonitorResult:
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
             record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)
-        ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
-        ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
-        return MonitorResult(windows=w.as_dict(), n_reference=n_ref, n_current=len(cur), current=out.current,
-                             reference=out.reference, drift=out.drift.metrics, text=text, bias=out.bias,
-                             run_id=run_id, reference_cached=hit is not None, workspace=saved,
-                             seconds={**out.seconds, **clock.seconds})
+        return record_monitor(ctx, run_id, w, out, n_ref, len(cur), text, {"reference_cached": hit is not None},
+                              reference_cached=hit is not None, workspace=saved, seconds={**out.seconds, **clock.seconds})
+
+
+def record_monitor(ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur: int, text: list[MetricResult],
+                   params: dict, **result) -> MonitorResult:
+    """Log one monitor pass to its stage run (windows and `params`, the drift report, every figure)
+    and return it as a MonitorResult (`result`: its other fields). The `monitor` flow and the
+    evaluate flow's explicit windows share it, so both runs hold the same artifacts."""
+    ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": n_ref, "n_current": n_cur, **params})
+    ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
+    ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
+    ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
+    ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
+    return MonitorResult(windows=w.as_dict(), n_reference=n_ref, n_current=n_cur, current=out.current,
+                         reference=out.reference, drift=out.drift.metrics, text=text, bias=out.bias, run_id=run_id,
+                         **result)
