@@ -87,6 +87,8 @@ class AlertsConfig(_Section):
     backoff_jitter: bool = Field(default=True, description="Randomise each wait between half and all of it, so many senders do not retry in step.")
     timeout_seconds: float = Field(default=5.0, gt=0, description="Connect and read timeout of one attempt (seconds).")
     quarantine_threshold: float = Field(default=0.05, ge=0, le=1, description="`ingest.quarantine` fires when quarantined / (accepted + quarantined) of one ingestion exceeds this fraction.")
+    api_quarantine_window_seconds: float = Field(default=300.0, gt=0, description="The HTTP feedback API adds up its requests over windows of this length (s); a window whose quarantined share exceeds `quarantine_threshold` sends one `ingest.quarantine`.")
+    api_quarantine_min_rows: int = Field(default=20, ge=1, description="Fewest accepted + quarantined events in one API window before its share is judged, so one bad event alone sends nothing.")
     mlflow_ui_url: str | None = Field(default=None, description="Address of the MLflow UI for run links in alerts; default: the tracking URI when it is http(s), else no link.")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from driftloop.alerts.events import quarantine_alert, quarantined_share
 from driftloop.ingest import check_sources, ingest_config, source_files
 from flows.common import StageParams, alert, context, log, stage_run
 
@@ -45,26 +46,9 @@ def ingest(params: StageParams = StageParams()) -> dict[str, Any]:
             # Reason keys are `field: problem`, never values, so no PII reaches MLflow.
             ctx.tracker.log_dict(run_id, summary["reasons"], "quarantine_reasons.json")
         summary["total_events"] = ctx.store.count_events()
-        if _quarantined_share(summary) > ctx.cfg.alerts.quarantine_threshold:
+        if quarantined_share(summary) > ctx.cfg.alerts.quarantine_threshold:
             alert(ctx, "ingest.quarantine", run_id=run_id,
-                  **_quarantine_alert(summary, ctx.cfg.alerts.quarantine_threshold))
+                  **quarantine_alert(summary, ctx.cfg.alerts.quarantine_threshold))
         log().info("ingest: read %(read)d = accepted %(accepted)d + duplicates %(duplicates)d + "
                    "quarantined %(quarantined)d", summary)
         return summary
-
-
-def _quarantined_share(summary: dict[str, Any]) -> float:
-    """Quarantined / (accepted + quarantined) of this ingestion; duplicates count in neither."""
-    return summary["quarantined"] / max(1, summary["accepted"] + summary["quarantined"])
-
-
-def _quarantine_alert(summary: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """Reasons and figures of an `ingest.quarantine` alert: the share against the threshold, then the
-    commonest reasons (`field: problem`, never values, so no PII leaves in an alert)."""
-    share = _quarantined_share(summary)
-    head = (f"{summary['quarantined']} of {summary['accepted'] + summary['quarantined']} rows quarantined "
-            f"({share:.1%} > alerts.quarantine_threshold {threshold:.1%})")
-    top = sorted(summary["reasons"].items(), key=lambda kv: -kv[1])[:5]
-    data = {k: summary[k] for k in ("read", "accepted", "duplicates", "quarantined")}
-    return {"reasons": [head] + [f"{reason}: {n} row(s)" for reason, n in top],
-            "data": data | {"quarantined_share": round(share, 4)}}

@@ -359,6 +359,34 @@ def test_cli_test_list_and_retry(tmp_path, hook_factory, secret_env, capsys):
     assert "no undelivered dead letters" in capsys.readouterr().out
 
 
+def test_cli_discard_stops_retrying_a_removed_webhook_and_keeps_the_record(tmp_path, hook_factory, secret_env, capsys):
+    hook = hook_factory()
+    old = write_cfg(tmp_path / "old", [{"name": "gone", "url": down_url()}, {"name": "ops", "url": down_url()}])
+    cfg = load_config(old, env={})
+    path = write_cfg(tmp_path, [{"name": "ops", "url": hook.url}])  # "gone" removed, "ops" back up
+    store = Store(load_config(path, env={}).store_url)
+    store.migrate()
+    for t in ("retrain.started", "retrain.failed"):
+        notify(cfg, store, sample_event(cfg, t))
+    rows = deadletter.pending(store)
+    gone = [r["id"] for r in rows if r["webhook"] == "gone"]
+    assert len(rows) == 4 and len(gone) == 2
+    assert main(["--config", str(path), "alerts", "retry"]) == 1  # "gone" can never be delivered
+    assert "2 delivered, 2 still failing" in capsys.readouterr().out
+    # Nothing selected, or an id that is not pending: exit 2, nothing discarded.
+    assert main(["--config", str(path), "alerts", "discard"]) == 2
+    assert main(["--config", str(path), "alerts", "discard", "--id", str(gone[0]), "--id", "999"]) == 2
+    assert "--id 999: no pending dead letter" in capsys.readouterr().err and len(deadletter.pending(store)) == 2
+    assert main(["--config", str(path), "alerts", "discard", "--webhook", "gone"]) == 0
+    assert f"2 dead letter(s) discarded: #{gone[0]}, #{gone[1]}" in capsys.readouterr().out
+    assert deadletter.pending(store) == []
+    assert main(["--config", str(path), "alerts", "retry"]) == 0  # nothing left to fail
+    assert main(["--config", str(path), "alerts", "list", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("discarded 20") == 2 and out.count("delivered 20") == 2 and "0 undelivered" in out
+    assert deadletter.discard(store, webhook="gone") == []  # already discarded: left as it is
+
+
 def test_cli_rollback_and_manual_promote_alert(tmp_path, hook_factory, secret_env):
     from driftloop.tracking import Tracker
 
@@ -406,3 +434,63 @@ def test_readme_shows_the_tested_receiver_verbatim():
     source = Path(recipe.__file__).read_text(encoding="utf-8")
     code = source.split('"""\n', 1)[1].lstrip("\n")  # the file after its module docstring
     assert readme.split(start, 1)[1].split(end, 1)[0].strip() == f"```python\n{code}```"
+
+
+# ------------------------------------------------------------------ the HTTP feedback API
+def _api(tmp_path, hook, window_s: float):
+    from fastapi.testclient import TestClient
+
+    from driftloop.api import create_app
+
+    path = write_cfg(tmp_path, [{"name": "ops", "url": hook.url}], quarantine_threshold=0.2,
+                     api_quarantine_window_seconds=window_s, api_quarantine_min_rows=10)
+    cfg = load_config(path, env={"DRIFTLOOP_API__TOKEN": "t0ken"})
+    store = Store(cfg.store_url)
+    store.migrate()
+    return TestClient(create_app(cfg, store=store))
+
+
+GOOD_EVENTS = [{"event_id": f"q{i}", "ts": "2026-11-01T10:00:00+00:00", "prompt": f"question {i}"} for i in range(30)]
+BAD_EVENT = {"ts": "2026-11-01 10:00", "prompt": "no timezone"}
+API_AUTH = {"Authorization": "Bearer t0ken"}
+
+
+def test_the_feedback_api_sends_one_quarantine_alert_per_breaching_window(tmp_path, hook_factory, secret_env):
+    hook = hook_factory()
+    with _api(tmp_path, hook, window_s=3600) as client:  # windows closed by hand here; the thread is tested below
+        watch = client.app.state.quarantine_watch
+        # Window 1: 3 requests, 6 of 21 judged events quarantined (29% > 20%): one alert for the window.
+        for k in range(3):
+            got = client.post("/v1/feedback", json=GOOD_EVENTS[5 * k:5 * k + 5] + [BAD_EVENT] * 2,
+                              headers=API_AUTH).json()
+            assert (got["accepted"], got["quarantined"]) == (5, 2)
+        assert [o.ok for o in watch.flush()] == [True]
+        assert watch.flush() == []  # an empty window sends nothing
+        # Window 2: under the threshold (2 of 17); window 3 (closed at shutdown): 5 events, under min_rows.
+        client.post("/v1/feedback", json=GOOD_EVENTS[15:30] + [BAD_EVENT] * 2, headers=API_AUTH)
+        assert watch.flush() == []
+        client.post("/v1/feedback", json=[BAD_EVENT] * 5, headers=API_AUTH)
+    assert len(hook.requests) == 1, [json.loads(b)["type"] for _, b, _ in hook.requests]
+    headers, body, _ = hook.requests[0]
+    p = json.loads(body)
+    assert recipe.verify(SECRET, headers, body) and p["type"] == "ingest.quarantine"
+    assert p["reasons"][0].startswith("6 of 21 rows quarantined (28.6% > alerts.quarantine_threshold 20.0%) by POST")
+    assert p["reasons"][1] == "ts: no timezone: 6 row(s)"
+    assert p["data"] == {"read": 21, "accepted": 15, "duplicates": 0, "quarantined": 6, "quarantined_share": 0.2857}
+
+
+def test_the_feedback_api_closes_its_windows_in_a_thread_and_at_shutdown(tmp_path, hook_factory, secret_env):
+    import time
+
+    hook = hook_factory()
+    with _api(tmp_path, hook, window_s=0.2) as client:
+        client.post("/v1/feedback", json=GOOD_EVENTS[:10] + [BAD_EVENT] * 10, headers=API_AUTH)
+        deadline = time.monotonic() + 20
+        while not hook.requests and time.monotonic() < deadline:  # no request ends this window: the thread does
+            time.sleep(0.05)
+        assert len(hook.requests) == 1
+    hook2 = hook_factory()
+    with _api(tmp_path / "b", hook2, window_s=3600) as client:
+        client.post("/v1/feedback", json=GOOD_EVENTS[:10] + [BAD_EVENT] * 10, headers=API_AUTH)
+    assert len(hook2.requests) == 1  # the window was judged at shutdown, not lost
+    assert json.loads(hook2.requests[0][1])["data"]["quarantined"] == 10

@@ -96,3 +96,20 @@ def make_event(cfg: Config, type: str, *, model_version: str | None = None, prev
         model=ModelRef(name=cfg.tracking.registered_model, version=model_version, previous_version=previous_version),
         mlflow=MlflowRef(run_id=run_id, url=run_link(cfg, experiment_id, run_id)),
     )
+
+
+def quarantined_share(summary: dict[str, Any]) -> float:
+    """Quarantined / (accepted + quarantined) of this ingestion; duplicates count in neither."""
+    return summary["quarantined"] / max(1, summary["accepted"] + summary["quarantined"])
+
+
+def quarantine_alert(summary: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """Reasons and figures of an `ingest.quarantine` alert: the share against the threshold, then the
+    commonest reasons (`field: problem`, never values, so no PII leaves in an alert)."""
+    share = quarantined_share(summary)
+    head = (f"{summary['quarantined']} of {summary['accepted'] + summary['quarantined']} rows quarantined "
+            f"({share:.1%} > alerts.quarantine_threshold {threshold:.1%})")
+    top = sorted(summary["reasons"].items(), key=lambda kv: -kv[1])[:5]
+    data = {k: summary[k] for k in ("read", "accepted", "duplicates", "quarantined")}
+    return {"reasons": [head] + [f"{reason}: {n} row(s)" for reason, n in top],
+            "data": data | {"quarantined_share": round(share, 4)}}

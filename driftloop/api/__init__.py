@@ -9,6 +9,8 @@ Every other route depends on `auth.require_token` (bearer token from `api.token`
 `DRIFTLOOP_API__TOKEN`). The app opens one `Store` (SQLite or PostgreSQL, migrated)
 and closes it on shutdown; evaluations run in a bounded thread pool (see
 `api.evaluations`), and MLflow is imported only when the first one is asked for.
+Feedback requests add up into windows that may send `ingest.quarantine`
+(`api.quarantine`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
+from driftloop.api.quarantine import QuarantineWatch
 from driftloop.errors import ConfigError
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
@@ -47,10 +50,13 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
         default = cfg.base_dir / "driftloop.yaml"
         config_path = os.environ.get("DRIFTLOOP_CONFIG") or (str(default) if default.exists() else None)
     runner = evaluations.EvaluationRunner(cfg, str(config_path) if config_path else None)
+    watch = QuarantineWatch(cfg, store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watch.start()
         yield
+        watch.stop()
         runner.shutdown()
         if owned:
             store.close()
@@ -61,6 +67,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     app.state.token = cfg.api.token.get_secret_value().strip().encode()
     app.state.parser = RowParser(cfg.api.mapping, Redactor.from_config(cfg.redaction), id_namespace=cfg.api.id_namespace)
     app.state.evaluations = runner
+    app.state.quarantine_watch = watch
     app.include_router(feedback.router)
     app.include_router(evaluations.router)
     app.include_router(mlflow_hooks.router)

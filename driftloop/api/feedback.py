@@ -92,6 +92,7 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
             rejected.append(Rejected(index=i, field=e.field, problem=e.problem))
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
     accepted, dups = app.state.store.add_batch(events, quarantine, SOURCE)
+    app.state.quarantine_watch.add(accepted, dups, len(quarantine), reasons)
     return FeedbackResponse(received=len(rows), accepted=accepted, duplicates=dups, quarantined=len(quarantine),
                             reasons=dict(reasons), rejected=rejected, redacted=dict(parser.redactor.counts))
 

@@ -1,8 +1,9 @@
-"""`driftloop alerts list|retry|test`: the dead-letter table and the configured webhooks.
+"""`driftloop alerts list|retry|discard|test`: the dead-letter table and the configured webhooks.
 
     $ driftloop alerts test                 # a signed `alert.test` event to every webhook
-    $ driftloop alerts list                 # undelivered dead letters (--all: delivered ones too)
+    $ driftloop alerts list                 # undelivered dead letters (--all: delivered and discarded too)
     $ driftloop alerts retry --webhook ops  # re-send them; exit 1 if any still fail
+    $ driftloop alerts discard --webhook old-hook   # or --id 3 --id 4: kept, never re-sent
 
 Hosts are shown instead of URLs (chat webhook URLs carry tokens); secrets are never printed.
 """
@@ -15,15 +16,19 @@ from driftloop.commands import config
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("alerts", help="alert webhooks: send a test event, list and re-send dead letters")
+    p = sub.add_parser("alerts", help="alert webhooks: send a test event, list, re-send or discard dead letters")
     asub = p.add_subparsers(dest="alerts_cmd", required=True, metavar="ACTION")
     q = asub.add_parser("list", help="webhooks and undelivered dead letters")
-    q.add_argument("--all", action="store_true", help="include dead letters already re-sent")
+    q.add_argument("--all", action="store_true", help="include dead letters already re-sent or discarded")
     q.add_argument("--webhook", default=None, help="only this webhook's dead letters")
     q.set_defaults(handler=list_cmd)
     q = asub.add_parser("retry", help="re-send undelivered dead letters (exit 1 if any still fail)")
     q.add_argument("--webhook", default=None, help="only this webhook's dead letters")
     q.set_defaults(handler=retry)
+    q = asub.add_parser("discard", help="stop re-sending dead letters (e.g. of a removed webhook); they stay listed")
+    q.add_argument("--id", type=int, action="append", dest="ids", metavar="ID", help="this dead letter (repeatable)")
+    q.add_argument("--webhook", default=None, help="every pending dead letter of this webhook")
+    q.set_defaults(handler=discard)
     q = asub.add_parser("test", help="send a signed alert.test event (exit 1 if a webhook fails)")
     q.add_argument("--webhook", default=None, help="only this webhook (default: every one)")
     q.set_defaults(handler=test)
@@ -70,14 +75,32 @@ def list_cmd(args: argparse.Namespace) -> int:
     con.print(t)
     rows = deadletter.rows(store, args.webhook, include_delivered=args.all)
     t = Table(title=f"dead letters ({'all' if args.all else 'undelivered'})")
-    for c in ("id", "created (UTC)", "webhook", "host", "event", "event id", "attempts", "last error", "delivered"):
+    for c in ("id", "created (UTC)", "webhook", "host", "event", "event id", "attempts", "last error", "state"):
         t.add_column(c)
     for r in rows:
+        state = (f"delivered {r['delivered_at']:%Y-%m-%d %H:%M:%S}" if r["delivered_at"] else
+                 f"discarded {r['discarded_at']:%Y-%m-%d %H:%M:%S}" if r["discarded_at"] else "pending")
         t.add_row(str(r["id"]), f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["webhook"], host(r["url"]), r["event_type"],
-                  r["event_id"], str(r["attempts"]), r["last_error"][:80],
-                  f"{r['delivered_at']:%Y-%m-%d %H:%M:%S}" if r["delivered_at"] else "-")
+                  r["event_id"], str(r["attempts"]), r["last_error"][:80], state)
     con.print(t)
-    con.print(f"{sum(r['delivered_at'] is None for r in rows)} undelivered")
+    con.print(f"{sum(r['delivered_at'] is None and r['discarded_at'] is None for r in rows)} undelivered")
+    return 0
+
+
+def discard(args: argparse.Namespace) -> int:
+    from driftloop.errors import InputError
+    from driftloop.store import deadletter
+
+    if not args.ids and args.webhook is None:
+        raise InputError("alerts discard: give --id ID (repeatable) or --webhook NAME")
+    _, store = _setup(args, need_webhooks=False)
+    pending = {r["id"] for r in deadletter.pending(store, args.webhook)}
+    missing = [i for i in args.ids or [] if i not in pending]
+    if missing:  # nothing is discarded: the command names what it could not find
+        raise InputError(f"--id {missing[0]}: no pending dead letter with this id"
+                         + (f" for webhook {args.webhook}" if args.webhook else "") + " (see `driftloop alerts list --all`)")
+    done = deadletter.discard(store, args.ids or None, args.webhook)
+    _console().print(f"{len(done)} dead letter(s) discarded" + (f": {', '.join(f'#{i}' for i in done)}" if done else ""))
     return 0
 
 

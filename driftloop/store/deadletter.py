@@ -8,6 +8,8 @@ repository class stays about feedback; each call is one transaction.
     >>> [r["id"] for r in pending(store)]
     [1]
     >>> mark_delivered(store, row_id, attempts=1)
+    >>> discard(store, webhook="old-hook")   # rows of a removed webhook: kept, never re-sent
+    2
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ def add(store: "Store", *, webhook: str, url: str, event_type: str, event_id: st
 
 def rows(store: "Store", webhook: str | None = None, include_delivered: bool = False,
          limit: int | None = None) -> list[dict[str, Any]]:
-    """Dead-letter rows, oldest first, as dicts of the table's columns; only undelivered ones unless
-    `include_delivered`, only one webhook's when `webhook` is given."""
+    """Dead-letter rows, oldest first, as dicts of the table's columns; only pending ones (neither
+    delivered nor discarded) unless `include_delivered`, only one webhook's when `webhook` is given."""
     stmt = select(_DL).order_by(_DL.c.id)
     if not include_delivered:
-        stmt = stmt.where(_DL.c.delivered_at.is_(None))
+        stmt = stmt.where(_DL.c.delivered_at.is_(None), _DL.c.discarded_at.is_(None))
     if webhook is not None:
         stmt = stmt.where(_DL.c.webhook == webhook)
     if limit is not None:
@@ -54,8 +56,27 @@ def rows(store: "Store", webhook: str | None = None, include_delivered: bool = F
 
 
 def pending(store: "Store", webhook: str | None = None) -> list[dict[str, Any]]:
-    """Undelivered rows, oldest first (see `rows`)."""
+    """Rows still to re-send (neither delivered nor discarded), oldest first (see `rows`)."""
     return rows(store, webhook)
+
+
+def discard(store: "Store", ids: list[int] | None = None, webhook: str | None = None) -> list[int]:
+    """Mark pending rows as discarded (kept, never re-sent): those in `ids`, or else all of `webhook`'s.
+
+    Returns the ids discarded, in one transaction; rows already delivered or
+    discarded are left as they are. Give `ids` or `webhook` (or both: the
+    rows must match both).
+    """
+    if ids is None and webhook is None:
+        raise ValueError("discard: give ids or a webhook")
+    cond = [_DL.c.delivered_at.is_(None), _DL.c.discarded_at.is_(None)]
+    if ids is not None:
+        cond.append(_DL.c.id.in_(ids))
+    if webhook is not None:
+        cond.append(_DL.c.webhook == webhook)
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        return sorted(int(i) for i in conn.execute(
+            update(_DL).where(*cond).values(discarded_at=utcnow()).returning(_DL.c.id)).scalars())
 
 
 def mark_delivered(store: "Store", row_id: int, attempts: int) -> None:

@@ -191,6 +191,7 @@ class AlertDeadLetter(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt so far, retries included
     delivered_at: Mapped[datetime | None] = mapped_column()  # set when a re-send succeeds
+    discarded_at: Mapped[datetime | None] = mapped_column()  # set by `driftloop alerts discard`: never re-sent
 
 
 __all__ += ["AlertDeadLetter"]
