@@ -135,20 +135,26 @@ class Tracker:
         self.log_dict(run_id, decision.model_dump(mode="json"), f"decision_{stage}.json")
 
     def cycle_history(self, max_cycles: int = 500) -> list[dict[str, Any]]:
-        """Every recorded cycle, oldest first: its run, tags, summary and its monitor run's metrics.
+        """The latest `max_cycles` recorded cycles, oldest first: run, tags, summary and monitor metrics.
 
         This is what the dashboards read; each entry has `run_id`, `start` (ms since
         the epoch), `tags`, `summary` (cycle_summary.json, or {}), `monitor_metrics`
-        and `monitor_params` (empty where the cycle stopped before monitoring).
+        and `monitor_params` (empty where the cycle stopped before monitoring). The
+        monitor runs come from one search, not one per cycle.
         """
         runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
-                                       order_by=["attributes.start_time ASC"], max_results=max_cycles)
+                                       order_by=["attributes.start_time DESC"], max_results=max_cycles)[::-1]
+        monitors: dict[str, Any] = {}
+        if runs:
+            since = runs[0].info.start_time
+            for c in self.client.search_runs(
+                    [self.experiment_id], max_results=50_000, order_by=["attributes.start_time ASC"],
+                    filter_string=f"tags.`driftloop.stage` = 'monitor' AND attributes.start_time >= {since}"):
+                monitors.setdefault(c.data.tags.get("mlflow.parentRunId", ""), c)
         out = []
         for r in runs:
             rid = r.info.run_id
-            children = self.client.search_runs([self.experiment_id],
-                                               filter_string=f"tags.`mlflow.parentRunId` = '{rid}'")
-            mon = next((c for c in children if c.data.tags.get("driftloop.stage") == "monitor"), None)
+            mon = monitors.get(rid)
             out.append({
                 "run_id": rid, "start": r.info.start_time, "tags": dict(r.data.tags),
                 "summary": self._load_json(rid, "cycle_summary.json"),

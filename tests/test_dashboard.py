@@ -117,6 +117,15 @@ def test_rows_hold_every_loop_event_with_its_version_and_mlflow_run(recorded):
     assert "4 -> 2 (rollback by alice): v4 answers billing in English" in rollback["detail"]
 
 
+def test_cycle_history_holds_the_latest_cycles_oldest_first_with_their_monitor_figures(recorded):
+    _, _, tr, runs = recorded
+    full = tr.cycle_history()
+    assert [c["run_id"] for c in full] == runs
+    latest = tr.cycle_history(max_cycles=2)
+    assert [c["run_id"] for c in latest] == runs[-2:] and latest == full[-2:]  # the newest, not the oldest
+    assert all(c["monitor_metrics"] for c in full)
+
+
 def test_dashboard_command_writes_the_page_with_links_floors_and_the_events_table(recorded, tmp_path, capsys):
     out = _page(recorded, tmp_path)
     assert capsys.readouterr().out.strip() == f"timeline of 6 cycles written to {out}"
