@@ -101,6 +101,18 @@ class ApiConfig(_Section):
     id_namespace: str = Field(default="http:/v1/feedback", min_length=1, description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once.")
     max_concurrent_evaluations: int = Field(default=1, ge=1, description="On-demand evaluations (POST /v1/evaluations, MLflow webhook) that run at once in the API process; each loads a model and runs lm-eval.")
     max_queued_evaluations: int = Field(default=8, ge=0, description="Evaluations that may wait for a free slot; beyond that a request gets 429.")
+    evaluation_heartbeat_seconds: float = Field(default=30.0, gt=0, description="How often the API process marks each of its queued and running evaluations alive (MLflow tag `driftloop.heartbeat`).")
+    evaluation_lost_after_seconds: float = Field(default=180.0, gt=0, description="A queued or running evaluation whose heartbeat is older than this is answered as failed (the API process that held it stopped) and its run is marked KILLED; more than evaluation_heartbeat_seconds.")
     mlflow_webhook_secret: SecretStr | None = Field(default=None, description="Secret of the MLflow registry webhook (the `secret` given to create_webhook); set it here or in DRIFTLOOP_API__MLFLOW_WEBHOOK_SECRET. Without one POST /v1/hooks/mlflow answers 503.")
     mlflow_webhook_tolerance_s: int = Field(default=300, ge=1, description="Largest age or clock skew (s) of a webhook's X-MLflow-Timestamp; an older delivery is refused as a replay.")
     mlflow_webhook_aliases: list[str] = Field(default_factory=list, description="Aliases whose creation or move in the registry (model_version_alias.created) also starts an evaluation, e.g. [champion] to evaluate a version promoted by hand in the MLflow UI. model_version.created always does.")
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> "ApiConfig":
+        from pydantic_core import PydanticCustomError
+
+        if self.evaluation_lost_after_seconds <= self.evaluation_heartbeat_seconds:
+            raise PydanticCustomError("api", "evaluation_lost_after_seconds ({lost}) must exceed evaluation_heartbeat_seconds ({hb})",
+                                      {"lost": f"{self.evaluation_lost_after_seconds:g}",
+                                       "hb": f"{self.evaluation_heartbeat_seconds:g}"})
+        return self

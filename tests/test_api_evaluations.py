@@ -164,3 +164,42 @@ def test_a_failed_evaluation_reports_its_reason(server: Server, world: Path, tmp
     body = wait_done(server.url, r.json()["id"])
     assert body["status"] == "failed" and body["error"] and "\n" not in body["error"]
     assert "results" not in body
+
+
+def test_an_evaluation_whose_api_process_died_is_answered_failed_and_marked_killed(server: Server, world: Path) -> None:
+    tr = Tracker.from_config(load_config(world))
+    tags = {"driftloop.kind": "evaluation", "driftloop.model": "champion"}
+    # What a SIGKILLed API process leaves behind: a queued run whose last heartbeat is an hour old...
+    stale = tr.start_run("evaluate-champion", tags={**tags, "driftloop.heartbeat": f"{time.time() - 3600:.0f}"})
+    tr.set_run_status(stale, "SCHEDULED")
+    # ...and a running one whose owner (another replica) is alive.
+    alive = tr.start_run("evaluate-champion", tags={**tags, "driftloop.heartbeat": f"{time.time():.0f}"})
+    body = httpx.get(f"{server.url}/v1/evaluations/{stale}", headers=AUTH, timeout=30).json()
+    assert body["status"] == "failed" and body["error"].startswith("lost: no heartbeat since "), body
+    assert tr.run_record(stale)["status"] == "KILLED"  # recorded: the MLflow UI and every replica agree
+    assert httpx.get(f"{server.url}/v1/evaluations/{alive}", headers=AUTH, timeout=30).json()["status"] == "running"
+    assert tr.run_record(alive)["status"] == "RUNNING"
+    tr.end_run(alive)
+
+
+def test_the_runner_marks_the_evaluations_it_holds_alive(world: Path) -> None:
+    from driftloop.api.evaluations import HEARTBEAT, EvaluationRunner
+
+    cfg = load_config(world, overrides={"api": {"token": TOKEN, "evaluation_heartbeat_seconds": 0.2,
+                                                "evaluation_lost_after_seconds": 1}})
+    runner = EvaluationRunner(cfg, str(world))
+    run_id = runner.tracker.start_run("evaluate-champion", tags={"driftloop.kind": "evaluation",
+                                                                 HEARTBEAT: f"{time.time() - 5:.0f}"})
+    runner._queued[run_id] = None  # held by this process, as submit() holds a queued evaluation
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while float(runner.tracker.run_record(run_id)["tags"][HEARTBEAT]) < time.time() - 3:
+            assert time.monotonic() < deadline, "no heartbeat recorded"
+            time.sleep(0.1)
+        assert runner.status(run_id)["status"] == "running"  # its own: never judged lost
+        runner._queued.clear()
+        time.sleep(2.5)  # no more beats: the heartbeat ages past evaluation_lost_after_seconds
+        assert runner.status(run_id)["status"] == "failed"
+    finally:
+        runner.shutdown()

@@ -36,6 +36,9 @@ def test_repo_default_config_loads():
     ("retrain:\n  lora:\n    r: zero\n", "retrain.lora.r: Input should be a valid integer"),
     ("benchmark:\n  suites:\n    x:\n      role: judge\n      tasks: []\n", "benchmark.suites.x.role"),
     ("policy:\n  debounce_m: 3\n  debounce_n: 2\n", "debounce_m (3) must not exceed debounce_n (2)"),
+    ("api:\n  evaluation_heartbeat_seconds: 60\n  evaluation_lost_after_seconds: 30\n",
+     "api: evaluation_lost_after_seconds (30) must exceed evaluation_heartbeat_seconds (60)"),
+    ("sources:\n  - path: x.jsonl\n    id_namespace: ''\n", "sources.0.files.id_namespace"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("policy: [\n", "not valid YAML"),
 ])

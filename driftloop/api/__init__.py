@@ -55,6 +55,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watch.start()
+        runner.start()
         yield
         watch.stop()
         runner.shutdown()

@@ -5,7 +5,11 @@ version exists in the registry), its MLflow run is created in status SCHEDULED, 
 answer is 202 with the run id. The evaluation (the `evaluate` flow) then runs in a bounded
 pool of threads in the API process (`api.max_concurrent_evaluations`; at most
 `api.max_queued_evaluations` wait, beyond that 429). Its status lives in the MLflow run
-(status and tags), so any replica answers GET, also after a restart.
+(status and tags), so any replica answers GET, also after a restart. While an evaluation is
+queued or running, its API process sets the run's `driftloop.heartbeat` tag every
+`api.evaluation_heartbeat_seconds`; a GET that finds the heartbeat older than
+`api.evaluation_lost_after_seconds` (the process died: a crash, a SIGKILL, a lost node)
+answers `failed` with the reason and marks the run KILLED, so no evaluation waits forever.
 
     $ curl -H "Authorization: Bearer $TOKEN" -d '{"model": "champion", "suites": ["canary"], "window": "7d"}' \\
         http://127.0.0.1:8080/v1/evaluations
@@ -21,7 +25,9 @@ import difflib
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -38,6 +44,7 @@ from driftloop.evaluation import (
 
 router = APIRouter()
 logger = logging.getLogger("driftloop.api")
+HEARTBEAT = "driftloop.heartbeat"  # tag: Unix time of the owner's last sign of life
 
 
 class QueueFull(Exception):
@@ -63,6 +70,29 @@ class EvaluationRunner:
         # Context variables of the code that built the app (Prefect keeps its settings, e.g. the
         # API URL of a test harness or profile, in them); pool threads would otherwise start empty.
         self._context = contextvars.copy_context()
+        self._stop = threading.Event()
+        self._beats: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Mark this process's queued and running evaluations alive every `api.evaluation_heartbeat_seconds`."""
+        if self._beats is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(self.cfg.api.evaluation_heartbeat_seconds):
+                self.beat()
+
+        self._beats = threading.Thread(target=run, name="driftloop-eval-heartbeat", daemon=True)
+        self._beats.start()
+
+    def beat(self) -> None:
+        """Set the heartbeat tag of every evaluation this process holds; a failure is logged, never raised."""
+        now = f"{time.time():.0f}"
+        for run_id in list(self._queued):
+            try:
+                self.tracker.set_tags(run_id, {HEARTBEAT: now})
+            except Exception as e:  # noqa: BLE001 - MLflow unreachable for a moment: the next beat retries
+                logger.warning("evaluation %s: heartbeat not recorded: %s", run_id, str(e).splitlines()[0][:200])
 
     @property
     def tracker(self):
@@ -100,7 +130,8 @@ class EvaluationRunner:
                                   tags={"driftloop.kind": KIND, "driftloop.model": req.model,
                                         "driftloop.requested_by": requested_by,
                                         "driftloop.window": req.window or "",
-                                        "driftloop.suites": ",".join(req.suites or []), **(tags or {})})
+                                        "driftloop.suites": ",".join(req.suites or []),
+                                        HEARTBEAT: f"{time.time():.0f}", **(tags or {})})
             tr.set_run_status(run_id, "SCHEDULED")
             self._queued[run_id] = self.pool.submit(self._context.copy().run, self._run, run_id, req)
         except BaseException:
@@ -122,6 +153,7 @@ class EvaluationRunner:
 
     def shutdown(self) -> None:
         """Stop taking work; evaluations still waiting are marked failed (KILLED) with the reason."""
+        self._stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for run_id, fut in list(self._queued.items()):
             if fut.cancelled():
@@ -145,11 +177,29 @@ class EvaluationRunner:
             "suites": [s for s in tags.get("driftloop.suites", "").split(",") if s],
             "requested_by": tags.get("driftloop.requested_by", ""), "link": tr.run_link(run_id),
         }
+        if out["status"] in ("queued", "running") and self._lost(run_id, tags):
+            out["status"] = "failed"
+            tags = tr.run_record(run_id)["tags"]
         if out["status"] == "finished":
             out["results"] = tr.read_json(run_id, RESULT_ARTIFACT)
         if out["status"] == "failed":
             out["error"] = tags.get("driftloop.error", "failed without a recorded reason")
         return out
+
+    def _lost(self, run_id: str, tags: dict[str, str]) -> bool:
+        """True (and the run marked KILLED with the reason) when the evaluation's heartbeat is too old."""
+        try:
+            last = float(tags[HEARTBEAT])
+        except (KeyError, ValueError):
+            return False  # a run from before heartbeats: nothing to judge by
+        if run_id in self._queued or time.time() - last <= self.cfg.api.evaluation_lost_after_seconds:
+            return False
+        since = datetime.fromtimestamp(last, tz=timezone.utc).isoformat(timespec="seconds")
+        self.tracker.set_tags(run_id, {"driftloop.error": f"lost: no heartbeat since {since} (the API process that "
+                                                          f"held it stopped before it finished)"})
+        self.tracker.set_run_status(run_id, "KILLED")
+        logger.warning("evaluation %s lost: no heartbeat since %s; marked KILLED", run_id, since)
+        return True
 
 
 def _start(request: Request, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None) -> JSONResponse:
