@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -137,26 +135,15 @@ def test_copy_block_keeps_the_first_of_each_id_across_tables_fixed_and_row_path_
 
 @pytest.mark.postgres
 def test_add_copy_falls_back_when_another_writer_stores_an_id_first(pg_port):
-    import psycopg
-
     from conftest import new_pg_database
+    from test_ingest_fast import while_another_writer_holds_x1
 
     store = Store(new_pg_database(pg_port))
     store.migrate()
     parts, _ = _block([{**GOOD, "event_id": "x1"}, {**GOOD, "event_id": "x2", "prompt": "p"}])
     block = copy_block(parts)
-    dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(dsn) as other:
-        # The other writer holds x1 uncommitted: our COPY waits on it, then fails and takes the staging path.
-        other.execute("INSERT INTO feedback (event_id, ts, model_version, prompt, response, segment, metadata, source, "
-                      "ingested_at) VALUES ('x1', now(), '', 'o', '', '{}', '{}', 'o', now())")
-        result: list = []
-        worker = threading.Thread(target=lambda: result.append(store.add_copy(block, [], ("k", "1"))))
-        worker.start()
-        time.sleep(1.0)
-        other.commit()
-        worker.join(30)
-    assert result == [(1, 1)]  # x2 stored, x1 counted as a duplicate: the other writer's row stays
+    # x2 stored, x1 counted as a duplicate: the other writer's row stays.
+    assert while_another_writer_holds_x1(store, lambda: store.add_copy(block, [], ("k", "1"))) == (1, 1)
     assert store.add_copy(block, [{"source": "s", "raw": "r", "field": "f", "reason": "why"}], ("k", "2")) == (0, 2)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT event_id, prompt FROM feedback ORDER BY 1")).all() == [("x1", "o"), ("x2", "p")]

@@ -235,13 +235,33 @@ def test_generated_rows_are_stored_identically_by_both_paths(pair, tmp_path, lin
     same_both_ways(pair, [path], batch_lines=batch)
 
 
-@pytest.mark.postgres
-def test_postgres_copy_falls_back_when_another_writer_stores_an_id_first(pg_url):
+def while_another_writer_holds_x1(store: Store, write):
+    """`write()`'s result when another connection has inserted id x1 uncommitted and commits a second later.
+
+    The writer's COPY waits on the other transaction, then fails on x1 and takes the
+    staging path: the other writer's row stays and x1 counts as a duplicate.
+    """
     import threading
     import time
 
     import psycopg
 
+    dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as other:
+        other.execute("INSERT INTO feedback (event_id, ts, model_version, prompt, response, segment, metadata, source, "
+                      "ingested_at) VALUES ('x1', now(), '', 'o', '', '{}', '{}', 'o', now())")
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(write()))
+        worker.start()
+        time.sleep(1.0)
+        other.commit()
+        worker.join(30)
+    assert len(result) == 1, "the write did not finish"
+    return result[0]
+
+
+@pytest.mark.postgres
+def test_postgres_copy_falls_back_when_another_writer_stores_an_id_first(pg_url):
     from driftloop.store.models import utcnow
 
     store = Store(pg_url)
@@ -249,18 +269,7 @@ def test_postgres_copy_falls_back_when_another_writer_stores_an_id_first(pg_url)
     now = utcnow()
     row = ("x1", now, "", "p", "", None, None, None, None, "{}", None, None, None, "{}", "s", now)
     rows = [row, ("x2", *row[1:])]
-    dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(dsn) as other:
-        # The other writer holds x1 uncommitted: our SELECT cannot see it, our COPY waits on it.
-        other.execute("INSERT INTO feedback (event_id, ts, model_version, prompt, response, segment, metadata, source, "
-                      "ingested_at) VALUES ('x1', now(), '', 'o', '', '{}', '{}', 'o', now())")
-        result: list = []
-        worker = threading.Thread(target=lambda: result.append(store.add_rows(rows, [], ("k", "1"))))
-        worker.start()
-        time.sleep(1.0)
-        other.commit()
-        worker.join(30)
-    assert result == [(1, 1)]  # x2 stored, x1 counted as a duplicate: the other writer's row stays
+    assert while_another_writer_holds_x1(store, lambda: store.add_rows(rows, [], ("k", "1"))) == (1, 1)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT event_id, prompt FROM feedback ORDER BY 1")).all() == [("x1", "o"), ("x2", "p")]
         assert c.execute(text("SELECT position FROM ingest_checkpoint WHERE source_key = 'k'")).scalar() == "1"

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.api.auth import require_token
+from driftloop.api.periodic import Periodic
 from driftloop.errors import DriftloopError, InputError
 from driftloop.evaluation import (
     KIND, RESULT_ARTIFACT, STATUS, EvaluationRequest, check_model_ref, check_registered, is_model_folder,
@@ -70,19 +71,10 @@ class EvaluationRunner:
         # Context variables of the code that built the app (Prefect keeps its settings, e.g. the
         # API URL of a test harness or profile, in them); pool threads would otherwise start empty.
         self._context = contextvars.copy_context()
-        self._stop = threading.Event()
-        self._beats: threading.Thread | None = None
+        self._beats = Periodic(api.evaluation_heartbeat_seconds, self.beat, "driftloop-eval-heartbeat")
 
     def start(self) -> None:
         """Mark this process's queued and running evaluations alive every `api.evaluation_heartbeat_seconds`."""
-        if self._beats is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(self.cfg.api.evaluation_heartbeat_seconds):
-                self.beat()
-
-        self._beats = threading.Thread(target=run, name="driftloop-eval-heartbeat", daemon=True)
         self._beats.start()
 
     def beat(self) -> None:
@@ -153,7 +145,7 @@ class EvaluationRunner:
 
     def shutdown(self) -> None:
         """Stop taking work; evaluations still waiting are marked failed (KILLED) with the reason."""
-        self._stop.set()
+        self._beats.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for run_id, fut in list(self._queued.items()):
             if fut.cancelled():

@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from driftloop.api.periodic import Periodic
+
 _LOG = logging.getLogger("driftloop.api")
 
 
@@ -35,8 +37,7 @@ class QuarantineWatch:
         self.cfg, self.store = cfg, store
         self._send = send or send_alert
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._windows = Periodic(cfg.alerts.api_quarantine_window_seconds, self.flush, "driftloop-quarantine-watch")
         self._reset()
 
     def _reset(self) -> None:
@@ -71,20 +72,10 @@ class QuarantineWatch:
 
     def start(self) -> None:
         """Close a window every `alerts.api_quarantine_window_seconds` in a daemon thread (no webhooks: no thread)."""
-        if not self.cfg.alerts.webhooks or self._thread is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(self.cfg.alerts.api_quarantine_window_seconds):
-                self.flush()
-
-        self._thread = threading.Thread(target=run, name="driftloop-quarantine-watch", daemon=True)
-        self._thread.start()
+        if self.cfg.alerts.webhooks:
+            self._windows.start()
 
     def stop(self) -> None:
         """Stop the thread and judge the window so far (at shutdown: nothing counted is left unjudged)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        if self._windows.stop():
             self.flush()
