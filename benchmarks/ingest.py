@@ -10,8 +10,10 @@ texts). Then, each arm in its own child process so that its peak RSS is its own:
    schema types, inserted with `sqlite3.executemany` in transactions of the same
    size (`--batch`), after dropping bad rows and duplicates: the floor;
 3. and 4. the same on PostgreSQL (`--pg-url`, an empty database per arm is made
-   with a suffix): driftloop's bulk path (COPY into a staging table, then
-   INSERT ... ON CONFLICT) against raw psycopg 3 COPY of the pre-parsed rows.
+   with a suffix): driftloop's bulk path (COPY text built from arrow columns,
+   copied straight into the table; a staging table and INSERT ... ON CONFLICT
+   only where an id is already stored) against raw psycopg 3 COPY of the
+   pre-parsed rows.
 
 Rows/s is input rows per second for driftloop and inserted rows per second for the
 raw arms. Prints each arm, both ratios (goal >= 0.5) and peak RSS (goal <= 500 MB),
