@@ -13,10 +13,10 @@ with peak memory no higher than the baseline's.
     python benchmarks/finetune_gpu.py --smoke               # seconds on a CPU (tests run this)
 
 The baselines of the modes run first, then driftloop's variants in the order given. A variant
-is `MODE[+pure][+compile[+ma]]`: MODE is lora or full; `+pure` is `precision: bf16-pure` (bf16
+is `MODE[+pure][+compile]`: MODE is lora or full; `+pure` is `precision: bf16-pure` (bf16
 weights, fp32 masters in the optimizer) instead of bf16 autocast with fp32 trainable weights;
 `+compile` is `compile: true` (torch.compile of the backbone and of the loss's softmax, causal
-SDPA kept on the flash kernel); `+ma` adds `compile_mode: max-autotune-no-cudagraphs`. Driftloop's side times STEPS steps after WARMUP warm-up steps
+SDPA kept on the flash kernel). Driftloop's side times STEPS steps after WARMUP warm-up steps
 (a first `fit` call that compiles), from a synchronised start to `fit`'s final synchronise.
 Each run prints one JSON line; a run that fails prints its error and the next one goes on; a
 run that would start after `--budget-s` is skipped. The last line is a summary with the
@@ -88,7 +88,6 @@ def run_driftloop(base, variant: str) -> dict:
                            target_modules=QWEN2_LINEAR, lora_r=16, lora_alpha=32, learning_rate=1e-4,
                            batch_size=base.B, max_length=base.T, max_steps=steps, epochs=1.0, warmup_ratio=0.0,
                            device=device.type, precision=precision, compile="compile" in flags, packing=True,
-                           compile_mode="max-autotune-no-cudagraphs" if "ma" in flags else "default",
                            attn_implementation=cfg._attn_implementation or "sdpa")
 
     model = prepare_model(model, spec(base.WARMUP))
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="path of gpu_lora_baseline.py")
     p.add_argument("--modes", default="lora,full", help="comma-separated: lora, full (baselines, and a filter)")
     p.add_argument("--variants", default=None,
-                   help=f"driftloop runs in order, MODE[+pure][+compile[+ma]] (default {','.join(DEFAULT_VARIANTS)})")
+                   help=f"driftloop runs in order, MODE[+pure][+compile] (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default: the baseline's)")
     p.add_argument("--budget-s", type=float, default=450.0, help="skip runs that would start after this")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, no compile: a seconds-long check")
@@ -172,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",") if args.variants else list(SMOKE_VARIANTS if args.smoke else DEFAULT_VARIANTS)
     for v in variants:
         mode, *flags = v.split("+")
-        if mode not in ("lora", "full") or not set(flags) <= {"pure", "compile", "ma"} or (
-                "ma" in flags and "compile" not in flags):
-            raise SystemExit(f"--variants: {v!r} is not MODE[+pure][+compile[+ma]] with MODE lora or full")
+        if mode not in ("lora", "full") or not set(flags) <= {"pure", "compile"}:
+            raise SystemExit(f"--variants: {v!r} is not MODE[+pure][+compile] with MODE lora or full")
     variants = [v for v in variants if v.split("+")[0] in modes]
     if args.smoke:
         variants = [v for v in variants if "compile" not in v]  # compiling on a CPU takes minutes

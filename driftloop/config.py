@@ -229,7 +229,6 @@ class RetrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).")
     chunked_loss: bool = Field(default=True, description="Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
     compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
-    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(default="default", description="With compile: `max-autotune-no-cudagraphs` lets Inductor time several GEMM kernels per shape and keep the fastest (a longer first compile).")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(default="sdpa", description="Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
     checkpoint_every: int = Field(default=0, ge=0, description="Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
 

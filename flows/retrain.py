@@ -86,7 +86,7 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             target_modules=list(r.lora.target_modules), learning_rate=r.learning_rate, epochs=r.epochs,
             batch_size=r.batch_size, max_length=r.max_length, seed=r.seed, device=cfg.model.device,
             data_digest=manifest["digest"], packing=r.packing, precision=r.precision, chunked_loss=r.chunked_loss,
-            compile=r.compile, compile_mode=r.compile_mode, attn_implementation=r.attn_implementation, checkpoint_every=r.checkpoint_every,
+            compile=r.compile, attn_implementation=r.attn_implementation, checkpoint_every=r.checkpoint_every,
         )
         spec.to_json(job_dir / "spec.json")
         tr.log_params(run_id, {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, "base_version": base_version})

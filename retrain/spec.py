@@ -28,7 +28,6 @@ METHODS = ("lora", "qlora", "full")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -70,9 +69,6 @@ class RetrainSpec:
     chunked_loss: bool = True  # cross-entropy over hidden-state chunks: full logits never materialised
     loss_chunk_tokens: int = 0  # tokens per loss chunk; 0 = about 1 GiB of fp32 logits per chunk
     compile: bool = False  # torch.compile the transformer backbone and the loss's per-chunk softmax
-    # torch.compile mode of the backbone: "default", or "max-autotune-no-cudagraphs" (Inductor times
-    # several GEMM kernels per shape and keeps the fastest: a longer first compile).
-    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = "default"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
     # Resilience: write <output_dir>.checkpoint every N optimizer steps (0 = never); rerunning the
     # same spec resumes from it.
@@ -114,7 +110,6 @@ class RetrainSpec:
             ("output_dir", bool(self.output_dir), "must not be empty"),
             ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
             ("attn_implementation", self.attn_implementation in ATTENTION, f"must be one of {', '.join(ATTENTION)}"),
-            ("compile_mode", self.compile_mode in COMPILE_MODES, f"must be one of {', '.join(COMPILE_MODES)}"),
             ("loss_chunk_tokens", self.loss_chunk_tokens >= 0, "must be >= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
         ]

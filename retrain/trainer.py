@@ -215,7 +215,7 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
     packing = spec.packing if spec.packing is not None else device.type == "cuda"
     backbone = decoder_backbone(model) if spec.chunked_loss else None
     if spec.compile:
-        backbone = _compiled(backbone if backbone is not None else model, spec.compile_mode)
+        backbone = _compiled(backbone if backbone is not None else model)
     stride = max(1, total // 1000)  # keep the loss curve at <= ~1000 points
     lag = 1 if device.type == "cuda" else 0  # steps whose loss may still be in flight
     pending: list[tuple[int, torch.Tensor, Any]] = []
@@ -301,18 +301,16 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
             "train_seconds": round(seconds, 3), "tokens": tokens_before + tokens,
             "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
             "padding_fraction": round(1 - tokens / max(slots, 1), 4), "precision": precision,
-            "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile,
-            "compile_mode": spec.compile_mode if spec.compile else None}
+            "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile}
 
 
-def _compiled(module, mode: str = "default"):
-    # One compiled wrapper per module and mode, so a second fit() on the same model reuses its
-    # graphs. Kept in the module's __dict__ (not registered as a submodule: no state_dict entry);
-    # the cycle module <-> wrapper goes with the module.
-    key = f"_driftloop_compiled_{mode}"
-    if key not in vars(module):
-        object.__setattr__(module, key, torch.compile(module, mode=None if mode == "default" else mode))
-    return vars(module)[key]
+def _compiled(module):
+    # One compiled wrapper per module, so a second fit() on the same model reuses its graphs. Kept
+    # in the module's __dict__ (not registered as a submodule: no state_dict entry); the cycle
+    # module <-> wrapper goes with the module.
+    if "_driftloop_compiled" not in vars(module):
+        object.__setattr__(module, "_driftloop_compiled", torch.compile(module))
+    return vars(module)["_driftloop_compiled"]
 
 
 def _start_read(value: torch.Tensor) -> tuple[torch.Tensor, Any]:

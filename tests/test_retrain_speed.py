@@ -310,16 +310,3 @@ def test_gpu_bf16_pure_follows_autocast_and_reports_every_step_in_order():
     assert curves["bf16-pure"][-1] < curves["bf16-pure"][0] - 0.2
     for a, b in zip(curves["bf16"], curves["bf16-pure"]):
         assert abs(a - b) < 0.05
-
-
-def test_compile_mode_is_a_checked_choice_and_each_mode_compiles_its_own_wrapper():
-    from retrain.trainer import _compiled
-
-    module = torch.nn.Linear(2, 2)
-    plain = _compiled(module)
-    assert _compiled(module) is plain  # a second fit() reuses the compiled graphs
-    tuned = _compiled(module, "max-autotune-no-cudagraphs")
-    assert tuned is not plain and _compiled(module, "max-autotune-no-cudagraphs") is tuned
-    assert "weight" in module.state_dict() and len(module.state_dict()) == 2  # no wrapper in the checkpoint
-    with pytest.raises(ValueError, match="compile_mode"):
-        RetrainSpec(base_model="m", data_path="d", output_dir="o", compile_mode="fastest")
