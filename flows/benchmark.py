@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from driftloop.types import MetricResult, SampleResults
 from evaluators.benchmark import TASKS_DIR, BenchmarkOutput
 from evaluators.cache import CachedTask, evaluate_cached, model_fingerprint, spec_hash
 from evaluators.golden import GoldenTask, split_corrections, write_golden_task
-from flows.common import StageParams, context, log, stage_run
+from flows.common import Context, StageParams, context, log, stage_run
 
 
 class BenchmarkParams(StageParams):
@@ -294,4 +295,24 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
         tr.log_metric_results(run_id, [m for ms in out.metrics.values() for m in ms])
         if golden:
             tr.log_artifacts(run_id, golden.yaml_path.parent, "golden_task")
+        if params.model == "champion" and cfg.monitor.workspace:
+            _save_figures(ctx, run_id, label, out)
         return out
+
+
+def _save_figures(ctx: Context, run_id: str, label: str, out: BenchmarkResult) -> None:
+    """The champion's scores as a snapshot of the Evidently workspace: the Bias tab plots the
+    `bias` suites (BBQ) over time beside the segment gaps. Only the champion's, so each series
+    follows the serving model. A dashboard never fails the stage: a failure is a warning."""
+    from dashboards.evidently_workspace import benchmark_figures, save_snapshot
+
+    cfg = ctx.cfg
+    try:
+        figures = benchmark_figures(out.metrics, {name: s.role for name, s in cfg.benchmark.suites.items()})
+        saved = save_snapshot(cfg.state_path / "evidently", cfg.project, None, name=f"benchmark champion v{label}",
+                              timestamp=datetime.now(timezone.utc), tags=["driftloop", "benchmark"], figures=figures,
+                              metadata={"mlflow_run_id": run_id, "model_version": label})
+        log().info("benchmark %s: figures saved to the Evidently workspace (snapshot %s)", label, saved.snapshot_id)
+    except Exception as e:  # noqa: BLE001 - the scores are already in MLflow
+        log().warning("benchmark %s: figures not saved to the Evidently workspace: %s", label,
+                      str(e).splitlines()[0][:200] if str(e) else type(e).__name__)

@@ -157,3 +157,23 @@ def test_a_benchmark_only_snapshot_feeds_the_bias_panel(tmp_path):
     assert '"group": "bbq"' in snap and '"field": "bias"' in snap and "0.12" in snap
     with pytest.raises(ValueError, match="neither a snapshot nor any figure"):
         save_snapshot(tmp_path, "shop", None, name="empty", figures=[MetricResult(name="x", value=None, source="quality")])
+
+
+def test_the_champions_benchmark_feeds_the_bias_panel_and_other_models_do_not(tmp_path, demo_model, prefect_harness,
+                                                                               one_torch_thread):
+    from flows.benchmark import BenchmarkParams, benchmark
+    from test_evaluate import make_world
+
+    cfg_path = make_world(tmp_path, demo_model)
+    # The canary task stands in for BBQ here: any suite with role `bias` is plotted on the Bias tab.
+    cfg_path.write_text(cfg_path.read_text().replace("workspace: false", "workspace: true")
+                        .replace("canary: {role: canary,", "fairness: {role: bias,"))
+    snapshots = lambda: sorted((tmp_path / "state" / "evidently").glob("*/snapshots/*.json"))  # noqa: E731
+    out = benchmark(BenchmarkParams(config=str(cfg_path), model="champion", suites=["fairness"]))
+    (snap,) = snapshots()
+    text = snap.read_text()
+    acc = out.metrics["fairness"][0]
+    assert acc.value is not None and '"field": "bias"' in text and '"group": "fairness"' in text
+    assert f'"mlflow_run_id": "{out.run_id}"' in text and '"benchmark"' in text
+    benchmark(BenchmarkParams(config=str(cfg_path), model="1", suites=["fairness"]))  # the same model by version
+    assert snapshots() == [snap]  # only the champion's runs make the series
