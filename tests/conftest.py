@@ -19,11 +19,16 @@ import atexit
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -269,3 +274,32 @@ def data_file(tmp_path) -> Path:
     pairs = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
     return write_jsonl([{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)],
                        tmp_path / "train.jsonl")
+
+
+@contextmanager
+def evidently_ui(workspace: str | Path) -> Iterator[tuple[str, list[dict]]]:
+    """`evidently ui` on `workspace` at a free loopback port: (its API base URL, the projects it lists).
+
+    Waits up to 90 s for the first answer; the server is stopped on exit.
+    """
+    import httpx
+
+    port = _free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(workspace),
+                           "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                projects = httpx.get(f"{api}/projects", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert ui.poll() is None, "evidently ui exited"
+                assert time.monotonic() < deadline, "evidently ui did not answer within 90 s"
+                time.sleep(0.5)
+        yield api, projects
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

@@ -4,14 +4,7 @@ request per panel)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,6 +15,7 @@ from dashboards.evidently_workspace import add_panels, benchmark_figures, figure
 from driftloop.config import MonitorConfig
 from driftloop.types import MetricResult
 from evaluators.monitoring import monitor_frames
+from conftest import evidently_ui  # tests/ is on sys.path
 
 BILLING_DROP = [0.0, 0.2, 0.5]  # how far billing's thumbs-up probability falls in windows 1..3
 
@@ -52,30 +46,10 @@ def workspace(tmp_path_factory):
     return ws, runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(workspace):
     ws, runs = workspace
     project_id = runs[0][0].project_id
-    port = _free_port()
-    ui = subprocess.Popen([str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(ws),
-                           "--host", "127.0.0.1", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                projects = httpx.get(f"{api}/projects", timeout=5).json()
-                break
-            except httpx.TransportError:
-                assert ui.poll() is None, "evidently ui exited"
-                assert time.monotonic() < deadline, "evidently ui did not answer within 90 s"
-                time.sleep(0.5)
+    with evidently_ui(ws) as (api, projects):
         assert [p["name"] for p in projects if p["id"] == project_id] == ["shop"]
         dash = httpx.get(f"{api}/v2/dashboards/{project_id}", timeout=10).json()
         titles = {p["id"]: p["title"] for p in dash["panels"]}
@@ -111,9 +85,6 @@ def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(wor
         # A run's page (drift report and the figures' widgets) still opens.
         page = httpx.get(f"{api}/projects/{project_id}/{runs[2][0].snapshot_id}/data", timeout=30)
         assert page.status_code == 200 and "latency_ms" in page.text and "segment_gap" in page.text
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
 
 
 def test_panels_are_added_once_and_tabs_listing_a_panel_twice_are_repaired(tmp_path):

@@ -4,14 +4,7 @@ by a real `evidently ui` on loopback) and the `driftloop monitor` table."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,6 +15,7 @@ from driftloop.config import load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 from driftloop.types import FeedbackEvent
+from conftest import evidently_ui  # tests/ is on sys.path
 
 # Starts Prefect's harness, MLflow and `evidently ui`: about 90 s on 2 cores.
 pytestmark = pytest.mark.slow
@@ -114,31 +108,11 @@ def test_the_second_run_reads_the_reference_from_the_profile_cache_with_the_same
     assert [m.model_dump() for m in second.reference] == [m.model_dump() for m in first.reference]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_evidently_ui_serves_the_project_and_the_runs_snapshots(monitored):
     _, first, second = monitored
     ws = first.workspace["workspace"]
     assert first.workspace["project_id"] == second.workspace["project_id"]
-    port = _free_port()
-    ui = subprocess.Popen([str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", ws,
-                           "--host", "127.0.0.1", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                projects = httpx.get(f"{base}/projects", timeout=5).json()
-                break
-            except httpx.TransportError:
-                assert ui.poll() is None, "evidently ui exited"
-                assert time.monotonic() < deadline, "evidently ui did not answer within 90 s"
-                time.sleep(0.5)
+    with evidently_ui(ws) as (base, projects):
         (proj,) = [p for p in projects if p["id"] == first.workspace["project_id"]]
         assert proj["name"] == "mon"
         snaps = httpx.get(f"{base}/projects/{proj['id']}/snapshots", timeout=10).json()
@@ -147,9 +121,6 @@ def test_evidently_ui_serves_the_project_and_the_runs_snapshots(monitored):
         assert by_id[first.workspace["snapshot_id"]]["metadata"]["mlflow_run_id"] == first.run_id
         page = httpx.get(f"{base}/projects/{proj['id']}/{first.workspace['snapshot_id']}/data", timeout=30)
         assert page.status_code == 200 and "latency_ms" in page.text
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
 
 
 def test_driftloop_monitor_prints_the_compact_table(monitored, capsys, monkeypatch):

@@ -136,14 +136,19 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows:
         # ON COMMIT DELETE ROWS: the staging table is empty at the start of every transaction.
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         cur.execute(f"TRUNCATE {tmp}")
-        with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
-            if isinstance(rows, bytes):
-                copy.write(rows)
-            else:
-                for r in rows:
-                    copy.write_row(r)
+        copy_into(cur, f"{tmp} ({cols})", rows)
         cur.execute(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({key}) DO NOTHING")
         return cur.rowcount
+
+
+def copy_into(cur: Any, target: str, rows: list[tuple] | bytes) -> None:
+    """psycopg 3 `COPY target FROM STDIN` of rows: tuples in the driver's types, or COPY text as it is."""
+    with cur.copy(f"COPY {target} FROM STDIN") as copy:
+        if isinstance(rows, bytes):
+            copy.write(rows)
+        else:
+            for r in rows:
+                copy.write_row(r)
 
 
 def _sqlite_insert_rows(dbapi: Any, head: str, width: int, rows: list[tuple]) -> None:

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, func, select, text
 
-from driftloop.store.engine import WRITE, bulk_insert_ignore, driver_value, insert_ignore, make_engine, upsert
+from driftloop.store.engine import (
+    WRITE, bulk_insert_ignore, copy_into, driver_value, insert_ignore, make_engine, upsert,
+)
 from driftloop.store.loop import LoopStateMixin
 from driftloop.store.models import (
     EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, utcnow,
@@ -383,12 +385,7 @@ def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> 
     dbapi = conn.connection.driver_connection
     try:
         with dbapi.transaction(), dbapi.cursor() as cur:  # a savepoint inside the caller's transaction
-            with cur.copy(f"COPY feedback ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
-                if isinstance(rows, bytes):
-                    copy.write(rows)
-                else:
-                    for r in rows:
-                        copy.write_row(r)
+            copy_into(cur, f"feedback ({', '.join(EVENT_COLUMNS)})", rows)
     except psycopg.errors.UniqueViolation:
         return bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
     return n if isinstance(rows, bytes) and n is not None else len(rows)
