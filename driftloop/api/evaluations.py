@@ -169,29 +169,30 @@ class EvaluationRunner:
             "suites": [s for s in tags.get("driftloop.suites", "").split(",") if s],
             "requested_by": tags.get("driftloop.requested_by", ""), "link": tr.run_link(run_id),
         }
-        if out["status"] in ("queued", "running") and self._lost(run_id, tags):
-            out["status"] = "failed"
-            tags = tr.run_record(run_id)["tags"]
+        if out["status"] in ("queued", "running"):
+            lost = self._lost(run_id, tags)
+            if lost:
+                out["status"], tags = "failed", {**tags, "driftloop.error": lost}
         if out["status"] == "finished":
             out["results"] = tr.read_json(run_id, RESULT_ARTIFACT)
         if out["status"] == "failed":
             out["error"] = tags.get("driftloop.error", "failed without a recorded reason")
         return out
 
-    def _lost(self, run_id: str, tags: dict[str, str]) -> bool:
-        """True (and the run marked KILLED with the reason) when the evaluation's heartbeat is too old."""
+    def _lost(self, run_id: str, tags: dict[str, str]) -> str | None:
+        """The reason, once the run is marked KILLED with it, when the evaluation's heartbeat is too old; else None."""
         try:
             last = float(tags[HEARTBEAT])
         except (KeyError, ValueError):
-            return False  # a run from before heartbeats: nothing to judge by
+            return None  # a run from before heartbeats: nothing to judge by
         if run_id in self._queued or time.time() - last <= self.cfg.api.evaluation_lost_after_seconds:
-            return False
+            return None
         since = datetime.fromtimestamp(last, tz=timezone.utc).isoformat(timespec="seconds")
-        self.tracker.set_tags(run_id, {"driftloop.error": f"lost: no heartbeat since {since} (the API process that "
-                                                          f"held it stopped before it finished)"})
+        reason = f"lost: no heartbeat since {since} (the API process that held it stopped before it finished)"
+        self.tracker.set_tags(run_id, {"driftloop.error": reason})
         self.tracker.set_run_status(run_id, "KILLED")
         logger.warning("evaluation %s lost: no heartbeat since %s; marked KILLED", run_id, since)
-        return True
+        return reason
 
 
 def _start(request: Request, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None) -> JSONResponse:
