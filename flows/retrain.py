@@ -67,7 +67,7 @@ def fine_tune(spec: RetrainSpec):
     return train(spec, progress=progress)
 
 
-@flow(name="retrain")
+@flow(name="finetune")
 def retrain(params: StageParams = StageParams()) -> RetrainResult:
     """Fine-tune the champion on curated feedback and register the result with alias `challenger`."""
     ctx = context(params)
