@@ -16,12 +16,25 @@ from pydantic import Discriminator, Field, SecretStr, Tag, model_validator
 from driftloop.config_base import _Section
 
 
-class FieldMapping(_Section):
-    """How a team's own field names map onto `FeedbackEvent` fields."""
+# FeedbackEvent fields that a row may lack even where the mapping names them: feedback
+# (a rating, a thumb, a correction) and telemetry arrive on some rows only.
+OPTIONAL_FIELDS = frozenset({"rating", "thumbs_up", "correction", "latency_ms", "tokens_in", "tokens_out",
+                             "segment", "metadata"})
 
-    fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names.")
+
+class FieldMapping(_Section):
+    """How a team's own field names map onto `FeedbackEvent` fields.
+
+    A name in the mapping is a promise that the rows carry that field, so a
+    misspelt name must never store rows with an empty response or no rating:
+    a mapped field that no row of a run's first batch holds stops the run
+    before anything is stored, and a row without a mapped field that every
+    event needs is quarantined (see `fields`).
+    """
+
+    fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names. A row that lacks a mapped field is quarantined (`mapped field 'answer' (-> response) missing`), unless it maps an optional field (rating, thumbs_up, correction, latency_ms, tokens_in, tokens_out, metadata), which may be missing from some rows; a null value is a value, not a missing field. A mapped field (or segment field) that no row of a run's first batch holds is a typo: the run stops with an error naming the source and the field, and stores nothing. An optional one is exempt when the run resumes a source with less than a batch of new rows, which may all lack it.")
     rating_scale: Literal["stars", "thumbs", "unit"] = Field(default="stars", description="Scale of the source's rating: `stars` (1-5, -> (s-1)/4), `thumbs` (up/down, true/false, 1/0 -> 1.0/0.0, also sets thumbs_up) or `unit` (already 0-1). The raw value is kept in rating_raw.")
-    segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`.")
+    segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`. A row may lack one; one that no row of a run's first batch holds is a typo (see `fields`).")
 
     @model_validator(mode="after")
     def _known(self) -> "FieldMapping":

@@ -11,11 +11,17 @@ from typing import Any
 from prefect import flow, task
 
 from driftloop.alerts.events import quarantine_alert, quarantined_share
+from driftloop.errors import ConfigError
 from driftloop.ingest import check_sources, ingest_config, source_files
 from flows.common import StageParams, alert, context, log, stage_run
 
 
-@task(name="ingest-sources", retries=2, retry_delay_seconds=5)
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed read (a database away for a moment), never a wrong config (a mapping typo): it fails alike."""
+    return not isinstance(state.data, ConfigError)
+
+
+@task(name="ingest-sources", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
 def ingest_task(params: StageParams) -> dict[str, Any]:
     ctx = context(params)
     files = source_files(ctx.cfg)

@@ -176,3 +176,14 @@ def test_driftloop_serve_takes_its_token_from_the_environment(tmp_path):
         proc.terminate()
         proc.wait(20)
     assert (tmp_path / ".driftloop" / "store.db").exists()
+
+
+def test_an_event_without_the_mapped_field_is_rejected_naming_it(server):
+    url, store = server
+    r = post(url, [{"event_id": "m1", "ts": TS, "prompt": "under its own name", "rating": "up"},  # the mapping says q
+                   {"event_id": "m2", "ts": TS, "q": "mapped prompt"}]).json()               # no rating: optional
+    assert (r["received"], r["accepted"], r["quarantined"]) == (2, 1, 1)
+    assert r["reasons"] == {"prompt: mapped field 'q' (-> prompt) missing": 1}
+    assert r["rejected"] == [{"index": 0, "field": "prompt", "problem": "mapped field 'q' (-> prompt) missing"}]
+    with store.engine.connect() as c:
+        assert c.execute(text("SELECT event_id, prompt, rating FROM feedback")).all() == [("m2", "mapped prompt", None)]

@@ -35,8 +35,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 import orjson
 
 from driftloop.config import FileSource
-from driftloop.errors import InputError
+from driftloop.errors import ConfigError, InputError
 from driftloop.ingest import columnar, worker
+from driftloop.ingest.mapping import unmapped
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
@@ -361,14 +362,23 @@ def run_batches(store: Store, records: Iterator[Record], start: Any, parser: Row
     watermark the next row shares), so a batch only ends at a real position.
     `position(p)` turns a record position into checkpoint text. A read error
     of the underlying stream (OSError, a corrupt gzip) ends the source and is
-    kept in `fr.error`; what was read before it is committed.
+    kept in `fr.error`; what was read before it is committed. Raises
+    ConfigError, before the first commit, for a mapped field that no row of
+    the first batch holds (`mapping.unmapped`).
     """
     events: list[FeedbackEvent] = []
     quarantine: list[dict[str, Any]] = []
     offset = committed = safe = start
+    m = parser.mapping
+    first: list[dict[str, Any]] | None = [] if m.fields or m.segment_fields else None  # the first batch's rows
 
-    def flush() -> None:
-        nonlocal committed
+    def flush(full: bool = False) -> None:
+        nonlocal committed, first
+        if first is not None:
+            typo = unmapped(m, first, resumed=bool(start), full=full)
+            if typo:
+                raise ConfigError(f"{source}: {typo}; nothing was stored")
+            first = None
         accepted, dups = store.add_batch(events, quarantine, source, (key, position(safe)))
         fr.accepted += accepted
         fr.duplicates += dups
@@ -383,6 +393,8 @@ def run_batches(store: Store, records: Iterator[Record], start: Any, parser: Row
     try:
         for offset, obj, raw in records:
             fr.read += 1
+            if first is not None and isinstance(obj, dict):
+                first.append(obj)
             try:
                 if isinstance(obj, RowError):
                     raise obj
@@ -395,7 +407,7 @@ def run_batches(store: Store, records: Iterator[Record], start: Any, parser: Row
             if offset is not None:
                 safe = offset
                 if len(events) + len(quarantine) >= batch_rows:
-                    flush()
+                    flush(full=True)
     except (OSError, EOFError, zlib.error) as e:
         fr.error = f"unreadable after position {safe}: {e}"
     if events or quarantine or safe != committed:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from driftloop.config import FieldMapping
+from driftloop.config_ingest import OPTIONAL_FIELDS
 from driftloop.ingest.rows import RowError
 
 NUMERIC = {"latency_ms": float, "tokens_in": int, "tokens_out": int}
@@ -28,8 +29,10 @@ _IDENTITY = FieldMapping()
 def map_row(obj: Any, mapping: FieldMapping = _IDENTITY, text_cells: bool = False, typed: bool = False) -> Any:
     """Rename mapped fields, collect segment fields, and type text cells; other keys pass through.
 
-    A mapped field missing from the row is simply absent (parse_row then says
-    what is missing). Segment values become strings; an empty one is dropped.
+    A mapped field missing from the row raises RowError naming the user's
+    field (`mapped field 'answer' (-> response) missing`), unless it maps one
+    of OPTIONAL_FIELDS, which some rows lack; then the event has no value
+    there. Segment values become strings; an empty one is dropped.
     `typed` (Parquet, SQL) turns dates, decimals and bytes into JSON values.
     Raises RowError for a segment column that holds a nested value.
     """
@@ -40,7 +43,10 @@ def map_row(obj: Any, mapping: FieldMapping = _IDENTITY, text_cells: bool = Fals
     if mapping.fields or mapping.segment_fields:
         out = dict(obj)
         for field, name in mapping.fields.items():
-            if name != field and name in out:
+            if name not in out:
+                if field not in OPTIONAL_FIELDS:
+                    raise RowError(field, f"mapped field {name!r} (-> {field}) missing")
+            elif name != field:
                 out[field] = out.pop(name)
         if mapping.segment_fields:
             seg = out.get("segment")
@@ -71,6 +77,26 @@ def map_row(obj: Any, mapping: FieldMapping = _IDENTITY, text_cells: bool = Fals
     if typed:
         return {k: v if k == "ts" else _plain(v) for k, v in obj.items()}
     return obj
+
+
+def unmapped(mapping: FieldMapping, rows: list[dict[str, Any]], resumed: bool, full: bool) -> str | None:
+    """What no row of a source's first batch holds, as one line naming the user's field, or None.
+
+    `rows` are the batch's decoded rows before mapping. A name the mapping
+    gives that none of them carries is a typo, not data: storing the batch
+    would keep every row without that value. An optional field (and a segment
+    field) is exempt when the run `resumed` a source part-way and the batch is
+    not `full`: a few new rows may all lack it. No rows: nothing to judge.
+    """
+    if not rows:
+        return None
+    names = [(name, f"mapped field {name!r} (-> {field})", field in OPTIONAL_FIELDS)
+             for field, name in mapping.fields.items()]
+    names += [(name, f"segment field {name!r}", True) for name in mapping.segment_fields]
+    for name, what, optional in names:
+        if (not optional or full or not resumed) and not any(name in r for r in rows):
+            return f"{what} is in none of the {len(rows)} rows of the first batch"
+    return None
 
 
 def _number(s: str, kind: type) -> Any:
