@@ -1,10 +1,11 @@
-"""The README's configuration reference, generated from the pydantic model tree.
+"""The configuration reference page, generated from the pydantic model tree.
 
 Each config field is documented once, in its `Field(description=...)`; this
-module renders those into a markdown table, and a test keeps README.md in step.
+module renders those into a markdown table in docs/reference/configuration.md,
+and a test keeps that page in step with the code.
 
     $ python -m driftloop.config_doc            # print the table
-    $ python -m driftloop.config_doc --write    # replace it in README.md between the markers
+    $ python -m driftloop.config_doc --write    # replace it in the page between the markers
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from pydantic_core import PydanticUndefined
 from driftloop.config import Config
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "configuration.md"
 
 
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("driftloop.config.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
     return text.replace("|", "\\|")
+
+
+def _escape_html(text: str) -> str:
+    """`<` and `>` outside code spans as entities, so `<state_dir>` is shown, not taken for a tag."""
+    parts = text.split("`")
+    parts[::2] = [p.replace("<", "&lt;").replace(">", "&gt;") for p in parts[::2]]
+    return "`".join(parts)
 
 
 def _models(annotation) -> list[type[BaseModel]]:
@@ -66,7 +75,7 @@ def rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, s
         if subs and origin is None:
             out += rows(subs[0], f"{path}.")
             continue
-        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        desc = _escape_html(field.description or "").replace("|", "\\|").replace("\n", " ")
         out.append((path, _type_name(field.annotation) if not subs else "list/map of sections", _default(field), desc))
         for sub in subs:
             key = f"{path}[]." if origin is list else f"{path}.<name>."
@@ -86,15 +95,18 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path) -> None:
-    text = readme.read_text(encoding="utf-8")
+def write_page(page: Path = PAGE) -> None:
+    """Replace the table between the markers of `page` (which must hold both markers)."""
+    text = page.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{page}: the markers {START} and {END} are missing")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}", encoding="utf-8")
+    page.write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":  # pragma: no cover
     if "--write" in sys.argv:
-        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+        write_page()
     else:
         print(reference_markdown())

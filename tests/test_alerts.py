@@ -426,11 +426,11 @@ def test_dead_letter_migration_matches_the_model(store):
         assert compare_metadata(ctx, Base.metadata) == []
 
 
-def test_readme_shows_the_tested_receiver_verbatim():
-    """The README's copy-paste receiver (and its `verify`, the documented recipe) is this very file."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_alerts_page_shows_the_tested_receiver_verbatim():
+    """The alerts how-to's copy-paste receiver (and its `verify`, the documented recipe) is this very file."""
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "alerts.md").read_text(encoding="utf-8")
     start, end = "<!-- alerts-receiver:start -->", "<!-- alerts-receiver:end -->"
-    assert start in readme and end in readme, "paste the alerts section into README.md (see helper A's report)"
+    assert start in readme and end in readme, "docs/how-to/alerts.md: the receiver markers are missing"
     source = Path(recipe.__file__).read_text(encoding="utf-8")
     code = source.split('"""\n', 1)[1].lstrip("\n")  # the file after its module docstring
     assert readme.split(start, 1)[1].split(end, 1)[0].strip() == f"```python\n{code}```"

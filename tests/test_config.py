@@ -127,9 +127,9 @@ def test_validate_checks_config_tasks_and_prefect_yaml(tmp_path, capsys, monkeyp
     assert "did you mean driftloop_canary" in capsys.readouterr().err
 
 
-def test_readme_configuration_reference_matches_the_code():
+def test_configuration_reference_page_matches_the_code():
     from driftloop.config_doc import END, START, reference_markdown
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    documented = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    page = (REPO / "docs" / "reference" / "configuration.md").read_text(encoding="utf-8")
+    documented = page.split(START, 1)[1].split(END, 1)[0].strip()
     assert documented == reference_markdown(), "run: python -m driftloop.config_doc --write"
