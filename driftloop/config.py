@@ -15,15 +15,15 @@ Relative paths in the file are resolved against the file's own folder.
 from __future__ import annotations
 
 import glob
+from collections.abc import Mapping
 from datetime import datetime
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from driftloop.config_base import ENV_PREFIX, _Section
+from driftloop.config_base import ENV_PREFIX, _Section, read_layers
 # Sections kept in modules of their own, re-exported: `from driftloop.config import FileSource` still works.
 from driftloop.config_ingest import AnySource, ApiConfig, FieldMapping, FileSource, RedactionConfig, SqlSource
 from driftloop.config_ops import AlertEventType, AlertsConfig, RunnerConfig, WebhookConfig
@@ -302,26 +302,6 @@ def _format_error(origin: str, err: ValidationError) -> str:
     return f"{origin}: {loc}: {msg}{more}"
 
 
-def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, raw in sorted(env.items()):
-        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV:
-            continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
-        if not parts:
-            continue
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: conflicts with another DRIFTLOOP_ variable")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            node[parts[-1]] = raw
-    return out
-
-
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -334,43 +314,31 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def load_config(
     path: str | Path | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
     check_files: bool = True,
 ) -> Config:
     """Load, merge and validate the configuration; raise ConfigError with a one-line message.
 
     `path` None means `$DRIFTLOOP_CONFIG` or `./driftloop.yaml`; where neither exists the
-    defaults are used. `check_files` also verifies that the model path and the source
-    files exist. Nothing is written.
+    defaults are used. The layers, each read by a pydantic-settings source, are merged
+    key by key: defaults < the YAML file < DRIFTLOOP_* variables of `env` (default
+    os.environ) < `overrides`; the result is validated once, so an error names its key
+    path whichever layer set it. `check_files` also verifies that the model path and the
+    source files exist. Nothing is written.
     """
-    env = dict(os.environ) if env is None else env
+    env = os.environ if env is None else env
     explicit = path is not None or "DRIFTLOOP_CONFIG" in env
     cfg_path = Path(path or env.get("DRIFTLOOP_CONFIG") or "driftloop.yaml")
-    data: dict[str, Any] = {}
-    if cfg_path.exists():
-        try:
-            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{cfg_path}:{where}: not valid YAML") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{cfg_path}: not UTF-8 text") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{cfg_path}: the top level must be a mapping of keys")
-        data = loaded
-    elif explicit:
+    if explicit and not cfg_path.exists():
         raise ConfigError(f"{cfg_path}: config file not found")
+    data, env_part, over_part = read_layers(Config, cfg_path if cfg_path.exists() else None, env, overrides or {},
+                                            frozenset(RESERVED_ENV))
     origin = str(cfg_path)
-    env_part = _env_overrides(env)
     if env_part:
         data = _merge(data, env_part)
         origin = f"{cfg_path} (+DRIFTLOOP_* env)"
-    if overrides:
-        data = _merge(data, overrides)
+    data = _merge(data, over_part)
     if "base_dir" in data:
         raise ConfigError(f"{origin}: base_dir: unknown key")
     try:

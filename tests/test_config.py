@@ -133,3 +133,42 @@ def test_configuration_reference_page_matches_the_code():
     page = (REPO / "docs" / "reference" / "configuration.md").read_text(encoding="utf-8")
     documented = page.split(START, 1)[1].split(END, 1)[0].strip()
     assert documented == reference_markdown(), "run: python -m driftloop.config_doc --write"
+
+
+def test_env_values_are_parsed_by_the_type_of_their_field(tmp_path):
+    p = write(tmp_path, "policy:\n  alpha: 0.1\n  floors: {mean_rating: 0.5}\n")
+    cfg = load_config(p, check_files=False, env={
+        "DRIFTLOOP_POLICY__VERSION": "2",                       # a string field keeps the string "2"
+        "DRIFTLOOP_PROJECT": "2026",
+        "DRIFTLOOP_POLICY__ALPHA": "0.01",                      # a float
+        "DRIFTLOOP_POLICY__MIN_N": "40",                        # an int
+        "DRIFTLOOP_MONITOR__PROFILE_CACHE": "false",            # a bool
+        "DRIFTLOOP_MONITOR__FEATURES": '["a","b"]',             # a list, as JSON
+        "DRIFTLOOP_MONITOR__SEGMENT_FIELDS": "[topic, tier]",   # or as YAML
+        "DRIFTLOOP_POLICY__FLOORS__THUMBS_UP_RATE": "0.6",      # one key of a mapping, beside the file's
+        "DRIFTLOOP_CONFIG": str(p), "DRIFTLOOP_LOG_LEVEL": "debug", "DRIFTLOOP_HOME": "/srv",  # not config keys
+    })
+    assert (cfg.policy.version, cfg.project, cfg.policy.alpha, cfg.policy.min_n) == ("2", "2026", 0.01, 40)
+    assert cfg.monitor.profile_cache is False
+    assert (cfg.monitor.features, cfg.monitor.segment_fields) == (["a", "b"], ["topic", "tier"])
+    assert cfg.policy.floors == {"mean_rating": 0.5, "thumbs_up_rate": 0.6}
+
+
+def test_precedence_is_defaults_then_yaml_then_env_then_overrides(tmp_path):
+    p = write(tmp_path, "policy:\n  alpha: 0.1\n  min_n: 50\nstate_dir: st\n")
+    env = {"DRIFTLOOP_POLICY__ALPHA": "0.01", "DRIFTLOOP_POLICY__DEBOUNCE_N": "3"}
+    cfg = load_config(p, env=env, check_files=False, overrides={"policy": {"debounce_n": 4}})
+    assert (cfg.policy.alpha, cfg.policy.min_n, cfg.policy.debounce_n, cfg.policy.cooldown_hours) == (0.01, 50, 4, 0.0)
+    assert cfg.state_path == tmp_path / "st"  # relative to the file, whatever the working directory
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"DRIFTLOOP_POLICY__ALPHA": "lots"}, "(+DRIFTLOOP_* env): policy.alpha: Input should be a valid number"),
+    ({"DRIFTLOOP_POLCY__ALPHA": "0.1"}, "(+DRIFTLOOP_* env): polcy: unknown key"),
+    ({"DRIFTLOOP_BASE_DIR": "/elsewhere"}, "base_dir: unknown key"),
+    ({"DRIFTLOOP_MONITOR__FEATURES": "[a, b"}, "DRIFTLOOP_MONITOR__FEATURES: neither JSON nor YAML"),
+])
+def test_a_bad_env_value_is_one_line_naming_the_key(tmp_path, env, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, ""), env=env, check_files=False)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
