@@ -8,7 +8,11 @@ from driftloop.commands import config
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("validate", help="check the config, the lm-eval tasks it names, and prefect.yaml")
+    p = sub.add_parser("validate", help="check the config, the lm-eval tasks and metrics it names, and prefect.yaml")
+    p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="driftloop.yaml to check (as `driftloop -c`)")
+    p.add_argument("--prefect", default=None, metavar="PREFECT_YAML",
+                   help="prefect.yaml to check (default: the one beside the config, else in the working directory; "
+                        "with neither, it is not checked)")
     p.set_defaults(handler=validate)
     p = sub.add_parser("demo", help="build the demo model, simulate production feedback, run the loop")
     p.add_argument("--resume", action="store_true", help="keep earlier demo state instead of starting clean")
@@ -31,7 +35,7 @@ def add_commands(sub) -> None:
 def validate(args: argparse.Namespace) -> int:
     from driftloop.validate import validate as run
 
-    for line in run(args.config):
+    for line in run(args.config, args.prefect):
         print(line)
     return 0
 
