@@ -36,6 +36,8 @@ __all__ = [
     "WindowConfig", "check_config_files", "load_config", "looks_like_path",
 ]
 from driftloop.errors import ConfigError
+from driftloop.loopstate import MAX_BREACHES
+from driftloop.types import Direction, MetricSpec, MetricTolerance
 
 # Environment variables with the prefix that are not config keys.
 RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL", "DRIFTLOOP_HOME"}
@@ -105,7 +107,9 @@ class MonitorConfig(_Section):
     text: TextDriftConfig = TextDriftConfig()
 
 
-class TaskSpec(_Section):
+class TaskSpec(_Section, MetricTolerance):
+    """One lm-eval task of a suite, and what better means for its metric of record."""
+
     name: str = Field(description="lm-eval task name (built-in, a YAML task in evaluators/tasks, or `driftloop_golden`).")
     kind: Literal["builtin", "project", "golden"] = "project"
     limit: int | None = Field(default=None, gt=0, description="At most this many items.")
@@ -113,9 +117,17 @@ class TaskSpec(_Section):
     metric: str = Field(default="acc", description="Metric of record.")
     data_dir: str | None = Field(default=None, description="Built-in tasks: local folder that replaces the hub dataset (relative to the config file). Files named after a split (test.jsonl, validation.jsonl, ...) feed that split; otherwise every data file feeds the task's test split. Unset: the hub dataset, as lm-eval fetches it.")
     data_files: list[str] | None = Field(default=None, description="Built-in tasks with data_dir: file names or globs inside data_dir to read (default: every .jsonl/.json/.csv/.parquet file), e.g. [Religion.jsonl] for one BBQ category.")
+    direction: Direction | None = Field(default=None, description="higher or lower is better for `metric`; default: the task's own `higher_is_better` in lm-eval (higher where it declares none). Not with `target`.")
+
+    def metric_spec(self, declared: Direction = "higher") -> MetricSpec:
+        """The spec of the metric of record; `declared` is the direction lm-eval's task declares."""
+        return MetricSpec(direction=self.direction or declared, target=self.target, margin=self.margin,
+                          relative_margin=self.relative_margin, bounds=self.bounds)
 
     @model_validator(mode="after")
     def _local_data(self) -> "TaskSpec":
+        if self.target is not None and self.direction is not None:
+            raise ValueError(f"task {self.name}: give a direction or a target, not both")
         if self.kind != "builtin" and (self.data_dir or self.data_files):
             raise ValueError(f"task {self.name}: data_dir/data_files apply to built-in tasks only (kind: builtin)")
         if self.data_files and not self.data_dir:
@@ -169,7 +181,9 @@ class PolicyConfig(_Section):
     min_improvement: float = Field(default=0.0, ge=0, description="Challenger must beat the champion on target suites by more than this (one-sided test).")
     margins: dict[str, float] = Field(
         default_factory=lambda: {"canary": 0.05, "bias": 0.02},
-        description="Absolute non-inferiority margins by suite role.",
+        description="Absolute non-inferiority margins by suite role, for metrics bounded in [0, 1] (accuracies, "
+                    "rates); a metric on another scale needs its own `margin` (benchmark.suites.*.tasks[].margin) "
+                    "or a relative margin, else the gate gives no verdict on it.",
     )
     relative_margins: dict[str, float] = Field(
         default_factory=dict,
@@ -179,7 +193,7 @@ class PolicyConfig(_Section):
     lease_seconds: float = Field(default=3600, gt=0, description="Lease a cycle holds on the loop state, in seconds; "
                                  "must outlast the longest stage (retrain), or another cycle may take over.")
     debounce_m: int = Field(default=1, ge=1, description="M of the last N windows must breach.")
-    debounce_n: int = Field(default=1, ge=1)
+    debounce_n: int = Field(default=1, ge=1, le=MAX_BREACHES, description=f"N of debounce: the windows looked back on (the loop keeps the last {MAX_BREACHES}).")
     cooldown_hours: float = Field(default=0.0, ge=0, description="Minimum time between retrains.")
     max_retrains_per_day: int = Field(default=3, ge=0, description="Retrain budget.")
     retrain_via: Literal["inline", "event"] = Field(
@@ -223,6 +237,7 @@ class RetrainConfig(_Section):
     learning_rate: float = Field(default=5e-3, gt=0)
     batch_size: int = Field(default=16, ge=1)
     max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
+    min_train_items: int = Field(default=1, ge=1, description="Fewest corrected training-pool items a retrain needs; with fewer, a regression is recorded as 'nothing to train on', alerted (retrain.skipped) and the loop cools down.")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
     seed: int = 0
     packing: bool | None = Field(default=None, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU (measured faster there).")

@@ -44,7 +44,7 @@ class RunnerConfig(_Section):
 
 
 AlertEventType = Literal[
-    "regression.detected", "retrain.started", "retrain.finished", "retrain.failed",
+    "regression.detected", "retrain.started", "retrain.finished", "retrain.failed", "retrain.skipped",
     "candidate.promoted", "candidate.rejected", "champion.rolled_back", "ingest.quarantine", "alert.test",
 ]
 

@@ -1,12 +1,17 @@
 """Pure decision functions: whether to retrain (`decide`) and whether to promote (`gate`).
 
-No I/O: results, policy and state go in, a `Decision` with reasons comes out.
-Every reason is a sentence with the numbers in it (estimate, interval,
-threshold, p-value, n), so an alert or an auditor can quote it as it is.
+No I/O: results, policy and the loop's memory go in, a `Decision` comes out. A
+decision carries typed `Finding`s (kind, metric, segment, estimate, interval,
+threshold or margin, raw and adjusted p, n, direction or target); its reasons
+are rendered from them (`driftloop.findings`) and never parsed back.
 
-    >>> d = decide(current, reference, drift, cfg.policy, state={})
-    >>> d.action, d.reasons[0]
-    (<Action.RETRAIN: 'retrain'>, 'thumbs_up_rate in topic=billing is 0.12 [0.08, 0.17] (n=290), below the floor 0.70, p<0.001 (Holm) ...')
+    >>> d = decide(current, reference, drift, cfg.policy, LoopMemory())
+    >>> d.action, d.findings[0].kind, d.reasons[0]
+    (<Action.RETRAIN: 'retrain'>, 'floor', 'thumbs_up_rate in topic=billing is 0.12 [0.08, 0.17] (n=290), below the floor 0.70, p<0.001 (Holm, 3 tests)')
+
+Nothing assumes that higher is better: every metric carries a direction
+(higher or lower is better) or a target (its ideal value; the distance to it
+must not grow), and margins are in the metric's own units.
 
 Statistics (see `driftloop.stats`):
 - a floor breach is a one-sided test that the true value is below the floor
@@ -16,10 +21,12 @@ Statistics (see `driftloop.stats`):
 - every breach test of one window, over metrics x segments x kinds, forms one
   family corrected with Holm: any single breach triggers, so the family-wise
   false-trigger rate is at most alpha;
-- promotion needs, on every target task, a one-sided significant paired gain
-  above `min_improvement` (exact one-sided McNemar for 0/1 outcomes, paired
-  bootstrap otherwise), and on every canary and bias task a one-sided
-  non-inferiority test against its margin. All must pass (an
+- promotion needs, on every target task, a one-sided significant paired
+  improvement above `min_improvement` (exact one-sided McNemar for 0/1
+  outcomes, paired bootstrap otherwise; a lower-is-better metric improves by
+  falling, a target metric by moving closer to its target), and on every canary
+  and bias task a one-sided non-inferiority test against its margin in the
+  metric's units. All must pass (an
   intersection-union test), so each is tested at alpha with no multiplicity
   correction and the false-promotion rate is still at most alpha.
 """
@@ -27,45 +34,60 @@ Statistics (see `driftloop.stats`):
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from scipy import stats as _st
 
 from driftloop import stats
 from driftloop.config import PolicyConfig
-from driftloop.types import Action, Decision, MetricResult, SampleResults
+from driftloop.findings import render_all
+from driftloop.loopstate import LoopMemory
+from driftloop.types import Action, Decision, Finding, MetricResult, MetricSpec, SampleResults
 
 RATE_METRICS = {"thumbs_up_rate", "correction_rate"}
+# Decide's breach tests, the kinds whose breach can trigger a retrain.
+BREACH_KINDS = ("floor", "drop", "relative_drop")
 
 
-def _fmt_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+def _spec(m: MetricResult) -> MetricSpec:
+    return MetricSpec(direction=m.direction, target=m.target)
 
 
-def _seg(m: MetricResult) -> str:
-    return " in " + ",".join(f"{k}={v}" for k, v in sorted(m.segment.items())) if m.segment else " overall"
+def _p_worse_than(m: MetricResult, floor: float) -> float:
+    """One-sided p-value that the true value of `m` is worse than `floor`.
 
-
-def _ci(m: MetricResult) -> str:
-    if m.ci_low is None or m.ci_high is None:
-        return ""
-    return f" [{m.ci_low:.2f}, {m.ci_high:.2f}]"
-
-
-def _p_below(m: MetricResult, floor: float) -> float:
-    """One-sided p-value that the true value of `m` is below `floor` (lower is worse)."""
+    Higher is better: worse means below the floor; lower is better: above it (a ceiling);
+    a target metric: farther from the target than `floor` (normal, from the interval).
+    """
     assert m.value is not None
-    if not m.higher_is_better:
-        # A rate where higher is worse (corrections): below-floor means above-ceiling.
-        return _p_below(m.model_copy(update={"value": 1 - m.value, "higher_is_better": True,
-                                             "ci_low": None, "ci_high": None}), 1 - floor)
-    if m.name in RATE_METRICS or (m.ci_low is None and 0 <= m.value <= 1):
+    if m.target is not None:
+        se = _se(m)
+        dist = abs(m.value - m.target)
+        if se == 0:
+            return 0.0 if dist > floor else 1.0
+        return float(_st.norm.sf((dist - floor) / se))
+    if m.direction == "lower":
+        if _is_rate(m):
+            # A rate where higher is worse (corrections): above the ceiling is below 1 - ceiling.
+            mirrored = m.model_copy(update={"value": 1 - m.value, "direction": "higher",
+                                            "ci_low": None, "ci_high": None})
+            return _p_worse_than(mirrored, 1 - floor)
+        se = _se(m)
+        if se == 0:
+            return 0.0 if m.value > floor else 1.0
+        return float(_st.norm.sf((m.value - floor) / se))
+    if _is_rate(m):
         return stats.one_sided_p_below(int(round(m.value * m.n)), m.n, floor)
     se = _se(m)
     if se == 0:
         return 0.0 if m.value < floor else 1.0
     return float(_st.norm.cdf((m.value - floor) / se))
+
+
+def _is_rate(m: MetricResult) -> bool:
+    return m.name in RATE_METRICS or (m.ci_low is None and m.value is not None and 0 <= m.value <= 1)
 
 
 def _se(m: MetricResult) -> float:
@@ -76,28 +98,38 @@ def _se(m: MetricResult) -> float:
     return math.sqrt(max(v * (1 - v), 0.0) / max(m.n, 1))
 
 
-def _p_drop(ref: MetricResult, cur: MetricResult, max_drop: float, sign: float = 1.0) -> float:
-    """One-sided p-value that the true drop sign * (ref - cur) exceeds max_drop (sign -1: lower is better).
+def _worsening(ref: MetricResult, cur: MetricResult) -> float:
+    """How much worse `cur` is than `ref`, in the metric's units (positive is worse)."""
+    assert ref.value is not None and cur.value is not None
+    spec = _spec(cur)
+    return spec.loss(cur.value) - spec.loss(ref.value)
+
+
+def _p_drop(ref: MetricResult, cur: MetricResult, tolerated: float) -> float:
+    """One-sided p-value that the true worsening from `ref` to `cur` exceeds `tolerated`.
 
     An unpaired normal test: the windows hold different events. Where the two
     overlap (a golden set re-scored), their positive correlation makes it
     conservative.
     """
-    assert ref.value is not None and cur.value is not None
     se = math.sqrt(_se(ref) ** 2 + _se(cur) ** 2)
-    drop = sign * (ref.value - cur.value)
+    worse = _worsening(ref, cur)
     if se == 0:
-        return 0.0 if drop > max_drop else 1.0
-    return float(_st.norm.sf((drop - max_drop) / se))
+        return 0.0 if worse > tolerated else 1.0
+    return float(_st.norm.sf((worse - tolerated) / se))
+
+
+@dataclass
+class _Tests:
+    """Every breach hypothesis of one window, plus the findings without a verdict."""
+
+    tests: list[tuple[Finding, MetricResult]] = field(default_factory=list)
+    quiet: list[tuple[Finding, MetricResult | None]] = field(default_factory=list)
 
 
 def _breach_tests(current: list[MetricResult], reference: list[MetricResult], baseline: list[MetricResult],
-                  policy: PolicyConfig) -> tuple[list[dict[str, Any]], list[MetricResult], list[str]]:
-    """Every breach hypothesis of one window (metrics x segments x floor/drop/relative drop), with its
-    raw p-value; plus the metrics too small to judge (passed=None) and a note on each."""
-    tests: list[dict[str, Any]] = []
-    skipped: list[MetricResult] = []
-    notes: list[str] = []
+                  policy: PolicyConfig) -> _Tests:
+    out = _Tests()
     ref_by_label = {m.label(): m for m in reference}
     base_by_label = {m.label(): m for m in baseline}
     for m in current:
@@ -108,28 +140,49 @@ def _breach_tests(current: list[MetricResult], reference: list[MetricResult], ba
         rel = policy.relative_drop.get(m.name)
         if floor is None and max_drop is None and rel is None:
             continue
+        common: dict[str, Any] = {"metric": m.name, "segment": m.segment, "direction": m.direction,
+                                  "target": m.target, "n": m.n}
         if m.value is None or m.n < policy.min_n:
-            note = f"insufficient data (n={m.n} < {policy.min_n}), no verdict"
-            notes.append(f"{m.name}{_seg(m)}: {note}")
-            skipped.append(m.model_copy(update={"passed": None, "note": note}))
+            f = Finding(kind="insufficient_data", detail={"min_n": policy.min_n}, **common)
+            out.quiet.append((f, m.model_copy(update={"passed": None, "note": _insufficient_note(m, policy)})))
             continue
+        est = {"estimate": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
         if floor is not None:
-            tests.append({"kind": "floor", "metric": m, "threshold": floor, "p": _p_below(m, floor)})
+            out.tests.append((Finding(kind="floor", threshold=floor, p_value=_p_worse_than(m, floor),
+                                      method="exact binomial" if _is_rate(m) and m.target is None else "normal z",
+                                      **est, **common), m))
         for kind, ref, limit in (("drop", ref_by_label.get(m.label()), max_drop),
-                                 ("relative drop", base_by_label.get(m.label()), rel)):
+                                 ("relative_drop", base_by_label.get(m.label()), rel)):
             if limit is None or ref is None or ref.value is None:
                 continue
             if ref.n < policy.min_n:
                 against = "reference" if kind == "drop" else "baseline"
-                notes.append(f"{m.name}{_seg(m)}: {kind} not tested, the {against} has insufficient data "
-                             f"(n={ref.n} < {policy.min_n})")
+                out.quiet.append((Finding(kind="insufficient_data", n_reference=ref.n,
+                                          detail={"min_n": policy.min_n, "against": against,
+                                                  "test": kind.replace("_", " ")}, **common), None))
                 continue
-            # A relative limit is a fraction of the baseline value: 0.1 of 0.85 tolerates a 0.085 drop.
-            threshold = limit if kind == "drop" else limit * abs(ref.value)
-            sign = 1.0 if m.higher_is_better else -1.0
-            tests.append({"kind": kind, "metric": m, "ref": ref, "threshold": threshold, "limit": limit,
-                          "p": _p_drop(ref, m, threshold, sign)})
-    return tests, skipped, notes
+            # A relative limit is a fraction of the baseline value (of its distance to a target):
+            # 0.1 of 0.85 tolerates a 0.085 drop.
+            scale = abs(ref.value - m.target) if m.target is not None else abs(ref.value)
+            tolerated = limit if kind == "drop" else limit * scale
+            detail = {"worsening": _worsening(ref, m), "reference_ci_low": ref.ci_low,
+                      "reference_ci_high": ref.ci_high}
+            if kind == "relative_drop":
+                detail["fraction"] = limit
+            out.tests.append((Finding(kind=kind, reference=ref.value, n_reference=ref.n, threshold=tolerated,
+                                      p_value=_p_drop(ref, m, tolerated), method="normal z, unpaired",
+                                      detail=detail, **est, **common), m))
+    return out
+
+
+def _insufficient_note(m: MetricResult, policy: PolicyConfig) -> str:
+    return f"insufficient data (n={m.n} < {policy.min_n}), no verdict"
+
+
+def breach_key(f: Finding) -> str:
+    """`kind:metric[segment]`: what identifies a breach across windows (for `LoopMemory.answered`)."""
+    seg = ",".join(f"{k}={v}" for k, v in sorted(f.segment.items()))
+    return f"{f.kind}:{f.metric}[{seg}]"
 
 
 def decide(
@@ -137,82 +190,85 @@ def decide(
     reference: list[MetricResult],
     drift: list[MetricResult],
     policy: PolicyConfig,
-    state: dict[str, Any] | None = None,
+    state: LoopMemory | dict[str, Any] | None = None,
     now: datetime | None = None,
     benchmark: list[MetricResult] | None = None,
     baseline: list[MetricResult] | None = None,
+    fresh_events: int | None = None,
 ) -> Decision:
     """Whether to retrain, from the current window's quality metrics and the champion's benchmark scores.
 
-    Breach hypotheses: a floor (`policy.floors`), a drop from the reference
-    window (`policy.max_drop`) and a drop from the champion's `baseline`
-    relative to its value (`policy.relative_drop`), for every metric and
-    segment of `current` + `benchmark`. They form one family, corrected with
-    Holm. Metrics under `policy.min_n` get "insufficient data" (passed=None).
-    `state` may hold `breaches` (bools, one per earlier window, oldest first),
-    `last_retrain_at` (ISO time) and `retrains` (ISO times of recent retrains)
-    for debounce, cooldown and budget.
+    Breach hypotheses: a floor (`policy.floors`; a ceiling for lower-is-better metrics, the
+    largest tolerated distance for target metrics), a worsening from the reference window
+    (`policy.max_drop`) and from the champion's `baseline` relative to its value
+    (`policy.relative_drop`), for every metric and segment of `current` + `benchmark`, each
+    in the metric's own direction. They form one family, corrected with Holm. Metrics under
+    `policy.min_n` get an `insufficient_data` finding (no verdict).
+
+    `state` is the loop's memory: breach history (debounce), retrain times (cooldown,
+    budget) and `answered`, the breaches a retrain already acted on; those hold back a
+    trigger until `fresh_events` (events of the current window newer than that retrain's
+    window) reach `policy.min_n`.
     """
-    state = state or {}
+    memory = state if isinstance(state, LoopMemory) else LoopMemory.load(state)
     now = now or datetime.now(timezone.utc)
-    tests, skipped, notes = _breach_tests(current + list(benchmark or []), reference, list(baseline or []), policy)
-    adjusted = stats.holm([t["p"] for t in tests]) if tests else []
-    reasons: list[str] = []
+    found = _breach_tests(current + list(benchmark or []), reference, list(baseline or []), policy)
+    adjusted = stats.holm([f.p_value or 1.0 for f, _ in found.tests]) if found.tests else []
+    findings: list[Finding] = []
     evidence: list[MetricResult] = []
-    # Worst first, so the most severe breach leads the reasons.
-    for t, p_adj in sorted(zip(tests, adjusted), key=lambda x: (x[0]["metric"].value, x[0]["kind"])):
-        m: MetricResult = t["metric"]
+    ranked = sorted(zip(found.tests, adjusted),
+                    key=lambda x: (-(_spec(x[0][1]).loss(x[0][1].value or 0.0)), x[0][0].kind))
+    for (f, m), p_adj in ranked:
         breached = p_adj < policy.alpha
-        if t["kind"] == "floor":
-            ev = m.model_copy(update={"threshold": t["threshold"], "passed": not breached,
-                                      "note": f"floor, one-sided p={t['p']:.4g}, Holm p={p_adj:.4g}"})
-            if breached:
-                reasons.append(
-                    f"{m.name}{_seg(m)} is {m.value:.2f}{_ci(m)} (n={m.n}), below the floor "
-                    f"{t['threshold']:.2f}, {_fmt_p(p_adj)} (Holm, {len(tests)} tests)")
-        else:
-            ref: MetricResult = t["ref"]
-            drop = ref.value - m.value
-            what = "reference" if t["kind"] == "drop" else "champion's baseline"
-            limit = (f"{t['threshold']:.2f}" if t["kind"] == "drop"
-                     else f"{t['threshold']:.3f} ({t['limit']:.0%} of {ref.value:.2f})")
-            ev = m.model_copy(update={"threshold": t["threshold"], "passed": not breached,
-                                      "note": f"{t['kind']} from {what} {ref.value:.3f}, Holm p={p_adj:.4g}"})
-            if breached:
-                reasons.append(
-                    f"{m.name}{_seg(m)} fell from the {what} {ref.value:.2f}{_ci(ref)} to {m.value:.2f}{_ci(m)}, "
-                    f"drop {drop:.2f} > {limit}, {_fmt_p(p_adj)} (Holm, {len(tests)} tests, n={ref.n}->{m.n})")
-        evidence.append(ev)
-    evidence.extend(skipped)
+        f = f.model_copy(update={"p_adjusted": p_adj, "tests": len(found.tests), "alpha": policy.alpha,
+                                 "passed": not breached})
+        findings.append(f)
+        evidence.append(m.model_copy(update={"threshold": f.threshold, "passed": not breached,
+                                             "note": f"{f.kind.replace('_', ' ')}, one-sided p={f.p_value:.4g}, "
+                                                     f"Holm p={p_adj:.4g}"}))
+    breaches = [f for f in findings if f.breached]
+    quiet = [f for f, _ in found.quiet]
+    evidence.extend(m for _, m in found.quiet if m is not None)
     drifted = [d for d in drift if d.name == "drifted_share" and d.passed is False]
-    if drifted:
-        reasons.append(f"data drift: {drifted[0].value:.0%} of monitored columns drifted "
-                       f"(threshold {drifted[0].threshold:.0%}); reported, not a retrain trigger on its own")
-        evidence.extend(drifted)
-    breach_now = any(e.passed is False for e in evidence if e.source in ("quality", "benchmark"))
-    window = (list(state.get("breaches", [])) + [breach_now])[-policy.debounce_n:]
-    hits = sum(window)
+    drift_findings = [Finding(kind="drift", metric="drifted_share", estimate=d.value, threshold=d.threshold,
+                              n=d.n, passed=False) for d in drifted[:1]]
+    evidence.extend(drifted[:1])
     pv = policy.version
-    if not breach_now:
-        why = ["no quality metric is below its floor or dropped beyond its margin at "
-               f"alpha={policy.alpha} (Holm, {len(tests)} tests)"]
-        return Decision(action=Action.ALERT if drifted else Action.NONE, reasons=why + reasons + notes,
+
+    passing = [f for f in findings if not f.breached]
+
+    def done(action: Action, fs: list[Finding], head: list[str] | None = None) -> Decision:
+        # Every test is a finding; the reasons speak of what breached, had no verdict or held a trigger back.
+        return Decision(action=action, findings=fs + passing, reasons=(head or []) + render_all(fs),
                         evidence=evidence, policy_version=pv)
-    if hits < policy.debounce_m:
-        return Decision(action=Action.ALERT, evidence=evidence, policy_version=pv, reasons=reasons + [
-            f"debounce: {hits} of the last {len(window)} windows breached, {policy.debounce_m} needed"])
-    last = state.get("last_retrain_at")
-    if last and policy.cooldown_hours > 0:
-        since = now - datetime.fromisoformat(last)
-        if since < timedelta(hours=policy.cooldown_hours):
-            return Decision(action=Action.ALERT, evidence=evidence, policy_version=pv, reasons=reasons + [
-                f"cooldown: last retrain {since.total_seconds() / 3600:.1f} h ago, "
-                f"{policy.cooldown_hours:g} h required"])
-    recent = [t for t in state.get("retrains", []) if now - datetime.fromisoformat(t) < timedelta(days=1)]
-    if len(recent) >= policy.max_retrains_per_day:
-        return Decision(action=Action.ALERT, evidence=evidence, policy_version=pv, reasons=reasons + [
-            f"budget: {len(recent)} retrains in the last 24 h, at most {policy.max_retrains_per_day} allowed"])
-    return Decision(action=Action.RETRAIN, reasons=reasons + notes, evidence=evidence, policy_version=pv)
+
+    if not breaches:
+        why = ["no quality metric is below its floor or dropped beyond its margin at "
+               f"alpha={policy.alpha} (Holm, {len(found.tests)} tests)"]
+        return done(Action.ALERT if drift_findings else Action.NONE, drift_findings + quiet, why)
+    shown = breaches + drift_findings
+    if memory.answered is not None:
+        keys = {breach_key(f) for f in breaches}
+        fresh = fresh_events if fresh_events is not None else 0
+        if keys <= set(memory.answered.breach_keys) and fresh < policy.min_n:
+            return done(Action.ALERT, [Finding(kind="answered", n=fresh, detail={
+                "at": memory.answered.at.strftime("%Y-%m-%d %H:%M UTC"), "outcome": memory.answered.outcome,
+                "fresh": fresh, "needed": policy.min_n})] + shown)
+    window = (memory.breaches + [True])[-policy.debounce_n:]
+    if sum(window) < policy.debounce_m:
+        return done(Action.ALERT, [Finding(kind="debounce", detail={
+            "hits": sum(window), "windows": len(window), "needed": policy.debounce_m})] + shown)
+    last = memory.last_retrain_at
+    if last is not None and policy.cooldown_hours > 0:
+        hours = (now - last).total_seconds() / 3600
+        if hours < policy.cooldown_hours:
+            return done(Action.ALERT, [Finding(kind="cooldown", detail={
+                "hours_since": hours, "cooldown_hours": policy.cooldown_hours})] + shown)
+    recent = memory.recent_retrains(now)
+    if recent >= policy.max_retrains_per_day:
+        return done(Action.ALERT, [Finding(kind="budget", detail={
+            "recent": recent, "max": policy.max_retrains_per_day})] + shown)
+    return done(Action.RETRAIN, shown + quiet)
 
 
 def _paired(ch: SampleResults, cl: SampleResults) -> tuple[list[float], list[float]]:
@@ -222,6 +278,42 @@ def _paired(ch: SampleResults, cl: SampleResults) -> tuple[list[float], list[flo
 
 def _is_binary(values: list[float]) -> bool:
     return all(v in (0.0, 1.0) for v in values)
+
+
+def _in_unit_interval(spec: MetricSpec, values: list[float]) -> bool:
+    lo, hi = spec.bounds
+    if lo is not None and hi is not None:
+        return 0.0 <= lo and hi <= 1.0
+    return all(0.0 <= v <= 1.0 for v in values)
+
+
+def _compare(a0: list[float], a1: list[float], spec: MetricSpec, conf: float) -> stats.PairedResult:
+    """Paired comparison in improvement units: positive means the challenger is better."""
+    if spec.target is not None:
+        return stats.paired_target(a0, a1, spec.target, confidence=conf)
+    if spec.direction == "lower":
+        # Falling is improving: compare the mirrored outcomes (1 - x keeps 0/1 outcomes 0/1).
+        flip = (lambda v: 1.0 - v) if _is_binary(a0 + a1) else (lambda v: -v)
+        a0, a1 = [flip(v) for v in a0], [flip(v) for v in a1]
+    if _is_binary(a0 + a1):
+        return stats.paired_binary(a0, a1, confidence=conf)
+    return stats.paired_bootstrap(a0, a1, confidence=conf)
+
+
+def _margin(spec: MetricSpec, role: str, champion_score: float, values: list[float],
+            policy: PolicyConfig) -> float | None:
+    """The non-inferiority margin in the metric's units; None where none applies (then no verdict)."""
+    scale = abs(champion_score - spec.target) if spec.target is not None else abs(champion_score)
+    if spec.relative_margin is not None:
+        return spec.relative_margin * scale
+    if spec.margin is not None:
+        return spec.margin
+    if role in policy.relative_margins:
+        return policy.relative_margins[role] * scale
+    # A role's absolute margin is on the scale of a proportion: it never applies to other scales.
+    if role in policy.margins and _in_unit_interval(spec, values):
+        return policy.margins[role]
+    return None
 
 
 def gate(
@@ -235,78 +327,80 @@ def gate(
 
     `challenger` and `champion` map suite name -> that suite's SampleResults;
     `roles` maps suite name -> "target" | "canary" | "bias". Items are paired by
-    id. A target must show a one-sided significant gain above
-    `policy.min_improvement`; a canary or bias task must be non-inferior within
-    its margin (absolute, or relative to the champion's score). A task with
-    fewer than `policy.min_n` shared items gets the verdict "insufficient data"
-    (passed=None), which blocks promotion. `feedback` is quoted as context only.
+    id. Each task's `SampleResults.spec` says what better means (direction or
+    target) and its margin. A target task must show a one-sided significant
+    improvement above `policy.min_improvement`; a canary or bias task must be
+    non-inferior within its margin, in the metric's units (the task's own
+    margin, else the role's relative margin, else the role's absolute margin for
+    metrics in [0, 1]; a metric on another scale without a margin gets no
+    verdict). A task with fewer than `policy.min_n` shared items gets
+    `insufficient_data`. Anything without a verdict blocks promotion.
+    `feedback` is quoted as context only.
     """
-    reasons: list[str] = []
+    findings: list[Finding] = []
     evidence: list[MetricResult] = []
-    ok, seen_target = True, False
+    seen_target = False
+    conf = 1 - 2 * policy.alpha  # the two-sided interval whose bound is each one-sided test
     for suite, results in challenger.items():
         role = roles.get(suite, "target")
         seen_target |= role == "target"
         champ_by_task = {s.task: s for s in champion.get(suite, [])}
         for cl in results:
-            label = f"{suite}/{cl.task}"
             ch = champ_by_task.get(cl.task)
+            spec = cl.spec
+            base: dict[str, Any] = {"metric": f"{suite}/{cl.task}/{cl.metric}", "role": role,
+                                    "segment": {"suite": suite, "role": role}, "direction": spec.direction,
+                                    "target": spec.target, "alpha": policy.alpha}
             if ch is None:
-                ok = False
-                reasons.append(f"{label}: the champion has no results on this task; cannot compare")
-                evidence.append(_insufficient(cl, suite, role, 0, "champion has no results"))
+                findings.append(Finding(kind="no_comparison", **base))
+                evidence.append(_diff_metric(cl, suite, role, None, 0, "champion has no results"))
                 continue
             a0, a1 = _paired(ch, cl)
             n = len(a0)
             if n < policy.min_n:
-                ok = False
-                reasons.append(f"{label}: insufficient data (n={n} < {policy.min_n}) shared items, no verdict; "
-                               "blocks promotion")
-                evidence.append(_insufficient(cl, suite, role, n, f"insufficient data (n={n} < {policy.min_n})"))
+                findings.append(Finding(kind="insufficient_data", n=n, detail={"min_n": policy.min_n}, **base))
+                evidence.append(_diff_metric(cl, suite, role, None, n, f"insufficient data (n={n} < {policy.min_n})"))
                 continue
-            # 1-2*alpha two-sided interval = the one-sided (1-alpha) bound each test uses.
-            conf = 1 - 2 * policy.alpha
-            res = (stats.paired_binary(a0, a1, confidence=conf) if _is_binary(a0 + a1)
-                   else stats.paired_bootstrap(a0, a1, confidence=conf))
+            res = _compare(a0, a1, spec, conf)
             champ_mean, chall_mean = sum(a0) / n, sum(a1) / n
-            unpaired = len(ch.items) + len(cl.items) - 2 * n
-            head = (f"{label} {cl.metric}: challenger {chall_mean:.3f} vs champion {champ_mean:.3f} on {n} "
-                    f"shared items" + (f" ({unpaired} unpaired items ignored)" if unpaired else "")
-                    + f", diff {res.diff:+.3f} [{res.ci_low:+.3f}, {res.ci_high:+.3f}] ({conf:.0%} CI)")
+            figures: dict[str, Any] = {
+                "estimate": res.diff, "ci_low": res.ci_low, "ci_high": res.ci_high, "n": n,
+                "reference": champ_mean, "challenger": chall_mean,
+                "unpaired": len(ch.items) + len(cl.items) - 2 * n, "detail": {"confidence": conf}}
             if role == "target":
-                threshold = policy.min_improvement
-                p = res.p_greater(threshold)
-                verdict = p < policy.alpha
-                reasons.append(f"{head}; one-sided {res.p_method(threshold)} {_fmt_p(p)} for a gain > {threshold:.3f} "
-                               f"at alpha={policy.alpha}: {'pass' if verdict else 'fail (no significant gain)'}")
+                threshold, kind = policy.min_improvement, "gain"
             else:
-                margin = policy.margin_for(role, champ_mean)
-                threshold = -margin
-                p = res.p_greater(threshold)
-                verdict = p < policy.alpha
-                reasons.append(f"{head}; non-inferiority margin {margin:.3f}, one-sided {res.p_method(threshold)} "
-                               f"{_fmt_p(p)} at alpha={policy.alpha}: "
-                               f"{'pass' if verdict else _ni_failure(res.diff, margin)}")
-            ok &= verdict
-            evidence.append(MetricResult(
-                name=f"{cl.task}/{cl.metric}_diff", value=res.diff, ci_low=res.ci_low, ci_high=res.ci_high,
-                n=n, source="benchmark", segment={"suite": suite, "role": role}, threshold=threshold,
-                passed=verdict, note=f"{res.p_method(threshold)} one-sided p={p:.4g}"))
+                margin = _margin(spec, role, champ_mean, a0 + a1, policy)
+                if margin is None:
+                    findings.append(Finding(kind="no_margin", n=n, detail={
+                        "suite": suite, "config_key": _task_key(suite, cl.task)}, **base))
+                    evidence.append(_diff_metric(cl, suite, role, res, n, "no margin"))
+                    continue
+                threshold, kind = margin, "non_inferiority"
+            p = res.p_greater(threshold if kind == "gain" else -threshold)
+            f = Finding(kind=kind, threshold=threshold, p_value=p, p_adjusted=p, passed=p < policy.alpha,
+                        method=res.p_method(threshold if kind == "gain" else -threshold), **figures, **base)
+            findings.append(f)
+            evidence.append(_diff_metric(cl, suite, role, res, n, f"{f.method} one-sided p={p:.4g}",
+                                         -threshold if kind == "non_inferiority" else threshold, f.passed))
     if not seen_target:
-        ok = False
-        reasons.append("no target suite was evaluated; promotion needs evidence of improvement")
+        findings.append(Finding(kind="no_target_suite"))
+    ok = all(f.passed for f in findings)
     if feedback:
         evidence.extend(feedback)
-    return Decision(action=Action.PROMOTE if ok else Action.REJECT, reasons=reasons, evidence=evidence,
-                    policy_version=policy.version)
+    return Decision(action=Action.PROMOTE if ok else Action.REJECT, findings=findings,
+                    reasons=render_all(findings), evidence=evidence, policy_version=policy.version)
 
 
-def _ni_failure(diff: float, margin: float) -> str:
-    if diff < -margin:
-        return "fail (worse by more than the margin)"
-    return "fail (a loss beyond the margin cannot be ruled out)"
+def _task_key(suite: str, task: str) -> str:
+    return f"benchmark.suites.{suite}.tasks[{task}]"
 
 
-def _insufficient(cl: SampleResults, suite: str, role: str, n: int, note: str) -> MetricResult:
-    return MetricResult(name=f"{cl.task}/{cl.metric}_diff", value=None, n=n, source="benchmark",
-                        segment={"suite": suite, "role": role}, passed=None, note=note)
+def _diff_metric(cl: SampleResults, suite: str, role: str, res: stats.PairedResult | None, n: int, note: str,
+                 threshold: float | None = None, passed: bool | None = None) -> MetricResult:
+    """The gate's figure for one task as a MetricResult (logged to MLflow as `<task>/<metric>_diff`):
+    the improvement of the challenger in the metric's units, positive is better."""
+    return MetricResult(name=f"{cl.task}/{cl.metric}_diff", value=res.diff if res else None,
+                        ci_low=res.ci_low if res else None, ci_high=res.ci_high if res else None, n=n,
+                        source="benchmark", segment={"suite": suite, "role": role}, threshold=threshold,
+                        passed=passed, note=note)

@@ -62,6 +62,57 @@ def plan(drop: float, power: float, discordant: float | None, cfg: Config) -> in
     return 0
 
 
+def plan_suite(suite: str, power: float, discordant: float | None, sds: dict[str, float], cfg: Config) -> int:
+    """Print, for each task of a canary or bias suite, the paired items its non-inferiority test needs.
+
+    The gate tests each such task one-sided at `policy.alpha` against its margin in the metric's
+    units; with no true difference between the models, a z-test reaches `power` at
+    n = ((z_alpha + z_power) * sd / margin)^2 (`stats.ni_sample_size`). A task named in `sds` is
+    planned with that standard deviation of the per-item difference (a likelihood difference,
+    say); any other as 0/1 outcomes, sd = sqrt(discordant share). A target metric's distance to
+    its target is planned as a difference of means (both models on the same side of it).
+    """
+    from driftloop.errors import InputError
+    from driftloop.stats import ni_sample_size
+
+    s = cfg.benchmark.suites.get(suite)
+    if s is None:
+        raise InputError(f"--suite {suite}: no such suite (the config has {', '.join(sorted(cfg.benchmark.suites))})")
+    if s.role == "target":
+        raise InputError(f"--suite {suite}: a target suite is sized by --drop (the gain it must detect)")
+    if not 0 < power < 1:
+        raise InputError(f"--power {power}: must be between 0 and 1")
+    disc = 0.2 if discordant is None else discordant
+    if not 0 < disc <= 1:
+        raise InputError(f"--discordant {disc}: must be in (0, 1]")
+    unknown = set(sds) - {t.name for t in s.tasks}
+    if unknown:
+        raise InputError(f"--sd {sorted(unknown)[0]}: no such task in suite {suite}")
+    alpha = cfg.policy.alpha
+    console.print(f"suite {suite} ({s.role}): paired items for the non-inferiority test to pass with "
+                  f"{power:.0%} power at alpha={alpha} when the two models are equally good", soft_wrap=True)
+    for i, task in enumerate(s.tasks):
+        key = f"benchmark.suites.{suite}.tasks.{i}"
+        better = (f"target {task.target:g}" if task.target is not None else
+                  f"{task.direction} is better" if task.direction else "lm-eval's direction")
+        margin = task.margin
+        if margin is None and task.relative_margin is None and s.role not in cfg.policy.relative_margins:
+            margin = cfg.policy.margins.get(s.role)
+        if margin is None:
+            console.print(f"  {task.name} {task.metric} ({better}): relative margin; set {key}.margin in the "
+                          "metric's units to plan it", soft_wrap=True)
+            continue
+        if task.name in sds:
+            spread, how = sds[task.name], f"sd of the per-item difference {sds[task.name]:g} (--sd)"
+        else:
+            spread, how = disc ** 0.5, f"0/1 outcomes, {disc:.0%} of items discordant"
+        n = ni_sample_size(margin, spread, alpha=alpha, power=power)
+        src = "" if task.margin is not None else f" (the {s.role} role's default; set {key}.margin)"
+        console.print(f"  {task.name} {task.metric} ({better}), margin {margin:g}{src}: [bold]{n:,}[/bold] paired "
+                      f"items ({how})", soft_wrap=True)
+    return 0
+
+
 def ingest_table(s: dict[str, Any]) -> None:
     t = Table(title="ingest")
     for k in ("files", "read", "accepted", "duplicates", "quarantined", "total_events"):
@@ -81,6 +132,7 @@ def cycle_table(s) -> None:
     for stage, secs in s.stage_seconds.items():
         t.add_row(stage, s.stage_notes.get(stage, ""), f"{secs:.1f}")
     console.print(t)
+    console.print(f"outcome: {s.outcome}", soft_wrap=True, markup=False, highlight=False)  # whole, one line
     for r in s.decision_reasons[:6]:
         console.print(f"  decide: {r}")
     for r in s.gate_reasons:
@@ -156,9 +208,19 @@ def status(cfg: Config, history: int = 10) -> None:
                       "the next cycle recovers")
     else:
         console.print("lease: free")
-    data = st.get("data") or {}
-    if data.get("retrains"):
-        console.print(f"retrains recorded: {len(data['retrains'])}, last at {data['retrains'][-1]}")
+    from driftloop.loopstate import LoopMemory
+
+    memory = LoopMemory.load(st.get("data"))
+    if memory.last_retrain_at is not None:
+        console.print(f"retrains in the last 24 h: {memory.recent_retrains(now)}, last at "
+                      f"{memory.last_retrain_at:%Y-%m-%d %H:%M:%S} UTC")
+    if memory.champion is not None:
+        console.print(f"current window counts: champion version {memory.champion.version}'s traffic "
+                      f"(tagged with it, or untagged since {memory.champion.since:%Y-%m-%d %H:%M:%S} UTC)")
+    if memory.answered is not None:
+        console.print(f"answered ({memory.answered.outcome}, {memory.answered.at:%Y-%m-%d %H:%M} UTC): "
+                      f"{', '.join(memory.answered.breach_keys)}; they wait for new feedback", soft_wrap=True,
+                      markup=False, highlight=False)
     if rows:
         console.print(f"last {len(rows)} transitions, newest first:")
         for h in rows:

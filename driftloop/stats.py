@@ -84,6 +84,8 @@ class PairedResult:
         """How `p_greater(threshold)` is computed, for a reason sentence."""
         if self.test == "mcnemar-exact":
             return "exact McNemar" if threshold == 0 else "Agresti-Min Wald z"
+        if self.test == "paired-bootstrap-target":
+            return "paired-bootstrap SE of the distance to target, normal z"
         return "paired-bootstrap SE, normal z"
 
     def p_greater(self, threshold: float = 0.0) -> float:
@@ -111,6 +113,14 @@ def mcnemar_exact(b: int, c: int) -> PairedResult:
     return PairedResult(diff=0.0, ci_low=0.0, ci_high=0.0, p_value=p, n=nd, b=b, c=c, test="mcnemar-exact")
 
 
+def _pair(champion: Sequence[float], challenger: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a0 = np.asarray(champion, dtype=float)
+    a1 = np.asarray(challenger, dtype=float)
+    if a0.shape != a1.shape:
+        raise ValueError("paired samples must have the same length")
+    return a0, a1
+
+
 def paired_binary(champion: Sequence[float], challenger: Sequence[float], confidence: float = 0.95) -> PairedResult:
     """Paired comparison of 0/1 outcomes: exact two-sided McNemar p-value and an
     interval on the difference of proportions (challenger minus champion).
@@ -119,10 +129,7 @@ def paired_binary(champion: Sequence[float], challenger: Sequence[float], confid
     diff +/- z * sqrt((b + c) - (b - c)^2 / n) / n, widened to Agresti-Min's
     adjustment (add 0.5 to each cell), which keeps coverage near nominal for small n.
     """
-    a0 = np.asarray(champion, dtype=float)
-    a1 = np.asarray(challenger, dtype=float)
-    if a0.shape != a1.shape:
-        raise ValueError("paired samples must have the same length")
+    a0, a1 = _pair(champion, challenger)
     n = a0.size
     if n == 0:
         return PairedResult(0.0, 0.0, 0.0, 1.0, 0, test="mcnemar-exact")
@@ -151,10 +158,7 @@ def paired_bootstrap(
     The p-value is two-sided, from the bootstrap distribution of the centred
     difference (the share of resampled differences at least as extreme).
     """
-    a0 = np.asarray(champion, dtype=float)
-    a1 = np.asarray(challenger, dtype=float)
-    if a0.shape != a1.shape:
-        raise ValueError("paired samples must have the same length")
+    a0, a1 = _pair(champion, challenger)
     d = a1 - a0
     n = d.size
     if n == 0:
@@ -168,6 +172,62 @@ def paired_bootstrap(
     p = float((np.sum(np.abs(centred) >= abs(mean)) + 1) / (n_boot + 1))
     return PairedResult(mean, float(lo), float(hi), min(1.0, p), n, test="paired-bootstrap",
                         centre=mean, se=float(boots.std(ddof=1)))
+
+
+def paired_target(
+    champion: Sequence[float],
+    challenger: Sequence[float],
+    target: float,
+    confidence: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> PairedResult:
+    """Paired bootstrap of the change in distance to `target`: |mean(champion) - t| - |mean(challenger) - t|.
+
+    Positive means the challenger is closer to the target (better). Items are resampled
+    in pairs, so the correlation of the two models on the same items is kept; the
+    interval is the percentile interval and `p_greater` a normal test at the point
+    estimate with the bootstrap standard error (as `paired_bootstrap`). The two-sided
+    p-value is the share of centred resampled statistics at least as extreme.
+    """
+    a0, a1 = _pair(champion, challenger)
+    n = a0.size
+    if n == 0:
+        return PairedResult(0.0, 0.0, 0.0, 1.0, 0, test="paired-bootstrap-target")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = np.abs(a0[idx].mean(axis=1) - target) - np.abs(a1[idx].mean(axis=1) - target)
+    point = float(abs(a0.mean() - target) - abs(a1.mean() - target))
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    p = float((np.sum(np.abs(boots - point) >= abs(point)) + 1) / (n_boot + 1))
+    return PairedResult(point, float(lo), float(hi), min(1.0, p), n, test="paired-bootstrap-target",
+                        centre=point, se=float(boots.std(ddof=1)))
+
+
+def ni_sample_size(margin: float, sd_diff: float, alpha: float = 0.05, power: float = 0.8,
+                   true_diff: float = 0.0) -> int:
+    """Paired items needed for a one-sided non-inferiority test with `margin` to reach `power`.
+
+    `sd_diff` is the standard deviation of the per-item difference (challenger - champion, in
+    the metric's units; sqrt(discordant share) for 0/1 outcomes with equal accuracy), and
+    `true_diff` the assumed true difference (0: the models are equally good). The normal
+    formula n = ((z_alpha + z_power) * sd / (margin + true_diff))^2 is refined with t quantiles
+    on n - 1 degrees of freedom (the gate estimates the standard error from the same items)
+    until it is stable, then rounded up.
+    """
+    if margin <= 0 or sd_diff <= 0:
+        raise ValueError("need margin > 0 and sd_diff > 0")
+    effect = margin + true_diff
+    if effect <= 0:
+        raise ValueError("the assumed true loss is as large as the margin: no n has power")
+    n = ((float(_st.norm.isf(alpha)) + float(_st.norm.ppf(power))) * sd_diff / effect) ** 2
+    for _ in range(20):
+        df = max(n - 1, 1.0)
+        nxt = ((float(_st.t.isf(alpha, df)) + float(_st.t.ppf(power, df))) * sd_diff / effect) ** 2
+        if abs(nxt - n) < 1e-6:
+            break
+        n = nxt
+    return max(2, int(math.ceil(n)))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -336,8 +336,9 @@ class Tracker:
     def record_gate(self, run_id: str, version: str, verdict: Decision) -> dict[str, str]:
         """Put the gate's key figures where the MLflow UI shows them; returns the version tags set.
 
-        On the cycle run `run_id`: metrics `gate/<suite>/diff`, `.../ci_low`, `.../ci_high`,
-        `.../p_value` (so Compare lines cycles up side by side) and tags
+        On the cycle run `run_id`: metrics `gate/<suite>/diff` (the challenger's improvement in
+        the metric's units, positive is better), `.../ci_low`, `.../ci_high`, `.../p_value` (so
+        Compare lines cycles up side by side) and tags
         `driftloop.challenger_version`, `driftloop.gate.verdict`. On registry version
         `version`: one tag per suite (`driftloop.gate.<suite>`: diff, CI, n, p, pass/fail),
         the verdict, the cycle run and its UI path, and a description that starts
@@ -346,22 +347,23 @@ class Tracker:
         metrics: dict[str, float] = {}
         tags = {"driftloop.gate.verdict": verdict.action.value, "driftloop.cycle_run": run_id,
                 "driftloop.cycle_run_url": self.run_url(run_id), "driftloop.policy_version": verdict.policy_version}
-        for m in verdict.evidence:
-            if m.source != "benchmark" or "suite" not in m.segment:
+        for f in verdict.findings:
+            suite = f.segment.get("suite")
+            if suite is None:
                 continue
-            suite = _BAD_KEY.sub("_", m.segment["suite"])
-            p = re.search(r"p=([0-9.eE+-]+)", m.note)
-            if m.value is None:
-                tags[f"driftloop.gate.{suite}"] = f"no verdict: {m.note}"
+            suite = _BAD_KEY.sub("_", suite)
+            if f.kind not in ("gain", "non_inferiority"):
+                tags[f"driftloop.gate.{suite}"] = f"no verdict: {f.kind.replace('_', ' ')}"
                 continue
-            metrics.update({f"gate/{suite}/diff": m.value, f"gate/{suite}/ci_low": m.ci_low,
-                            f"gate/{suite}/ci_high": m.ci_high, f"gate/{suite}/n": m.n})
-            if p:
-                metrics[f"gate/{suite}/p_value"] = float(p.group(1))
-            ci = f" [{m.ci_low:+.3f}, {m.ci_high:+.3f}]" if m.ci_low is not None and m.ci_high is not None else ""
-            tags[f"driftloop.gate.{suite}"] = (f"{m.segment.get('role', '')} {m.name}: diff {m.value:+.3f}{ci}, "
-                                               f"n={m.n}, {p.group(0) if p else m.note}, "
-                                               f"{'pass' if m.passed else 'fail'}").strip()
+            metrics.update({f"gate/{suite}/diff": f.estimate, f"gate/{suite}/ci_low": f.ci_low,
+                            f"gate/{suite}/ci_high": f.ci_high, f"gate/{suite}/n": f.n,
+                            f"gate/{suite}/p_value": f.p_value})
+            ci = f" [{f.ci_low:+.3f}, {f.ci_high:+.3f}]" if f.ci_low is not None and f.ci_high is not None else ""
+            better = "" if f.direction == "higher" and f.target is None else (
+                f" (target {f.target:g})" if f.target is not None else " (lower is better)")
+            tags[f"driftloop.gate.{suite}"] = (f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
+                                               f"{f.estimate:+.3f}{ci}, "
+                                               f"n={f.n}, p={f.p_value:.4g}, {'pass' if f.passed else 'fail'}")
         self.log_metrics(run_id, metrics)
         self.set_tags(run_id, {"driftloop.challenger_version": version, "driftloop.gate.verdict": verdict.action.value})
         self.set_version_tags(version, tags)

@@ -27,6 +27,10 @@ from driftloop.config import WindowConfig
 from driftloop.store.models import Feedback
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from driftloop.loopstate import ChampionScope
     from driftloop.store import Store
 
 # The windows are half-open [start, end); nudge the current end past the newest event.
@@ -95,6 +99,18 @@ def resolve_windows(store: "Store", cfg: WindowConfig, champion: Windows | None 
         return Windows(w.reference_start, w.reference_end, w.current_start, w.current_end,
                        f"{w.reference_source} (no monitored window for the {champion_label})")
     return Windows(champion.current_start, champion.current_end, w.current_start, w.current_end, champion_label)
+
+
+def in_scope(versions: "np.ndarray", ts: "pd.Series", scope: "ChampionScope") -> "np.ndarray":
+    """Which events are the serving champion's traffic: tagged with its version, or untagged and at or
+    after it took over (a source that records no version). Events tagged with another version never are."""
+    import numpy as np
+    import pandas as pd
+
+    tagged = versions == scope.version
+    untagged = (versions == "") | pd.isna(versions)
+    since = pd.Timestamp(scope.since)
+    return np.asarray(tagged | (untagged & (ts >= since).to_numpy()), dtype=bool)
 
 
 def nth_newest_ts(store: "Store", n: int) -> datetime | None:

@@ -234,8 +234,11 @@ def _interval(value: float, se: float | None, per_item: list[Any]) -> tuple[floa
     Binary per-item outcomes (accuracy): Wilson score interval, which keeps its
     coverage near 0 and 1 and at small n, where the normal interval from lm-eval's
     stderr collapses (acc = 1.0 gives [1, 1]); lm-eval's stderr is quoted in the note.
-    Other metrics with a stderr: value ± 1.96 stderr, clipped to [0, 1] for metrics
-    that live there. Aggregate-only metrics (BBQ bias scores): no interval.
+    Other metrics with a stderr: value ± 1.96 stderr, clipped to [0, 1] only where every
+    per-item value lies there (a mean of such values cannot leave it), and the note says
+    so only where the clip changed the interval. A metric that merely happens to lie in
+    [0, 1] (a likelihood difference, a bias score) is never clipped. Aggregate-only
+    metrics (BBQ bias scores): no interval.
     """
     if per_item and all(isinstance(v, (int, float)) and v in (0, 1) for v in per_item):
         _, lo, hi = stats.wilson(int(sum(per_item)), len(per_item))
@@ -244,9 +247,12 @@ def _interval(value: float, se: float | None, per_item: list[Any]) -> tuple[floa
     if se is None:
         return None, None, "no stderr from lm-eval (aggregate-only metric)"
     lo, hi = value - 1.96 * se, value + 1.96 * se  # 1.96 = z for 95 %
-    if 0.0 <= value <= 1.0:
+    note = f"95% CI: normal, value ± 1.96 lm-eval stderr ({se:.4f})"
+    bounded = bool(per_item) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in per_item)
+    if bounded and (lo < 0.0 or hi > 1.0):
         lo, hi = max(0.0, lo), min(1.0, hi)
-    return lo, hi, f"95% CI: normal, value ± 1.96 lm-eval stderr ({se:.4f}), clipped to [0,1]"
+        note += ", clipped to [0,1] (every item's value lies there)"
+    return lo, hi, note
 
 
 def _metric_results(res: dict[str, Any], tasks: list[str], logged: dict[str, list[dict]] | None = None) -> list[MetricResult]:
@@ -269,7 +275,7 @@ def _metric_results(res: dict[str, Any], tasks: list[str], logged: dict[str, lis
             lo, hi, note = _interval(float(value), se, per_item)
             out.append(MetricResult(
                 name=name, value=float(value), n=n, source="benchmark",
-                higher_is_better=bool(hib.get(metric, True)), ci_low=lo, ci_high=hi, note=note,
+                direction="higher" if hib.get(metric, True) else "lower", ci_low=lo, ci_high=hi, note=note,
             ))
     return out
 

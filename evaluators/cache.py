@@ -180,4 +180,20 @@ def evaluate_cached(
             if out[i] is None:
                 mine = [m for m in ran.metrics if m.name.split("/", 1)[0] == spec.name]
                 out[i] = CachedTask(suite, spec, key, by_task[spec.name], mine, cached=False)
-    return [o for o in out if o is not None], ran
+    return [with_spec(o) for o in out if o is not None], ran
+
+
+def with_spec(task: CachedTask) -> CachedTask:
+    """The task's results with the config's say on its metric of record applied after the cache.
+
+    The direction comes from the TaskSpec where it gives one, else from the direction lm-eval
+    declared (`higher_is_better`, carried by the cached aggregate); a target replaces it. Applied
+    after the cache, so editing a task's direction, target or margin never needs a re-run.
+    """
+    name = f"{task.samples.task}/{task.samples.metric}"
+    declared = next((m.direction for m in task.metrics if m.name == name), "higher")
+    spec = task.spec.metric_spec(declared)
+    metrics = [m.model_copy(update={"direction": spec.direction, "target": spec.target}) if m.name == name else m
+               for m in task.metrics]
+    return CachedTask(task.suite, task.spec, task.key, task.samples.model_copy(update={"spec": spec}), metrics,
+                      cached=task.cached)

@@ -2,7 +2,7 @@
 
 With `policy.retrain_via: event` a `loop` cycle that decides RETRAIN moves the
 loop state armed -> triggered (compare-and-set: one cycle wins), records what
-the rest of the cycle needs in the state's `data["pending"]`, and emits
+the rest of the cycle needs in the loop's memory (`LoopMemory.pending`), and emits
 `driftloop.regression.detected` for resource `driftloop.project.<project>`.
 The automation declared on the `retrain/gpu` deployment in prefect.yaml runs
 `retrain_cycle` on the `gpu` pool, which takes the cycle over
@@ -25,6 +25,7 @@ from prefect.events import emit_event
 from dashboards.timeline import log_timeline
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import StageParams, context, log
+from driftloop.loopstate import Event, LoopMemory, State, advance
 from flows.loop import CycleSummary, _Clock, _not_started, finish_retrain
 
 REGRESSION_EVENT = "driftloop.regression.detected"
@@ -80,19 +81,21 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
     ctx = context(params)
     cfg, store, tr = ctx.cfg, ctx.store, ctx.tracker
     st = store.get_state(cfg.project)
-    pending = st["data"].get("pending")
-    if st["state"] != "triggered" or not pending:
+    memory = LoopMemory.load(st["data"])
+    pending = memory.pending
+    if st["state"] != State.TRIGGERED or pending is None:
         log().warning("retrain: nothing to do: the loop of project %s is %s, not triggered", cfg.project, st["state"])
         return CycleSummary(cycle="", outcome=f"nothing to retrain: the loop is {st['state']}")
-    if cycle_run_id and cycle_run_id != pending["run_id"]:
+    if cycle_run_id and cycle_run_id != pending.run_id:
         log().warning("retrain: the event came from cycle run %s; finishing the cycle waiting now (run %s)",
-                      cycle_run_id, pending["run_id"])
-    owner = pending["owner"]  # the emitting cycle's lease passes to this run
-    data = {k: v for k, v in st["data"].items() if k != "pending"}
-    if not store.transition(cfg.project, "retraining", "retrain started by event", owner, cfg.policy.lease_seconds,
-                            expected={"triggered"}, data=data, expected_version=st["version"]):
+                      cycle_run_id, pending.run_id)
+    owner = pending.owner  # the emitting cycle's lease passes to this run
+    memory.pending = None
+    if not store.transition(cfg.project, advance(State.TRIGGERED, Event.START), "retrain started by event", owner,
+                            cfg.policy.lease_seconds, expected={State.TRIGGERED.value}, data=memory.dump(),
+                            expected_version=st["version"]):
         return CycleSummary(cycle="", outcome=_not_started(ctx))
-    summary = CycleSummary(**pending["summary"])
+    summary = CycleSummary(**pending.summary)
     summary.outcome = "retrain failed"  # until the tail says otherwise
     log().info("retrain: took over cycle %s (MLflow run %s)", summary.cycle, summary.run_id)
     clock = _Clock(summary)
@@ -102,7 +105,7 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
         # Cached when the emitting cycle benchmarked this champion on the same tasks.
         champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
         # The decision's evidence stays on the cycle run (decision_decide.json); the gate gets none to quote.
-        finish_retrain(ctx, owner, sp, summary, clock, champ, data, feedback=None)
+        finish_retrain(ctx, owner, sp, summary, clock, champ, memory, feedback=None)
         failed = False
         return summary
     finally:

@@ -2,9 +2,13 @@
 
 ingest -> monitor -> benchmark(champion) -> decide -> [retrain -> benchmark(challenger) -> gate -> promote|reject]
 
-The trigger state machine (armed -> triggered -> retraining -> evaluating ->
-promoted|rejected -> cooldown -> armed) lives in the store; every transition
-takes a lease there, so two concurrent cycles never start two retrains.
+The state machine (armed -> triggered -> retraining -> evaluating ->
+promoted|rejected -> cooldown -> armed) is `driftloop.loopstate`: a cycle says what
+happened (an `Event`), `advance` says where it leads, and the store persists it with a
+compare-and-set under a lease, so two concurrent cycles never start two retrains. The
+loop's memory (`LoopMemory`) travels with the state: after a promotion the current
+window counts only the new champion's traffic, and breaches a retrain already answered
+wait for new feedback before they may trigger again.
 
 The bracketed tail is `finish_retrain`. With `policy.retrain_via: inline` (the
 default) the cycle runs it itself; with `event` the cycle stops at `triggered`
@@ -21,20 +25,24 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
-from driftloop.policy import decide, gate
-from driftloop.errors import StageError
-from driftloop.types import Action, Decision, MetricResult
 from dashboards.timeline import log_timeline
+from driftloop.errors import StageError
+from driftloop.findings import render_all
+from driftloop.loopstate import Answered, Baseline, Event, LoopMemory, Pending, State, advance
+from driftloop.policy import BREACH_KINDS, breach_key, decide, gate
+from driftloop.types import Action, Decision, Finding, MetricResult
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import Context, StageParams, alert, context, log
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.registry import ensure_champion
 from flows.retrain import retrain
+
 
 class CycleSummary(BaseModel):
     cycle: str
@@ -44,9 +52,11 @@ class CycleSummary(BaseModel):
     stage_notes: dict[str, str] = Field(default_factory=dict)
     decision_action: str = "none"
     decision_reasons: list[str] = Field(default_factory=list)
+    decision_findings: list[Finding] = Field(default_factory=list)
     regression: list[str] = Field(default_factory=list)
     retrain_note: str = ""
     gate_reasons: list[str] = Field(default_factory=list)
+    gate_findings: list[Finding] = Field(default_factory=list)
     gate_table: list[dict] = Field(default_factory=list)
     champion_version: str | None = None
     challenger_version: str | None = None
@@ -66,11 +76,11 @@ class _Clock:
 
 
 @task(name="decide")
-def decide_task(ctx_params: StageParams, mon, state: dict, bench: list[MetricResult],
+def decide_task(ctx_params: StageParams, mon, memory: LoopMemory, bench: list[MetricResult],
                 baseline: list[MetricResult]) -> Decision:
     ctx = context(ctx_params)
-    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, state,
-                  benchmark=bench, baseline=baseline)
+    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, memory,
+                  benchmark=bench, baseline=baseline, fresh_events=mon.fresh_events)
 
 
 def _rearm(ctx: Context, owner: str) -> dict:
@@ -83,49 +93,55 @@ def _rearm(ctx: Context, owner: str) -> dict:
     return st
 
 
-def _baseline(data: dict, champion: str | None, mon, champ) -> list[MetricResult]:
+def _baseline(memory: LoopMemory, champion: str | None, mon, champ) -> list[MetricResult]:
     """The champion's baseline: its benchmark scores and the reference window when it was first seen.
 
-    Recorded in the loop state once per champion version, so `policy.relative_drop` compares against
-    the champion's own starting point, not against a window that drifts with it.
+    Recorded in the loop's memory once per champion version, so `policy.relative_drop` compares
+    against the champion's own starting point, not against a window that drifts with it.
     """
-    rec = data.get("baseline") or {}
-    if rec.get("champion") != champion:
+    if memory.baseline is None or memory.baseline.champion != champion:
         metrics = [m for m in mon.reference if m.source == "quality"] + _flat(champ)
-        rec = {"champion": champion, "metrics": [m.model_dump(mode="json") for m in metrics]}
-        data["baseline"] = rec
-    return [MetricResult(**m) for m in rec["metrics"]]
+        memory.baseline = Baseline(champion=champion, metrics=metrics)
+    return list(memory.baseline.metrics)
 
 
 def _flat(bench) -> list[MetricResult]:
     return [m for metrics in bench.metrics.values() for m in metrics]
 
 
-def _step(ctx: Context, owner: str, to_state: str, reason: str, expected: set[str], data: dict) -> None:
+def _step(ctx: Context, owner: str, current: State, event: Event, reason: str, memory: LoopMemory) -> State:
     """One transition of a cycle that holds the lease; losing it (it expired and another cycle
     took over) stops this cycle before it acts on a state it no longer owns."""
-    if not ctx.store.transition(ctx.cfg.project, to_state, reason[:500], owner, ctx.cfg.policy.lease_seconds,
-                                expected=expected, data=data):
-        st = ctx.store.get_state(ctx.cfg.project)
-        raise StageError(f"loop state: cannot move to {to_state}: the state is {st['state']} held by "
-                         f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
-                         f"{ctx.cfg.policy.lease_seconds:g}) expired and another cycle took over")
+    to = advance(current, event)
+    if not ctx.store.transition(ctx.cfg.project, to, reason[:500], owner, ctx.cfg.policy.lease_seconds,
+                                expected={current.value}, data=memory.dump()):
+        raise StageError(_lost(ctx, to))
+    return to
 
 
-def _gate_table(decision: Decision, champ, chall) -> list[dict]:
+def _lost(ctx: Context, to: State) -> str:
+    st = ctx.store.get_state(ctx.cfg.project)
+    return (f"loop state: cannot move to {to.value}: the state is {st['state']} held by "
+            f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
+            f"{ctx.cfg.policy.lease_seconds:g}) expired and another cycle took over")
+
+
+def _gate_table(decision: Decision) -> list[dict]:
+    """One row per gated task, from the gate's findings (the demo's and the CLI's table)."""
+    nan = float("nan")
     rows = []
-    for m in decision.evidence:
-        if m.source != "benchmark":
+    for f in decision.findings:
+        if "suite" not in f.segment:
             continue
-        suite = m.segment.get("suite", "")
-        task_name = m.name.rsplit("/", 1)[0]
-        c0 = next((s for s in champ.samples.get(suite, []) if s.task == task_name), None)
-        c1 = next((s for s in chall.samples.get(suite, []) if s.task == task_name), None)
-        shared = sorted(set(c0.items) & set(c1.items)) if c0 and c1 else []
-        mean = (lambda s: sum(s.items[i] for i in shared) / len(shared)) if shared else (lambda s: float("nan"))
-        rows.append({"suite": suite, "task": task_name, "role": m.segment.get("role", ""), "n": m.n,
-                     "champion": mean(c0) if c0 else float("nan"), "challenger": mean(c1) if c1 else float("nan"),
-                     "diff": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "passed": bool(m.passed)})
+        suite = f.segment["suite"]
+        task_name = f.metric.split("/")[1] if f.metric.count("/") >= 2 else f.metric
+        rows.append({"suite": suite, "task": task_name, "role": f.role, "kind": f.kind, "n": f.n,
+                     "direction": f.direction, "target": f.target,
+                     "champion": nan if f.reference is None else f.reference,
+                     "challenger": nan if f.challenger is None else f.challenger,
+                     "diff": nan if f.estimate is None else f.estimate,
+                     "ci_low": nan if f.ci_low is None else f.ci_low,
+                     "ci_high": nan if f.ci_high is None else f.ci_high, "passed": bool(f.passed)})
     return rows
 
 
@@ -141,23 +157,24 @@ def _regression_alert(ctx: Context, summary: CycleSummary, decision: Decision) -
           run_id=summary.run_id, cycle=summary.cycle)
 
 
-def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSummary, state: dict, data: dict,
-              decision: Decision) -> None:
+def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSummary, state: dict,
+              memory: LoopMemory, decision: Decision) -> None:
     """Event mode: armed -> triggered, then emit `driftloop.regression.detected` for the automation.
 
     Only the cycle whose compare-and-set succeeds emits, so at most one event per trigger (and so
     per cooldown). The lease is kept, not released: it passes to the `retrain` run (its owner is
-    recorded in `data["pending"]`), so the next cycle's `rearm` leaves `triggered` alone until the
+    recorded in `memory.pending`), so the next cycle's `rearm` leaves `triggered` alone until the
     lease (policy.lease_seconds) expires, and an event nobody acted on is then re-armed.
     """
     from flows.events import emit_regression  # flows.events imports this module for the shared tail
 
     cfg = ctx.cfg
     summary.outcome = "retrain requested (event driftloop.regression.detected)"
-    data["pending"] = {"run_id": summary.run_id, "owner": owner, "config": params.config,
-                       "summary": summary.model_dump(mode="json")}
-    if not ctx.store.transition(cfg.project, "triggered", decision.summary()[:500], owner, cfg.policy.lease_seconds,
-                                expected={"armed"}, data=data, expected_version=state["version"]):
+    memory.pending = Pending(run_id=summary.run_id, owner=owner, config=params.config,
+                             summary=summary.model_dump(mode="json"))
+    if not ctx.store.transition(cfg.project, advance(State.ARMED, Event.BREACH), decision.summary()[:500], owner,
+                                cfg.policy.lease_seconds, expected={State.ARMED.value}, data=memory.dump(),
+                                expected_version=state["version"]):
         summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
         return
     _regression_alert(ctx, summary, decision)
@@ -166,8 +183,36 @@ def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSumma
     summary.stage_notes["retrain"] = f"requested by event {event_id}"
 
 
+def _answered(memory: LoopMemory, outcome: str) -> None:
+    """The breaches this retrain acted on now wait for new feedback before they trigger again."""
+    if memory.trigger is not None:
+        memory.answered = memory.trigger.model_copy(update={"outcome": outcome})
+    memory.trigger = None
+
+
+def _nothing_to_train(ctx: Context, owner: str, summary: CycleSummary, memory: LoopMemory,
+                      corrections: int, needed: int) -> CycleSummary:
+    """A real regression that the training data cannot answer: a recorded decision, an alert and a
+    cooldown; the cycle itself succeeds (the champion is untouched)."""
+    finding = Finding(kind="nothing_to_train", n=corrections, detail={"corrections": corrections, "needed": needed})
+    decision = Decision(action=Action.ALERT, findings=[finding], reasons=render_all([finding]),
+                        policy_version=ctx.cfg.policy.version)
+    ctx.tracker.log_decision(summary.run_id, decision, "retrain")
+    _answered(memory, "nothing to train on")
+    _step(ctx, owner, State.RETRAINING, Event.NOTHING_TO_TRAIN, decision.reasons[0], memory)
+    ctx.store.release(ctx.cfg.project, owner)
+    summary.outcome = decision.reasons[0]
+    summary.retrain_note = decision.reasons[0]
+    summary.stage_notes["retrain"] = "skipped: nothing to train on"
+    log().warning("%s; the loop cools down (policy.cooldown_hours) and the champion stays version %s",
+                  decision.reasons[0], summary.champion_version)
+    alert(ctx, "retrain.skipped", model_version=summary.champion_version, reasons=decision.reasons,
+          run_id=summary.run_id, cycle=summary.cycle)
+    return summary
+
+
 def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSummary, clock: _Clock, champ,
-                   data: dict, feedback: list[MetricResult] | None) -> CycleSummary:
+                   memory: LoopMemory, feedback: list[MetricResult] | None) -> CycleSummary:
     """The second half of a cycle, shared by the inline loop and the event-driven `retrain` deployment.
 
     Starts in state `retraining` under `owner`'s lease and walks fine-tune -> evaluating ->
@@ -182,20 +227,27 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     try:
         rt = clock("retrain", retrain, sp)
     except Exception as e:
-        store.transition(cfg.project, "cooldown", f"retrain failed: {e}"[:500], owner, 0, {"retraining"}, data)
-        store.release(cfg.project, owner)
-        # The finally block tags the cycle run with this outcome; the champion is untouched.
+        memory.trigger = None  # a crash answers nothing: the breach may trigger again after the cooldown
+        moved = store.transition(cfg.project, advance(State.RETRAINING, Event.FAIL), f"retrain failed: {e}"[:500],
+                                 owner, 0, {State.RETRAINING.value}, memory.dump())
         summary.outcome = "retrain failed"
         summary.retrain_note = f"failed: {e}"[:300]
         alert(ctx, "retrain.failed", model_version=summary.champion_version, reasons=[str(e)[:1000]],
               run_id=parent, cycle=summary.cycle)
+        if not moved:
+            # Another cycle holds the loop now: its state and its lease are left alone.
+            summary.outcome = "retrain failed; the loop was taken over by another cycle"
+            raise StageError(f"{_lost(ctx, State.COOLDOWN)} (the retrain had failed: {e})"[:1000]) from e
+        store.release(cfg.project, owner)
         raise
+    if rt.nothing_to_train:
+        return _nothing_to_train(ctx, owner, summary, memory, rt.n_train, rt.needed)
     summary.challenger_version = rt.version
     summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
                             f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
     alert(ctx, "retrain.finished", model_version=rt.version, previous_version=rt.base_version,
           reasons=[summary.retrain_note], run_id=parent, cycle=summary.cycle)
-    _step(ctx, owner, "evaluating", f"challenger version {rt.version}", {"retraining"}, data)
+    _step(ctx, owner, State.RETRAINING, Event.CANDIDATE, f"challenger version {rt.version}", memory)
     chall = clock("benchmark challenger", benchmark,
                   BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
     summary.stage_notes["benchmark challenger"] = _bench_note(chall)
@@ -207,25 +259,36 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     # comparison view then answers "why is version N the champion?".
     tr.record_gate(parent, rt.version, verdict)
     summary.gate_reasons = verdict.reasons
-    summary.gate_table = _gate_table(verdict, champ, chall)
-    if verdict.action == Action.PROMOTE:
-        summary.outcome = f"promoted version {rt.version}"
+    summary.gate_findings = verdict.findings
+    summary.gate_table = _gate_table(verdict)
+    promoted = verdict.action == Action.PROMOTE
+    summary.outcome = f"{'promoted' if promoted else 'rejected'} version {rt.version}"
+    if promoted:
+        memory.trigger = None
+        memory.new_champion(rt.version, datetime.now(timezone.utc), "gate")
         # The state first: a cycle that lost its lease must not move the alias.
-        _step(ctx, owner, "promoted", summary.outcome, {"evaluating"}, data)
+        at = _step(ctx, owner, State.EVALUATING, Event.PROMOTE, summary.outcome, memory)
         tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
         tr.set_version_tags(rt.version, {"driftloop.cycle_run": parent})
         summary.champion_version = rt.version
     else:
-        summary.outcome = f"rejected version {rt.version}"
-        _step(ctx, owner, "rejected", summary.outcome, {"evaluating"}, data)
+        _answered(memory, summary.outcome)
+        at = _step(ctx, owner, State.EVALUATING, Event.REJECT, summary.outcome, memory)
         tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
     summary.stage_notes["gate"] = summary.outcome
-    alert(ctx, "candidate.promoted" if verdict.action == Action.PROMOTE else "candidate.rejected",
+    alert(ctx, "candidate.promoted" if promoted else "candidate.rejected",
           model_version=rt.version, previous_version=rt.base_version, reasons=verdict.reasons, run_id=parent,
           cycle=summary.cycle)
-    _step(ctx, owner, "cooldown", f"after {summary.outcome}", {"promoted", "rejected"}, data)
+    _step(ctx, owner, at, Event.COOL, f"after {summary.outcome}", memory)
     store.release(cfg.project, owner)
     return summary
+
+
+def _sync_champion(memory: LoopMemory, champion: str | None) -> None:
+    """The alias was moved outside the loop (in the MLflow UI, say): the new champion's traffic
+    starts now, as after a promotion."""
+    if champion and memory.champion is not None and memory.champion.version != champion:
+        memory.new_champion(champion, datetime.now(timezone.utc), "external")
 
 
 @flow(name="loop")
@@ -243,45 +306,50 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     failed = True
     try:
         state = _rearm(ctx, owner)
+        memory = LoopMemory.load(state["data"])
+        _sync_champion(memory, champion)
         ing = clock("ingest", ingest, sp)
         summary.stage_notes["ingest"] = f"{ing['accepted']} accepted, {ing['duplicates']} duplicates, {ing['quarantined']} quarantined"
-        mon = clock("monitor", monitor, sp)
-        summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events"
+        mon = clock("monitor", monitor, sp, scope=memory.champion,
+                    fresh_after=memory.answered.newest_event if memory.answered else None)
+        scope = f"; current window: {mon.scope}" if mon.scope else ""
+        summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events{scope}"
         champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
         summary.stage_notes["benchmark champion"] = _bench_note(champ)
-        data = dict(state["data"])
-        baseline = _baseline(data, champion, mon, champ)
-        decision = clock("decide", decide_task, sp, mon, state["data"], _flat(champ), baseline)
+        baseline = _baseline(memory, champion, mon, champ)
+        decision = clock("decide", decide_task, sp, mon, memory, _flat(champ), baseline)
         tr.log_decision(parent, decision, "decide")
         summary.decision_action = decision.action.value
         summary.decision_reasons = decision.reasons
+        summary.decision_findings = decision.findings
         summary.stage_notes["decide"] = decision.action.value
-        breached = any(e.passed is False for e in decision.evidence if e.source in ("quality", "benchmark"))
-        data["breaches"] = (list(data.get("breaches", [])) + [breached])[-50:]
+        breaches = [f for f in decision.of_kind(*BREACH_KINDS) if f.breached]
+        memory.record_breach(bool(breaches))
         summary.champion_version = champion
         if decision.action != Action.RETRAIN:
             # Only over the state this cycle read: newer data (another cycle's retrain) is never overwritten.
-            store.transition(cfg.project, state["state"], decision.summary()[:500], owner, 0,
-                             expected={state["state"]}, data=data, expected_version=state["version"])
+            store.transition(cfg.project, advance(state["state"], Event.RECORD), decision.summary()[:500], owner, 0,
+                             expected={state["state"]}, data=memory.dump(), expected_version=state["version"])
             store.release(cfg.project, owner)
             summary.outcome = "no retrain needed" if decision.action == Action.NONE else "alert only"
             failed = False
             return summary
-        summary.regression = [r for r in decision.reasons if "floor" in r or "fell" in r]
-        now = datetime.now(timezone.utc).isoformat()
-        data["last_retrain_at"] = now
-        data["retrains"] = (list(data.get("retrains", [])) + [now])[-20:]
+        summary.regression = render_all(breaches)
+        now = datetime.now(timezone.utc)
+        memory.record_retrain(now)
+        memory.trigger = Answered(at=now, outcome="retrain started", breach_keys=[breach_key(f) for f in breaches],
+                                  newest_event=mon.current_newest)
         if cfg.policy.retrain_via == "event":
-            _hand_off(ctx, owner, params, summary, state, data, decision)
+            _hand_off(ctx, owner, params, summary, state, memory, decision)
             failed = False
             return summary
-        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], data, cfg.policy.lease_seconds,
-                                   expected_version=state["version"]):
+        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], memory.dump(),
+                                   cfg.policy.lease_seconds, expected_version=state["version"]):
             summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
             failed = False
             return summary
         _regression_alert(ctx, summary, decision)
-        finish_retrain(ctx, owner, sp, summary, clock, champ, data, decision.evidence)
+        finish_retrain(ctx, owner, sp, summary, clock, champ, memory, decision.evidence)
         failed = False
         return summary
     finally:

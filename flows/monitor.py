@@ -8,6 +8,11 @@ against the reference window, logged to MLflow and saved to the Evidently worksp
 The windows come from `monitor.windows` (see `driftloop.windows`). A reference window
 whose content has not changed is served from the profile cache under
 `<state_dir>/monitor/profiles` without being read again.
+
+With a champion scope (`scope`, set by the loop after a promotion), the
+current window counts only the serving champion's traffic: events tagged with its
+version, and untagged events at or after it took over (`driftloop.windows.in_scope`).
+Feedback the previous champion earned never counts against the new one.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from driftloop.loopstate import ChampionScope
 from driftloop.types import MetricResult
 from driftloop.windows import (
-    Windows, champion_window, read_prompt_sample, record_window, resolve_windows, window_fingerprint,
+    Windows, champion_window, in_scope, read_prompt_sample, record_window, resolve_windows, window_fingerprint,
 )
 from evaluators.monitoring import ReferenceCache, drift_columns, monitor_frames, reference_key
 from flows.common import Context, StageParams, context, log, stage_run
@@ -41,6 +47,9 @@ class MonitorResult(BaseModel):
     reference_cached: bool = Field(default=False, description="The reference came from the profile cache.")
     workspace: dict[str, str] = Field(default_factory=dict, description="Evidently workspace, project and snapshot ids.")
     seconds: dict[str, float] = Field(default_factory=dict, description="Wall time of each part (s).")
+    scope: str = Field(default="", description="Which events the current window counts (empty: all of them).")
+    fresh_events: int = Field(default=0, description="Current-window events newer than the flow's `fresh_after`.")
+    current_newest: datetime | None = Field(default=None, description="Timestamp of the newest event the current window counts.")
 
 
 class _Clock:
@@ -114,9 +123,14 @@ def workspace_task(params: StageParams, snapshot, w: Windows, run_id: str,
 
 
 @flow(name="monitor")
-def monitor(params: StageParams = StageParams()) -> MonitorResult:
+def monitor(params: StageParams = StageParams(), scope: ChampionScope | None = None,
+            fresh_after: datetime | None = None) -> MonitorResult:
     """Resolve the windows, read them (only the columns needed; the reference from the profile
-    cache when unchanged), run the evaluators, log everything."""
+    cache when unchanged), run the evaluators, log everything.
+
+    `scope`: count only the serving champion's traffic in the current window. `fresh_after`:
+    count the current-window events newer than this (`MonitorResult.fresh_events`).
+    """
     ctx = context(params)
     mon, min_n = ctx.cfg.monitor, ctx.cfg.policy.min_n
     w = windows_task(params)
@@ -128,6 +142,12 @@ def monitor(params: StageParams = StageParams()) -> MonitorResult:
     with stage_run(ctx, "monitor", params.parent_run_id) as run_id:
         clock = _Clock()
         cur = clock("read_current", read_task, params, w.current_start, w.current_end)
+        if scope is not None:
+            kept = in_scope(cur["model_version"].to_numpy(), cur["ts"], scope)
+            log().info("monitor: %d of %d current events are champion version %s's traffic",
+                       int(kept.sum()), len(cur), scope.version)
+            cur = cur[kept].reset_index(drop=True)
+        fresh = int((cur["ts"] > fresh_after).sum()) if fresh_after is not None and len(cur) else len(cur)
         cache = ReferenceCache(_monitor_dir(ctx) / "profiles")
         fingerprint = window_fingerprint(ctx.store, w.reference_start, w.reference_end)
         key = reference_key(fingerprint, mon, min_n)
@@ -151,8 +171,13 @@ def monitor(params: StageParams = StageParams()) -> MonitorResult:
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
             record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)
-        return record_monitor(ctx, run_id, w, out, n_ref, len(cur), text, {"reference_cached": hit is not None},
-                              reference_cached=hit is not None, workspace=saved, seconds={**out.seconds, **clock.seconds})
+        scope_note = (f"champion version {scope.version}: events tagged with it, untagged ones since "
+                      f"{scope.since.isoformat()}") if scope is not None else ""
+        return record_monitor(ctx, run_id, w, out, n_ref, len(cur), text,
+                              {"reference_cached": hit is not None, "current_scope": scope_note or "all events"},
+                              reference_cached=hit is not None, workspace=saved, seconds={**out.seconds, **clock.seconds},
+                              scope=scope_note, fresh_events=fresh,
+                              current_newest=cur["ts"].max().to_pydatetime() if len(cur) else None)
 
 
 def record_monitor(ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur: int, text: list[MetricResult],

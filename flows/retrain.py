@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 
 from prefect import flow, task
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from driftloop.errors import StageError
 from evaluators.golden import exclude_near_duplicates
@@ -28,15 +28,18 @@ REPLAY_KEEP = 2000  # replay rows carried into each new model folder
 
 
 class RetrainResult(BaseModel):
-    version: str
+    version: str = Field(description="The registered challenger; empty where nothing was trained.")
     base_version: str
     method: str
     n_train: int
-    n_replay: int
-    train_seconds: float
-    final_loss: float
+    n_replay: int = 0
+    train_seconds: float = 0.0
+    final_loss: float = float("nan")
     run_id: str
-    output_dir: str
+    output_dir: str = ""
+    nothing_to_train: bool = Field(default=False, description="Too few corrected training-pool items "
+                                                              "(`retrain.min_train_items`): nothing was trained.")
+    needed: int = Field(default=0, description="With nothing_to_train: the items a retrain needs.")
 
 
 @task(name="curate-training-set")
@@ -75,8 +78,15 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
     base_version, base_dir = tr.resolve("champion")
     with stage_run(ctx, "retrain", params.parent_run_id) as run_id:
         examples, manifest = curate(params, str(base_dir))
-        if manifest["counts"]["train"] == 0:
-            raise StageError("retrain: the training pool is empty (no corrected feedback outside the golden set)")
+        if manifest["counts"]["train"] < cfg.retrain.min_train_items:
+            # Thumbs-only feedback finds a regression but gives no example to learn from: a result, not a
+            # failure (the stage run finishes, tagged), so the cycle can record it and cool down.
+            tr.set_tags(run_id, {"driftloop.skipped": "nothing to train on"})
+            log().warning("retrain: %d corrected training-pool items, %d needed: nothing to train on",
+                          manifest["counts"]["train"], cfg.retrain.min_train_items)
+            return RetrainResult(version="", base_version=base_version, method=cfg.retrain.method,
+                                 n_train=manifest["counts"]["train"], run_id=run_id, nothing_to_train=True,
+                                 needed=cfg.retrain.min_train_items)
         job_dir = cfg.state_path / "retrain" / f"{run_id[:8]}-{uuid.uuid4().hex[:6]}"
         data = write_jsonl(examples, job_dir / "data.jsonl")
         r = cfg.retrain

@@ -147,6 +147,7 @@ def test_a_failed_fine_tune_alerts_started_then_failed(tmp_path, make_tiny_gpt2,
     """The shared retrain tail (inline loop and event-driven deployment) reports a crashed fine-tune."""
     from driftloop.errors import StageError
     from flows.common import StageParams, context
+    from driftloop.loopstate import LoopMemory
     from flows.loop import CycleSummary, _Clock, finish_retrain
     from flows.registry import ensure_champion
 
@@ -165,7 +166,7 @@ def test_a_failed_fine_tune_alerts_started_then_failed(tmp_path, make_tiny_gpt2,
                            champion_version="1", decision_reasons=["thumbs-up rate fell"])
     with pytest.raises(StageError):
         finish_retrain(ctx, "cycle-test", StageParams(config=params.config, parent_run_id=summary.run_id), summary,
-                       _Clock(summary), None, {}, None)
+                       _Clock(summary), None, LoopMemory(), None)
     got = [json.loads(b) for _, b, _ in hook.requests if "type" in json.loads(b)]
     assert [(p["type"], p["model"]["version"], p["cycle"]) for p in got] == [
         ("retrain.started", "1", summary.cycle), ("retrain.failed", "1", summary.cycle)]

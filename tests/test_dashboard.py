@@ -112,7 +112,7 @@ def test_rows_hold_every_loop_event_with_its_version_and_mlflow_run(recorded):
     assert sum(e[0] == "retrain triggered" for e in events) == sum(e[0] == "retrain" for e in events) == 3
     gate_fail = next(r for r in rows if r["event"] == "gate fail")
     assert gate_fail["run_id"] == runs[3] and gate_fail["link"] == f"L/{runs[3]}"
-    assert "rejected version 3" in gate_fail["detail"] and "golden/golden acc" in gate_fail["detail"]
+    assert "rejected version 3" in gate_fail["detail"] and "golden/golden/acc" in gate_fail["detail"]
     rollback = next(r for r in rows if r["event"] == "rollback")
     assert "4 -> 2 (rollback by alice): v4 answers billing in English" in rollback["detail"]
 
@@ -164,9 +164,9 @@ def test_each_cycle_can_log_the_page_as_an_artifact_of_its_run(recorded, tmp_pat
 def test_gate_figures_are_on_the_cycle_run_and_the_registry_version(recorded):
     _, _, tr, runs = recorded
     v2 = tr.version_info("2")
-    assert v2["description"].startswith("Promoted by the gate: golden/golden acc: challenger 0.800 vs champion 0.600")
+    assert v2["description"].startswith("Promoted by the gate: golden/golden/acc: challenger 0.800 vs champion 0.600")
     assert v2["tags"]["driftloop.gate.verdict"] == "promote" and v2["tags"]["driftloop.cycle_run"] == runs[1]
-    assert v2["tags"]["driftloop.gate.golden"].startswith("target golden/acc_diff: diff +0.200 [")
+    assert v2["tags"]["driftloop.gate.golden"].startswith("target golden/golden/acc: diff +0.200 [")
     assert "p=" in v2["tags"]["driftloop.gate.golden"] and v2["tags"]["driftloop.gate.golden"].endswith("pass")
     assert v2["tags"]["driftloop.gate.canary"].endswith("pass")
     assert v2["tags"]["driftloop.promotion"] == "rollback"  # the latest move that put it in place

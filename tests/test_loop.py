@@ -100,3 +100,24 @@ def test_rerun_on_the_same_data_adds_nothing_and_reuses_the_cache(demo_run):
     # The champion (version 2) was benchmarked on these exact tasks during the gate: all cached.
     notes = again.stage_notes["benchmark champion"].split(", ")
     assert len(notes) == 2 and all(n.endswith("cached") for n in notes), notes
+
+
+def test_after_a_promotion_unchanged_feedback_never_triggers_again(demo_run, capsys):
+    """The feedback that led to version 2 was served by version 1: it never counts against version 2,
+    so three more cycles on it neither retrain nor spend the budget."""
+    from flows.common import StageParams
+    from flows.loop import loop
+
+    cfg_path, _ = demo_run
+    cfg = load_config(cfg_path)
+    store = Store(cfg.store_url)
+    before = [h["to_state"] for h in store.history("e2e", limit=200)].count("triggered")
+    for _ in range(3):
+        s = loop(StageParams(config=str(cfg_path)))
+        assert s.decision_action != "retrain", s.decision_reasons
+        assert s.stage_notes["monitor"].startswith("0 current"), s.stage_notes["monitor"]
+        assert "champion version 2" in s.stage_notes["monitor"]
+    assert [h["to_state"] for h in store.history("e2e", limit=200)].count("triggered") == before == 1
+    assert Tracker.from_config(cfg).alias_version("champion") == "2"
+    assert main(["--config", str(cfg_path), "status"]) == 0
+    assert "current window counts: champion version 2's traffic" in capsys.readouterr().out

@@ -231,8 +231,8 @@ def test_decide_relative_drop_from_the_champions_baseline(case, now_value, base,
 
 def test_decide_relative_drop_on_a_lower_is_better_metric():
     policy = POLICY.model_copy(update={"floors": {}, "max_drop": {}, "relative_drop": {"correction_rate": 0.2}})
-    cur = rate(0.30, 2000, name="correction_rate").model_copy(update={"higher_is_better": False})
-    base = rate(0.20, 2000, name="correction_rate").model_copy(update={"higher_is_better": False})
+    cur = rate(0.30, 2000, name="correction_rate").model_copy(update={"direction": "lower"})
+    base = rate(0.20, 2000, name="correction_rate").model_copy(update={"direction": "lower"})
     assert decide([cur], [], [], policy, now=NOW, baseline=[base]).action == Action.RETRAIN
     assert decide([base], [], [], policy, now=NOW, baseline=[cur]).action == Action.NONE
 

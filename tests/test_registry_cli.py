@@ -64,7 +64,7 @@ def test_refused_while_a_cycle_holds_the_loop(registry, capsys):
     cfg_path, cfg, tr, (v1, v2, _) = registry
     store = Store(cfg.store_url)
     store.migrate()
-    assert store.transition("hand", "retraining", "a cycle is training", "cycle-1", lease_seconds=600)
+    assert store.begin_retrain("hand", "cycle-1", "a cycle is training", {}, lease_seconds=600)
     assert main(["--config", str(cfg_path), "promote", v2, "--reason", "x"]) == 2
     assert "a cycle holds the loop (state retraining" in capsys.readouterr().err
     assert tr.alias_version("champion") == v1

@@ -39,6 +39,7 @@ def test_a_cycle_never_writes_over_data_newer_than_it_read(store):
 
 
 def test_rearm_leaves_a_live_holder_alone_and_finishes_a_stranded_verdict(store):
+    assert store.begin_retrain("p", "A", "breach", {}, 30)
     assert store.transition("p", "evaluating", "challenger version 3", "A", 30)
     assert store.rearm("p", "B", 0)["state"] == "evaluating"  # A is alive
     assert store.transition("p", "promoted", "promoted version 3", "A", 0.05, expected={"evaluating"})
@@ -100,6 +101,7 @@ def test_a_cycle_that_lost_its_lease_stops_before_acting(tmp_path):
     # recovered and started its own retrain) must not move the state, let alone the alias.
     from driftloop.errors import StageError
     from flows.common import StageParams, context
+    from driftloop.loopstate import Event, LoopMemory, State
     from flows.loop import _rearm, _step
 
     ctx = context(StageParams(config=str(_config(tmp_path))))
@@ -109,6 +111,6 @@ def test_a_cycle_that_lost_its_lease_stops_before_acting(tmp_path):
     assert st["state"] == "armed" and st["data"] == {"breaches": [True]}
     assert ctx.store.begin_retrain("sm", "fresh", "breach", st["data"], 120)
     with pytest.raises(StageError, match="the state is retraining held by fresh.*lease_seconds=120"):
-        _step(ctx, "slow", "evaluating", "challenger version 2", {"retraining"}, {})
+        _step(ctx, "slow", State.RETRAINING, Event.CANDIDATE, "challenger version 2", LoopMemory())
     st = ctx.store.get_state("sm")
     assert (st["state"], st["lease_owner"]) == ("retraining", "fresh")

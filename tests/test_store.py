@@ -179,6 +179,7 @@ def test_transition_is_compare_and_set_under_a_lease(store):
 
 
 def test_renewal_keeps_since_and_a_new_state_resets_it(store):
+    assert store.transition("p", "triggered", "breach", owner="A")
     assert store.transition("p", "retraining", "start", owner="A")
     since = store.get_state("p")["since"]
     time.sleep(0.01)

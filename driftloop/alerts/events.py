@@ -29,6 +29,7 @@ TITLES = {
     "retrain.started": "Retrain started",
     "retrain.finished": "Retrain finished",
     "retrain.failed": "Retrain failed",
+    "retrain.skipped": "Regression with nothing to train on",
     "candidate.promoted": "Candidate promoted",
     "candidate.rejected": "Candidate rejected",
     "champion.rolled_back": "Champion rolled back",

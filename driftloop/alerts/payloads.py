@@ -20,7 +20,8 @@ from driftloop.alerts.events import TITLES, AlertEvent
 _HEADER_MAX, _SECTION_MAX, _REASONS_MAX = 150, 3000, 20
 _EMOJI = {
     "regression.detected": ":warning:", "retrain.started": ":hourglass_flowing_sand:",
-    "retrain.finished": ":white_check_mark:", "retrain.failed": ":x:", "candidate.promoted": ":rocket:",
+    "retrain.finished": ":white_check_mark:", "retrain.failed": ":x:", "retrain.skipped": ":grey_question:",
+    "candidate.promoted": ":rocket:",
     "candidate.rejected": ":no_entry:", "champion.rolled_back": ":leftwards_arrow_with_hook:",
     "ingest.quarantine": ":rotating_light:", "alert.test": ":bell:",
 }

@@ -37,7 +37,10 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def _move(args: argparse.Namespace, version: str | None, how: str) -> int:
+    from datetime import datetime, timezone
+
     from driftloop.errors import InputError
+    from driftloop.loopstate import Event, LoopMemory, advance
     from driftloop.store import Store
     from driftloop.tracking import Tracker
 
@@ -54,9 +57,13 @@ def _move(args: argparse.Namespace, version: str | None, how: str) -> int:
     who = _who(args)
     owner = f"{how}:{who}"
     st = store.get_state(cfg.project)
+    memory = LoopMemory.load(st["data"])
+    # The new champion's traffic starts now; the loop forgets what it answered for the old one.
+    memory.new_champion(str(version), datetime.now(timezone.utc), how)
     # Take the loop first: a cycle holding its lease would otherwise race this change.
-    if not store.transition(cfg.project, "cooldown", f"{how} of version {version} by {who}: {args.reason}"[:500],
-                            owner, 0, data=st["data"]):
+    if not store.transition(cfg.project, advance(st["state"], Event.MANUAL),
+                            f"{how} of version {version} by {who}: {args.reason}"[:500], owner, 0,
+                            data=memory.dump(), expected={st["state"]}, expected_version=st["version"]):
         raise InputError(f"{how}: a cycle holds the loop (state {st['state']}, lease of {st['lease_owner']}); "
                          "retry when it ends")
     previous = tr.move_champion(version, by=who, reason=args.reason, how=how)

@@ -12,9 +12,9 @@ the same transaction. A crashed owner's lease simply expires.
     >>> store.get_state("demo")["state"]
     'triggered'
 
-The cycle itself (flows/loop.py) walks armed -> triggered -> retraining ->
-evaluating -> promoted|rejected -> cooldown -> armed through `begin_retrain`,
-`transition` and `rearm`.
+The states, the legal edges and the loop's memory live in `driftloop.loopstate`;
+this module only persists them: `transition` refuses any edge the table does not
+hold (IllegalTransition), whatever the caller expected.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
+from driftloop.loopstate import ACTIVE, INITIAL, Event, IllegalTransition, State, advance, legal
 from driftloop.store.engine import insert_ignore
 from driftloop.store.models import LoopState, LoopTransition, utcnow
 
-INITIAL_STATE = "armed"
-# States in which a cycle is working and holds the lease; stranded there only by a crash.
-ACTIVE_STATES = ("triggered", "retraining", "evaluating", "promoted", "rejected")
+INITIAL_STATE = INITIAL.value
+ACTIVE_STATES = tuple(sorted(s.value for s in ACTIVE))
 _STATE = LoopState.__table__
 _HISTORY = LoopTransition.__table__
 
@@ -56,7 +56,7 @@ class LoopStateMixin:
     def transition(
         self,
         project: str,
-        to_state: str,
+        to_state: str | State,
         reason: str,
         owner: str,
         lease_seconds: float = 600,
@@ -77,11 +77,14 @@ class LoopStateMixin:
         holds the lease for `lease_seconds` seconds, and a history row is added.
         """
         now = utcnow()
+        to_state = State(to_state).value
         with self._writer.begin() as conn:
             row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
             current = row["state"] if row is not None else INITIAL_STATE
             if expected is not None and current not in expected:
                 return False
+            if not legal(current, to_state):
+                raise IllegalTransition(f"loop state of {project}: {current} -> {to_state} is not a legal transition")
             if expected_version is not None and (row["version"] if row is not None else 0) != expected_version:
                 return False
             if row is not None and _leased_by_other(row, owner, now):
@@ -124,14 +127,15 @@ class LoopStateMixin:
         """
         st = self.get_state(project)
         now = utcnow()
-        if st["state"] == "cooldown" and (now - st["since"]).total_seconds() >= cooldown_seconds:
+        if st["state"] == State.COOLDOWN and (now - st["since"]).total_seconds() >= cooldown_seconds:
             # Lease 0: housekeeping holds nothing, so a crash right here blocks no one.
-            self.transition(project, "armed", "cooldown elapsed", owner, 0, expected={"cooldown"}, data=st["data"])
+            self.transition(project, advance(State.COOLDOWN, Event.REARM), "cooldown elapsed", owner, 0,
+                            expected={"cooldown"}, data=st["data"])
             self.release(project, owner)
         elif st["state"] in ACTIVE_STATES and not _leased_by_other(st, owner, now):
             holder = st["lease_owner"] or "nobody"
-            # A gate verdict already taken stands: finish into cooldown; otherwise the retrain is redone.
-            to = "cooldown" if st["state"] in ("promoted", "rejected") else "armed"
+            # A gate verdict already taken stands (on to cooldown); otherwise the retrain is redone (armed).
+            to = advance(st["state"], Event.RECOVER)
             if self.transition(project, to, f"recovered: the lease of {holder} in state {st['state']} "
                                "expired (crashed or killed cycle)", owner, 0,
                                expected={st["state"]}, data=st["data"]):
@@ -143,11 +147,12 @@ class LoopStateMixin:
         """armed -> triggered -> retraining under `owner`'s lease; False (nothing started) if
         the loop is not armed, another cycle holds it, or (with `expected_version`) the state
         changed since the caller read `data`. Of racing cycles exactly one gets True."""
-        if not self.transition(project, "triggered", reason, owner, lease_seconds, expected={"armed"}, data=data,
-                               expected_version=expected_version):
+        triggered = advance(State.ARMED, Event.BREACH)
+        if not self.transition(project, triggered, reason, owner, lease_seconds, expected={State.ARMED.value},
+                               data=data, expected_version=expected_version):
             return False
-        return self.transition(project, "retraining", "retrain started", owner, lease_seconds,
-                               expected={"triggered"}, data=data)
+        return self.transition(project, advance(triggered, Event.START), "retrain started", owner, lease_seconds,
+                               expected={triggered.value}, data=data)
 
     def release(self, project: str, owner: str) -> bool:
         """Give up `owner`'s lease on `project` (the state stays); False if it held none."""
