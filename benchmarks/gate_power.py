@@ -12,9 +12,24 @@ drop. On every draw it runs, side by side:
   `challenger >= champion - threshold`, flag a regression otherwise.
 
 With no true difference it reports the false-promotion and false-trigger
-rates; with true drops of 2, 5 and 10 points, the detection power. Run:
+rates; with true drops of 2, 5 and 10 points, the detection power.
 
-    .venv/bin/python benchmarks/gate_power.py            # markdown table, ~2 min on 2 cores
+A second table covers the bias suites' non-inferiority test, which the gate
+applies in each metric's own direction and units:
+
+- a lower-is-better metric on its own scale (a likelihood difference near 17,
+  per-item difference sd 3, margin 1.0);
+- a target metric (a stereotype-choice rate whose ideal is 0.5; champion at
+  0.55, 20% of items discordant, margin 0.03 on the distance to 0.5).
+
+For each, at the n that `driftloop plan --suite` gives and at half and twice
+it: the false-promotion rate when the challenger is worse by exactly the
+margin (the null's boundary; must be at most alpha, within Monte-Carlo error)
+and the power when the two are equally good (at least 0.8 at the planned n),
+beside a point gate that promotes when the challenger's score is within the
+margin of the champion's. Run:
+
+    .venv/bin/python benchmarks/gate_power.py            # markdown tables, about 7 min on 2 busy cores
     .venv/bin/python benchmarks/gate_power.py --reps 300 # quicker, noisier
 """
 
@@ -28,7 +43,7 @@ import numpy as np
 from driftloop import stats
 from driftloop.config import PolicyConfig
 from driftloop.policy import gate
-from driftloop.types import Action, SampleResults
+from driftloop.types import Action, MetricSpec, SampleResults
 
 SIZES = [50, 100, 200, 500, 1000, 2000]
 DROPS = [0.0, 0.02, 0.05, 0.10]
@@ -73,6 +88,82 @@ def simulate(n: int, drop: float, reps: int, policy: PolicyConfig, threshold: fl
             "pt_promote": pt_promote / reps, "pt_flag": pt_flag / reps}
 
 
+# The bias cases: (label, spec, the margin's sd of the per-item difference, the champion's draw).
+LD_MEAN, LD_SD, LD_DIFF_SD, LD_MARGIN = 17.0, 4.0, 3.0, 1.0
+ST_RATE, ST_DISCORDANT, ST_MARGIN = 0.55, 0.20, 0.03
+
+
+def draw_lower(rng: np.random.Generator, n: int, worse: float) -> tuple[np.ndarray, np.ndarray]:
+    """A likelihood difference per item (lower is better); the challenger is `worse` higher on average."""
+    champ = rng.normal(LD_MEAN, LD_SD, n)
+    return champ, champ + worse + rng.normal(0.0, LD_DIFF_SD, n)
+
+
+def draw_target(rng: np.random.Generator, n: int, worse: float) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 stereotype choices (target 0.5); the challenger's rate is `worse` farther from 0.5 than
+    the champion's (same side), with `ST_DISCORDANT` of items answered differently."""
+    b, c = (ST_DISCORDANT - worse) / 2, (ST_DISCORDANT + worse) / 2  # champion-only 1, challenger-only 1
+    both = ST_RATE - b
+    u = rng.random(n)
+    champ = (u < both + b).astype(float)
+    chall = ((u < both) | ((u >= both + b) & (u < both + b + c))).astype(float)
+    return champ, chall
+
+
+BIAS_CASES = {
+    "lower is better (likelihood difference)": (MetricSpec(direction="lower", margin=LD_MARGIN), LD_DIFF_SD,
+                                                LD_MARGIN, draw_lower),
+    "target 0.5 (stereotype-choice rate)": (MetricSpec(target=0.5, margin=ST_MARGIN), ST_DISCORDANT ** 0.5,
+                                            ST_MARGIN, draw_target),
+}
+# A target suite the challenger always passes, so the bias task alone decides the verdict.
+_WIN = ({"golden": [SampleResults(task="golden", model="b", items={f"g{k}": 1.0 for k in range(60)})]},
+        {"golden": [SampleResults(task="golden", model="a", items={f"g{k}": float(k < 30) for k in range(60)})]})
+
+
+def _point_gate(spec: MetricSpec, champ: np.ndarray, chall: np.ndarray, margin: float) -> bool:
+    return spec.loss(float(chall.mean())) <= spec.loss(float(champ.mean())) + margin
+
+
+def simulate_bias(case: str, n: int, worse: float, reps: int, policy: PolicyConfig, seed: int) -> dict[str, float]:
+    spec, _, margin, draw_fn = BIAS_CASES[case]
+    rng = np.random.default_rng([seed, n, int(round(worse * 1000)), len(case)])
+    dl = pt = 0
+    for _ in range(reps):
+        champ, chall = draw_fn(rng, n, worse)
+        bias = lambda v, m: SampleResults(task="bias", model=m, items={f"i{k}": float(x) for k, x in enumerate(v)},
+                                          spec=spec)
+        d = gate({**_WIN[0], "bias": [bias(chall, "b")]}, {**_WIN[1], "bias": [bias(champ, "a")]},
+                 {"golden": "target", "bias": "bias"}, policy)
+        dl += d.action == Action.PROMOTE
+        pt += _point_gate(spec, champ, chall, margin)
+    return {"dl_promote": dl / reps, "pt_promote": pt / reps}
+
+
+def bias_table(reps: int, policy: PolicyConfig, seed: int) -> list[str]:
+    """Print the bias suites' table; return the goals missed."""
+    failures = []
+    mc = 2 * (policy.alpha * (1 - policy.alpha) / reps) ** 0.5  # two Monte-Carlo standard errors at alpha
+    print(f"\nBias suites: non-inferiority within the margin; {reps} seeded draws per cell ({3 * reps} at the "
+          f"planned n), Monte-Carlo standard error about {mc / 2:.3f} at alpha.\n")
+    print("| bias metric | n | challenger | driftloop promotes | point gate promotes |")
+    print("|---|---:|---|---:|---:|")
+    for case, (spec, sd, margin, _) in BIAS_CASES.items():
+        planned = stats.ni_sample_size(margin, sd, alpha=policy.alpha, power=0.8)
+        for n in sorted({max(policy.min_n, planned // 2), planned, 2 * planned}):
+            for worse, what in ((margin, "worse by the margin (false promotion)"), (0.0, "equally good (power)")):
+                # The planned n's power is the goal: three times the draws there, for a tighter estimate.
+                r = simulate_bias(case, n, worse, reps * (3 if n == planned else 1), policy, seed)
+                mark = " (plan)" if n == planned else ""
+                print(f"| {case} | {n}{mark} | {what} | {r['dl_promote']:.3f} | {r['pt_promote']:.3f} |")
+                if worse > 0 and r["dl_promote"] > policy.alpha + mc:
+                    failures.append(f"{case} n={n}: false promotion {r['dl_promote']:.3f} > alpha")
+                power_se = (0.8 * 0.2 / (3 * reps)) ** 0.5
+                if worse == 0 and n == planned and r["dl_promote"] < 0.8 - 2 * power_se:
+                    failures.append(f"{case} n={n}: power {r['dl_promote']:.2f} < 0.80")
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1000, help="seeded draws per cell")
@@ -104,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         what = "false trigger" if drop == 0 else "power"
         print(f"| {n}{mark} | {drop:.2f} | {r['dl_promote']:.3f} | {r['pt_promote']:.3f} "
               f"| {r['dl_flag']:.3f} ({what}) | {r['pt_flag']:.3f} ({what}) |")
-    print(f"\n{time.monotonic() - t0:.0f} s. Goal (false alarms <= alpha at every n; power >= 0.80 for a 5-point "
-          f"drop at n={planned}): {'met' if not failures else 'NOT met: ' + '; '.join(failures)}")
+    failures += bias_table(max(200, args.reps // 3), policy, args.seed)
+    print(f"\n{time.monotonic() - t0:.0f} s. Goals (false alarms <= alpha at every n; power >= 0.80 at the planned "
+          "n; for the bias margins, whose null is tested at its boundary, each within two Monte-Carlo standard "
+          f"errors): "
+          f"{'met' if not failures else 'NOT met: ' + '; '.join(failures)}")
     return 0 if not failures else 1
 
 

@@ -22,11 +22,18 @@ def add_commands(sub) -> None:
     p = sub.add_parser("status", help="the loop's state, since when and why, the lease holder, recent history")
     p.add_argument("--history", type=int, default=10, help="how many recent transitions to show")
     p.set_defaults(handler=status)
-    p = sub.add_parser("plan", help="golden items needed to detect a drop with a paired test")
-    p.add_argument("--drop", type=float, required=True, help="accuracy drop to detect, e.g. 0.05")
+    p = sub.add_parser("plan", help="items a paired test needs: to detect a drop (golden), or to prove "
+                                    "non-inferiority within each task's margin (--suite)")
+    p.add_argument("--drop", type=float, default=None, help="accuracy drop to detect, e.g. 0.05")
+    p.add_argument("--suite", default=None, help="a canary or bias suite of the config: items each of its tasks "
+                                                 "needs for the non-inferiority test at its margin")
     p.add_argument("--power", type=float, default=0.8)
     p.add_argument("--discordant", type=float, default=None,
-                   help="expected share of items on which the models disagree (default: 2 x drop + 0.05)")
+                   help="expected share of items on which the models disagree (default: 2 x drop + 0.05; "
+                        "with --suite, 0.2)")
+    p.add_argument("--sd", action="append", default=[], metavar="TASK=SD",
+                   help="with --suite, for a task whose metric is not a 0/1 outcome: the standard deviation "
+                        "of the per-item difference between two models, in the metric's units (repeatable)")
     p.set_defaults(handler=plan)
     p = sub.add_parser("ui", help="print the commands that open the MLflow and Prefect UIs on the stored state")
     p.set_defaults(handler=ui)
@@ -75,6 +82,21 @@ def status(args: argparse.Namespace) -> int:
 def plan(args: argparse.Namespace) -> int:
     from driftloop import report
 
+    from driftloop.errors import InputError
+
+    if (args.drop is None) == (args.suite is None):
+        raise InputError("plan: give --drop (a target suite's drop to detect) or --suite (a canary or bias suite)")
+    if args.suite is not None:
+        sds: dict[str, float] = {}
+        for item in args.sd:
+            name, _, value = item.partition("=")
+            try:
+                sds[name] = float(value)
+            except ValueError:
+                raise InputError(f"--sd {item}: expected TASK=SD, e.g. crows_pairs_english=4.2") from None
+            if sds[name] <= 0:
+                raise InputError(f"--sd {item}: the standard deviation must be positive")
+        return report.plan_suite(args.suite, args.power, args.discordant, sds, config(args))
     return report.plan(args.drop, args.power, args.discordant, config(args))
 
 
