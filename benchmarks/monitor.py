@@ -40,7 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from driftloop.config import MonitorConfig  # noqa: E402
-from evaluators.drift import _as_category  # noqa: E402
+from evaluators.drift_evidently import as_category as _as_category  # noqa: E402
 from evaluators.monitoring import drift_columns, monitor_frames  # noqa: E402
 from evaluators.profiles import is_numerical  # noqa: E402
 

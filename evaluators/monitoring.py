@@ -1,10 +1,12 @@
 """One monitor pass over two window frames, and the cache of reference-window results.
 
-`monitor_frames` runs every monitor evaluator on a current window against a reference
-(a frame, or the cached `WindowProfile` of one): drift, quality of both windows and
-segment gaps of the current one. `ReferenceCache` keeps a reference window's profile
-and quality figures on disk under a key built from the window's content fingerprint and
-the settings that shape them, so an unchanged reference is read and profiled once.
+`monitor_frames` runs the monitor's evaluators from `evaluators.registry` ("drift",
+"quality" and "segment_gaps", each configured from the `MonitorConfig`) on a current
+window against a reference (a frame, or the cached `WindowProfile` of one): drift,
+quality of both windows and segment gaps of the current one. `ReferenceCache` keeps a
+reference window's profile and quality figures on disk under a key built from the
+window's content fingerprint and the settings that shape them, so an unchanged
+reference is read and profiled once.
 
     >>> out = monitor_frames(reference_frame, current_frame, MonitorConfig(), min_n=30)
     >>> out.drift.summary["columns_drifted"], len(out.bias)
@@ -22,16 +24,19 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from driftloop.config import MonitorConfig
 from driftloop.types import MetricResult
-from evaluators.drift import DriftOutput, drift_report
+from evaluators import registry
+from evaluators.drift import DriftOutput
+from evaluators.drift_spec import DriftSpec
 from evaluators.profiles import WindowProfile, profile_window
-from evaluators.quality import quality_metrics, segment_gaps
 
+# The monitor pass: registered evaluators in report order, each with the `seconds` entry its time adds to.
+MONITOR_PASS = {"drift": "drift", "quality": "quality_current", "segment_gaps": "quality_current"}
 CACHE_VERSION = 1  # bump when the profile format or the statistics change
 
 
@@ -49,7 +54,7 @@ class MonitorOutput:
 
 def drift_columns(mon: MonitorConfig) -> list[str]:
     """The columns the drift report compares: the features, then the segment fields."""
-    return list(dict.fromkeys(list(mon.features) + list(mon.segment_fields)))
+    return DriftSpec.from_monitor(mon).columns
 
 
 def monitor_frames(
@@ -69,28 +74,29 @@ def monitor_frames(
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    cols = drift_columns(mon)
+    evaluators = {name: registry.get(name) for name in MONITOR_PASS}
+    specs = {name: ev.configure(mon, min_n, confidence) for name, ev in evaluators.items()}
+    drift: DriftSpec = specs["drift"]
     profile = reference if isinstance(reference, WindowProfile) else None
-    large = profile is not None or len(reference) + len(current) > mon.exact_rows
-    if profile is None and large:
-        profile = profile_window(reference, cols, mon.report_rows)
+    if profile is None and drift.profiled(len(reference), len(current)):
+        profile = profile_window(reference, drift.columns, drift.report_rows)
         seconds["profile_reference"] = time.perf_counter() - t0
     if reference_quality is None:
         if isinstance(reference, WindowProfile):
             raise ValueError("monitor_frames: a profiled reference needs its reference_quality")
         t = time.perf_counter()
-        reference_quality = quality_metrics(reference, list(mon.segment_fields), min_n, confidence)
+        # Quality describes one window: the reference's figures are the same evaluator on the reference.
+        reference_quality = evaluators["quality"].run(specs["quality"], registry.Inputs(current=reference)).metrics
         seconds["quality_reference"] = time.perf_counter() - t
-    t = time.perf_counter()
-    drift = drift_report(profile if large else reference, current, cols, drift_share=mon.drift_share_alert,
-                         min_n=min_n, exact_rows=mon.exact_rows, report_rows=mon.report_rows)
-    seconds["drift"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cur_quality = quality_metrics(current, list(mon.segment_fields), min_n, confidence)
-    bias = segment_gaps(current, list(mon.segment_fields), min_n=min_n, confidence=confidence)
-    seconds["quality_current"] = time.perf_counter() - t
+    inputs = registry.Inputs(reference=reference if profile is None else profile, current=current)
+    outcomes: dict[str, registry.Outcome] = {}
+    for name, ev in evaluators.items():
+        t = time.perf_counter()
+        outcomes[name] = ev.run(specs[name], inputs)
+        seconds[MONITOR_PASS[name]] = seconds.get(MONITOR_PASS[name], 0.0) + time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    return MonitorOutput(drift, cur_quality, reference_quality, bias, profile, seconds)
+    return MonitorOutput(cast(DriftOutput, outcomes["drift"]), outcomes["quality"].metrics, reference_quality,
+                         outcomes["segment_gaps"].metrics, profile, seconds)
 
 
 def reference_key(fingerprint: dict[str, Any], mon: MonitorConfig, min_n: int, confidence: float = 0.95) -> str:
@@ -116,7 +122,7 @@ class ReferenceCache:
         try:
             quality = [MetricResult.model_validate(m) for m in json.loads(js.read_text(encoding="utf-8"))]
             return WindowProfile.load(npz), quality
-        except Exception:  # noqa: BLE001 - a damaged entry is a miss, recomputed and overwritten
+        except Exception:  # a damaged entry is a miss, recomputed and overwritten
             return None
 
     def put(self, key: str, profile: WindowProfile, quality: list[MetricResult]) -> None:

@@ -11,7 +11,7 @@ reference window is profiled once and reused by every monitor run that compares 
 
     >>> ref = profile_window(reference_frame, ["prompt_len", "latency_ms", "topic"])
     >>> cur = profile_window(current_frame, ["prompt_len", "latency_ms", "topic"])
-    >>> column_drift(ref.columns["latency_ms"], cur.columns["latency_ms"])["method"]
+    >>> column_drift(ref.columns["latency_ms"], cur.columns["latency_ms"]).method
     'wasserstein'
     >>> ref.save(Path(".driftloop/profiles/ab12.npz")); WindowProfile.load(Path(".driftloop/profiles/ab12.npz"))
 
@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
+
+from evaluators.drift_spec import DriftTest
 
 # Above this many distinct values a continuous column is kept as a histogram.
 EXACT_MAX_UNIQUE = 10_000
@@ -195,15 +197,14 @@ def _numeric(v: np.ndarray) -> ColumnProfile:
     return ColumnProfile("numerical", n, (edges[nz] + edges[nz + 1]) / 2, counts[nz], std, width, raw)
 
 
-def column_drift(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, Any]:
+def column_drift(ref: ColumnProfile, cur: ColumnProfile) -> DriftTest:
     """Evidently's large-reference drift test on two profiles of one column.
 
-    Returns {score, method, threshold, drifted, score_is_p_value, error_bound}:
-    `error_bound` bounds |score - score on the raw rows| (0 when both profiles are
-    exact; for binned numbers (ref.resolution + cur.resolution) / 2 divided by the norm,
-    since binning moves each value by at most half a bin and Wasserstein-1 is a mean
-    absolute displacement). Requires ref.n > 1,000; smaller references use Evidently's
-    p-value tests on the raw values instead.
+    The score is a distance; `error_bound` bounds |score - score on the raw rows| (0 when
+    both profiles are exact; for binned numbers (ref.resolution + cur.resolution) / 2
+    divided by the norm, since binning moves each value by at most half a bin and
+    Wasserstein-1 is a mean absolute displacement). Requires ref.n > 1,000; smaller
+    references use Evidently's p-value tests on the raw values instead.
     """
     numerical = ref.kind == "numerical" and cur.kind == "numerical"
     if numerical and _union_size(ref, cur) > 5:
@@ -219,8 +220,8 @@ def column_drift(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, Any]:
         bound = 0.0
         method = "jensenshannon"
     score = float(score)
-    return {"score": score, "method": method, "threshold": DEFAULT_THRESHOLD, "drifted": score >= DEFAULT_THRESHOLD,
-            "score_is_p_value": False, "error_bound": float(bound)}
+    return DriftTest(method=method, score=score, threshold=DEFAULT_THRESHOLD, score_kind="distance",
+                     drifted=score >= DEFAULT_THRESHOLD, error_bound=float(bound))
 
 
 def _union_size(ref: ColumnProfile, cur: ColumnProfile) -> int:

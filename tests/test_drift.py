@@ -196,7 +196,8 @@ def test_the_drift_evaluator_runs_from_the_registry_and_leaves_the_page_in_artif
     context = {
         "reference": window(600, 1),
         "current": window(300, 2, latency_shift=40.0),
-        "monitor": MonitorConfig(features=["latency_ms", "prompt_len"], drift_share_alert=0.5),
+        # The evaluator compares the features, then the segment fields: none here.
+        "monitor": MonitorConfig(features=["latency_ms", "prompt_len"], segment_fields=[], drift_share_alert=0.5),
         "artifacts": artifacts,
     }
     results = registry.get("drift")(context)

@@ -12,7 +12,7 @@ from scipy import stats
 
 from driftloop.config import MonitorConfig, TextDriftConfig
 from evaluators.drift import drift_report
-from evaluators.drift_large import dkw_epsilon
+from evaluators.drift_profiles import dkw_epsilon
 from evaluators.monitoring import ReferenceCache, monitor_frames
 from evaluators.profiles import GRID_BINS, WindowProfile, column_drift, profile_column, profile_window
 from evaluators.text_drift import descriptors, embedding_drift, permutation_test, text_drift
@@ -53,8 +53,8 @@ def test_binned_wasserstein_stays_within_its_stated_bound_of_scipy_on_raw_values
     assert pa.resolution == pytest.approx((a.max() - a.min()) / GRID_BINS)
     got = column_drift(pa, pb)
     truth = stats.wasserstein_distance(a, b) / np.std(a)
-    assert got["method"] == "wasserstein" and 0 < got["error_bound"] < 1e-3
-    assert abs(got["score"] - truth) <= got["error_bound"]
+    assert got.method == "wasserstein" and got.score_kind == "distance" and 0 < got.error_bound < 1e-3
+    assert abs(got.score - truth) <= got.error_bound
 
 
 def test_integer_columns_are_profiled_exactly():
