@@ -27,6 +27,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
+from driftloop import tags as T
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -94,7 +95,7 @@ def _serving_versions(history: list[dict[str, Any]], moves: list[dict[str, str]]
 def _cycle_note(cycle: dict[str, Any]) -> str:
     """The cycle's outcome and its window's headline metric, e.g. `no retrain needed; thumbs_up_rate 0.85 [0.81, 0.89]`."""
     s, m = cycle.get("summary") or {}, cycle.get("monitor_metrics", {})
-    parts = [s.get("outcome") or cycle.get("tags", {}).get("driftloop.outcome", "no outcome recorded")]
+    parts = [s.get("outcome") or cycle.get("tags", {}).get(T.OUTCOME, "no outcome recorded")]
     for name in METRICS:
         k = f"quality/{name}"
         if k in m:
@@ -105,10 +106,10 @@ def _cycle_note(cycle: dict[str, Any]) -> str:
 
 def _cycle_events(cycle: dict[str, Any], with_promotions: bool) -> list[tuple[str, str]]:
     s, tags = cycle.get("summary") or {}, cycle.get("tags", {})
-    outcome = s.get("outcome") or tags.get("driftloop.outcome", "")
+    outcome = s.get("outcome") or tags.get(T.OUTCOME, "")
     gate = "; ".join(s.get("gate_reasons", [])[:2])
     out = []
-    if s.get("decision_action") == "retrain" or tags.get("driftloop.decide.action") == "retrain":
+    if s.get("decision_action") == "retrain" or tags.get(T.decision_action("decide")) == "retrain":
         out.append(("retrain triggered", "; ".join((s.get("regression") or s.get("decision_reasons") or [])[:3])))
     if s.get("challenger_version") or outcome.startswith(("promoted", "rejected")):
         out.append(("retrain", s.get("retrain_note") or f"challenger version {s.get('challenger_version', '?')}"))

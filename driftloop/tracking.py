@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from driftloop import tags as T
 from driftloop.errors import InputError, StageError
 from driftloop.types import Decision, MetricResult
 
@@ -128,9 +129,9 @@ class Tracker:
     def log_decision(self, run_id: str, decision: Decision, stage: str) -> None:
         """Tags for the action and the first reasons; the whole decision as JSON."""
         self.set_tags(run_id, {
-            f"driftloop.{stage}.action": decision.action.value,
-            f"driftloop.{stage}.reason": " | ".join(decision.reasons)[:4900],
-            "driftloop.policy_version": decision.policy_version,
+            T.decision_action(stage): decision.action.value,
+            T.decision_reason(stage): " | ".join(decision.reasons)[:4900],
+            T.POLICY_VERSION: decision.policy_version,
         })
         self.log_dict(run_id, decision.model_dump(mode="json"), f"decision_{stage}.json")
 
@@ -222,11 +223,11 @@ class Tracker:
             raise InputError(f"version {version}: no such version of {self.model_name!r}") from None
         previous = self.alias_version("champion")
         self.set_alias("champion", str(version))
-        tags = {"driftloop.kind": "promotion", "driftloop.version": str(version), "driftloop.by": by,
-                "driftloop.how": how, "driftloop.reason": reason[:4900], "driftloop.previous": previous or ""}
+        tags = {T.KIND: "promotion", T.VERSION: str(version), T.BY: by,
+                T.HOW: how, T.REASON: reason[:4900], T.PREVIOUS: previous or ""}
         run = self.start_run(f"{how}-v{version}", tags=tags)
         self.end_run(run)
-        self.set_version_tags(str(version), {"driftloop.promoted_by": by, "driftloop.promotion": how})
+        self.set_version_tags(str(version), {T.PROMOTED_BY: by, T.PROMOTION: how})
         return previous
 
     def champion_history(self, limit: int = 100) -> list[dict[str, str]]:
@@ -235,9 +236,9 @@ class Tracker:
 
         runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'promotion'",
                                        order_by=["attributes.start_time DESC"], max_results=limit)
-        return [{"version": r.data.tags.get("driftloop.version", ""), "by": r.data.tags.get("driftloop.by", ""),
-                 "how": r.data.tags.get("driftloop.how", ""), "reason": r.data.tags.get("driftloop.reason", ""),
-                 "previous": r.data.tags.get("driftloop.previous", ""), "run_id": r.info.run_id,
+        return [{"version": r.data.tags.get(T.VERSION, ""), "by": r.data.tags.get(T.BY, ""),
+                 "how": r.data.tags.get(T.HOW, ""), "reason": r.data.tags.get(T.REASON, ""),
+                 "previous": r.data.tags.get(T.PREVIOUS, ""), "run_id": r.info.run_id,
                  "at": datetime.fromtimestamp(r.info.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds")}
                 for r in runs]
 
@@ -345,15 +346,15 @@ class Tracker:
         "Promoted by the gate:" or "Rejected by the gate:" followed by the reasons.
         """
         metrics: dict[str, float] = {}
-        tags = {"driftloop.gate.verdict": verdict.action.value, "driftloop.cycle_run": run_id,
-                "driftloop.cycle_run_url": self.run_url(run_id), "driftloop.policy_version": verdict.policy_version}
+        tags = {T.GATE_VERDICT: verdict.action.value, T.CYCLE_RUN: run_id,
+                T.CYCLE_RUN_URL: self.run_url(run_id), T.POLICY_VERSION: verdict.policy_version}
         for f in verdict.findings:
             suite = f.segment.get("suite")
             if suite is None:
                 continue
             suite = _BAD_KEY.sub("_", suite)
             if f.kind not in ("gain", "non_inferiority"):
-                tags[f"driftloop.gate.{suite}"] = f"no verdict: {f.kind.replace('_', ' ')}"
+                tags[T.gate_suite(suite)] = f"no verdict: {f.kind.replace('_', ' ')}"
                 continue
             metrics.update({f"gate/{suite}/diff": f.estimate, f"gate/{suite}/ci_low": f.ci_low,
                             f"gate/{suite}/ci_high": f.ci_high, f"gate/{suite}/n": f.n,
@@ -361,11 +362,11 @@ class Tracker:
             ci = f" [{f.ci_low:+.3f}, {f.ci_high:+.3f}]" if f.ci_low is not None and f.ci_high is not None else ""
             better = "" if f.direction == "higher" and f.target is None else (
                 f" (target {f.target:g})" if f.target is not None else " (lower is better)")
-            tags[f"driftloop.gate.{suite}"] = (f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
+            tags[T.gate_suite(suite)] = (f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
                                                f"{f.estimate:+.3f}{ci}, "
                                                f"n={f.n}, p={f.p_value:.4g}, {'pass' if f.passed else 'fail'}")
         self.log_metrics(run_id, metrics)
-        self.set_tags(run_id, {"driftloop.challenger_version": version, "driftloop.gate.verdict": verdict.action.value})
+        self.set_tags(run_id, {T.CHALLENGER_VERSION: version, T.GATE_VERDICT: verdict.action.value})
         self.set_version_tags(version, tags)
         head = "Promoted by the gate: " if verdict.action.value == "promote" else "Rejected by the gate: "
         self.set_version_description(version, head + " | ".join(verdict.reasons))

@@ -34,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
+from driftloop import tags as T
 from driftloop.config import RunnerConfig, TaskSpec, load_config, looks_like_path
 from driftloop.errors import InputError, StageError
 from driftloop.types import MetricResult, SampleResults
@@ -269,8 +270,8 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + ([golden.yaml_path.parent] if golden else [])
     with stage_run(ctx, f"benchmark-{params.model}", params.parent_run_id) as run_id:
         out.run_id = run_id
-        tr.set_tags(run_id, {"driftloop.model_version": label, "driftloop.golden_hash": out.golden_hash,
-                             "driftloop.runner": cfg.runner.kind})
+        tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash,
+                             T.RUNNER: cfg.runner.kind})
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
         plan = _plan(cfg, suites, golden)
         log().info("benchmark %s: %d task(s); lm-eval runs only those not cached", label, len(plan))

@@ -18,6 +18,7 @@ from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field
 
+from driftloop import tags as T
 from driftloop.config import Config, load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
@@ -69,7 +70,7 @@ def stage_run(ctx: Context, name: str, parent: str | None) -> Iterator[str]:
 
     Logs the stage's wall time as `stage_seconds`.
     """
-    run_id = ctx.tracker.start_run(name, parent=parent, tags={"driftloop.stage": name})
+    run_id = ctx.tracker.start_run(name, parent=parent, tags={T.STAGE: name})
     t0 = time.monotonic()
     try:
         yield run_id

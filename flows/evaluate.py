@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from prefect import flow
 
+from driftloop import tags as T
 from driftloop.config import load_config
 from driftloop.errors import DriftloopError
 from driftloop.evaluation import (
@@ -113,9 +114,9 @@ def evaluate(model: str | int = "champion", suites: list[str] | None = None, win
         tr = ctx.tracker
         label, path = tr.resolve(ref)  # a registry version is downloaded once, then cached
         version = label if label.isdigit() else ""
-        tags = {"driftloop.kind": KIND, "driftloop.model": ref, "driftloop.model_version": version,
-                "driftloop.model_path": str(path), "driftloop.window": spec.spec if spec else "",
-                "driftloop.suites": ",".join(names)}
+        tags = {T.KIND: KIND, T.MODEL: ref, T.MODEL_VERSION: version,
+                T.MODEL_PATH: str(path), T.WINDOW: spec.spec if spec else "",
+                T.SUITES: ",".join(names)}
         if run_id is None:
             run_id = tr.start_run("evaluate-path" if is_model_folder(ref) else f"evaluate-{ref}", tags=tags)
         else:
@@ -153,7 +154,7 @@ def _fail(ctx: Context | None, config: str | None, run_id: str, err: BaseExcepti
         line = f"{type(err).__name__}: {line}"
     try:
         tr = ctx.tracker if ctx is not None else context(StageParams(config=config)).tracker
-        tr.set_tags(run_id, {"driftloop.error": line[:500]})
+        tr.set_tags(run_id, {T.ERROR: line[:500]})
         tr.end_run(run_id, failed=True)
     except Exception:  # noqa: BLE001 - the original error matters more than this one
         log().warning("evaluate: could not mark run %s failed", run_id)

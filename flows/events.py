@@ -25,6 +25,7 @@ from prefect.events import emit_event
 from dashboards.timeline import log_timeline
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import StageParams, context, log
+from driftloop import tags as T
 from driftloop.loopstate import Event, LoopMemory, State, advance
 from flows.loop import CycleSummary, _Clock, _not_started, finish_retrain
 
@@ -109,7 +110,7 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
         failed = False
         return summary
     finally:
-        tr.set_tags(summary.run_id, {"driftloop.outcome": summary.outcome, "driftloop.retrain_via": "event"})
+        tr.set_tags(summary.run_id, {T.OUTCOME: summary.outcome, T.RETRAIN_VIA: "event"})
         tr.log_dict(summary.run_id, summary.model_dump(mode="json"), "cycle_summary.json")
         log_timeline(tr, ctx.cfg, summary.run_id)  # never raises
         tr.end_run(summary.run_id, failed=failed)

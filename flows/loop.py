@@ -31,6 +31,7 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from dashboards.timeline import log_timeline
+from driftloop import tags as T
 from driftloop.errors import StageError
 from driftloop.findings import render_all
 from driftloop.loopstate import Answered, Baseline, Event, LoopMemory, Pending, State, advance
@@ -269,12 +270,12 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
         # The state first: a cycle that lost its lease must not move the alias.
         at = _step(ctx, owner, State.EVALUATING, Event.PROMOTE, summary.outcome, memory)
         tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
-        tr.set_version_tags(rt.version, {"driftloop.cycle_run": parent})
+        tr.set_version_tags(rt.version, {T.CYCLE_RUN: parent})
         summary.champion_version = rt.version
     else:
         _answered(memory, summary.outcome)
         at = _step(ctx, owner, State.EVALUATING, Event.REJECT, summary.outcome, memory)
-        tr.set_version_tags(rt.version, {"driftloop.rejected_by": "gate", "driftloop.cycle_run": parent})
+        tr.set_version_tags(rt.version, {T.REJECTED_BY: "gate", T.CYCLE_RUN: parent})
     summary.stage_notes["gate"] = summary.outcome
     alert(ctx, "candidate.promoted" if promoted else "candidate.rejected",
           model_version=rt.version, previous_version=rt.base_version, reasons=verdict.reasons, run_id=parent,
@@ -300,7 +301,7 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     summary = CycleSummary(cycle=datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + owner[-4:])
     clock = _Clock(summary)
     champion = clock("register champion", ensure_champion, params)
-    parent = tr.start_run(f"cycle-{summary.cycle}", tags={"driftloop.kind": "cycle", "driftloop.owner": owner})
+    parent = tr.start_run(f"cycle-{summary.cycle}", tags={T.KIND: "cycle", T.OWNER: owner})
     summary.run_id = parent
     sp = StageParams(config=params.config, parent_run_id=parent)
     failed = True
@@ -353,7 +354,7 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         failed = False
         return summary
     finally:
-        tr.set_tags(parent, {"driftloop.outcome": summary.outcome})
+        tr.set_tags(parent, {T.OUTCOME: summary.outcome})
         tr.log_dict(parent, summary.model_dump(mode="json"), "cycle_summary.json")
         log_timeline(tr, cfg, parent)  # never raises
         tr.end_run(parent, failed=failed)

@@ -25,6 +25,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from driftloop import tags as T
 from driftloop.loopstate import ChampionScope
 from driftloop.types import MetricResult
 from driftloop.windows import (
@@ -78,7 +79,7 @@ def champion_reference(ctx: Context) -> tuple[Windows | None, str]:
     version = ctx.tracker.alias_version("champion")
     if not version:
         return None, "champion"
-    cycle_run = ctx.tracker.version_info(version)["tags"].get("driftloop.cycle_run")
+    cycle_run = ctx.tracker.version_info(version)["tags"].get(T.CYCLE_RUN)
     champ = champion_window(_monitor_dir(ctx) / "windows.json", cycle_run)
     return champ, f"champion version {version}" + (f" (cycle run {cycle_run})" if cycle_run else "")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prefect import task
 
+from driftloop import tags as T
 from driftloop.config import DEMO_MODEL
 from driftloop.errors import ConfigError
 from flows.common import StageParams, context, log
@@ -57,10 +58,10 @@ def ensure_champion(params: StageParams) -> str:
     if current is not None:
         return current
     src = base_model_dir(params)
-    run = tr.start_run("register-base-model", tags={"driftloop.stage": "register"})
+    run = tr.start_run("register-base-model", tags={T.STAGE: "register"})
     try:
         version = tr.register_model(run, src, description=f"Base model {ctx.cfg.model.base!r}, registered as the first champion.",
-                                    tags={"driftloop.origin": "base"})
+                                    tags={T.ORIGIN: "base"})
         tr.move_champion(version, by="driftloop", reason=f"base model {ctx.cfg.model.base!r}", how="initial")
     except BaseException:
         tr.end_run(run, failed=True)

@@ -17,6 +17,7 @@ import uuid
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
+from driftloop import tags as T
 from driftloop.errors import StageError
 from evaluators.golden import exclude_near_duplicates
 from flows.common import StageParams, context, log, stage_run
@@ -81,7 +82,7 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         if manifest["counts"]["train"] < cfg.retrain.min_train_items:
             # Thumbs-only feedback finds a regression but gives no example to learn from: a result, not a
             # failure (the stage run finishes, tagged), so the cycle can record it and cool down.
-            tr.set_tags(run_id, {"driftloop.skipped": "nothing to train on"})
+            tr.set_tags(run_id, {T.SKIPPED: "nothing to train on"})
             log().warning("retrain: %d corrected training-pool items, %d needed: nothing to train on",
                           manifest["counts"]["train"], cfg.retrain.min_train_items)
             return RetrainResult(version="", base_version=base_version, method=cfg.retrain.method,
@@ -107,7 +108,7 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             msg = f"retrain: fine-tuning failed: {type(e).__name__}: {e}".splitlines()[0]
             # Recorded on the stage run (marked FAILED by stage_run) and logged at error level for
             # alerting; nothing was registered, so `champion` (and any `challenger`) stay as they were.
-            tr.set_tags(run_id, {"driftloop.error": msg[:5000]})
+            tr.set_tags(run_id, {T.ERROR: msg[:5000]})
             log().error("%s; champion stays version %s", msg, base_version)
             raise StageError(msg) from e
         m = result.metrics
@@ -120,10 +121,10 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             run_id, result.model_dir,
             description=f"{r.method} fine-tune of version {base_version} on {manifest['counts']['train']} "
                         f"training-pool items + {manifest['counts']['replay']} replay.",
-            tags={"driftloop.origin": "retrain", "driftloop.base_version": base_version,
-                  "driftloop.method": r.method, "driftloop.retrain_run": run_id})
+            tags={T.ORIGIN: "retrain", T.BASE_VERSION: base_version,
+                  T.METHOD: r.method, T.RETRAIN_RUN: run_id})
         tr.set_alias("challenger", version)
-        tr.set_tags(run_id, {"driftloop.challenger_version": version})
+        tr.set_tags(run_id, {T.CHALLENGER_VERSION: version})
         return RetrainResult(version=version, base_version=base_version, method=r.method,
                              n_train=manifest["counts"]["train"], n_replay=manifest["counts"]["replay"],
                              train_seconds=float(m.get("train_seconds", m.get("wall_seconds", 0.0))),
