@@ -35,6 +35,8 @@ class FieldMapping(_Section):
     fields: dict[str, str] = Field(default_factory=dict, description="FeedbackEvent field -> the source's field name, e.g. `{prompt: question, ts: created_at}`; unmapped fields keep their own names. A row that lacks a mapped field is quarantined (`mapped field 'answer' (-> response) missing`), unless it maps an optional field (rating, thumbs_up, correction, latency_ms, tokens_in, tokens_out, metadata), which may be missing from some rows; a null value is a value, not a missing field. A mapped field (or segment field) that no row of a run's first batch holds is a typo: the run stops with an error naming the source and the field, and stores nothing. An optional one is exempt when the run resumes a source with less than a batch of new rows, which may all lack it.")
     rating_scale: Literal["stars", "thumbs", "unit"] = Field(default="stars", description="Scale of the source's rating: `stars` (1-5, -> (s-1)/4), `thumbs` (up/down, true/false, 1/0 -> 1.0/0.0, also sets thumbs_up) or `unit` (already 0-1). The raw value is kept in rating_raw.")
     segment_fields: list[str] = Field(default_factory=list, description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`. A row may lack one; one that no row of a run's first batch holds is a typo (see `fields`).")
+    segment_max_keys: int = Field(default=16, ge=1, le=256, description="Most keys in one event's segment; a row with more is quarantined (`segment: more than N keys`). Each key and value names a metric series and monitor artifacts.")
+    segment_value_max_chars: int = Field(default=256, ge=1, le=65536, description="Longest segment value (characters); a row with a longer one is quarantined (`segment: value longer than N characters`). Keys are names of at most 64 letters, digits, `_`, `.`, `-` and spaces.")
 
     @model_validator(mode="after")
     def _known(self) -> "FieldMapping":
@@ -87,7 +89,7 @@ AnySource = Annotated[
 
 class RedactionConfig(_Section):
     enabled: bool = Field(default=True, description="Redact PII from every text field before anything is stored.")
-    builtin: list[Literal["email", "phone", "card", "ip"]] = Field(default=["email", "phone", "card", "ip"], description="Built-in detectors to apply.")
+    builtin: list[Literal["email", "phone", "card", "ip", "key", "jwt", "iban"]] = Field(default=["email", "phone", "card", "ip", "key", "jwt", "iban"], description="Built-in detectors to apply: e-mail addresses, phone numbers, Luhn-checked card numbers, IP addresses, API keys and tokens of well-known shapes (`sk-...`, `ghp_...`, `AKIA...`, `xoxb-...`, `AIza...`), JSON Web Tokens and mod-97-checked IBANs.")
     patterns: dict[str, str] = Field(default_factory=dict, description="Extra PII patterns: name -> Python regex; matches become `[NAME]`.")
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from driftloop.ingest import files as ingest
 from driftloop.demo.world import simulate
 from driftloop.errors import InputError
 from driftloop.ingest import KNOWN_FIELDS, RowError, decode_line, ingest_files, parse_row
+from driftloop.ingest.rows import SEGMENT_KEY
 from driftloop.types import FeedbackEvent
 
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -250,7 +251,7 @@ clean_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_chara
     response=clean_text,
     stars=st.none() | st.integers(1, 5),
     thumbs=st.none() | st.booleans(),
-    segment=st.dictionaries(clean_text, clean_text, max_size=3),
+    segment=st.dictionaries(st.from_regex(SEGMENT_KEY, fullmatch=True), clean_text, max_size=3),
     tokens=st.none() | st.integers(0, 2**31 - 1),
 )
 def test_valid_rows_round_trip_through_a_jsonl_line(when, tz, prompt, response, stars, thumbs, segment, tokens):
@@ -267,12 +268,12 @@ def test_valid_rows_round_trip_through_a_jsonl_line(when, tz, prompt, response, 
 def test_edge_rows_that_parse_row_accepts_can_be_stored(store):
     rows = [
         {"ts": "1970-01-01T00:00:00+00:00", "prompt": "p\u00e9 \U0001F600", "event_id": "x" * 64,
-         "model_version": "v" * 128, "tokens_in": 2**31 - 1, "segment": {"l\u00f6cale": "d\u00e9"}},
+         "model_version": "v" * 128, "tokens_in": 2**31 - 1, "segment": {"locale": "d\u00e9"}},
         {"ts": "2026-11-20T22:59:59.999999-00:30", "prompt": "q", "metadata": {"n": 10**30, "deep": [[{"k": "\u00e9"}]]},
          "correction": "", "latency_ms": 1e300, "rating": "5"},
     ]
     events = [parse_row(r, "edge", now=NOW) for r in rows]
     assert events[1].correction is None  # an empty correction is no correction
     assert store.add_events(events, "edge") == (2, 0)
-    df = store.read_window(datetime(1970, 1, 1, tzinfo=timezone.utc), NOW + timedelta(days=2), ["l\u00f6cale"])
-    assert df["prompt_len"].tolist() == [4, 1] and df["l\u00f6cale"].tolist() == ["d\u00e9", ""]
+    df = store.read_window(datetime(1970, 1, 1, tzinfo=timezone.utc), NOW + timedelta(days=2), ["locale"])
+    assert df["prompt_len"].tolist() == [4, 1] and df["locale"].tolist() == ["d\u00e9", ""]

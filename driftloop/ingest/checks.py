@@ -16,7 +16,10 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from driftloop.ingest.rows import FUTURE_TOLERANCE, KNOWN_FIELDS, MAX_INT, MAX_TEXT_CHARS, MIN_TS
+from driftloop.ingest.rows import (
+    FUTURE_TOLERANCE, KNOWN_FIELDS, MAX_INT, MAX_SEGMENT_KEYS, MAX_SEGMENT_VALUE_CHARS, MAX_TEXT_CHARS, MIN_TS,
+    SAFE_ID, SAFE_VERSION, SEGMENT_KEY,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +40,8 @@ def _plain(u_escapes: bool, pc: Any, col: Any, max_chars: int) -> Any:
 
 
 def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
-                   ) -> tuple[Any, dict[str, Any]] | None:
+                  max_keys: int = MAX_SEGMENT_KEYS, max_value: int = MAX_SEGMENT_VALUE_CHARS,
+                  ) -> tuple[Any, dict[str, Any]] | None:
     """(mask of rows the row parser would accept unchanged, prepared columns), or None for 'no row'.
 
     The lines are ASCII, so only a JSON escape can put a NUL, a control
@@ -65,7 +69,8 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
         if not pa.types.is_struct(ty["segment"]) or ty["segment"].num_fields == 0:
             return None
         keys = [f.name for f in ty["segment"]]
-        if any(f.type != pa.string() or not re.fullmatch(r"[ -!#-\[\]-~]*", f.name) for f in ty["segment"]):
+        if len(keys) > max_keys or any(f.type != pa.string() or not SEGMENT_KEY.fullmatch(f.name)
+                                       for f in ty["segment"]):
             return None
     ok = pc.is_null(col["metadata"])  # a row with metadata takes the row path
     # ts: a form both parsers read alike, then the range check on the parsed value.
@@ -78,14 +83,14 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
     lo = pa.scalar(MIN_TS, pa.timestamp("us", tz="UTC"))
     ok = pc.and_(ok, pc.and_(pc.less_equal(ts, hi), pc.greater_equal(ts, lo)).fill_null(False))
     eid = col["event_id"]
-    ok = pc.and_(ok, pc.and_(pc.and_(plain(pc, eid, 64), pc.greater(pc.binary_length(eid), 0)),
-                             pc.match_substring_regex(eid, _NOT_BLANK)).fill_null(True))
+    # Ids and versions of the safe forms only (ASCII, no blank, no NUL, bounded): see rows.SAFE_ID.
+    ok = pc.and_(ok, pc.match_substring_regex(eid, f"^(?:{SAFE_ID.pattern})$").fill_null(True))
     prompt = col["prompt"]
     ok = pc.and_(ok, pc.and_(plain(pc, prompt, MAX_TEXT_CHARS),
                              pc.match_substring_regex(prompt, _NOT_BLANK)).fill_null(False))
     ok = pc.and_(ok, plain(pc, col["response"], MAX_TEXT_CHARS).fill_null(True))
     ok = pc.and_(ok, plain(pc, col["correction"], MAX_TEXT_CHARS).fill_null(True))
-    ok = pc.and_(ok, plain(pc, col["model_version"], 128).fill_null(True))
+    ok = pc.and_(ok, pc.match_substring_regex(col["model_version"], f"^(?:{SAFE_VERSION.pattern})$").fill_null(True))
     r = col["rating"]
     if ty["rating"] != pa.null():  # 1-5 stars; 4.0 reads as 4
         ok = pc.and_(ok, pc.is_in(r, pa.array([1, 2, 3, 4, 5], ty["rating"])).fill_null(True))
@@ -103,7 +108,7 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
         v_ok = pc.is_valid(seg)
         for k in keys:
             v = pc.struct_field(seg, k)
-            v_good = plain(pc, v, MAX_TEXT_CHARS)
+            v_good = plain(pc, v, max_value)
             if escapes:
                 v_good = pc.and_(v_good, pc.invert(pc.match_substring_regex(v, r'["\\\x00-\x1f]')))
             v_ok = pc.and_(v_ok, v_good.fill_null(False))

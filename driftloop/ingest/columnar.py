@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from driftloop.ingest.checks import column_checks, key_order
 from driftloop.ingest.lines import Block
-from driftloop.ingest.redact import might_match
-from driftloop.ingest.rows import RowError, event_id_for
+from driftloop.ingest.redact import SECRET_HINT_REGEX, might_match
+from driftloop.ingest.rows import DOTTED_VERSION, RowError, event_id_for
 
 if TYPE_CHECKING:
     import numpy as np
@@ -190,7 +190,8 @@ def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, no
     for idx, t in _tables(lines, fast, slow) if fast else []:
         try:
             got_idx, got = _fast_rows(lines, idx, t, now, dialect, source, now_value, redact_all, screen,
-                                      redactor, parser.id_namespace, slow)
+                                      redactor, parser.id_namespace, slow,
+                                      (parser.mapping.segment_max_keys, parser.mapping.segment_value_max_chars))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
             slow.extend(i for i in idx if i not in have)
@@ -218,19 +219,26 @@ def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, no
 
 def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, dialect: str,
                source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any, namespace: str,
-               slow: list[int]) -> tuple[list[int], "FastRows | list"]:
+               slow: list[int], limits: tuple[int, int]) -> tuple[list[int], "FastRows | list"]:
     """(line numbers, store rows) of the rows of `t` that pass every check; the others go to `slow`."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
-    checked = column_checks(t, now, b"\\" in buf, b"\\u" in buf)
+    checked = column_checks(t, now, b"\\" in buf, b"\\u" in buf, *limits)
     if checked is None:
         slow.extend(idx)
         return [], []
     ok, prep = checked
     col, keys = prep["col"], prep["keys"]
+    if redactor.enabled:
+        # Ids, versions and segment keys are refused, not redacted: a row whose id or
+        # version the redactor flags takes the row path, which quarantines it.
+        if any(redactor.flags(k) for k in keys):
+            slow.extend(idx)
+            return [], []
+        ok = pc.and_(ok, pa.array(~_flagged(col["event_id"], col["model_version"], redactor, redact_all)))
     seg_rows = pc.is_valid(col["segment"])
     # Keys in the struct's order: with two keys and no metadata (so no nested object that could
     # hold the same text), counting `"segment": {"<first key>"` settles it for the whole table.
@@ -298,11 +306,31 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     return idx, FastRows(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
 
 
-def screen_hits(a: Any) -> "np.ndarray":
-    """Which strings of `a` hold an '@', a ':' or an ASCII digit (`redact.might_match` on ASCII text).
+def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> "np.ndarray":
+    """Which rows hold an event id or a model version that `redactor.flags` (as `rows._unflagged` judges)."""
+    import numpy as np
 
-    One pass of numpy over the array's bytes instead of a regex per string;
-    null strings never hit. Arrays of another type take the regex.
+    n = len(eid)
+    out = np.zeros(n, dtype=bool)
+    for a, version in ((eid, False), (mv, True)):
+        if a.null_count == n:
+            continue
+        cand = (np.ones(n, dtype=bool) if redact_all else screen_hits(a)).nonzero()[0]
+        if not len(cand):
+            continue
+        values = a.take(cand).to_pylist()
+        for j, v in zip(cand.tolist(), values):
+            if v and not (version and DOTTED_VERSION.fullmatch(v)) and redactor.flags(v):
+                out[j] = True
+    return out
+
+
+def screen_hits(a: Any) -> "np.ndarray":
+    """Which strings of `a` hold an '@', a ':', an ASCII digit or a secret's start (`redact.might_match` on ASCII text).
+
+    One pass of numpy over the array's bytes instead of a regex per string
+    (and one RE2 scan for the starts of keys and tokens); null strings never
+    hit. Arrays of another type take the regex.
     """
     import numpy as np
     import pyarrow as pa
@@ -310,11 +338,13 @@ def screen_hits(a: Any) -> "np.ndarray":
 
     n = len(a)
     if a.type != pa.string():
-        return pc.match_substring_regex(a, "[@:0-9]").fill_null(False).to_numpy(zero_copy_only=False)
+        return pc.match_substring_regex(a, "[@:0-9]|" + SECRET_HINT_REGEX).fill_null(False).to_numpy(
+            zero_copy_only=False)
     rows = np.zeros(n, dtype=bool)
     offsets = np.frombuffer(a.buffers()[1], dtype=np.int32, count=n + 1, offset=a.offset * 4)
     if a.buffers()[2] is None or offsets[-1] == offsets[0]:
         return rows
+    rows |= pc.match_substring_regex(a, SECRET_HINT_REGEX).fill_null(False).to_numpy(zero_copy_only=False)
     data = np.frombuffer(a.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
     hit = ((data - np.uint8(48)) < 10) | (data == 64) | (data == 58)  # 0-9 (uint8 wraps below '0'), '@', ':'
     where = np.flatnonzero(hit) + offsets[0]

@@ -1,9 +1,15 @@
 """PII redaction applied to every text before it reaches the store, the logs or MLflow.
 
 Built-in detectors find e-mail addresses, phone numbers, card-like numbers
-(13-19 digits that pass the Luhn check) and IPv4/IPv6 addresses; the config
-adds named patterns of its own. Each match becomes a placeholder such as
-`[EMAIL]`, and the redactor counts what it replaced, by kind.
+(13-19 digits that pass the Luhn check), IPv4/IPv6 addresses and secrets:
+API keys and tokens of well-known shapes (`key`: OpenAI/Anthropic `sk-...`,
+Stripe `sk_live_...`, GitHub `ghp_...`/`github_pat_...`, AWS `AKIA...`, Slack
+`xox?-...`, Google `AIza...`), JSON Web Tokens (`jwt`: `eyJ...` in three dotted
+parts) and IBANs (`iban`, mod-97 checked). The config adds named patterns of
+its own. Each match becomes a placeholder such as `[EMAIL]`, and the redactor
+counts what it replaced, by kind. `flags(s)` says which kind a text would lose
+without counting it: ids and versions, which must not be altered, are
+refused instead (see `rows.parse_row`).
 
     >>> r = Redactor(patterns={"employee": r"EMP-\\d{6}"})
     >>> r.text("mail bob@example.com or call +44 20 7946 0958, ref EMP-123456")
@@ -21,6 +27,14 @@ from typing import Any, Iterable
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _H = r"[0-9A-Fa-f]{1,4}"
 BUILTIN: dict[str, str] = {
+    # Secrets first: a key or an IBAN holds digit runs the phone and card detectors would
+    # take apart. Every part is bounded, so the scan stays linear on long texts.
+    "key": (r"(?<![A-Za-z0-9_-])(?:sk-(?:[a-z]{2,8}-)?[A-Za-z0-9_-]{20,256}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,256}"
+            r"|gh[pousr]_[A-Za-z0-9]{30,256}|github_pat_[A-Za-z0-9_]{22,256}|(?:AKIA|ASIA)[A-Z0-9]{16}"
+            r"|xox[abprse]-[A-Za-z0-9-]{10,256}|AIza[A-Za-z0-9_-]{35})(?![A-Za-z0-9_-])"),
+    "jwt": r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{4,65536}\.[A-Za-z0-9_-]{0,8192}",
+    # Two letters, two check digits, 11-30 letters or digits (grouped by single spaces); mod-97 checked below.
+    "iban": r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
     # Bounded parts (RFC 5321: 64-character local part, 63-character labels) and a
     # start only where a word starts: linear time even on a 1 MB run of letters.
     "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
@@ -34,26 +48,48 @@ BUILTIN: dict[str, str] = {
     # ISO dates (2026-11-01) and times are not phone numbers.
     "phone": r"(?<![\w+:.-])(?!\d{4}-\d\d-\d\d(?!\d))(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])",
 }
-# A text without any of these characters cannot hold a built-in match: most texts
-# are skipped after one scan.
+ORDER = ("key", "jwt", "iban", "email", "card", "ip", "phone")  # alternation order of the built-ins
+# A text without any of these characters cannot hold a built-in match other than a
+# secret: most texts are skipped after one scan.
 _SCREEN = re.compile(r"[@\d:]")
+# What every `key` and `jwt` match starts with (an IBAN holds digits): a text holding
+# one of these is redacted with a plain scan (see `Redactor.text`).
+SECRET_HINTS = ("sk-", "sk_", "rk_", "gh", "AKIA", "ASIA", "xox", "AIza", "eyJ")
+_HINT = re.compile("|".join(re.escape(h) for h in SECRET_HINTS))
+SECRET_HINT_REGEX = _HINT.pattern  # the same test for pyarrow (RE2) in the columnar path
 BEFORE_TRIGGER = 64  # characters: an e-mail's local part may precede its '@' (or a digit in it)
 
 
 def might_match(s: str) -> bool:
-    """True when `s` holds an '@', a ':' or a digit, without which no built-in detector matches.
+    """True when `s` holds an '@', a ':', a digit or a secret's start, without which no built-in matches.
 
-    Same answer as `_SCREEN.search`, about ten times faster on ASCII text: each
-    `in` is a C-speed character scan (only non-ASCII text has other digits).
+    Same answer as `_SCREEN.search` or `has_secret_hint`, about ten times
+    faster on ASCII text: each `in` is a C-speed scan (only non-ASCII text has
+    other digits).
     """
     if not s.isascii():
-        return _SCREEN.search(s) is not None
+        return _SCREEN.search(s) is not None or _HINT.search(s) is not None
     return ("@" in s or ":" in s or "0" in s or "1" in s or "2" in s or "3" in s or "4" in s
-            or "5" in s or "6" in s or "7" in s or "8" in s or "9" in s)
+            or "5" in s or "6" in s or "7" in s or "8" in s or "9" in s or has_secret_hint(s))
+
+
+def has_secret_hint(s: str) -> bool:
+    """True when `s` holds the start of a `key` or `jwt` match (see SECRET_HINTS)."""
+    return ("sk-" in s or "sk_" in s or "rk_" in s or "gh" in s or "AKIA" in s or "ASIA" in s or "xox" in s
+            or "AIza" in s or "eyJ" in s)
 
 
 def _never(_s: str) -> bool:
     return False
+
+
+def iban_ok(s: str) -> bool:
+    """True when `s` (spaces ignored) passes the ISO 13616 mod-97 check of IBANs."""
+    t = s.replace(" ", "")
+    if not 15 <= len(t) <= 34:
+        return False
+    n = "".join(str(int(c, 36)) for c in t[4:] + t[:4])
+    return int(n) % 97 == 1
 
 
 def luhn_ok(digits: str) -> bool:
@@ -84,7 +120,7 @@ class Redactor:
         # one alternation in one pass, cards before phones (a card number also looks
         # like a phone number).
         self._user = [(k, re.compile(v)) for k, v in (patterns or {}).items()]
-        chosen = [k for k in ("email", "card", "ip", "phone") if k in set(builtin)]
+        chosen = [k for k in ORDER if k in set(builtin)]
         self._builtin = re.compile("|".join(f"(?P<{k}>{BUILTIN[k]})" for k in chosen)) if chosen else None
         self._user_subs = [(rx, self._replacer(k)) for k, rx in self._user]
         self._builtin_sub = self._replacer(None)
@@ -99,8 +135,27 @@ class Redactor:
         for rx, sub in self._user_subs:
             s = rx.sub(sub, s)
         if self._builtin is not None and might_match(s):
-            s = self._sub_builtin(s)
+            # A secret need not hold the characters `_sub_builtin` jumps to: plain scan.
+            s = self._builtin.sub(self._builtin_sub, s) if has_secret_hint(s) else self._sub_builtin(s)
         return s
+
+    def flags(self, s: str) -> str | None:
+        """The first kind of PII or secret that `text(s)` would replace, or None; counts nothing.
+
+        For values that must stay exactly as given (event ids, model versions,
+        segment keys): a flagged one is refused, not altered.
+        """
+        if not self.enabled or not s:
+            return None
+        seen: Counter[str] = Counter()
+        for k, rx in self._user:
+            if rx.sub(self._replacer(k, seen), s) != s:
+                return k
+        if self._builtin is not None and might_match(s) and self._builtin.search(s) is not None:
+            self._builtin.sub(self._replacer(None, seen), s)
+            if seen:
+                return next(iter(seen))
+        return None
 
     def _sub_builtin(self, s: str) -> str:
         """`self._builtin.sub(self._builtin_sub, s)`, searching only near the characters a match needs.
@@ -133,14 +188,16 @@ class Redactor:
         out.append(s[last:])
         return "".join(out)
 
-    def _replacer(self, fixed: str | None):
+    def _replacer(self, fixed: str | None, counts: Counter[str] | None = None):
         def sub(m: re.Match[str]) -> str:
             kind = fixed or m.lastgroup or ""
             if kind == "card" and not luhn_ok(re.sub(r"\D", "", m.group(0))):
                 return m.group(0)
             if kind == "phone" and sum(c.isdigit() for c in m.group(0)) < 7:
                 return m.group(0)  # too short for a phone number: a date, a count, a version
-            self.counts[kind] += 1
+            if kind == "iban" and not iban_ok(m.group(0)):
+                return m.group(0)
+            (self.counts if counts is None else counts)[kind] += 1
             return f"[{kind.upper()}]"
 
         return sub

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +34,20 @@ FUTURE_TOLERANCE = timedelta(days=1)  # clock skew allowed for event timestamps
 MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_INT = 2**31 - 1  # token counts are 32-bit integers in the store
 MAX_TEXT_CHARS = 256 * 1024  # a longer prompt/response/correction is quarantined
+# Ids, versions and segment keys are stored and logged exactly as given (they key rows,
+# name drift features and MLflow metrics), so they are never redacted: a value outside
+# these forms, or one holding what the redactor detects, is quarantined instead.
+MAX_ID_CHARS = 64  # the store's event_id column
+MAX_VERSION_CHARS = 128  # the store's model_version column
+SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+-]{1,64}")
+SAFE_VERSION = re.compile(r"[A-Za-z0-9._:@/+-]{0,128}")
+# A version of two or three dotted numbers (1.2.3, 2026.11.01) reads as a phone number
+# to the detectors; it is taken as a version. Four (an IPv4 address) is not.
+DOTTED_VERSION = re.compile(r"v?\d{1,9}(?:\.\d{1,9}){1,2}")
+SEGMENT_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,63}")
+SAFE_ID_TEXT = "letters, digits and . _ : @ / + - only"
+MAX_SEGMENT_KEYS = 16  # default of FieldMapping.segment_max_keys
+MAX_SEGMENT_VALUE_CHARS = 256  # default of FieldMapping.segment_value_max_chars
 KNOWN_FIELDS = {
     "event_id", "ts", "model_version", "prompt", "response", "rating", "thumbs_up",
     "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata",
@@ -67,7 +82,9 @@ class RowError(ValueError):
 
 # ---------------------------------------------------------------- row parsing
 def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: Scale = "stars",
-              redactor: "Redactor | None" = None, id_namespace: str = "") -> FeedbackEvent:
+              redactor: "Redactor | None" = None, id_namespace: str = "",
+              max_segment_keys: int = MAX_SEGMENT_KEYS,
+              max_segment_value: int = MAX_SEGMENT_VALUE_CHARS) -> FeedbackEvent:
     """Validate one decoded row of the feedback format and return the event.
 
     `ts` must be ISO-8601 with a timezone, from 1970 on and at most a day in
@@ -82,7 +99,11 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     `event_id` the id is a hash of `id_namespace` (the source's, see
     `FileSource.namespace`) and the (redacted) content; `source` (a file
     path) never enters it, so one event in two files of one source is
-    stored once. Raises `RowError` and nothing else.
+    stored once. `event_id`, `model_version` and segment keys are never
+    altered: each must match its safe form (SAFE_ID, SAFE_VERSION,
+    SEGMENT_KEY) and hold nothing `redactor` detects, else the row is
+    quarantined; a segment has at most `max_segment_keys` keys and values of
+    at most `max_segment_value` characters. Raises `RowError` and nothing else.
     """
     if not isinstance(obj, dict):
         raise RowError("(row)", "not a JSON object", type(obj).__name__)
@@ -106,8 +127,10 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     correction = (v or None) if v is None or _plain_text(v) else (_text("correction", v) or None)
     v = obj.get("model_version")
     model_version = v if _plain_text(v) else (_text("model_version", v, numbers=True) or "")
-    if len(model_version) > 128:
-        raise RowError("model_version", "longer than 128 characters")
+    if len(model_version) > MAX_VERSION_CHARS:
+        raise RowError("model_version", f"longer than {MAX_VERSION_CHARS} characters")
+    if not SAFE_VERSION.fullmatch(model_version):
+        raise RowError("model_version", "not a safe version", SAFE_ID_TEXT)
     v = obj.get("rating")
     if rating_scale == "stars" and type(v) is int and 1 <= v <= 5:
         rating, rating_raw = _STARS[v]
@@ -117,7 +140,7 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     thumbs = v if v is None or v is True or v is False else _thumbs(v)
     if thumbs is None and rating_scale == "thumbs" and rating is not None:
         thumbs = rating == 1.0
-    segment = _segment(obj.get("segment"))
+    segment = _segment(obj.get("segment"), max_segment_keys, max_segment_value)
     v = obj.get("latency_ms")
     latency = v if type(v) is float and 0.0 <= v < math.inf else _number("latency_ms", v)
     v = obj.get("tokens_in")
@@ -150,6 +173,10 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
                 segment = {k: redactor.text(x) for k, x in segment.items()}
         metadata = redactor.value(metadata) if metadata else metadata
     given = obj.get("event_id")
+    if given is not None:
+        given = _event_id(given)
+    if redactor is not None and redactor.enabled:
+        _unflagged(redactor, given, model_version, segment)
     if given is None:
         event_id = event_id_for({
             "ts": ts.isoformat(), "model_version": model_version, "prompt": prompt, "response": response,
@@ -157,7 +184,7 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
             "latency_ms": latency, "tokens_in": tokens_in, "tokens_out": tokens_out,
         }, id_namespace)
     else:
-        event_id = _event_id(given)
+        event_id = given
     # Every field was checked above, more strictly than the model would: skip
     # pydantic's validation (and model_construct's bookkeeping), which would cost
     # as much as the rest of the parse. The dict must hold every field.
@@ -186,16 +213,40 @@ def event_id_for(content: dict[str, Any], namespace: str = "") -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
 
 
+def _unflagged(redactor: "Redactor", event_id: str | None, model_version: str, segment: dict[str, str]) -> None:
+    """Raise RowError where the event id, the model version or a segment key holds PII or a secret.
+
+    These are stored and logged as given, so a detected value is refused, not
+    replaced: its kind is the detail, never the value.
+    """
+    screen = redactor.screen
+    if event_id and (screen is None or screen(event_id)):
+        kind = redactor.flags(event_id)
+        if kind:
+            raise RowError("event_id", "holds PII or a secret", kind)
+    if model_version and not DOTTED_VERSION.fullmatch(model_version) and (screen is None or screen(model_version)):
+        kind = redactor.flags(model_version)
+        if kind:
+            raise RowError("model_version", "holds PII or a secret", kind)
+    for k in segment:
+        if screen is None or screen(k):
+            kind = redactor.flags(k)
+            if kind:
+                raise RowError("segment", "key holds PII or a secret", kind)
+
+
 def _event_id(given: Any) -> str:
-    if type(given) is str and 0 < len(given) <= 64 and given.isascii() and "\x00" not in given and given.strip():
+    if type(given) is str and SAFE_ID.fullmatch(given):
         return given
     if isinstance(given, int) and not isinstance(given, bool):
         given = str(given)
     eid = _text("event_id", given)
     if not eid or not eid.strip():
         raise RowError("event_id", "empty")
-    if len(eid) > 64:
-        raise RowError("event_id", "longer than 64 characters")
+    if len(eid) > MAX_ID_CHARS:
+        raise RowError("event_id", f"longer than {MAX_ID_CHARS} characters")
+    if not SAFE_ID.fullmatch(eid):
+        raise RowError("event_id", "not a safe id", SAFE_ID_TEXT)
     return eid
 
 
@@ -320,14 +371,22 @@ def _thumbs(v: Any, name: str = "thumbs_up", problem: str = "not a boolean") -> 
     raise RowError(name, problem, repr(v)[:32])
 
 
-def _segment(v: Any) -> dict[str, str]:
+def _segment(v: Any, max_keys: int = MAX_SEGMENT_KEYS, max_value: int = MAX_SEGMENT_VALUE_CHARS) -> dict[str, str]:
+    """The segment, checked: string keys of the SEGMENT_KEY form, string values of bounded length.
+
+    Segments name metric series and monitor artifacts (one per key and
+    value), so an unbounded key or value multiplies what every monitor run
+    writes.
+    """
     if v is None:
         return {}
     if not isinstance(v, dict):
         raise RowError("segment", "not an object")
+    if len(v) > max_keys:
+        raise RowError("segment", f"more than {max_keys} keys", f"{len(v)} keys")
     for k, x in v.items():  # fast path: string keys and values, ASCII without NUL
-        if not (type(k) is str and type(x) is str and k.isascii() and x.isascii()
-                and "\x00" not in k and "\x00" not in x):
+        if not (type(k) is str and type(x) is str and x.isascii() and "\x00" not in x
+                and len(x) <= max_value and SEGMENT_KEY.fullmatch(k)):
             break
     else:
         return dict(v)
@@ -335,7 +394,11 @@ def _segment(v: Any) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(x, str):
             raise RowError("segment", "values must be strings")
         _check_str("segment", k)
+        if not SEGMENT_KEY.fullmatch(k):
+            raise RowError("segment", "key not a safe name", "letters, digits, _ . - and spaces, at most 64")
         _check_str("segment", x)
+        if len(x) > max_value:
+            raise RowError("segment", f"value longer than {max_value} characters", f"{len(x)} characters")
     return dict(v)
 
 
