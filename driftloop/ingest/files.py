@@ -5,7 +5,12 @@ checkpoint in the same transaction, so an interrupted run (even a SIGKILL)
 resumes after its last committed batch and a second run over the same files
 adds nothing. The checkpoint of JSONL and CSV is a byte offset into the
 uncompressed stream, of Parquet a row number, each with a hash of the file's
-head so that a replaced file is read again from the start. A row that cannot
+head so that a replaced file is read again from the start. A plain file's
+checkpoint also hashes the 4 KB just before its offset, and a gzip file's its
+size, mtime and inode: a file regenerated in place whose first rows did not
+change is read again from the start too, not resumed at an offset that now
+falls inside other rows (event ids and quarantine content ids make the
+re-read store nothing twice; its report says `resumed_from` 0). A row that cannot
 be accepted (malformed JSON, invalid UTF-8, a ragged CSV row, a field out of
 range) is quarantined with its reason; it never stops the run. Always
 `read == accepted + duplicates + quarantined`. JSONL with the identity
@@ -27,8 +32,10 @@ import csv
 import gzip
 import hashlib
 import json
+import os
 import zlib
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -48,6 +55,7 @@ BATCH_LINES = 2_000  # rows per transaction
 MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is quarantined, not parsed
 RAW_KEEP_BYTES = 64 * 1024  # how much of an over-long line the quarantine keeps
 HEAD_BYTES = 4096  # bytes hashed to tell a replaced file from an appended one
+TAIL_BYTES = 4096  # bytes just before a checkpoint's offset, hashed to tell a rewritten file from an appended one
 PARQUET_BATCH = 8_192  # rows decoded at a time from a Parquet file
 _DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)  # see json_object
 _LONG_DIGITS = b"0" * 19
@@ -95,18 +103,48 @@ def _head(path: Path, decompress: bool = True) -> bytes:
         return (_open(path, raw) if decompress else raw).read(HEAD_BYTES)
 
 
-def _position(offset: int, head: bytes) -> str:
-    """Checkpoint text: the offset and a hash of the bytes before it (at most HEAD_BYTES)."""
-    return f"{offset}:{hashlib.sha256(head[:offset]).hexdigest()[:16]}"
+def _position(offset: int, head: bytes, mark: bytes | None = None) -> str:
+    """Checkpoint text: the offset, a hash of the bytes before it (at most HEAD_BYTES), and of `mark`.
+
+    `mark` tells an append from a rewrite that kept the head: for a plain
+    file the TAIL_BYTES just before the offset (`tail_mark`), for a gzip file
+    its size, mtime and inode (`stat_mark`). Checkpoints written without one
+    (`offset:hash`) are still read.
+    """
+    text = f"{offset}:{hashlib.sha256(head[:offset]).hexdigest()[:16]}"
+    return text if mark is None else f"{text}:{hashlib.sha256(mark).hexdigest()[:16]}"
 
 
-def _resume_offset(position: str | None, head: bytes, stream: BinaryIO, plain_size: int | None) -> int:
-    """Seek `stream` to the checkpoint; 0 when the file was replaced or truncated since.
+def tail_mark(fd: int, offset: int) -> bytes:
+    """The TAIL_BYTES of a plain file just before `offset` (one pread, wherever the stream is)."""
+    return os.pread(fd, min(offset, TAIL_BYTES), max(0, offset - TAIL_BYTES))
+
+
+def stat_mark(path: Path) -> bytes:
+    """A gzip file's size, mtime and inode: any change reads it again from the start (ids make that idempotent)."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()
+
+
+def _same(value: bytes, _offset: int) -> bytes:
+    return value
+
+
+def _marked_position(head: bytes, mark: Callable[[int], bytes], offset: int) -> str:
+    return _position(offset, head, mark(offset))
+
+
+def _resume_offset(position: str | None, head: bytes, stream: BinaryIO, plain_size: int | None,
+                   mark: Callable[[int], bytes] | None = None) -> int:
+    """Seek `stream` to the checkpoint; 0 when the file was replaced, rewritten or truncated since.
 
     `plain_size` is the file's size when it is not compressed (a plain file
     seeks past its end without complaint); a gzip stream stops at its end.
+    `mark(offset)` is what `_position` hashed as the mark when the checkpoint
+    was written; a file rewritten in place with its first bytes unchanged
+    differs there (the bytes before the offset, or the gzip file's stat).
     """
-    offset = _offset_of(position, head)
+    offset = _offset_of(position, head, mark)
     if offset <= 0 or (plain_size is not None and offset > plain_size):
         return 0
     stream.seek(offset)
@@ -116,12 +154,19 @@ def _resume_offset(position: str | None, head: bytes, stream: BinaryIO, plain_si
     return offset
 
 
-def _offset_of(position: str | None, head: bytes) -> int:
+def _offset_of(position: str | None, head: bytes, mark: Callable[[int], bytes] | None = None) -> int:
     try:
         offset = int((position or "0").split(":", 1)[0])
     except ValueError:
         return 0
-    return offset if offset > 0 and _position(offset, head) == position else 0
+    if offset <= 0:
+        return 0
+    if mark is not None and (position or "").count(":") == 2:
+        try:
+            return offset if _position(offset, head, mark(offset)) == position else 0
+        except OSError:
+            return 0
+    return offset if _position(offset, head) == position else 0
 
 
 def _lines(stream: BinaryIO, offset: int) -> Iterator[tuple[int, bytes | None, bytes]]:
@@ -297,9 +342,11 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
             head = _head(path)
             stream = _open(path, raw)
             plain_size = None if stream is not raw else path.stat().st_size
-            start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size)
+            mark: Callable[[int], bytes] = (partial(tail_mark, raw.fileno()) if stream is raw
+                                            else partial(_same, stat_mark(path)))
+            start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size, mark)
             fr.resumed_from = start
-            offset_fn = lambda n: _position(n, head)  # noqa: E731
+            offset_fn = partial(_marked_position, head, mark)
             records: Iterator[Record] | None = None
             if fmt == "csv":
                 stream.seek(0)
