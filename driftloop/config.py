@@ -14,14 +14,16 @@ Relative paths in the file are resolved against the file's own folder.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import typing
 from collections.abc import Mapping
 from datetime import datetime
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from driftloop.config_base import ENV_PREFIX, _Section, read_layers
 # Sections kept in modules of their own, re-exported: `from driftloop.config import FileSource` still works.
@@ -30,7 +32,7 @@ from driftloop.config_ops import AlertEventType, AlertsConfig, RunnerConfig, Web
 
 __all__ = [
     "ENV_PREFIX", "RESERVED_ENV", "DEMO_MODEL", "AlertEventType", "AlertsConfig", "AnySource", "ApiConfig",
-    "BenchmarkConfig", "Config", "FieldMapping", "FileSource", "GoldenConfig", "LoraConfig", "ModelConfig",
+    "BenchmarkConfig", "Config", "FieldMapping", "FileSource", "GoldenConfig", "ModelConfig",
     "MonitorConfig", "PolicyConfig", "RedactionConfig", "RetrainConfig", "RunnerConfig", "SqlSource",
     "StoreConfig", "SuiteConfig", "TaskSpec", "TextDriftConfig", "TrackingConfig", "WebhookConfig",
     "WindowConfig", "check_config_files", "load_config", "looks_like_path",
@@ -38,6 +40,7 @@ __all__ = [
 from driftloop.errors import ConfigError
 from driftloop.loopstate import MAX_BREACHES
 from driftloop.types import Direction, MetricSpec, MetricTolerance
+from retrain.params import TrainingParams, training_fields
 
 # Environment variables with the prefix that are not config keys.
 RESERVED_ENV = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_LOG_LEVEL", "DRIFTLOOP_HOME"}
@@ -221,31 +224,37 @@ class PolicyConfig(_Section):
         return self.margins.get(role, 0.0)
 
 
-class LoraConfig(_Section):
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default=["c_attn", "c_proj", "c_fc"])
+class _RetrainBase(_Section):
+    """What the loop needs besides the training hyperparameters, and the hook that checks them."""
 
-
-class RetrainConfig(_Section):
-    method: Literal["lora", "qlora", "full"] = "lora"
-    lora: LoraConfig = LoraConfig()
-    # Measured on the demo (150 billing items + 50% replay): lr 5e-3 x 10 epochs reaches 1.0
-    # held-out billing accuracy with base topics kept at 1.0; 3e-3 x 6 reached only 0.74.
-    epochs: float = Field(default=10.0, gt=0, description="Passes over the curated data.")
-    learning_rate: float = Field(default=5e-3, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    max_length: int = Field(default=96, ge=8, description="Tokens per training example (longer ones are dropped).")
     min_train_items: int = Field(default=1, ge=1, description="Fewest corrected training-pool items a retrain needs; with fewer, a regression is recorded as 'nothing to train on', alerted (retrain.skipped) and the loop cools down.")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="Share of earlier training data mixed into each fine-tune.")
-    seed: int = 0
-    packing: bool | None = Field(default=None, description="Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU (measured faster there).")
-    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = Field(default="auto", description="auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).")
-    chunked_loss: bool = Field(default=True, description="Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
-    compile: bool = Field(default=False, description="torch.compile the transformer backbone (pays off on long GPU jobs; see benchmarks/finetune_gpu.py).")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(default="sdpa", description="Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
-    checkpoint_every: int = Field(default=0, ge=0, description="Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
+
+    def training_params(self) -> dict[str, Any]:
+        """The hyperparameters as `RetrainSpec` keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in training_fields()}
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "_RetrainBase":
+        TrainingParams(**self.training_params()).check()  # one set of range rules, the job's own
+        return self
+
+
+def _field(f: dataclasses.Field, hint: Any) -> tuple[Any, Any]:
+    doc = f.metadata.get("doc", "")
+    if f.default_factory is not dataclasses.MISSING:
+        return hint, Field(default_factory=f.default_factory, description=doc)
+    return hint, Field(default=f.default, description=doc)
+
+
+# The `retrain:` section: the training hyperparameters are TrainingParams' own fields (one definition,
+# shared with the job spec a GPU worker reads), plus the loop's settings above.
+_HINTS = typing.get_type_hints(TrainingParams)
+RetrainConfig = create_model(
+    "RetrainConfig", __base__=_RetrainBase, __module__=__name__,
+    **{f.name: _field(f, _HINTS[f.name]) for f in training_fields()},
+)
+RetrainConfig.__doc__ = "How to fine-tune (the job's TrainingParams) and what the loop needs to start one."
 
 
 class Config(_Section):

@@ -91,14 +91,8 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         job_dir = cfg.state_path / "retrain" / f"{run_id[:8]}-{uuid.uuid4().hex[:6]}"
         data = write_jsonl(examples, job_dir / "data.jsonl")
         r = cfg.retrain
-        spec = RetrainSpec(
-            base_model=str(base_dir), data_path=str(data), output_dir=str(job_dir / "result"), method=r.method,
-            lora_r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
-            target_modules=list(r.lora.target_modules), learning_rate=r.learning_rate, epochs=r.epochs,
-            batch_size=r.batch_size, max_length=r.max_length, seed=r.seed, device=cfg.model.device,
-            data_digest=manifest["digest"], packing=r.packing, precision=r.precision, chunked_loss=r.chunked_loss,
-            compile=r.compile, attn_implementation=r.attn_implementation, checkpoint_every=r.checkpoint_every,
-        )
+        spec = RetrainSpec(base_model=str(base_dir), data_path=str(data), output_dir=str(job_dir / "result"),
+                           device=cfg.model.device, data_digest=manifest["digest"], **r.training_params())
         spec.to_json(job_dir / "spec.json")
         tr.log_params(run_id, {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, "base_version": base_version})
         tr.log_dict(run_id, manifest, "data_manifest.json")

@@ -5,6 +5,10 @@ round-trips through JSON, so the orchestrator can write it, a bare GPU worker
 can read it, and the result folder keeps a copy for the audit. Standard
 library only: this file runs on the GPU worker.
 
+A RetrainSpec is a `retrain.params.TrainingParams` (the one definition of
+the hyperparameters, which the `retrain:` section of driftloop.yaml is built
+from) plus paths.
+
     >>> spec = RetrainSpec(base_model="models/demo", data_path="train.jsonl",
     ...                    output_dir="runs/r1", method="lora", lora_r=16)
     >>> spec.to_json("runs/r1.spec.json")
@@ -24,55 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-METHODS = ("lora", "qlora", "full")
+from retrain.params import TrainingParams  # standard library only, like this file
+
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
-ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 
 
-@dataclass
-class RetrainSpec:
-    """One fine-tuning job. Paths are local; `data_path` is JSONL rows {"id", "prompt", "completion"}."""
+@dataclass(kw_only=True)
+class RetrainSpec(TrainingParams):
+    """One fine-tuning job: TrainingParams plus where to read and write. Paths are local;
+    `data_path` is JSONL rows {"id", "prompt", "completion"}."""
 
     base_model: str  # folder loadable by AutoModelForCausalLM and AutoTokenizer
     data_path: str
     output_dir: str  # must not exist yet; the job creates it atomically
-    method: Literal["lora", "qlora", "full"] = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    # GPT-2 names: c_attn (qkv), c_proj (attention and MLP output), c_fc (MLP input).
-    target_modules: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
-    learning_rate: float = 5e-3
-    epochs: float = 10.0  # passes over the data; fractional epochs stop mid-pass
-    batch_size: int = 16  # examples per optimizer step
-    max_length: int = 96  # tokens per example (prompt + completion + eos); longer ones are dropped
-    seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_steps: int | None = None  # optional cap on optimizer steps
-    warmup_ratio: float = 0.05  # share of steps with a linear learning-rate warmup
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    # The text the model sees before the completion; must match the serving and
-    # evaluation format (driftloop.demo.world.format_example for the demo).
-    prompt_template: str = "Q: {prompt}\nA:"
     # dataset_digest() of the data file's rows, from curation; the job refuses data that differs.
     data_digest: str | None = None
-    # Speed (tests/test_retrain_speed.py proves each is exact on CPU; benchmarks/finetune_gpu.py times them).
-    # A step's examples end to end in rows of max_length tokens, no padding between them. None =
-    # auto: on for CUDA, off on CPU, where the demo trained 12% slower packed (masked attention
-    # over longer rows costs more there than the padding it saves).
-    packing: bool | None = None
-    # auto: bf16 autocast (fp32 trainable weights) on a bf16 GPU, else fp32. bf16-pure: bf16 weights,
-    # activations and gradients, no autocast; the optimizer updates fp32 master copies.
-    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = "auto"
-    chunked_loss: bool = True  # cross-entropy over hidden-state chunks: full logits never materialised
-    loss_chunk_tokens: int = 0  # tokens per loss chunk; 0 = about 1 GiB of fp32 logits per chunk
-    compile: bool = False  # torch.compile the transformer backbone and the loss's per-chunk softmax
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
-    # Resilience: write <output_dir>.checkpoint every N optimizer steps (0 = never); rerunning the
-    # same spec resumes from it.
-    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -91,31 +62,11 @@ class RetrainSpec:
             value = getattr(self, f.name)
             if not _type_ok(value, hints[f.name]):
                 raise ValueError(f"{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
-        checks = [
-            ("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}"),
-            ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
-            ("lora_r", self.lora_r >= 1, "must be >= 1"),
-            ("lora_alpha", self.lora_alpha >= 1, "must be >= 1"),
-            ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
-            ("target_modules", bool(self.target_modules) or self.method == "full", "must not be empty"),
-            ("learning_rate", self.learning_rate > 0, "must be > 0"),
-            ("epochs", self.epochs > 0, "must be > 0"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("max_length", self.max_length >= 2, "must be >= 2"),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1 or null"),
-            ("warmup_ratio", 0.0 <= self.warmup_ratio < 1.0, "must be in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
-            ("prompt_template", "{prompt}" in self.prompt_template, "must contain {prompt}"),
-            ("output_dir", bool(self.output_dir), "must not be empty"),
-            ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
-            ("attn_implementation", self.attn_implementation in ATTENTION, f"must be one of {', '.join(ATTENTION)}"),
-            ("loss_chunk_tokens", self.loss_chunk_tokens >= 0, "must be >= 0"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
-        ]
-        for name, ok, why in checks:
-            if not ok:
-                raise ValueError(f"{name}: {why}, got {getattr(self, name)!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not self.output_dir:
+            raise ValueError(f"output_dir: must not be empty, got {self.output_dir!r}")
+        self.check()
         if check_paths:
             if not Path(self.base_model).is_dir():
                 raise ValueError(f"base_model: no model folder at {self.base_model}")

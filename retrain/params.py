@@ -1,0 +1,103 @@
+"""The one definition of a fine-tune's hyperparameters, shared by driftloop.yaml and the job spec.
+
+`TrainingParams` is a standard-library dataclass: the `retrain:` section of
+driftloop.yaml is built from its fields (`driftloop.config.RetrainConfig`), and
+`retrain.spec.RetrainSpec`, the job a bare GPU worker reads, is a TrainingParams
+plus paths. A new training setting is added here once, with its documentation,
+and reaches the YAML, the job spec and the configuration reference.
+
+It lives with the job, not in the core, because a GPU worker has only the
+`retrain` package: standard library only, it is the one module of `retrain`
+that the configuration imports (the layer contract allows exactly this edge).
+
+    >>> TrainingParams(lora_r=8).check()
+    >>> TrainingParams(lora_r=0).check()
+    Traceback (most recent call last):
+    ...
+    ValueError: lora_r: must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+METHODS = ("lora", "qlora", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
+
+
+def _doc(default: Any, doc: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation (rendered into the configuration reference)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"doc": doc}, **kw)
+    return field(default=default, metadata={"doc": doc}, **kw)
+
+
+@dataclass(kw_only=True)
+class TrainingParams:
+    """How to fine-tune: method, adapter shape, optimisation and speed settings (no paths)."""
+
+    method: Literal["lora", "qlora", "full"] = _doc("lora", "lora: low-rank adapters; qlora: adapters on a 4-bit base (CUDA, bitsandbytes); full: every weight.")
+    lora_r: int = _doc(16, "LoRA rank.")
+    lora_alpha: int = _doc(32, "LoRA scaling numerator (the update is scaled by alpha / r).")
+    lora_dropout: float = _doc(0.0, "Dropout on the LoRA path, in [0, 1).")
+    # GPT-2 names: c_attn (qkv), c_proj (attention and MLP output), c_fc (MLP input).
+    target_modules: list[str] = _doc(lambda: ["c_attn", "c_proj", "c_fc"], "Module names that get adapters (the demo model's GPT-2 names by default).")
+    # Measured on the demo (150 billing items + 50% replay): lr 5e-3 x 10 epochs reaches 1.0
+    # held-out billing accuracy with base topics kept at 1.0; 3e-3 x 6 reached only 0.74.
+    learning_rate: float = _doc(5e-3, "Peak learning rate (AdamW).")
+    epochs: float = _doc(10.0, "Passes over the curated data; fractional epochs stop mid-pass.")
+    batch_size: int = _doc(16, "Examples per optimizer step.")
+    max_length: int = _doc(96, "Tokens per example (prompt + completion + eos); longer ones are dropped.")
+    seed: int = _doc(0, "Seed of data order, initialisation and dropout.")
+    max_steps: int | None = _doc(None, "Optional cap on optimizer steps.")
+    warmup_ratio: float = _doc(0.05, "Share of steps with a linear learning-rate warmup, in [0, 1).")
+    weight_decay: float = _doc(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _doc(1.0, "Gradient clipping norm.")
+    # Must match the serving and evaluation format (driftloop.demo.world.format_example for the demo).
+    prompt_template: str = _doc("Q: {prompt}\nA:", "The text the model sees before the completion; must contain {prompt}.")
+    # Speed (tests/test_retrain_speed.py proves each is exact on CPU; benchmarks/finetune_gpu.py times them).
+    # Auto packing is off on CPU, where the demo trained 12% slower packed (masked attention over
+    # longer rows costs more there than the padding it saves).
+    packing: bool | None = _doc(None, "Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU.")
+    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = _doc("auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).")
+    chunked_loss: bool = _doc(True, "Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
+    loss_chunk_tokens: int = _doc(0, "Tokens per loss chunk; 0: about 1 GiB of fp32 logits per chunk.")
+    compile: bool = _doc(False, "torch.compile the transformer backbone and the loss's per-chunk softmax (pays off on long GPU jobs).")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = _doc("sdpa", "Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
+    checkpoint_every: int = _doc(0, "Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
+
+    def check(self) -> None:
+        """Raise ValueError naming the first hyperparameter out of range."""
+        checks = [
+            ("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}"),
+            ("lora_r", self.lora_r >= 1, "must be >= 1"),
+            ("lora_alpha", self.lora_alpha >= 1, "must be >= 1"),
+            ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
+            ("target_modules", bool(self.target_modules) or self.method == "full", "must not be empty"),
+            ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("max_length", self.max_length >= 2, "must be >= 2"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1 or null"),
+            ("warmup_ratio", 0.0 <= self.warmup_ratio < 1.0, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("prompt_template", "{prompt}" in self.prompt_template, "must contain {prompt}"),
+            ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
+            ("attn_implementation", self.attn_implementation in ATTENTION, f"must be one of {', '.join(ATTENTION)}"),
+            ("loss_chunk_tokens", self.loss_chunk_tokens >= 0, "must be >= 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise ValueError(f"{name}: {why}, got {getattr(self, name)!r}")
+
+
+def training_fields() -> list[dataclasses.Field]:
+    """The fields of TrainingParams, in order (what `driftloop.config.RetrainConfig` is built from)."""
+    return list(dataclasses.fields(TrainingParams))
+
+
