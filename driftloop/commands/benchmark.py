@@ -71,7 +71,8 @@ def results_table(res) -> Table:
     for suite, metrics in res.metrics.items():
         for m in metrics:
             ci = "-" if m.ci_low is None else f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
-            better = "" if m.higher_is_better else " (lower is better)"
+            better = (f" (target {m.target:g})" if m.target is not None
+                      else "" if m.direction == "higher" else " (lower is better)")
             t.add_row(suite, m.name + better, _fmt(m.value), ci, str(m.n), m.note)
     return t
 
