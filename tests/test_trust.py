@@ -211,3 +211,38 @@ def test_an_unknown_direction_in_the_config_names_the_task(tmp_path):
                  "        - {name: crows, kind: builtin, metric: pct_stereotype, direction: sideways}\n")
     with pytest.raises(ConfigError, match="benchmark.suites.bias.tasks.0.direction"):
         load_config(p, env={}, check_files=False)
+
+
+def test_plan_sizes_each_task_of_a_bias_suite_at_its_own_margin(tmp_path, capsys):
+    from driftloop.cli import main
+    from driftloop.stats import ni_sample_size
+
+    p = tmp_path / "driftloop.yaml"
+    p.write_text("benchmark:\n  suites:\n    bias:\n      role: bias\n      tasks:\n"
+                 "        - {name: bbq, kind: builtin, metric: acc, margin: 0.02}\n"
+                 "        - {name: stereo, metric: stereotyped, target: 0.5, margin: 0.03}\n"
+                 "        - {name: gap, metric: likelihood_diff, direction: lower, margin: 1.0}\n"
+                 "        - {name: rel, metric: acc, relative_margin: 0.1}\n")
+    assert main(["--config", str(p), "plan", "--suite", "bias", "--sd", "gap=3"]) == 0
+    out = capsys.readouterr().out
+    assert f"bbq acc (lm-eval's direction), margin 0.02: {ni_sample_size(0.02, 0.2 ** 0.5):,} paired items" in out
+    assert f"stereo stereotyped (target 0.5), margin 0.03: {ni_sample_size(0.03, 0.2 ** 0.5):,} paired items" in out
+    assert "gap likelihood_diff (lower is better), margin 1: 58 paired items (sd of the per-item difference 3" in out
+    assert "set benchmark.suites.bias.tasks.3.margin" in out
+    assert main(["--config", str(p), "plan", "--suite", "nope"]) == 2
+    assert "--suite nope: no such suite (the config has bias" in capsys.readouterr().err
+    assert main(["--config", str(p), "plan", "--suite", "bias", "--sd", "gap=x"]) == 2
+    assert main(["--config", str(p), "plan"]) == 2
+
+
+def test_ni_sample_size_reaches_the_power_it_promises():
+    from scipy import stats as st
+
+    from driftloop.stats import ni_sample_size
+
+    n = ni_sample_size(1.0, 3.0, alpha=0.05, power=0.8)
+    # Power of the one-sided t-test at n (noncentral t) is at least 0.8, and at n - 1 below it.
+    def power(m):
+        df, nc = m - 1, 1.0 * m ** 0.5 / 3.0
+        return st.nct.sf(st.t.isf(0.05, df), df, nc)
+    assert power(n) >= 0.8 > power(n - 1)
