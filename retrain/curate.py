@@ -121,3 +121,109 @@ def load_replay(model_dir: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         return []
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --- preference data: every kind of feedback becomes a training item -----------------------------
+
+def feedback_label(event: dict[str, Any]) -> float | None:
+    """A rated event's score in [0, 1]: its thumbs (1 or 0) where it has them, else its normalised
+    rating; None where the user said nothing."""
+    if event.get("thumbs_up") is not None:
+        return 1.0 if event["thumbs_up"] else 0.0
+    rating = event.get("rating")
+    return None if rating is None else float(rating)
+
+
+def build_preference_set(
+    rated: list[dict[str, Any]],
+    corrected: list[dict[str, Any]],
+    neutral: tuple[float, float] = (0.5, 0.5),
+    max_chars: int = 2000,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Turn the training pool's feedback into training rows for every objective, and a manifest.
+
+    `rated`: events with a score (`feedback_label`) and no correction: {event_id, prompt,
+    response, thumbs_up, rating}. `corrected`: training-pool items {item_id, prompt, answer,
+    response, source_event_id}. Only the training pool may come in here (the caller splits
+    off the golden set by prompt hash, as for corrections).
+
+    - a correction gives an SFT row (prompt -> correction) and, where the original response
+      differs, a DPO pair (the correction chosen over the response);
+    - two or more responses to the same prompt with different scores give one DPO pair, the
+      best-scored chosen over the worst; a pair whose two texts are the same is quarantined;
+    - every other rated event is a KTO row, desirable above `neutral[1]`, undesirable below
+      `neutral[0]` (a score in between says nothing and is skipped).
+
+    Rows carry `objective` ("sft", "dpo", "kto") and `sources` (the event ids behind them);
+    the manifest counts each kind and quarantined pairs, and sets KTO's class weights from the
+    balance of desirable and undesirable rows (desirable weight x n_desirable = n_undesirable,
+    the ratio TRL's KTOTrainer recommends keeping in [1, 4/3]).
+    """
+    rows: list[dict[str, Any]] = []
+    quarantined = {"identical_pair": 0, "too_long": 0}
+    for item in sorted(corrected, key=lambda it: str(it["item_id"])):
+        prompt, answer = str(item["prompt"]).strip(), str(item["answer"]).strip()
+        response = str(item.get("response") or "").strip()
+        if len(prompt) + len(answer) > max_chars:
+            quarantined["too_long"] += 1
+            continue
+        src = [str(item.get("source_event_id") or item["item_id"])]
+        rows.append({"id": f"sft-{item['item_id']}", "objective": "sft", "prompt": prompt, "completion": answer,
+                     "sources": src})
+        if response and response != answer:
+            rows.append({"id": f"dpo-{item['item_id']}", "objective": "dpo", "prompt": prompt, "chosen": answer,
+                         "rejected": response, "sources": src})
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(rated, key=lambda e: str(e["event_id"])):
+        score = feedback_label(e)
+        prompt, response = str(e.get("prompt") or "").strip(), str(e.get("response") or "").strip()
+        if score is None or not prompt or not response:
+            continue
+        if len(prompt) + len(response) > max_chars:
+            quarantined["too_long"] += 1
+            continue
+        by_prompt.setdefault(normalise_prompt(prompt), []).append({**e, "score": score, "prompt": prompt,
+                                                                   "response": response})
+    singles: list[dict[str, Any]] = []
+    for key in sorted(by_prompt):
+        group = sorted(by_prompt[key], key=lambda e: (-e["score"], str(e["event_id"])))
+        best, worst = group[0], group[-1]
+        if len(group) >= 2 and best["score"] > worst["score"]:
+            if best["response"] == worst["response"]:
+                quarantined["identical_pair"] += 1  # the same text rated both ways: no preference
+            else:
+                rows.append({"id": f"dpo-{best['event_id']}-{worst['event_id']}", "objective": "dpo",
+                             "prompt": best["prompt"], "chosen": best["response"], "rejected": worst["response"],
+                             "sources": [str(best["event_id"]), str(worst["event_id"])]})
+                group = group[1:-1]
+        singles += group
+    for e in singles:
+        if neutral[0] <= e["score"] <= neutral[1]:
+            continue
+        rows.append({"id": f"kto-{e['event_id']}", "objective": "kto", "prompt": e["prompt"],
+                     "completion": e["response"], "label": e["score"] > neutral[1], "sources": [str(e["event_id"])]})
+    counts = {k: sum(r["objective"] == k for r in rows) for k in ("sft", "dpo", "kto")}
+    n_up = sum(1 for r in rows if r["objective"] == "kto" and r["label"])
+    n_down = counts["kto"] - n_up
+    manifest = {
+        "counts": counts,
+        "kto_desirable": n_up,
+        "kto_undesirable": n_down,
+        "quarantined": quarantined,
+        # TRL: keep (w_d * n_d) / (w_u * n_u) in [1, 4/3]; 1 exactly, from the balance.
+        "kto_desirable_weight": round(n_down / n_up, 6) if n_up and n_down else 1.0,
+        "kto_undesirable_weight": 1.0,
+        "objective": auto_objective(counts),
+        "sources": {r["id"]: r["sources"] for r in rows},
+    }
+    return rows, manifest
+
+
+def auto_objective(counts: dict[str, int]) -> str:
+    """What the data can feed: pairs with SFT rows -> mixed, pairs alone -> dpo, labelled singles
+    -> kto, corrections alone -> sft; "none" where nothing can be trained."""
+    if counts.get("dpo"):
+        return "mixed" if counts.get("sft") else "dpo"
+    if counts.get("kto"):
+        return "kto"
+    return "sft" if counts.get("sft") else "none"
