@@ -249,12 +249,16 @@ def _field(f: dataclasses.Field, hint: Any) -> tuple[Any, Any]:
 
 # The `retrain:` section: the training hyperparameters are TrainingParams' own fields (one definition,
 # shared with the job spec a GPU worker reads), plus the loop's settings above.
-_HINTS = typing.get_type_hints(TrainingParams)
-RetrainConfig = create_model(
-    "RetrainConfig", __base__=_RetrainBase, __module__=__name__,
-    **{f.name: _field(f, _HINTS[f.name]) for f in training_fields()},
-)
-RetrainConfig.__doc__ = "How to fine-tune (the job's TrainingParams) and what the loop needs to start one."
+if typing.TYPE_CHECKING:
+    class RetrainConfig(_RetrainBase):
+        def __getattr__(self, name: str) -> Any: ...  # the TrainingParams fields
+else:
+    _HINTS = typing.get_type_hints(TrainingParams)
+    RetrainConfig = create_model(
+        "RetrainConfig", __base__=_RetrainBase, __module__=__name__,
+        **{f.name: _field(f, _HINTS[f.name]) for f in training_fields()},
+    )
+    RetrainConfig.__doc__ = "How to fine-tune (the job's TrainingParams) and what the loop needs to start one."
 
 
 class Config(_Section):

@@ -44,7 +44,7 @@ from driftloop import stats
 from driftloop.config import PolicyConfig
 from driftloop.findings import render_all
 from driftloop.loopstate import LoopMemory
-from driftloop.types import Action, Decision, Finding, MetricResult, MetricSpec, SampleResults
+from driftloop.types import Action, Decision, Finding, FindingKind, MetricResult, MetricSpec, SampleResults
 
 RATE_METRICS = {"thumbs_up_rate", "correction_rate"}
 # Decide's breach tests, the kinds whose breach can trigger a retrain.
@@ -146,13 +146,14 @@ def _breach_tests(current: list[MetricResult], reference: list[MetricResult], ba
             f = Finding(kind="insufficient_data", detail={"min_n": policy.min_n}, **common)
             out.quiet.append((f, m.model_copy(update={"passed": None, "note": _insufficient_note(m, policy)})))
             continue
-        est = {"estimate": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
+        est: dict[str, Any] = {"estimate": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
         if floor is not None:
             out.tests.append((Finding(kind="floor", threshold=floor, p_value=_p_worse_than(m, floor),
                                       method="exact binomial" if _is_rate(m) and m.target is None else "normal z",
                                       **est, **common), m))
-        for kind, ref, limit in (("drop", ref_by_label.get(m.label()), max_drop),
-                                 ("relative_drop", base_by_label.get(m.label()), rel)):
+        drops: tuple[tuple[FindingKind, MetricResult | None, float | None], ...] = (
+            ("drop", ref_by_label.get(m.label()), max_drop), ("relative_drop", base_by_label.get(m.label()), rel))
+        for kind, ref, limit in drops:
             if limit is None or ref is None or ref.value is None:
                 continue
             if ref.n < policy.min_n:
@@ -165,7 +166,7 @@ def _breach_tests(current: list[MetricResult], reference: list[MetricResult], ba
             # 0.1 of 0.85 tolerates a 0.085 drop.
             scale = abs(ref.value - m.target) if m.target is not None else abs(ref.value)
             tolerated = limit if kind == "drop" else limit * scale
-            detail = {"worsening": _worsening(ref, m), "reference_ci_low": ref.ci_low,
+            detail: dict[str, Any] = {"worsening": _worsening(ref, m), "reference_ci_low": ref.ci_low,
                       "reference_ci_high": ref.ci_high}
             if kind == "relative_drop":
                 detail["fraction"] = limit
@@ -367,6 +368,7 @@ def gate(
                 "estimate": res.diff, "ci_low": res.ci_low, "ci_high": res.ci_high, "n": n,
                 "reference": champ_mean, "challenger": chall_mean,
                 "unpaired": len(ch.items) + len(cl.items) - 2 * n, "detail": {"confidence": conf}}
+            kind: FindingKind
             if role == "target":
                 threshold, kind = policy.min_improvement, "gain"
             else:

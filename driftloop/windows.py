@@ -63,7 +63,7 @@ def windows(first: datetime, last: datetime, cfg: WindowConfig) -> Windows:
     cur_end = last + EPS
     cur_start = cur_end - timedelta(days=cfg.current_days)
     if cfg.reference == "pinned":
-        return Windows(cfg.pinned_start, cfg.pinned_end, cur_start, cur_end, "pinned")
+        return Windows(*_pinned(cfg), cur_start, cur_end, "pinned")
     ref_start = max(first, cur_start - timedelta(days=cfg.reference_days))
     return Windows(ref_start, cur_start, cur_start, cur_end, f"preceding {cfg.reference_days:g} days")
 
@@ -88,7 +88,7 @@ def resolve_windows(store: "Store", cfg: WindowConfig, champion: Windows | None 
     else:
         cur_start = nth_newest_ts(store, cfg.current_events) or first
         if cfg.reference == "pinned":
-            w = Windows(cfg.pinned_start, cfg.pinned_end, cur_start, last + EPS, "pinned")
+            w = Windows(*_pinned(cfg), cur_start, last + EPS, "pinned")
         else:
             ref_start = nth_newest_ts(store, cfg.current_events + cfg.reference_events) or first
             w = Windows(min(ref_start, cur_start), cur_start, cur_start, last + EPS,
@@ -111,6 +111,12 @@ def in_scope(versions: "np.ndarray", ts: "pd.Series", scope: "ChampionScope") ->
     untagged = (versions == "") | pd.isna(versions)
     since = pd.Timestamp(scope.since)
     return np.asarray(tagged | (untagged & (ts >= since).to_numpy()), dtype=bool)
+
+
+def _pinned(cfg: WindowConfig) -> tuple[datetime, datetime]:
+    # WindowConfig's validator makes both bounds present whenever reference is "pinned".
+    assert cfg.pinned_start is not None and cfg.pinned_end is not None
+    return cfg.pinned_start, cfg.pinned_end
 
 
 def nth_newest_ts(store: "Store", n: int) -> datetime | None:
