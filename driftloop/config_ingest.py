@@ -106,10 +106,33 @@ class RedactionConfig(_Section):
         return self
 
 
+Scope = Literal["ingest", "evaluate", "admin"]
+MIN_TOKEN_CHARS = 16  # a bearer token shorter than this is refused at config load
+
+
+class ApiToken(_Section):
+    """One bearer token and what it may do; the token itself is read from the environment or a file."""
+
+    token_env: str | None = Field(default=None, description="Environment variable holding the token (give this or `token_file`).")
+    token_file: str | None = Field(default=None, description="File holding the token, surrounding whitespace ignored (relative to the config file; give this or `token_env`).")
+    scopes: list[Scope] = Field(min_length=1, description="What the token may do: `ingest` (POST /v1/feedback), `evaluate` (POST and GET /v1/evaluations), `admin` (everything, the API docs included).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ApiToken":
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env and token_file (a token is never written in the config)")
+        return self
+
+
 class ApiConfig(_Section):
     host: str = Field(default="127.0.0.1", description="Address `driftloop serve` listens on.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port of `driftloop serve`.")
-    token: SecretStr | None = Field(default=None, description="Bearer token every request must carry; set it here or in DRIFTLOOP_API__TOKEN. Without one the server refuses to start.")
+    token: SecretStr | None = Field(default=None, description="Bearer token with every scope (ingest, evaluate, admin); set it here or in DRIFTLOOP_API__TOKEN. At least 16 characters. Without it and without `tokens` the server refuses to start.")
+    tokens: list[ApiToken] = Field(default_factory=list, description="Further bearer tokens, each with its scopes, e.g. `[{token_env: FEEDBACK_TOKEN, scopes: [ingest]}]`, so a client that posts feedback cannot start evaluations.")
+    docs: bool = Field(default=False, description="Serve the API's documentation (/docs, /redoc, /openapi.json); off, those routes answer 404.")
+    model_roots: list[str] = Field(default_factory=list, description="Folders (relative to the config file) under which POST /v1/evaluations may name a local model folder; empty: registry aliases and version numbers only.")
+    max_evaluation_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest body (bytes) of POST /v1/evaluations and of an MLflow webhook delivery; a larger one gets 413.")
+    max_evaluation_window_days: float = Field(default=366.0, gt=0, description="Longest feedback window (days) an on-demand evaluation may ask for; a longer one gets 422.")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (bytes); a larger one gets 413.")
     max_batch: int = Field(default=1000, ge=1, description="Most events in one request; more gets 413.")
     mapping: FieldMapping = FieldMapping()
@@ -126,6 +149,9 @@ class ApiConfig(_Section):
     def _heartbeat(self) -> "ApiConfig":
         from pydantic_core import PydanticCustomError
 
+        if self.token is not None and len(self.token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise PydanticCustomError("api", "token: shorter than {n} characters; use a long random one (e.g. openssl rand -hex 32)",
+                                      {"n": MIN_TOKEN_CHARS})
         if self.evaluation_lost_after_seconds <= self.evaluation_heartbeat_seconds:
             raise PydanticCustomError("api", "evaluation_lost_after_seconds ({lost}) must exceed evaluation_heartbeat_seconds ({hb})",
                                       {"lost": f"{self.evaluation_lost_after_seconds:g}",

@@ -444,7 +444,7 @@ def _api(tmp_path, hook, window_s: float):
 
     path = write_cfg(tmp_path, [{"name": "ops", "url": hook.url}], quarantine_threshold=0.2,
                      api_quarantine_window_seconds=window_s, api_quarantine_min_rows=10)
-    cfg = load_config(path, env={"DRIFTLOOP_API__TOKEN": "t0ken"})
+    cfg = load_config(path, env={"DRIFTLOOP_API__TOKEN": "t0ken-for-the-tests"})
     store = Store(cfg.store_url)
     store.migrate()
     return TestClient(create_app(cfg, store=store))
@@ -452,7 +452,7 @@ def _api(tmp_path, hook, window_s: float):
 
 GOOD_EVENTS = [{"event_id": f"q{i}", "ts": "2026-11-01T10:00:00+00:00", "prompt": f"question {i}"} for i in range(30)]
 BAD_EVENT = {"ts": "2026-11-01 10:00", "prompt": "no timezone"}
-API_AUTH = {"Authorization": "Bearer t0ken"}
+API_AUTH = {"Authorization": "Bearer t0ken-for-the-tests"}
 
 
 def test_the_feedback_api_sends_one_quarantine_alert_per_breaching_window(tmp_path, hook_factory, secret_env):

@@ -17,7 +17,7 @@ from driftloop.tracking import Tracker
 from test_api_feedback import free_port
 from test_evaluate import CANARY, make_world
 
-TOKEN = "eval-t0ken"
+TOKEN = "eval-t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -62,9 +62,11 @@ def world(tmp_path_factory, demo_model: Path, prefect_harness, one_torch_thread)
 
 
 @pytest.fixture(scope="module")
-def server(world: Path):
-    # One running, none waiting: a second request while the first runs gets 429.
-    s = Server(world, max_concurrent_evaluations=1, max_queued_evaluations=0)
+def server(world: Path, tmp_path_factory):
+    # One running, none waiting: a second request while the first runs gets 429. Model folders
+    # are accepted under the tests' temporary folder only.
+    s = Server(world, max_concurrent_evaluations=1, max_queued_evaluations=0,
+               model_roots=[str(tmp_path_factory.getbasetemp())])
     yield s
     s.stop()
 
@@ -96,7 +98,7 @@ def test_without_a_token_nothing_starts(server: Server, world: Path) -> None:
 @pytest.mark.parametrize("body, status, message", [
     ({"model": "7"}, 422, "version 7 of 'driftloop-model' does not exist"),
     ({"model": "staging"}, 422, "model 'staging': no such alias"),
-    ({"model": "/etc"}, 422, "not a model folder (no config.json)"),
+    ({"model": "/etc"}, 422, "model: not an alias, a version number or a model folder under api.model_roots"),
     ({"model": "1", "window": "fortnight"}, 422, "window 'fortnight': expected Nd, Nh"),
     ({"model": "1", "suites": ["canry"]}, 422, "suite 'canry' is not configured; did you mean canary?"),
     ({"model": "1", "colour": "red"}, 422, "colour: unknown key"),

@@ -20,7 +20,7 @@ from driftloop.api import create_app
 from driftloop.config import load_config
 from driftloop.errors import ConfigError
 
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-the-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TS = "2026-11-01T10:00:00+00:00"
 

@@ -248,17 +248,17 @@ def test_content_ids_are_scoped_to_the_named_source(store, tmp_path):
     write(tmp_path / "b" / "all.jsonl", rows)  # another source with the same content
     write(tmp_path / "c" / "all.jsonl", rows)  # a third that shares the API's namespace
     cfg = load_config(None, env={}, check_files=False, overrides={
-        "api": {"token": "t0ken", "id_namespace": "app"},
+        "api": {"token": "t0ken-for-the-tests", "id_namespace": "app"},
         "sources": [{"path": str(tmp_path / "a" / "*.jsonl")}, {"path": str(tmp_path / "b" / "*.jsonl")}]})
     r = ingest_config(cfg, store)
     assert (r.read, r.accepted, r.duplicates) == (14, 12, 2)  # each source stores each event once
     with TestClient(create_app(cfg, store=store)) as client:
-        got = client.post("/v1/feedback", json=rows, headers={"Authorization": "Bearer t0ken"}).json()
+        got = client.post("/v1/feedback", json=rows, headers={"Authorization": "Bearer t0ken-for-the-tests"}).json()
         assert (got["accepted"], got["duplicates"]) == (6, 0)
         cfg_c = cfg.model_copy(update={"sources": [FileSource(path=str(tmp_path / "c" / "*.jsonl"),
                                                               id_namespace="app")]})
         r = ingest_config(cfg_c, store)
         assert (r.read, r.accepted, r.duplicates) == (6, 0, 6)  # the API's events, under the same namespace
-        again = client.post("/v1/feedback", json=rows[:2], headers={"Authorization": "Bearer t0ken"}).json()
+        again = client.post("/v1/feedback", json=rows[:2], headers={"Authorization": "Bearer t0ken-for-the-tests"}).json()
         assert (again["accepted"], again["duplicates"]) == (0, 2)
     assert store.count_events() == 18

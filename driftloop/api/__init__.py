@@ -5,8 +5,10 @@
 
 Routes: `POST /v1/feedback`, `POST /v1/evaluations`, `GET /v1/evaluations/{id}` and
 `POST /v1/hooks/mlflow` (MLflow registry webhooks, verified by their signature).
-Every other route depends on `auth.require_token` (bearer token from `api.token` or
-`DRIFTLOOP_API__TOKEN`). The app opens one `Store` (SQLite or PostgreSQL, migrated)
+Every other route depends on `auth.require_scope` (a bearer token from `api.token` or
+`DRIFTLOOP_API__TOKEN`, which holds every scope, or one of `api.tokens` with its scopes:
+`ingest` for feedback, `evaluate` for evaluations). The docs routes exist only with
+`api.docs: true`. The app opens one `Store` (SQLite or PostgreSQL, migrated)
 and closes it on shutdown; evaluations run in a bounded thread pool (see
 `api.evaluations`), and MLflow is imported only when the first one is asked for.
 Feedback requests add up into windows that may send `ingest.quarantine`
@@ -22,8 +24,8 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
+from driftloop.api.auth import configured_tokens
 from driftloop.api.quarantine import QuarantineWatch
-from driftloop.errors import ConfigError
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.store import Store
@@ -36,8 +38,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     $DRIFTLOOP_CONFIG, else `driftloop.yaml` in the config's folder where it exists).
     Raises ConfigError when no bearer token is configured: the server never runs open.
     """
-    if cfg.api.token is None or not cfg.api.token.get_secret_value().strip():
-        raise ConfigError("api.token: not set; set it in driftloop.yaml or in DRIFTLOOP_API__TOKEN")
+    tokens = configured_tokens(cfg)
     owned = store is None
     if store is None:
         cfg.state_path.mkdir(parents=True, exist_ok=True)
@@ -62,10 +63,12 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
         if owned:
             store.close()
 
-    app = FastAPI(title="driftloop", lifespan=lifespan)
+    # The docs routes describe every route and field: only where the config asks for them.
+    docs = {} if cfg.api.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="driftloop", lifespan=lifespan, **docs)
     app.state.cfg = cfg
     app.state.store = store
-    app.state.token = cfg.api.token.get_secret_value().strip().encode()
+    app.state.tokens = tokens
     app.state.parser = RowParser(cfg.api.mapping, Redactor.from_config(cfg.redaction), id_namespace=cfg.api.id_namespace)
     app.state.evaluations = runner
     app.state.quarantine_watch = watch

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextvars
 import difflib
-import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -35,12 +36,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from driftloop.api.auth import require_token
+from driftloop.api.auth import require_scope
+from driftloop.api.bodies import load_json, read_body
 from driftloop.api.periodic import Periodic
 from driftloop.errors import DriftloopError, InputError
 from driftloop.evaluation import (
-    KIND, RESULT_ARTIFACT, STATUS, EvaluationRequest, check_model_ref, check_registered, is_model_folder,
-    parse_window,
+    KIND, RESULT_ARTIFACT, STATUS, EvaluationRequest, check_registered, is_model_folder, parse_window,
 )
 
 router = APIRouter()
@@ -98,8 +99,8 @@ class EvaluationRunner:
 
     def validate(self, req: EvaluationRequest) -> EvaluationRequest:
         """The request with its model reference checked against the registry; InputError otherwise."""
-        ref = check_model_ref(req.model)
-        parse_window(req.window)
+        ref = api_model_ref(req.model, [self.cfg.path(r) for r in self.cfg.api.model_roots])
+        check_window(req.window, self.cfg.api.max_evaluation_window_days)
         configured = list(self.cfg.benchmark.suites)
         for s in req.suites or []:
             if s not in configured:
@@ -195,6 +196,54 @@ class EvaluationRunner:
         return reason
 
 
+MAX_REF_CHARS = 255  # a registry alias or version; a model folder's path
+
+
+def api_model_ref(model: str, roots: list[Path]) -> str:
+    """The model reference of an HTTP request: a registry alias or version, or a folder under `roots`.
+
+    A folder is accepted only inside one of `roots` (`api.model_roots`, none
+    by default) and only when it holds a config.json; it is returned as its
+    resolved path. Every refusal reads the same whether or not the path
+    exists, so a client cannot probe the server's file system. Raises
+    InputError.
+    """
+    ref = (model or "").strip()
+    if not ref:
+        raise InputError("model: empty; give champion, challenger, another alias or a version number")
+    if len(ref) > MAX_REF_CHARS:
+        raise InputError(f"model: longer than {MAX_REF_CHARS} characters")
+    if (ref.isascii() and ref.isdigit()) or _REGISTRY_REF.fullmatch(ref):
+        return ref
+    refused = InputError("model: not an alias, a version number or a model folder under api.model_roots")
+    if not roots or "\x00" in ref:
+        raise refused
+    try:
+        for root in roots:
+            base = root.resolve()
+            p = (base / ref).resolve() if not Path(ref).is_absolute() else Path(ref).resolve()
+            if p.is_relative_to(base) and (p / "config.json").is_file():
+                return str(p)
+    except (OSError, ValueError, RuntimeError):
+        raise refused from None
+    raise refused
+
+
+_REGISTRY_REF = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # an alias: no dot, no slash, so never a path
+
+
+def check_window(window: str | None, max_days: float) -> None:
+    """`window` parsed (InputError naming it when malformed) and at most `max_days` long."""
+    if window is not None and len(window) > 64:
+        raise InputError("window: longer than 64 characters; expected Nd, Nh or START..END")
+    spec = parse_window(window)
+    if spec is None:
+        return
+    days = spec.days if spec.days is not None else (spec.end - spec.start).total_seconds() / 86400
+    if days > max_days:
+        raise InputError(f"window {window!r}: {days:g} days is over api.max_evaluation_window_days ({max_days:g})")
+
+
 def _start(request: Request, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None) -> JSONResponse:
     runner: EvaluationRunner = request.app.state.evaluations
     try:
@@ -216,25 +265,23 @@ def start_evaluation(request: Request, req: EvaluationRequest, requested_by: str
     return _start(request, req, requested_by, tags)
 
 
-@router.post("/v1/evaluations", status_code=202, dependencies=[Depends(require_token)])
+@router.post("/v1/evaluations", status_code=202, dependencies=[Depends(require_scope("evaluate"))])
 async def post_evaluation(request: Request) -> JSONResponse:
     """Queue an evaluation of `model` (body: {model, suites?, window?}); answer its id at once."""
-    body = await request.body()
+    body = await read_body(request, request.app.state.cfg.api.max_evaluation_body_bytes)
+    doc = load_json(body, empty={})
     try:
-        doc = json.loads(body.decode("utf-8")) if body.strip() else {}
         req = EvaluationRequest.model_validate(doc)
-    except (UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, ValidationError):
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"]) or "body"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            raise HTTPException(422, f"{where}: {msg}") from None
-        raise HTTPException(400, "body: malformed JSON") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])[:64] or "body"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise HTTPException(422, f"{where}: {msg}") from None
     # MLflow and the registry are synchronous; keep them off the event loop.
     return await run_in_threadpool(start_evaluation, request, req, "api")
 
 
-@router.get("/v1/evaluations/{run_id}", dependencies=[Depends(require_token)])
+@router.get("/v1/evaluations/{run_id}", dependencies=[Depends(require_scope("evaluate"))])
 def get_evaluation(run_id: str, request: Request) -> dict[str, Any]:
     """Status (queued, running, finished, failed) of an evaluation; its results once finished."""
     if not run_id.isalnum() or len(run_id) > 64:

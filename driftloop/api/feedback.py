@@ -20,7 +20,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from driftloop.api.auth import require_token
+from driftloop.api.auth import require_scope
+from driftloop.api.bodies import load_json, read_body
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.rows import RowError
 from driftloop.types import FeedbackEvent
@@ -45,26 +46,11 @@ class FeedbackResponse(BaseModel):
     redacted: dict[str, int] = Field(description="PII replaced before storage, by kind.")
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"body of {length} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():  # also bounds chunked bodies without a length
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+_body = read_body  # the name other routers import
 
 
 def _events(body: bytes, max_batch: int) -> list[Any]:
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise HTTPException(400, "body: invalid UTF-8") from None
-    except ValueError as e:
-        raise HTTPException(400, f"body: malformed JSON ({str(e)[:80]})") from None
+    doc = load_json(body)
     if isinstance(doc, dict) and isinstance(doc.get("events"), list) and len(doc) == 1:
         doc = doc["events"]
     if isinstance(doc, dict):
@@ -97,7 +83,7 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
                             reasons=dict(reasons), rejected=rejected, redacted=dict(parser.redactor.counts))
 
 
-@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_token)])
+@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_scope("ingest"))])
 async def post_feedback(request: Request) -> FeedbackResponse:
     """Validate, redact and store feedback events; report what happened to each."""
     api = request.app.state.cfg.api

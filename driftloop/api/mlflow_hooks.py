@@ -5,8 +5,11 @@ MLflow 3 signs each delivery (mlflow/webhooks/delivery.py) with three headers:
 = `v1,` + base64(HMAC-SHA256(secret, f"{delivery_id}.{timestamp}.{body}")). The receiver
 recomputes it over the raw body with `api.mlflow_webhook_secret`, compares in constant
 time, and refuses (401) a missing or wrong signature and a timestamp more than
-`api.mlflow_webhook_tolerance_s` away from now (a replay). A delivery id already seen is
-answered 200 without a second evaluation (MLflow retries on 5xx and 429).
+`api.mlflow_webhook_tolerance_s` away from now (a replay). The delivery id is claimed in
+one INSERT into the store's `webhook_delivery` table (its primary key), so of several
+deliveries of one id, also concurrent ones on several replicas, exactly one starts an
+evaluation; the others get 200 and the id of that evaluation. A delivery whose
+evaluation is refused (422, 429) gives its claim up, so MLflow's retry can start it.
 
 For the configured registered model (`tracking.registered_model`):
 - `model_version.created` starts an evaluation of that version, exactly as
@@ -32,8 +35,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from driftloop.api.bodies import load_json, read_body
 from driftloop.api.evaluations import start_evaluation
-from driftloop.api.feedback import _body
 from driftloop.evaluation import EvaluationRequest
 
 router = APIRouter()
@@ -86,9 +89,29 @@ def _version_to_evaluate(cfg, doc: dict) -> tuple[str | None, str]:
     return None, f"event {event} does not start an evaluation"
 
 
-def _seen(request: Request, delivery_id: str) -> str | None:
-    """The evaluation an earlier delivery with this id started (any replica: it is a run tag)."""
-    return request.app.state.evaluations.tracker.run_with_tag("driftloop.mlflow_delivery", delivery_id)
+def _claim(request: Request, delivery_id: str) -> str | None:
+    """None for the one delivery that claims `delivery_id` (one INSERT in the shared store, so any
+    replica); for every other, the evaluation the first one started ('' while it is starting)."""
+    store = request.app.state.store
+    if store.claim_delivery(delivery_id):
+        return None
+    earlier = store.delivery_run(delivery_id)
+    if not earlier:  # claimed before the table existed: the run tag says
+        earlier = request.app.state.evaluations.tracker.run_with_tag("driftloop.mlflow_delivery", delivery_id) or ""
+    return earlier
+
+
+def _start_claimed(request: Request, delivery_id: str, version: str, why: str) -> JSONResponse:
+    """Start the evaluation of a claimed delivery; a refusal (422, 429) gives the claim up for MLflow's retry."""
+    store = request.app.state.store
+    try:
+        resp = start_evaluation(request, EvaluationRequest(model=version), "mlflow-webhook",
+                                {"driftloop.mlflow_delivery": delivery_id, "driftloop.mlflow_event": why[:250]})
+    except BaseException:
+        store.settle_delivery(delivery_id, None)
+        raise
+    store.settle_delivery(delivery_id, json.loads(resp.body)["id"])
+    return resp
 
 
 @router.post("/v1/hooks/mlflow")
@@ -98,26 +121,24 @@ async def mlflow_hook(request: Request) -> JSONResponse:
     secret = cfg.api.mlflow_webhook_secret
     if secret is None or not secret.get_secret_value():
         raise HTTPException(503, "api.mlflow_webhook_secret: not set; the MLflow webhook receiver is off")
-    body = await _body(request, cfg.api.max_body_bytes)
+    body = await read_body(request, cfg.api.max_evaluation_body_bytes)
     try:
         delivery_id = verify(secret.get_secret_value(), request.headers, body, cfg.api.mlflow_webhook_tolerance_s)
     except ValueError as e:
         raise HTTPException(401, f"MLflow webhook refused: {e}") from None
-    if not delivery_id.replace("-", "").isalnum():
+    if not (delivery_id.replace("-", "").isascii() and delivery_id.replace("-", "").isalnum()
+            and len(delivery_id) <= 128):
         raise HTTPException(400, f"{DELIVERY_HEADER}: not a delivery id")
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except ValueError:
-        raise HTTPException(400, "body: malformed JSON") from None
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise HTTPException(400, "body: not a webhook payload")
     version, why = _version_to_evaluate(cfg, doc)
     if version is None:
         return JSONResponse({"ignored": why})
-    earlier = await run_in_threadpool(_seen, request, delivery_id)
-    if earlier:
-        return JSONResponse({"id": earlier, "duplicate": True, "reason": f"delivery {delivery_id} already received"})
-    resp = await run_in_threadpool(start_evaluation, request, EvaluationRequest(model=version), "mlflow-webhook",
-                                   {"driftloop.mlflow_delivery": delivery_id, "driftloop.mlflow_event": why[:250]})
+    earlier = await run_in_threadpool(_claim, request, delivery_id)
+    if earlier is not None:
+        return JSONResponse({"id": earlier or None, "duplicate": True,
+                             "reason": f"delivery {delivery_id} already received"})
+    resp = await run_in_threadpool(_start_claimed, request, delivery_id, version, why)
     out = json.loads(resp.body)
     return JSONResponse({**out, "version": version, "reason": why}, status_code=resp.status_code)

@@ -195,3 +195,16 @@ class AlertDeadLetter(Base):
 
 
 __all__ += ["AlertDeadLetter"]
+
+
+class WebhookDelivery(Base):
+    """An incoming webhook delivery (MLflow registry), claimed once by its id; the evaluation it started."""
+
+    __tablename__ = "webhook_delivery"
+
+    delivery_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+__all__ += ["WebhookDelivery"]

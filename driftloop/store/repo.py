@@ -27,7 +27,7 @@ from driftloop.store.engine import (
 )
 from driftloop.store.loop import LoopStateMixin
 from driftloop.store.models import (
-    EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, utcnow,
+    EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, WebhookDelivery, utcnow,
 )
 from driftloop.types import FeedbackEvent
 
@@ -50,6 +50,7 @@ _QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
 _CHECKPOINT: Table = IngestCheckpoint.__table__  # type: ignore[assignment]
 _ITEM: Table = EvalItem.__table__  # type: ignore[assignment]
 _SAMPLE: Table = SampleResult.__table__  # type: ignore[assignment]
+_DELIVERY: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 
 
 class Store(LoopStateMixin):
@@ -264,6 +265,32 @@ class Store(LoopStateMixin):
             stmt = stmt.where(f.ts >= since)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt.order_by(f.ts, f.event_id)).mappings()]
+
+    # ------------------------------------------------------- webhook deliveries
+    def claim_delivery(self, delivery_id: str) -> bool:
+        """True for the one caller that records `delivery_id` first; False for every other.
+
+        One `INSERT ... ON CONFLICT DO NOTHING`: concurrent deliveries of one
+        id, in any process or replica, cannot both win.
+        """
+        with self._writer.begin() as conn:
+            return insert_ignore(conn, _DELIVERY, [{"delivery_id": delivery_id, "received_at": utcnow()}],
+                                 ["delivery_id"]) == 1
+
+    def settle_delivery(self, delivery_id: str, run_id: str | None) -> None:
+        """Record the evaluation a claimed delivery started, or give the claim up (None) so a retry may start one."""
+        with self._writer.begin() as conn:
+            d = _DELIVERY.c
+            if run_id is None:
+                conn.execute(delete(_DELIVERY).where(d.delivery_id == delivery_id))
+            else:
+                conn.execute(_DELIVERY.update().where(d.delivery_id == delivery_id).values(run_id=run_id))
+
+    def delivery_run(self, delivery_id: str) -> str | None:
+        """The evaluation a delivery started ('' while the one that claimed it is still starting it), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_DELIVERY.c.run_id).where(_DELIVERY.c.delivery_id == delivery_id)).first()
+        return None if row is None else (row[0] or "")
 
     # ------------------------------------------------------------- eval items
     def add_items(self, items: list[dict[str, Any]]) -> int:
