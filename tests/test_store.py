@@ -40,7 +40,7 @@ def test_migrate_creates_every_table_and_is_idempotent(store_url):
     # The store keeps its own version table, so it can share a database with MLflow.
     assert "alembic_version" not in tables
     with s.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM driftloop_alembic_version")).scalars().all() == ["0004"]
+        assert c.execute(text("SELECT version_num FROM driftloop_alembic_version")).scalars().all() == ["0005"]
         # The migrations and the ORM models describe the same schema.
         ctx = MigrationContext.configure(c, opts={"compare_type": True, "version_table": "driftloop_alembic_version"})
         assert compare_metadata(ctx, Base.metadata) == []

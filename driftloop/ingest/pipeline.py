@@ -25,6 +25,7 @@ from driftloop.config import FieldMapping
 from driftloop.ingest.mapping import map_row
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
+from driftloop.store.repo import quarantine_id
 from driftloop.types import FeedbackEvent
 
 RAW_KEEP_CHARS = 64 * 1024  # how much of a quarantined row's raw payload is kept
@@ -70,9 +71,15 @@ class RowParser:
                        max_segment_value=m.segment_value_max_chars)
 
     def quarantine(self, raw: str, err: RowError, source: str) -> dict[str, Any]:
-        """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted."""
-        return {"source": source, "raw": self.redactor.text(raw[:RAW_KEEP_CHARS]),
-                "field": err.field, "reason": self.redactor.text(err.reason)}
+        """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted.
+
+        Its content id hashes this parser's id namespace and the row, not
+        `source`: the same bad row read again (a retry, a copied file, a
+        concurrent ingest) is stored once.
+        """
+        raw, reason = self.redactor.text(raw[:RAW_KEEP_CHARS]), self.redactor.text(err.reason)
+        return {"source": source, "raw": raw, "field": err.field, "reason": reason,
+                "content_id": quarantine_id(raw, err.field, reason, self.id_namespace)}
 
 
 @dataclass

@@ -88,6 +88,7 @@ class Quarantine(Base):
     """A row that could not be accepted, kept as read with the reason."""
 
     __tablename__ = "quarantine"
+    __table_args__ = (Index("ux_quarantine_content_id", "content_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(SOURCE_LEN))
@@ -95,6 +96,9 @@ class Quarantine(Base):
     field: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Hash of the source's id namespace and the row (see `repo.quarantine_id`): a row quarantined
+    # again (a retry, a copied file, a concurrent ingest) is skipped. NULL on rows from before.
+    content_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class IngestCheckpoint(Base):

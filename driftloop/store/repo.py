@@ -15,6 +15,7 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,7 +122,7 @@ class Store(LoopStateMixin):
         with self._writer.begin() as conn:
             accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
             if quarantine:
-                conn.execute(_QUARANTINE.insert(), [_quarantine_row(q) for q in quarantine])
+                insert_ignore(conn, _QUARANTINE, _quarantine_rows(quarantine), ["content_id"])
             if checkpoint is not None:
                 upsert(conn, _CHECKPOINT, {"source_key": checkpoint[0], "position": checkpoint[1],
                                            "updated_at": utcnow()}, ["source_key"])
@@ -178,7 +179,10 @@ class Store(LoopStateMixin):
         return self.add_batch(events, [], source, checkpoint)
 
     def add_quarantine(self, rows: list[dict[str, Any]]) -> int:
-        """Store rows that could not be accepted (keys source, raw, field, reason); return how many."""
+        """Store rows that could not be accepted (keys source, raw, field, reason; content_id optional).
+
+        Returns how many were given; one whose content id is stored already is skipped.
+        """
         self.add_batch([], rows, source="")
         return len(rows)
 
@@ -372,7 +376,8 @@ EVENT_COLUMNS = (
 )
 
 
-_QUARANTINE_SQL = "INSERT INTO quarantine (source, raw, field, reason, created_at) VALUES (?, ?, ?, ?, ?)"
+_QUARANTINE_SQL = ("INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING")
 _CHECKPOINT_SQL = ("INSERT INTO ingest_checkpoint (source_key, position, updated_at) VALUES (?, ?, ?) "
                    "ON CONFLICT (source_key) DO UPDATE SET position = excluded.position, "
                    "updated_at = excluded.updated_at")
@@ -387,8 +392,7 @@ def _write_side_rows(dbapi: Any, dialect: str, quarantine: list[dict[str, Any]],
     cur = dbapi.cursor()
     try:
         if quarantine:
-            cur.executemany(q_sql, [tuple({**_quarantine_row(q), "created_at": now}.values())
-                                    for q in quarantine])
+            cur.executemany(q_sql, [tuple({**q, "created_at": now}.values()) for q in _quarantine_rows(quarantine)])
         if checkpoint is not None:
             cur.execute(c_sql, (checkpoint[0], checkpoint[1], now))
     finally:
@@ -457,7 +461,30 @@ def _text(value: Any) -> str:
     return s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
+def quarantine_id(raw: str, field: str, reason: str, namespace: str) -> str:
+    """32 hex characters of SHA-256 over a quarantined row and its source's id namespace.
+
+    Like an event's content id (`ingest.rows.event_id_for`), the file path is
+    not part of it: the same bad row in a copy of a file, or sent again by a
+    client, is one quarantine row.
+    """
+    canon = json.dumps([namespace, raw, field, reason], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8", "replace")).hexdigest()[:32]
+
+
 def _quarantine_row(q: dict[str, Any]) -> dict[str, Any]:
-    return {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
-            "field": _text(q.get("field", ""))[:128], "reason": _text(q.get("reason", "")),
-            "created_at": utcnow()}
+    row = {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
+           "field": _text(q.get("field", ""))[:128], "reason": _text(q.get("reason", "")), "created_at": utcnow()}
+    row["content_id"] = q.get("content_id") or quarantine_id(row["raw"], row["field"], row["reason"], row["source"])
+    return row
+
+
+def _quarantine_rows(quarantine: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store rows of a batch's quarantined rows, each content id once (the first wins)."""
+    out, seen = [], set()
+    for q in quarantine:
+        row = _quarantine_row(q)
+        if row["content_id"] not in seen:
+            seen.add(row["content_id"])
+            out.append(row)
+    return out
