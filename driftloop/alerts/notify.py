@@ -141,7 +141,7 @@ def resend(cfg: Config, store: Any, webhook: str | None = None, on_row: Callable
         if o.ok:
             dl.mark_delivered(store, row["id"], o.attempts)
         else:
-            dl.record_failure(store, row["id"], o.error, o.attempts)
+            dl.record_failure(store, row["id"], o.error, o.attempts, w.url if w is not None else "")
         out.append(o)
         if on_row:
             on_row(o)
