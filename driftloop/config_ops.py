@@ -79,6 +79,22 @@ class WebhookConfig(_Section):
         return self
 
 
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"})
+
+
+def metadata_host(host: str) -> bool:
+    """True for a link-local address (169.254.0.0/16, fe80::/10), AWS's fd00:ec2::254 or a cloud metadata name."""
+    import ipaddress
+
+    if host in METADATA_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_link_local or ip == ipaddress.ip_address("fd00:ec2::254")
+
+
 class AlertsConfig(_Section):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="Receivers of alerts: each a name, an http(s) `url`, a `format`, a secret source and an optional `events` filter.")
     allow_hosts: list[str] | None = Field(default=None, description="When set, every webhook's host must be one of these (exact, case-insensitive; `*.example.com` matches its subdomains).")
@@ -90,6 +106,7 @@ class AlertsConfig(_Section):
     api_quarantine_window_seconds: float = Field(default=300.0, gt=0, description="The HTTP feedback API adds up its requests over windows of this length (s); a window whose quarantined share exceeds `quarantine_threshold` sends one `ingest.quarantine`.")
     api_quarantine_min_rows: int = Field(default=20, ge=1, description="Fewest accepted + quarantined events in one API window before its share is judged, so one bad event alone sends nothing.")
     mlflow_ui_url: str | None = Field(default=None, description="Address of the MLflow UI for run links in alerts; default: the tracking URI when it is http(s), else no link.")
+    allow_link_local: bool = Field(default=False, description="Allow webhooks on link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, metadata.google.internal); refused by default, since a webhook there reads instance credentials. Names are checked as written, not resolved.")
 
     @model_validator(mode="after")
     def _hosts(self) -> "AlertsConfig":
@@ -101,6 +118,11 @@ class AlertsConfig(_Section):
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
             raise PydanticCustomError("alerts", "webhooks: name {n} is used twice", {"n": repr(dup)})
+        if not self.allow_link_local:
+            for i, w in enumerate(self.webhooks):
+                host = (urlsplit(w.url).hostname or "").rstrip(".").lower()
+                if metadata_host(host):
+                    raise PydanticCustomError("alerts", "webhooks.{i}.url: host {h} is a link-local or cloud metadata address; set alerts.allow_link_local to send there", {"i": i, "h": repr(host)})
         if self.allow_hosts is None:
             return self
         allowed = [h.lower().rstrip(".") for h in self.allow_hosts]
