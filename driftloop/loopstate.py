@@ -177,9 +177,29 @@ class LoopMemory(_Model):
     def recent_retrains(self, now: datetime) -> int:
         return sum(1 for t in self.retrains if now - t < BUDGET_PERIOD)
 
+    def start_retrain(self, now: datetime, breach_keys: list[str], newest_event: datetime | None) -> None:
+        """A retrain starts now, answering these breaches (see `answer`)."""
+        self.record_retrain(now)
+        self.trigger = Answered(at=now, outcome="retrain started", breach_keys=breach_keys,
+                                newest_event=newest_event)
+
+    def answer(self, outcome: str | None) -> None:
+        """The retrain under way ended. With an `outcome` (rejected, nothing to train on) its breaches
+        are answered and wait for new feedback; with None (it crashed) they may trigger again."""
+        if outcome is not None and self.trigger is not None:
+            self.answered = self.trigger.model_copy(update={"outcome": outcome})
+        self.trigger = None
+
+    def sync_champion(self, champion: str | None, now: datetime) -> None:
+        """The alias was moved outside the loop (in the MLflow UI, say): the new champion's traffic
+        starts now, as after a promotion."""
+        if champion and self.champion is not None and self.champion.version != champion:
+            self.new_champion(champion, now, "external")
+
     def new_champion(self, version: str, since: datetime, how: str) -> None:
         """A new serving champion: its traffic starts now; what earlier retrains answered is moot."""
         self.champion = ChampionScope(version=version, since=since, how=how)
         self.answered = None
+        self.trigger = None
         self.baseline = None
         self.breaches = []

@@ -406,3 +406,11 @@ def _diff_metric(cl: SampleResults, suite: str, role: str, res: stats.PairedResu
                         ci_low=res.ci_low if res else None, ci_high=res.ci_high if res else None, n=n,
                         source="benchmark", segment={"suite": suite, "role": role}, threshold=threshold,
                         passed=passed, note=note)
+
+
+def nothing_to_train(corrections: int, needed: int, policy: PolicyConfig) -> Decision:
+    """A real regression that the training data cannot answer (thumbs but no corrections, say): an
+    alert with its finding, never a failure."""
+    finding = Finding(kind="nothing_to_train", n=corrections, detail={"corrections": corrections, "needed": needed})
+    return Decision(action=Action.ALERT, findings=[finding], reasons=render_all([finding]),
+                    policy_version=policy.version)

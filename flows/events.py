@@ -27,7 +27,8 @@ from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import StageParams, context, log
 from driftloop import tags as T
 from driftloop.loopstate import Event, LoopMemory, State, advance
-from flows.loop import CycleSummary, _Clock, _not_started, finish_retrain
+from driftloop.services.cycle import CycleSummary, not_started
+from flows.loop import _Clock, finish_retrain
 
 REGRESSION_EVENT = "driftloop.regression.detected"
 
@@ -95,7 +96,7 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
     if not store.transition(cfg.project, advance(State.TRIGGERED, Event.START), "retrain started by event", owner,
                             cfg.policy.lease_seconds, expected={State.TRIGGERED.value}, data=memory.dump(),
                             expected_version=st["version"]):
-        return CycleSummary(cycle="", outcome=_not_started(ctx))
+        return CycleSummary(cycle="", outcome=not_started(store, cfg.project))
     summary = CycleSummary(**pending.summary)
     summary.outcome = "retrain failed"  # until the tail says otherwise
     log().info("retrain: took over cycle %s (MLflow run %s)", summary.cycle, summary.run_id)

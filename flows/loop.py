@@ -25,42 +25,24 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
 
 from dashboards.timeline import log_timeline
 from driftloop import tags as T
 from driftloop.errors import StageError
 from driftloop.findings import render_all
-from driftloop.loopstate import Answered, Baseline, Event, LoopMemory, Pending, State, advance
-from driftloop.policy import BREACH_KINDS, breach_key, decide, gate
-from driftloop.types import Action, Decision, Finding, MetricResult
+from driftloop.loopstate import Event, LoopMemory, Pending, State, advance
+from driftloop.policy import BREACH_KINDS, breach_key, decide, gate, nothing_to_train
+from driftloop.services import cycle
+from driftloop.services.cycle import CycleSummary
+from driftloop.types import Action, Decision, MetricResult
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import Context, StageParams, alert, context, log
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.registry import ensure_champion
 from flows.retrain import retrain
-
-
-class CycleSummary(BaseModel):
-    cycle: str
-    outcome: str = "no action"
-    run_id: str = ""
-    stage_seconds: dict[str, float] = Field(default_factory=dict)
-    stage_notes: dict[str, str] = Field(default_factory=dict)
-    decision_action: str = "none"
-    decision_reasons: list[str] = Field(default_factory=list)
-    decision_findings: list[Finding] = Field(default_factory=list)
-    regression: list[str] = Field(default_factory=list)
-    retrain_note: str = ""
-    gate_reasons: list[str] = Field(default_factory=list)
-    gate_findings: list[Finding] = Field(default_factory=list)
-    gate_table: list[dict] = Field(default_factory=list)
-    champion_version: str | None = None
-    challenger_version: str | None = None
 
 
 class _Clock:
@@ -94,64 +76,6 @@ def _rearm(ctx: Context, owner: str) -> dict:
     return st
 
 
-def _baseline(memory: LoopMemory, champion: str | None, mon, champ) -> list[MetricResult]:
-    """The champion's baseline: its benchmark scores and the reference window when it was first seen.
-
-    Recorded in the loop's memory once per champion version, so `policy.relative_drop` compares
-    against the champion's own starting point, not against a window that drifts with it.
-    """
-    if memory.baseline is None or memory.baseline.champion != champion:
-        metrics = [m for m in mon.reference if m.source == "quality"] + _flat(champ)
-        memory.baseline = Baseline(champion=champion, metrics=metrics)
-    return list(memory.baseline.metrics)
-
-
-def _flat(bench) -> list[MetricResult]:
-    return [m for metrics in bench.metrics.values() for m in metrics]
-
-
-def _step(ctx: Context, owner: str, current: State, event: Event, reason: str, memory: LoopMemory) -> State:
-    """One transition of a cycle that holds the lease; losing it (it expired and another cycle
-    took over) stops this cycle before it acts on a state it no longer owns."""
-    to = advance(current, event)
-    if not ctx.store.transition(ctx.cfg.project, to, reason[:500], owner, ctx.cfg.policy.lease_seconds,
-                                expected={current.value}, data=memory.dump()):
-        raise StageError(_lost(ctx, to))
-    return to
-
-
-def _lost(ctx: Context, to: State) -> str:
-    st = ctx.store.get_state(ctx.cfg.project)
-    return (f"loop state: cannot move to {to.value}: the state is {st['state']} held by "
-            f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
-            f"{ctx.cfg.policy.lease_seconds:g}) expired and another cycle took over")
-
-
-def _gate_table(decision: Decision) -> list[dict]:
-    """One row per gated task, from the gate's findings (the demo's and the CLI's table)."""
-    nan = float("nan")
-    rows = []
-    for f in decision.findings:
-        if "suite" not in f.segment:
-            continue
-        suite = f.segment["suite"]
-        task_name = f.metric.split("/")[1] if f.metric.count("/") >= 2 else f.metric
-        rows.append({"suite": suite, "task": task_name, "role": f.role, "kind": f.kind, "n": f.n,
-                     "direction": f.direction, "target": f.target,
-                     "champion": nan if f.reference is None else f.reference,
-                     "challenger": nan if f.challenger is None else f.challenger,
-                     "diff": nan if f.estimate is None else f.estimate,
-                     "ci_low": nan if f.ci_low is None else f.ci_low,
-                     "ci_high": nan if f.ci_high is None else f.ci_high, "passed": bool(f.passed)})
-    return rows
-
-
-def _not_started(ctx: Context) -> str:
-    st = ctx.store.get_state(ctx.cfg.project)
-    return (f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC"
-            + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
-
-
 def _regression_alert(ctx: Context, summary: CycleSummary, decision: Decision) -> None:
     """`regression.detected`, sent only by the cycle that took the loop to retrain (one per trigger)."""
     alert(ctx, "regression.detected", model_version=summary.champion_version, reasons=decision.reasons,
@@ -176,7 +100,7 @@ def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSumma
     if not ctx.store.transition(cfg.project, advance(State.ARMED, Event.BREACH), decision.summary()[:500], owner,
                                 cfg.policy.lease_seconds, expected={State.ARMED.value}, data=memory.dump(),
                                 expected_version=state["version"]):
-        summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
+        summary.outcome = cycle.not_started(ctx.store, ctx.cfg.project)  # no alert: the cycle that holds the loop sent it
         return
     _regression_alert(ctx, summary, decision)
     event_id = emit_regression(cfg.project, decision.reasons, summary.run_id, summary.champion_version,
@@ -184,32 +108,26 @@ def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSumma
     summary.stage_notes["retrain"] = f"requested by event {event_id}"
 
 
-def _answered(memory: LoopMemory, outcome: str) -> None:
-    """The breaches this retrain acted on now wait for new feedback before they trigger again."""
-    if memory.trigger is not None:
-        memory.answered = memory.trigger.model_copy(update={"outcome": outcome})
-    memory.trigger = None
-
-
 def _nothing_to_train(ctx: Context, owner: str, summary: CycleSummary, memory: LoopMemory,
                       corrections: int, needed: int) -> CycleSummary:
     """A real regression that the training data cannot answer: a recorded decision, an alert and a
     cooldown; the cycle itself succeeds (the champion is untouched)."""
-    finding = Finding(kind="nothing_to_train", n=corrections, detail={"corrections": corrections, "needed": needed})
-    decision = Decision(action=Action.ALERT, findings=[finding], reasons=render_all([finding]),
-                        policy_version=ctx.cfg.policy.version)
+    decision = nothing_to_train(corrections, needed, ctx.cfg.policy)
     ctx.tracker.log_decision(summary.run_id, decision, "retrain")
-    _answered(memory, "nothing to train on")
+    memory.answer("nothing to train on")
     _step(ctx, owner, State.RETRAINING, Event.NOTHING_TO_TRAIN, decision.reasons[0], memory)
     ctx.store.release(ctx.cfg.project, owner)
-    summary.outcome = decision.reasons[0]
-    summary.retrain_note = decision.reasons[0]
+    summary.outcome = summary.retrain_note = decision.reasons[0]
     summary.stage_notes["retrain"] = "skipped: nothing to train on"
     log().warning("%s; the loop cools down (policy.cooldown_hours) and the champion stays version %s",
                   decision.reasons[0], summary.champion_version)
     alert(ctx, "retrain.skipped", model_version=summary.champion_version, reasons=decision.reasons,
           run_id=summary.run_id, cycle=summary.cycle)
     return summary
+
+
+def _step(ctx: Context, owner: str, current: State, event: Event, reason: str, memory: LoopMemory) -> State:
+    return cycle.step(ctx.store, ctx.cfg.project, owner, current, event, reason, memory, ctx.cfg.policy.lease_seconds)
 
 
 def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSummary, clock: _Clock, champ,
@@ -228,7 +146,7 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     try:
         rt = clock("retrain", retrain, sp)
     except Exception as e:
-        memory.trigger = None  # a crash answers nothing: the breach may trigger again after the cooldown
+        memory.answer(None)  # a crash answers nothing: the breach may trigger again after the cooldown
         moved = store.transition(cfg.project, advance(State.RETRAINING, Event.FAIL), f"retrain failed: {e}"[:500],
                                  owner, 0, {State.RETRAINING.value}, memory.dump())
         summary.outcome = "retrain failed"
@@ -238,7 +156,8 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
         if not moved:
             # Another cycle holds the loop now: its state and its lease are left alone.
             summary.outcome = "retrain failed; the loop was taken over by another cycle"
-            raise StageError(f"{_lost(ctx, State.COOLDOWN)} (the retrain had failed: {e})"[:1000]) from e
+            lost = cycle.lost_lease(store, cfg.project, State.COOLDOWN, cfg.policy.lease_seconds)
+            raise StageError(f"{lost} (the retrain had failed: {e})"[:1000]) from e
         store.release(cfg.project, owner)
         raise
     if rt.nothing_to_train:
@@ -251,7 +170,7 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     _step(ctx, owner, State.RETRAINING, Event.CANDIDATE, f"challenger version {rt.version}", memory)
     chall = clock("benchmark challenger", benchmark,
                   BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
-    summary.stage_notes["benchmark challenger"] = _bench_note(chall)
+    summary.stage_notes["benchmark challenger"] = cycle.bench_note(chall.metrics)
     roles = {name: s.role for name, s in cfg.benchmark.suites.items()}
     verdict = clock("gate", gate, chall.samples, champ.samples, roles, cfg.policy, feedback)
     tr.log_decision(parent, verdict, "gate")
@@ -261,11 +180,10 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     tr.record_gate(parent, rt.version, verdict)
     summary.gate_reasons = verdict.reasons
     summary.gate_findings = verdict.findings
-    summary.gate_table = _gate_table(verdict)
+    summary.gate_table = cycle.gate_table(verdict)
     promoted = verdict.action == Action.PROMOTE
     summary.outcome = f"{'promoted' if promoted else 'rejected'} version {rt.version}"
     if promoted:
-        memory.trigger = None
         memory.new_champion(rt.version, datetime.now(timezone.utc), "gate")
         # The state first: a cycle that lost its lease must not move the alias.
         at = _step(ctx, owner, State.EVALUATING, Event.PROMOTE, summary.outcome, memory)
@@ -273,7 +191,7 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
         tr.set_version_tags(rt.version, {T.CYCLE_RUN: parent})
         summary.champion_version = rt.version
     else:
-        _answered(memory, summary.outcome)
+        memory.answer(summary.outcome)
         at = _step(ctx, owner, State.EVALUATING, Event.REJECT, summary.outcome, memory)
         tr.set_version_tags(rt.version, {T.REJECTED_BY: "gate", T.CYCLE_RUN: parent})
     summary.stage_notes["gate"] = summary.outcome
@@ -283,13 +201,6 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     _step(ctx, owner, at, Event.COOL, f"after {summary.outcome}", memory)
     store.release(cfg.project, owner)
     return summary
-
-
-def _sync_champion(memory: LoopMemory, champion: str | None) -> None:
-    """The alias was moved outside the loop (in the MLflow UI, say): the new champion's traffic
-    starts now, as after a promotion."""
-    if champion and memory.champion is not None and memory.champion.version != champion:
-        memory.new_champion(champion, datetime.now(timezone.utc), "external")
 
 
 @flow(name="loop")
@@ -308,7 +219,7 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     try:
         state = _rearm(ctx, owner)
         memory = LoopMemory.load(state["data"])
-        _sync_champion(memory, champion)
+        memory.sync_champion(champion, datetime.now(timezone.utc))
         ing = clock("ingest", ingest, sp)
         summary.stage_notes["ingest"] = f"{ing['accepted']} accepted, {ing['duplicates']} duplicates, {ing['quarantined']} quarantined"
         mon = clock("monitor", monitor, sp, scope=memory.champion,
@@ -316,8 +227,8 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         scope = f"; current window: {mon.scope}" if mon.scope else ""
         summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events{scope}"
         champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
-        summary.stage_notes["benchmark champion"] = _bench_note(champ)
-        baseline = _baseline(memory, champion, mon, champ)
+        summary.stage_notes["benchmark champion"] = cycle.bench_note(champ.metrics)
+        baseline = cycle.baseline(memory, champion, mon.reference, _flat(champ))
         decision = clock("decide", decide_task, sp, mon, memory, _flat(champ), baseline)
         tr.log_decision(parent, decision, "decide")
         summary.decision_action = decision.action.value
@@ -336,17 +247,14 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
             failed = False
             return summary
         summary.regression = render_all(breaches)
-        now = datetime.now(timezone.utc)
-        memory.record_retrain(now)
-        memory.trigger = Answered(at=now, outcome="retrain started", breach_keys=[breach_key(f) for f in breaches],
-                                  newest_event=mon.current_newest)
+        memory.start_retrain(datetime.now(timezone.utc), [breach_key(f) for f in breaches], mon.current_newest)
         if cfg.policy.retrain_via == "event":
             _hand_off(ctx, owner, params, summary, state, memory, decision)
             failed = False
             return summary
         if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], memory.dump(),
                                    cfg.policy.lease_seconds, expected_version=state["version"]):
-            summary.outcome = _not_started(ctx)  # no alert: the cycle that holds the loop sent it
+            summary.outcome = cycle.not_started(ctx.store, ctx.cfg.project)  # no alert: the cycle that holds the loop sent it
             failed = False
             return summary
         _regression_alert(ctx, summary, decision)
@@ -360,11 +268,5 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         tr.end_run(parent, failed=failed)
 
 
-def _bench_note(res) -> str:
-    parts = []
-    for suite, metrics in res.metrics.items():
-        for m in metrics:
-            cached = " cached" if m.note == "cached" else ""
-            parts.append(f"{suite}:{m.name}={m.value:.3f} (n={m.n}){cached}" if m.value is not None
-                         else f"{suite}:{m.name}=-")
-    return ", ".join(parts)
+def _flat(bench) -> list[MetricResult]:
+    return [m for metrics in bench.metrics.values() for m in metrics]
