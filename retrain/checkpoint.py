@@ -3,14 +3,16 @@
 Every `spec.checkpoint_every` steps the loop writes `<output_dir>.checkpoint/`:
 the trainable weights (the LoRA adapters, or every weight for full
 fine-tuning), the optimizer and scheduler state, the RNG states, the step
-and the loss curve so far, and the spec it belongs to. The file is replaced
+and the loss curve so far (for DPO, KTO and SFT + DPO also the reference
+log-probs, taken once before the first update: recomputed from trained
+weights they would differ), and the spec it belongs to. The file is replaced
 atomically, so a kill mid-write leaves the previous checkpoint. Running the
 same spec again finds it and continues from that step; a checkpoint written
 for a different spec is refused, never silently mixed in. The folder is
 deleted once the result folder is complete.
 
     >>> ckpt = Checkpoint.for_spec(spec)      # None when checkpoint_every is 0
-    >>> state = ckpt.load(model, opt, sched)  # {} on a fresh start, else step, curve, tokens
+    >>> state = ckpt.load(model, opt, sched)  # {} on a fresh start, else step, curve, tokens (, reference)
 """
 
 from __future__ import annotations

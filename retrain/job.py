@@ -5,8 +5,10 @@ The same `main` serves the command line, the Prefect flow and a bare GPU worker.
     runs/r1
 
 Exit codes: 0 done (the result folder is printed on stdout); 2 bad input (the
-spec, its data file, an output_dir that already exists, or a checkpoint left
-by a different spec), with a one-line message on stderr; 1 training failed
+spec, its data file, an objective the data cannot feed such as "dpo: 0 pairs
+in the training data", a pair whose chosen and rejected are identical, an
+output_dir that already exists, or a checkpoint left by a different spec),
+with a one-line message on stderr; 1 training failed
 (out of memory, diverged, crashed), and no result folder was left behind.
 With `checkpoint_every` set, a killed job rerun with the same spec file
 resumes from `<output_dir>.checkpoint/`. Several GPUs: `torchrun --nproc_per_node N

@@ -14,8 +14,14 @@ once, where eager torch makes ~8 passes over fp32 copies. `causal_lm_loss`
 runs a Hugging Face causal LM (PEFT-wrapped or not) through its backbone and
 this loss.
 
+The preference objectives (retrain/objectives.py) need each sequence's summed
+log-probability of its completion rather than a mean loss: `chunked_log_probs`
+gives the per-token log-probabilities with the same chunking and the same
+per-chunk kernel, and `sequence_logps` runs a model through it.
+
     >>> loss = causal_lm_loss(model, batch.input_ids, batch.labels, position_ids=batch.position_ids)
     >>> loss.backward()
+    >>> sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask)  # (rows,)
 """
 
 from __future__ import annotations
@@ -134,6 +140,85 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: to
     return total / (labels != -100).sum().clamp(min=1)
 
 
+class _ChunkedLogProbs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk, compiled, want_hidden_grad):
+        # hidden (N, d), weight (V, d), labels (N,) with -100 = ignored. Returns log p(label) per
+        # row in fp32 (0 where ignored). Unlike the CE sum, the gradient that comes back is one
+        # value per row, unknown here: keep d logp_t / d h_t = (one_hot - softmax) @ W per row (as
+        # large as `hidden`; scaled in backward) and recompute the logits in backward only for the
+        # weight's gradient (full fine-tuning).
+        n = hidden.shape[0]
+        softmax_grad = _chunk_fn(compiled)
+        valid = labels != -100
+        target = labels.clamp(min=0)
+        vmask = valid.to(hidden.dtype)[:, None]
+        out = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if want_hidden_grad else None
+        size = -(-n // -(-n // chunk)) if n else 1
+        for s in range(0, n, size):
+            logits = hidden[s:s + size] @ weight.t()
+            if bias is not None:
+                logits = logits + bias.to(logits.dtype)
+            rows, g = softmax_grad(logits, target[s:s + size])  # rows: -log p; g: softmax - one_hot
+            del logits
+            out[s:s + size] = -rows * valid[s:s + size]
+            if grad_h is not None:
+                grad_h[s:s + size] = -(g @ weight) * vmask[s:s + size]
+        # The hidden states are kept only where the weight or bias trains (backward recomputes the logits).
+        head_trains = weight.requires_grad or (bias is not None and bias.requires_grad)
+        ctx.save_for_backward(hidden if head_trains else None, weight, bias, labels, grad_h)
+        ctx.chunk, ctx.compiled = size, compiled
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias, labels, grad_h = ctx.saved_tensors
+        gh = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gh = grad_h * grad_out[:, None].to(grad_h.dtype)
+        want_w = ctx.needs_input_grad[1]
+        want_b = bias is not None and ctx.needs_input_grad[2]
+        if want_w or want_b:
+            softmax_grad = _chunk_fn(ctx.compiled)
+            target = labels.clamp(min=0)
+            # d sum_t c_t logp_t / d logits_t = -c_t (softmax_t - one_hot_t), c_t = grad_out_t on valid rows
+            scale = (grad_out * (labels != -100)).to(hidden.dtype)[:, None]
+            gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+            gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_b else None
+            for s in range(0, hidden.shape[0], ctx.chunk):
+                h, c = hidden[s:s + ctx.chunk], scale[s:s + ctx.chunk]
+                logits = h @ weight.t()
+                if bias is not None:
+                    logits = logits + bias.to(logits.dtype)
+                _, g = softmax_grad(logits, target[s:s + ctx.chunk])
+                del logits
+                if gw is not None:
+                    gw -= (g.t() @ (h * c)).float()
+                if gb is not None:
+                    gb -= (c[:, 0].to(g.dtype) @ g).float()
+            gw = gw.to(weight.dtype) if gw is not None else None
+            gb = gb.to(bias.dtype) if gb is not None else None
+        return gh, gw, gb, None, None, None, None
+
+
+def chunked_log_probs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                      bias: torch.Tensor | None = None, chunk_tokens: int = 0,
+                      compiled: bool = False) -> torch.Tensor:
+    """log p(label) of each position of `hidden @ weight.T (+ bias)`, in fp32 and 0 where the
+    label is -100: `log_softmax(logits.float()).gather(labels)` without ever holding more than
+    `chunk_tokens` rows of logits (0: auto_chunk_tokens), differentiable in `hidden`, `weight`
+    and `bias`. `hidden` is (N, d) or (B, T, d) with labels aligned (shifted) to it; the result
+    has the labels' shape. `compiled` as for chunked_cross_entropy."""
+    shape = labels.shape
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    chunk = chunk_tokens or auto_chunk_tokens(weight.shape[0], hidden.device.type)
+    weight = weight if weight.dtype == hidden.dtype else weight.to(hidden.dtype)
+    want_h = torch.is_grad_enabled() and hidden.requires_grad
+    return _ChunkedLogProbs.apply(hidden, weight, bias, labels, chunk, compiled, want_h).view(shape)
+
+
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """Labels aligned to the positions that predict them: position t gets label t+1, the last
     position -100. Shifting the labels rather than slicing the hidden states keeps the hidden
@@ -162,6 +247,30 @@ def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
         hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
     with torch.autocast(hidden.device.type, enabled=False):
         return chunked_cross_entropy(hidden, weight, shift_labels(labels), bias, chunk_tokens, compiled_loss)
+
+
+def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None, position_ids=None,
+                   chunked: bool = True, chunk_tokens: int = 0, backbone=None,
+                   compiled_loss: bool = False) -> torch.Tensor:
+    """Summed log-probability of each row's labelled tokens (those not -100; position t predicts
+    label t+1), shape (rows,), fp32: log pi(completion | prompt) when the prompt is labelled
+    -100, as TRL's DPOTrainer and KTOTrainer sum it. Chunked from the hidden states like
+    `causal_lm_loss` (full logits never exist), else, or for a wrapped head, from the logits."""
+    head = _output_head(model) if chunked else None
+    if head is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits
+        target = labels[:, 1:]
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+        return (logp * (target != -100)).sum(-1)
+    backbone = backbone if backbone is not None else decoder_backbone(model)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False).last_hidden_state
+    weight, bias = head
+    if torch.is_autocast_enabled(hidden.device.type):
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
+    with torch.autocast(hidden.device.type, enabled=False):
+        return chunked_log_probs(hidden, weight, shift_labels(labels), bias, chunk_tokens, compiled_loss).sum(-1)
 
 
 def decoder_backbone(model):

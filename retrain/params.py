@@ -26,6 +26,7 @@ from typing import Any, Literal
 METHODS = ("lora", "qlora", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
+OBJECTIVES = ("auto", "sft", "dpo", "kto", "mixed")
 
 
 def _doc(default: Any, doc: str, **kw: Any) -> Any:
@@ -68,6 +69,12 @@ class TrainingParams:
     compile: bool = _doc(False, "torch.compile the transformer backbone and the loss's per-chunk softmax (pays off on long GPU jobs).")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = _doc("sdpa", "Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
     checkpoint_every: int = _doc(0, "Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
+    # Objectives (retrain/objectives.py; each loss equals TRL's, tests/test_retrain_objectives.py).
+    objective: Literal["auto", "sft", "dpo", "kto", "mixed"] = _doc("sft", "sft: cross-entropy on corrections (rows with a completion); dpo: sigmoid DPO on pairs (rows with chosen and rejected); kto: KTO on single rated completions (rows with a label); mixed: SFT on the corrections plus DPO on the pairs; auto: chosen from the data (pairs: dpo, or mixed with corrections too; else labelled rows: kto; else sft). dpo, kto and mixed train without dropout and without packing, against the base (LoRA: adapters off; full: log-probs taken once before the first step).")
+    beta: float = _doc(0.1, "dpo, kto, mixed: strength of the pull towards the reference model (DPO's and KTO's beta); higher stays closer to the base.")
+    kto_desirable_weight: float = _doc(1.0, "kto: weight of the loss on thumbs-up completions. Set with kto_undesirable_weight from the up/down balance, so that desirable_weight x n_up / (undesirable_weight x n_down) lies in [1, 4/3] (the KTO paper's range, as TRL recommends; retrain.params.kto_weights gives such a pair).")
+    kto_undesirable_weight: float = _doc(1.0, "kto: weight of the loss on thumbs-down completions (see kto_desirable_weight).")
+    sft_weight: float = _doc(1.0, "mixed: weight of the SFT loss (mean cross-entropy over the corrections' completion tokens) added to the DPO loss.")
 
     def check(self) -> None:
         """Raise ValueError naming the first hyperparameter out of range."""
@@ -90,10 +97,34 @@ class TrainingParams:
             ("attn_implementation", self.attn_implementation in ATTENTION, f"must be one of {', '.join(ATTENTION)}"),
             ("loss_chunk_tokens", self.loss_chunk_tokens >= 0, "must be >= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
+            ("objective", self.objective in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
+            ("beta", self.beta > 0, "must be > 0"),
+            ("kto_desirable_weight", self.kto_desirable_weight > 0, "must be > 0"),
+            ("kto_undesirable_weight", self.kto_undesirable_weight > 0, "must be > 0"),
+            ("sft_weight", self.sft_weight > 0, "must be > 0"),
         ]
         for name, ok, why in checks:
             if not ok:
                 raise ValueError(f"{name}: {why}, got {getattr(self, name)!r}")
+
+
+def kto_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
+    """(kto_desirable_weight, kto_undesirable_weight) for a pool with these counts of thumbs-up
+    and thumbs-down completions: the smaller class is weighted up so that both classes weigh
+    the same in the loss, desirable_weight * n_desirable == undesirable_weight * n_undesirable,
+    the lower end of the KTO paper's range [1, 4/3] (Ethayarajh et al. 2024, eq. 8; TRL's
+    KTOTrainer warns outside it). A class with no examples leaves both weights at 1.
+
+        >>> kto_weights(300, 100)
+        (1.0, 3.0)
+        >>> kto_weights(50, 200)
+        (4.0, 1.0)
+    """
+    if n_desirable <= 0 or n_undesirable <= 0:
+        return 1.0, 1.0
+    if n_desirable >= n_undesirable:
+        return 1.0, n_desirable / n_undesirable
+    return n_undesirable / n_desirable, 1.0
 
 
 def training_fields() -> list[dataclasses.Field]:

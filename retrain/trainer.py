@@ -1,5 +1,8 @@
-"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs: LoRA,
-QLoRA or full, in a plain torch loop. Imports only the standard library, torch,
+"""Fine-tuning of a causal LM from feedback: SFT on corrections (prompt,
+completion), DPO on preference pairs, KTO on single thumbs up or down, or SFT +
+DPO (`spec.objective`; the rows are described in retrain/data.py, the
+preference losses in retrain/objectives.py); LoRA, QLoRA or full, in a plain
+torch loop. Imports only the standard library, torch,
 transformers and peft, so it runs on a bare GPU worker. Speed: packed batches
 (retrain/packing.py), a chunked cross-entropy (retrain/loss.py), bf16 autocast
 (or `bf16-pure`: bf16 weights, fp32 masters in the optimizer) and fused AdamW
@@ -17,13 +20,15 @@ label -100. The result folder is written atomically (built beside
     >>> result.model_dir          # full model (LoRA merged into a copy of the base) + tokenizer
     'runs/r1/model'
 
-Result folder: `adapter/` (LoRA, QLoRA), `model/`, `metrics.json`,
-`manifest.json` (sorted sha256 of each trained example, and the ids) and
-`spec.json`.
+Result folder: `adapter/` (LoRA, QLoRA), `model/`, `metrics.json` (with the
+objective, the trained units per kind and, for pairs, the reward margin and
+accuracy of chosen over rejected), `manifest.json` (sorted sha256 of each
+trained row, retrain/data.py `row_hash`, and the ids) and `spec.json`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -42,16 +47,19 @@ import torch
 from retrain import distributed
 from retrain.attention import use_causal_sdpa
 from retrain.checkpoint import Checkpoint
-from retrain.loss import causal_lm_loss, decoder_backbone
+# The data rows live in retrain/data.py, re-exported: `from retrain.trainer import Encoded` still works.
+from retrain.data import DataError, Encoded, encode_example, load_examples, row_hash, rows_digest
+from retrain.loss import causal_lm_loss, decoder_backbone, sequence_logps
+from retrain.objectives import Objective, without_dropout
 from retrain.packing import collate_packed, collate_padded
 from retrain.precision import MasterWeights, lora_input_cast
-from retrain.spec import RetrainSpec, dataset_digest, example_hash
+from retrain.preference import USES, Unit, build_units, count_kinds, count_units, resolve_objective
+from retrain.spec import RetrainSpec
+
+__all__ = ["DataError", "Encoded", "Progress", "TrainResult", "encode_example", "fit", "load_examples",
+           "load_model", "prepare_model", "resolve_device", "resolve_precision", "train"]
 
 Progress = Callable[[int, int, float], None]
-
-
-class DataError(ValueError):
-    """The training data file is unusable (bad row, duplicate id, nothing left to train on)."""
 
 
 @dataclass
@@ -62,54 +70,6 @@ class TrainResult:
     model_dir: str  # full model folder: AutoModelForCausalLM, AutoTokenizer, lm-eval's hf backend
     adapter_dir: str | None  # the PEFT adapter alone (None for full fine-tuning)
     metrics: dict[str, Any]
-
-
-@dataclass
-class Encoded:
-    """One tokenised example: ids of prompt + completion + eos, labels -100 on the prompt."""
-
-    example: dict[str, Any]
-    input_ids: list[int]
-    labels: list[int]
-
-
-def load_examples(path: str | Path) -> list[dict[str, Any]]:
-    """Read JSONL rows {"id", "prompt", "completion"} (all strings, ids unique); a bad row
-    raises DataError naming its line."""
-    rows, seen = [], set()
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON: {e}") from None
-            fields = ("id", "prompt", "completion")
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
-                raise DataError(f"{path}:{n}: expected string fields id, prompt, completion")
-            if row["id"] in seen:
-                raise DataError(f"{path}:{n}: duplicate id {row['id']!r}")
-            seen.add(row["id"])
-            rows.append({"id": row["id"], "prompt": row["prompt"], "completion": row["completion"]})
-    if not rows:
-        raise DataError(f"{path}: no training examples")
-    return rows
-
-
-def encode_example(tokenizer, example: dict[str, Any], template: str) -> Encoded:
-    """Tokenise one example as the evaluator scores it: the prompt text, then " " + completion,
-    then eos. Like lm-eval, the whole text is encoded once and split at the prompt's length, so
-    training and scoring see the same tokens."""
-    context = template.replace("{prompt}", example["prompt"])
-    whole = tokenizer(context + " " + example["completion"])["input_ids"]
-    ctx = tokenizer(context)["input_ids"]
-    if whole[: len(ctx)] != ctx:  # a token straddles the boundary: encode the parts apart
-        whole = ctx + tokenizer(" " + example["completion"], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    ids = whole + ([eos] if eos is not None and whole[-1] != eos else [])
-    labels = [-100] * len(ctx) + ids[len(ctx):]
-    return Encoded(example, ids, labels)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,15 +144,18 @@ def prepare_model(model, spec: RetrainSpec):
     return get_peft_model(model, cfg)
 
 
-def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, pad_id: int,
-        progress: Progress | None = None) -> dict[str, Any]:
-    """Train `model` in place on `encoded`: AdamW (fused on CUDA) on the trainable parameters
+def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad_id: int,
+        progress: Progress | None = None, objective: Objective | None = None) -> dict[str, Any]:
+    """Train `model` in place on `encoded` (SFT examples; with a preference `objective`, its
+    units: pairs, rated examples, SFT examples): AdamW (fused on CUDA) on the trainable parameters
     (or on their fp32 masters, bf16-pure), linear warmup then linear decay to zero, gradient
     clipping, a seeded order per epoch; packed batches, chunked loss, bf16 and torch.compile as
     the spec says. With `checkpoint_every`, saves a checkpoint every N steps and resumes from one
     left by an earlier run of the same spec. `progress(step, total, loss)` follows each step (on
-    CUDA one step late: the loss is read without stalling the GPU). Returns the loop's metrics;
-    a non-finite loss raises FloatingPointError."""
+    CUDA one step late: the loss is read without stalling the GPU). With an `objective`, its
+    reference log-probs are computed before the first step (or restored with the checkpoint),
+    dropout is off and packing too. Returns the loop's metrics (with an objective, also its
+    rewards on the training data); a non-finite loss raises FloatingPointError."""
     precision = resolve_precision(spec, device)
     params = [p for p in model.parameters() if p.requires_grad]
     masters = MasterWeights(params) if precision == "bf16-pure" else None
@@ -212,10 +175,22 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
     state = ckpt.load(model, opt, sched, masters.masters if masters else None) if ckpt else {}
     step = resumed = int(state.get("step", 0))
     curve, tokens_before = list(state.get("curve", [])), int(state.get("tokens", 0))
-    packing = spec.packing if spec.packing is not None else device.type == "cuda"
+    packing = objective is None and (spec.packing if spec.packing is not None else device.type == "cuda")
     backbone = decoder_backbone(model) if spec.chunked_loss else None
     if spec.compile:
         backbone = _compiled(backbone if backbone is not None else model)
+
+    def score(batch) -> torch.Tensor:
+        # Summed completion log-prob per row, through the same chunked head as the SFT loss.
+        if spec.chunked_loss:
+            return sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
+                                  chunk_tokens=spec.loss_chunk_tokens, backbone=backbone, compiled_loss=spec.compile)
+        return sequence_logps(model if backbone is None else backbone, batch.input_ids, batch.labels,
+                              batch.attention_mask, batch.position_ids, chunked=False)
+
+    if objective is not None:  # reference log-probs: before the first update, or the checkpoint's
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            objective.start(model, score, pad_id, device, saved=state.get("reference"))
     stride = max(1, total // 1000)  # keep the loss curve at <= ~1000 points
     lag = 1 if device.type == "cuda" else 0  # steps whose loss may still be in flight
     pending: list[tuple[int, torch.Tensor, Any]] = []
@@ -240,33 +215,42 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
     model.train()
     t0 = time.monotonic()
     with use_causal_sdpa(model) as declare_plain, \
-            lora_input_cast(model, enabled=precision != "bf16"):
+            lora_input_cast(model, enabled=precision != "bf16"), \
+            (without_dropout(model) if objective is not None else contextlib.nullcontext()):
         while step < total:
             epoch, first = divmod(step, per_epoch)
             order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch))
             for b in range(first, per_epoch):
                 step_rows = [encoded[j] for j in order[b * spec.batch_size:(b + 1) * spec.batch_size].tolist()]
                 rows = step_rows[rank::world] or step_rows[:1]  # this process's share (none: a stand-in, weight 0)
-                # Under torch.compile a new row width means a recompile: packed rows get one width.
-                batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile) if packing
-                         else collate_padded(rows, pad_id, device))
-                declare_plain(batch.position_ids is None and batch.attention_mask is None)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    if spec.chunked_loss:
-                        loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
-                                              batch.position_ids, chunk_tokens=spec.loss_chunk_tokens,
-                                              backbone=backbone, compiled_loss=spec.compile)
-                    else:
-                        loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids,
-                                              batch.labels, batch.attention_mask, batch.position_ids, chunked=False)
-                if world > 1:
-                    # Weight each process's mean by its share of the step's target tokens, so that the
-                    # summed gradients are those of the mean over the whole step.
-                    mine = (batch.labels[:, 1:] != -100).sum().float() * (rank < len(step_rows))
-                    loss = loss * (mine / distributed.sum_(mine).clamp(min=1))
-                    reported = distributed.sum_(loss.detach())
+                if objective is None:
+                    # Under torch.compile a new row width means a recompile: packed rows get one width.
+                    batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile)
+                             if packing else collate_padded(rows, pad_id, device))
+                    declare_plain(batch.position_ids is None and batch.attention_mask is None)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        if spec.chunked_loss:
+                            loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
+                                                  batch.position_ids, chunk_tokens=spec.loss_chunk_tokens,
+                                                  backbone=backbone, compiled_loss=spec.compile)
+                        else:
+                            loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids,
+                                                  batch.labels, batch.attention_mask, batch.position_ids,
+                                                  chunked=False)
+                    if world > 1:
+                        # Weight each process's mean by its share of the step's target tokens, so that the
+                        # summed gradients are those of the mean over the whole step.
+                        mine = (batch.labels[:, 1:] != -100).sum().float() * (rank < len(step_rows))
+                        loss = loss * (mine / distributed.sum_(mine).clamp(min=1))
+                    batch_tokens, batch_slots = batch.tokens, batch.slots
                 else:
-                    reported = loss.detach()
+                    declare_plain(False)  # padded rows with an attention mask
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        # Normalised by the step's global counts: the summed gradients are the whole step's.
+                        loss, batch_tokens, batch_slots = objective.loss(
+                            rows, score, pad_id, device, real=rank < len(step_rows),
+                            total=distributed.sum_ if world > 1 else _identity)
+                reported = distributed.sum_(loss.detach()) if world > 1 else loss.detach()
                 pending.append((step + 1, *_start_read(reported)))
                 loss.backward()
                 if masters:
@@ -280,13 +264,15 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 if rank < len(step_rows):  # a stand-in row trains nothing and counts nothing
-                    tokens += batch.tokens  # prompt + completion tokens, padding excluded
-                    slots += batch.slots
+                    tokens += batch_tokens  # prompt + completion tokens, padding excluded
+                    slots += batch_slots
                 due = bool(ckpt and ckpt.due(step, total) and rank == 0)
                 drain(0 if due or step >= total else lag)
                 if due:
-                    ckpt.save(model, opt, sched, {"step": step, "curve": curve, "tokens": tokens_before + tokens},
-                              masters.masters if masters else None)
+                    saved = {"step": step, "curve": curve, "tokens": tokens_before + tokens}
+                    if objective is not None:
+                        saved["reference"] = objective.reference  # a resumed job scores against the same numbers
+                    ckpt.save(model, opt, sched, saved, masters.masters if masters else None)
                 if step >= total:
                     break
         drain(0)
@@ -297,11 +283,19 @@ def fit(model, encoded: list[Encoded], spec: RetrainSpec, device: torch.device, 
         masters.release()  # the model keeps the fp32 masters: what is saved is what trained
     tokens, slots = (int(v) for v in distributed.sum_(torch.tensor([tokens, slots], device=device)).tolist())
     model.eval()
-    return {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": last["loss"],
+    loop = {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": last["loss"],
             "train_seconds": round(seconds, 3), "tokens": tokens_before + tokens,
             "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
             "padding_fraction": round(1 - tokens / max(slots, 1), 4), "precision": precision,
             "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile}
+    if objective is not None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loop.update(objective.evaluate(model, score, pad_id, device))
+    return loop
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _compiled(module):
@@ -340,13 +334,14 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     rows = load_examples(spec.data_path)
-    if spec.data_digest is not None and dataset_digest(rows) != spec.data_digest:
+    if spec.data_digest is not None and rows_digest(rows) != spec.data_digest:
         raise DataError(f"{spec.data_path}: rows do not match the spec's data_digest (changed since curation?)")
+    name = resolve_objective(spec.objective, rows)  # before loading the model: bad data fails fast
     model, tokenizer = load_model(spec, device)
-    encoded = [encode_example(tokenizer, r, spec.prompt_template) for r in rows]
-    kept = [e for e in encoded if len(e.input_ids) <= spec.max_length]
+    kept, dropped = build_units(tokenizer, rows, name, spec)
     if not kept:
         raise DataError(f"{spec.data_path}: every example is longer than max_length={spec.max_length} tokens")
+    objective = Objective(name, spec, kept) if name != "sft" else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -355,11 +350,13 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
     # Rank 0 alone writes (all ranks hold the same weights); other ranks only train.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent)) if rank == 0 else None
     try:
-        loop = fit(model, kept, spec, device, pad_id, progress)
+        loop = fit(model, kept, spec, device, pad_id, progress, objective)
         trained = [e.example for e in kept]
         metrics = {
-            "method": spec.method, "device": str(device), "processes": distributed.world_size(),
-            "examples": len(kept), "dropped_too_long": len(encoded) - len(kept), **loop,
+            "method": spec.method, "objective": name, "objective_requested": spec.objective,
+            "device": str(device), "processes": distributed.world_size(),
+            "examples": len(kept), "dropped_too_long": dropped, "counts": count_units(kept),
+            "unused_rows": {k: n for k, n in count_kinds(rows).items() if n and k not in USES[name]}, **loop,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             **_peak_memory(device), "wall_seconds": round(time.monotonic() - t0, 3),
@@ -372,8 +369,8 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
                 tokenizer.save_pretrained(tmp / "adapter")
                 _merge(spec.base_model, tmp / "adapter", tmp / "model")
             tokenizer.save_pretrained(tmp / "model")
-            manifest = {"n": len(trained), "digest": dataset_digest(trained),
-                        "hashes": sorted(example_hash(e) for e in trained),
+            manifest = {"n": len(trained), "objective": name, "digest": rows_digest(trained),
+                        "hashes": sorted(row_hash(e) for e in trained),
                         "ids": sorted(e["id"] for e in trained)}
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
