@@ -1,5 +1,6 @@
 """Resilience and scale-out of the fine-tuning job: a job killed with SIGKILL mid-training
-resumes from its last checkpoint and ends as if never interrupted; a checkpoint left by
+resumes from its last checkpoint and ends as if never interrupted (SFT with LoRA; DPO with full
+fine-tuning, whose reference log-probs come back from the checkpoint); a checkpoint left by
 another spec is refused; out of memory is a one-line failure with exit 1 and no result
 folder; the same job under `torchrun` with two processes makes the single process's updates."""
 
@@ -71,6 +72,53 @@ def test_sigkilled_job_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     whole = train(_spec(tiny_base, data_file, tmp_path / "whole", max_steps=300, epochs=60.0))
     assert metrics["loss_curve"] == whole.metrics["loss_curve"]
     resumed, straight = _adapter(tmp_path / "run"), _adapter(Path(whole.output_dir))
+    assert resumed.keys() == straight.keys()
+    for k in resumed:
+        torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
+
+
+def _kill_at_first_checkpoint(spec_file: Path, state: Path) -> int:
+    # Run the job in a child process, SIGKILL it once a checkpoint exists; the step it holds.
+    proc = subprocess.Popen([sys.executable, "-m", "retrain.job", str(spec_file), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed"
+    return torch.load(state, weights_only=True)["state"]["step"]
+
+
+def test_sigkilled_dpo_job_resumes_to_the_same_result(tiny_base, tmp_path):
+    # Full fine-tuning: the reference log-probs are taken once from the weights as loaded, so a
+    # resumed job must read them from the checkpoint (recomputed from trained weights they would differ).
+    from driftloop.demo import world
+    from retrain.curate import write_jsonl
+
+    corpus = world.training_corpus(16, seed=3, topics=list(world.INTENTS))
+    rows = [{"id": f"p{k}", "prompt": q, "chosen": a, "rejected": next(b for _, b in corpus[k + 1:] + corpus[:k] if b != a)}
+            for k, (q, a) in enumerate(corpus)]
+    data = write_jsonl(rows, tmp_path / "pairs.jsonl")
+    kw = {"objective": "dpo", "method": "full", "max_steps": 200, "epochs": 60.0, "lora_dropout": 0.0}
+    _spec(tiny_base, data, tmp_path / "run", checkpoint_every=10, **kw).to_json(tmp_path / "spec.json")
+    state = tmp_path / "run.checkpoint" / "state.pt"
+    killed_at = _kill_at_first_checkpoint(tmp_path / "spec.json", state)
+    assert not (tmp_path / "run").exists() and 10 <= killed_at < 200 and killed_at % 10 == 0
+    saved = torch.load(state, weights_only=True)["state"]["reference"]
+    assert saved["chosen"].shape == saved["rejected"].shape == (16,)
+
+    assert job.main([str(tmp_path / "spec.json"), "--quiet"]) == 0  # the same command again resumes
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["objective"] == "dpo" and metrics["steps"] == 200 and metrics["resumed_from_step"] >= killed_at
+    assert [s for s, _ in metrics["loss_curve"]] == list(range(1, 201))
+
+    whole = train(_spec(tiny_base, data, tmp_path / "whole", **kw))
+    assert metrics["loss_curve"] == whole.metrics["loss_curve"]
+    for key in ("reward_margin", "reward_accuracy", "rewards_chosen", "rewards_rejected"):
+        assert metrics[key] == whole.metrics[key]
+    resumed, straight = (load_file(str(p / "model" / "model.safetensors")) for p in (tmp_path / "run", Path(whole.output_dir)))
     assert resumed.keys() == straight.keys()
     for k in resumed:
         torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
