@@ -6,8 +6,13 @@
     $ driftloop plan --drop 0.05    # golden items needed to detect a 5-point drop
 
 Errors a user can cause print one line naming the thing at fault and exit 2;
-a stage that fails at run time exits 1. Commands that run flows import Prefect
-lazily, so `validate`, `plan` and `status` start fast.
+a stage that fails at run time exits 1.
+
+Where a Prefect API is configured (PREFECT_API_URL, or Prefect's own settings), the
+flows run on Prefect and each run is recorded there. Without one, they run as plain
+Python (`flows.common.run_flow`): Prefect would only start a temporary server that
+forgets every run at exit. Every command imports what it needs when it runs, so
+`--help` loads none of Prefect, MLflow, torch, pandas, Evidently or lm-eval.
 """
 
 from __future__ import annotations

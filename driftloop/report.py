@@ -227,8 +227,7 @@ def status(cfg: Config, history: int = 10) -> None:
             # One line each, never wrapped, so the history can be grepped.
             console.print(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_state']} -> {h['to_state']}  "
                           f"by {h['owner']}: {h['reason']}", soft_wrap=True, markup=False, highlight=False)
-    from driftloop.tracking import Tracker
+    from driftloop.tracking import alias_versions
 
-    tr = Tracker.from_config(cfg)
-    for alias in ("champion", "challenger"):
-        console.print(f"{alias}: version {tr.alias_version(alias) or '-'} of {cfg.tracking.registered_model}")
+    for alias, version in alias_versions(cfg, ("champion", "challenger")).items():
+        console.print(f"{alias}: version {version or '-'} of {cfg.tracking.registered_model}")

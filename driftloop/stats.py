@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _st
+
+
+class _LazyScipyStats:
+    """`scipy.stats`, imported on first use: it takes most of a second, and a command that only
+    reads cached figures never calls it."""
+
+    def __getattr__(self, name: str):
+        from scipy import stats
+
+        return getattr(stats, name)
+
+
+_st = _LazyScipyStats()
 
 
 def _z(confidence: float) -> float:

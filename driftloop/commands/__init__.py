@@ -13,8 +13,10 @@ so `driftloop --help` and light commands start fast.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from driftloop.config import Config, load_config
+if TYPE_CHECKING:  # the config module loads pydantic and YAML: `driftloop --help` needs neither
+    from driftloop.config import Config
 
 # Listed in help order. Add a module here to add its commands.
 MODULES = [
@@ -32,4 +34,6 @@ MODULES = [
 
 def config(args: argparse.Namespace, check_files: bool = False) -> Config:
     """The validated config named by `--config` (files checked when asked)."""
+    from driftloop.config import load_config
+
     return load_config(args.config, check_files=check_files)

@@ -76,13 +76,15 @@ def results_table(res) -> Table:
 def evaluate(args: argparse.Namespace) -> int:
     from driftloop.report import console
 
-    config(args)
+    cfg = config(args)
+    from flows.common import run_flow, use_engine
     from flows.evaluate import evaluate as run, preflight
 
     preflight(args.model, args.suite, args.window, args.config)  # bad input fails here, before Prefect starts
     with console.status(f"evaluating {args.model}: monitor on the feedback window, then the benchmark suites "
                         "(lm-eval runs only uncached tasks)"):
-        res = run(model=args.model, suites=args.suite, window=args.window, config=args.config)
+        res = run_flow(run, model=args.model, suites=args.suite, window=args.window, config=args.config,
+                       engine=use_engine(cfg))
     console.print(results_table(res))
     console.print(escape(f"MLflow run {res.run_id} ({res.link})"))
     return 0

@@ -18,10 +18,10 @@ def ingest(args: argparse.Namespace) -> int:
     from driftloop.ingest import check_sources
 
     check_sources(config(args), args.config or "driftloop.yaml")
-    from flows.common import StageParams
+    from flows.common import StageParams, run_flow
     from flows.ingest import ingest as run
 
-    s = run(StageParams(config=args.config))
+    s = run_flow(run, StageParams(config=args.config))
     report.ingest_table(s)
     ok = s["read"] == s["accepted"] + s["duplicates"] + s["quarantined"]
     report.console.print(f"read {s['read']} = accepted {s['accepted']} + duplicates {s['duplicates']} + "

@@ -48,11 +48,15 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from driftloop import report
+    from flows.common import plain_calls, use_engine
     from flows.demo import run_demo
 
     cfg = config(args)
-    summaries = run_demo(args.config, fresh=not args.resume)
+    with nullcontext() if use_engine(cfg) else plain_calls():  # the cycles' flows, as `loop` runs them
+        summaries = run_demo(args.config, fresh=not args.resume)
     report.demo_table(summaries, cfg)
     return 0
 
@@ -60,11 +64,12 @@ def demo(args: argparse.Namespace) -> int:
 def loop(args: argparse.Namespace) -> int:
     from driftloop import report
 
-    config(args, check_files=True)  # every user error before anything is written
-    from flows.common import StageParams
+    cfg = config(args, check_files=True)  # every user error before anything is written
+    from flows.common import StageParams, run_flow, use_engine
     from flows.loop import loop as run
 
-    report.cycle_table(run(StageParams(config=args.config)))
+    # On Prefect where an API is configured, so the cycle's flow run is recorded there.
+    report.cycle_table(run_flow(run, StageParams(config=args.config), engine=use_engine(cfg)))
     return 0
 
 

@@ -26,11 +26,11 @@ def monitor(args: argparse.Namespace) -> int:
     from driftloop.report import console
 
     cfg = config(args)
-    from flows.common import StageParams
+    from flows.common import StageParams, run_flow
     from flows.monitor import monitor as run
 
     with console.status("monitoring: reading the windows, drift, quality and segment gaps"):
-        res = run(StageParams(config=args.config))
+        res = run_flow(run, StageParams(config=args.config))
     console.print(monitor_table(res))
     if res.workspace:
         console.print(f"Evidently: .venv/bin/evidently ui --workspace {res.workspace['workspace']} "
