@@ -251,11 +251,13 @@ def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
 
 def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None, position_ids=None,
                    chunked: bool = True, chunk_tokens: int = 0, backbone=None,
-                   compiled_loss: bool = False) -> torch.Tensor:
+                   compiled_loss: bool = False, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Summed log-probability of each row's labelled tokens (those not -100; position t predicts
     label t+1), shape (rows,), fp32: log pi(completion | prompt) when the prompt is labelled
     -100, as TRL's DPOTrainer and KTOTrainer sum it. Chunked from the hidden states like
-    `causal_lm_loss` (full logits never exist), else, or for a wrapped head, from the logits."""
+    `causal_lm_loss` (full logits never exist), else, or for a wrapped head, from the logits.
+    `targets` (packing.Batch.targets) limits the chunked head to the labelled positions: the
+    prompt's share of the head's work is skipped (TRL's fused head does the same on GPUs)."""
     head = _output_head(model) if chunked else None
     if head is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -270,7 +272,13 @@ def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
     if torch.is_autocast_enabled(hidden.device.type):
         hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
     with torch.autocast(hidden.device.type, enabled=False):
-        return chunked_log_probs(hidden, weight, shift_labels(labels), bias, chunk_tokens, compiled_loss).sum(-1)
+        shifted = shift_labels(labels)
+        if targets is None:
+            return chunked_log_probs(hidden, weight, shifted, bias, chunk_tokens, compiled_loss).sum(-1)
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets)
+        logp = chunked_log_probs(picked, weight, shifted.reshape(-1).index_select(0, targets), bias, chunk_tokens,
+                                 compiled_loss)
+        return logp.new_zeros(labels.shape[0]).index_add(0, targets // labels.shape[1], logp)
 
 
 def decoder_backbone(model):

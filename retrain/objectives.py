@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from retrain.data import Encoded
+from retrain.loss import sequence_logps
 from retrain.packing import collate_padded
 from retrain.preference import Pair, Rated, Score, Unit, score_units
 
@@ -82,6 +83,20 @@ def kto_reference_point(kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> t
     detached and clamped at 0 (TRL: kto_trainer.py `kl = (KL_logps - ref_KL_logps).mean().detach()`,
     then `.clamp(min=0)` after the cross-process mean)."""
     return (kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+
+
+def scorer(model, spec, backbone=None) -> Score:
+    """The job's `score(batch)`: summed completion log-prob per row of a padded batch, through
+    the same head as the SFT loss (chunked from the hidden states, completion positions only,
+    or from the full logits without `chunked_loss`); `backbone` may be a compiled copy."""
+    def score(batch) -> torch.Tensor:
+        if spec.chunked_loss:
+            return sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
+                                  chunk_tokens=spec.loss_chunk_tokens, backbone=backbone,
+                                  compiled_loss=spec.compile, targets=batch.targets)
+        return sequence_logps(model if backbone is None else backbone, batch.input_ids, batch.labels,
+                              batch.attention_mask, batch.position_ids, chunked=False)
+    return score
 
 
 @contextmanager
@@ -130,7 +145,8 @@ class Objective:
             return self._kto(units, score, pad_id, device, w, total)
         sft = [u for u in units if isinstance(u, Encoded)]
         pairs = [u for u in units if isinstance(u, Pair)]
-        batch = collate_padded(sft + [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device)
+        batch = collate_padded(sft + [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device,
+                               with_targets=True)
         logps = score(batch)
         loss = logps.new_zeros(())
         if self.name == "mixed":
@@ -148,10 +164,10 @@ class Objective:
     def _kto(self, units, score, pad_id, device, w, total) -> tuple[torch.Tensor, int, int]:
         rated = [u for u in units if isinstance(u, Rated)]
         idx = torch.tensor([u.index for u in rated], device=device)
-        batch = collate_padded([u.completion for u in rated], pad_id, device)
+        batch = collate_padded([u.completion for u in rated], pad_id, device, with_targets=True)
         logps = score(batch)
         with torch.no_grad():  # TRL: the policy's KL log-probs are taken without gradients
-            kl_logps = score(collate_padded([u.kl for u in rated], pad_id, device))
+            kl_logps = score(collate_padded([u.kl for u in rated], pad_id, device, with_targets=True))
         n = total(torch.tensor(len(rated) * w, device=device)).clamp(min=1)
         kl = (total((kl_logps - self._ref["kl"][idx]).sum() * w) / n).detach().clamp(min=0)
         desirable = torch.tensor([u.desirable for u in rated], device=device)

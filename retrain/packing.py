@@ -38,6 +38,10 @@ class Batch:
     attention_mask: torch.Tensor | None
     position_ids: torch.Tensor | None
     tokens: int
+    # Flat indices (row * width + t) of the positions whose next token is labelled, when asked for
+    # (collate_padded's with_targets): a log-prob head then scores the completions only, and
+    # the indices are made on the host, so using them costs no device sync.
+    targets: torch.Tensor | None = None
 
     @property
     def slots(self) -> int:
@@ -63,8 +67,9 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate_padded(batch: list[Example], pad_id: int, device: torch.device) -> Batch:
-    """One example per row, right-padded to the longest; padding is masked out of attention and loss."""
+def collate_padded(batch: list[Example], pad_id: int, device: torch.device, with_targets: bool = False) -> Batch:
+    """One example per row, right-padded to the longest; padding is masked out of attention and loss.
+    `with_targets` also gives `Batch.targets`."""
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -74,7 +79,12 @@ def collate_padded(batch: list[Example], pad_id: int, device: torch.device) -> B
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-    return Batch(_to(ids, device), _to(labels, device), _to(mask, device), None, int(mask.sum()))
+    targets = None
+    if with_targets:
+        predicts = torch.zeros_like(labels, dtype=torch.bool)
+        predicts[:, :-1] = labels[:, 1:] != -100  # position t predicts label t + 1
+        targets = _to(predicts.flatten().nonzero()[:, 0], device)
+    return Batch(_to(ids, device), _to(labels, device), _to(mask, device), None, int(mask.sum()), targets)
 
 
 def collate_packed(batch: list[Example], capacity: int, pad_id: int, device: torch.device,

@@ -170,7 +170,7 @@ def score_units(model, units: list[Unit], score: Score, batch_size: int, pad_id:
             step = max(1, 2 * batch_size)
             for s in range(0, len(flat), step):
                 chunk = flat[s:s + step]
-                logps = score(collate_padded([e for _, e in chunk], pad_id, device)).float().cpu()
+                logps = score(collate_padded([e for _, e in chunk], pad_id, device, with_targets=True)).float().cpu()
                 for (name, _), v in zip(chunk, logps):
                     out[name].append(v)
     finally:

@@ -49,8 +49,8 @@ from retrain.attention import use_causal_sdpa
 from retrain.checkpoint import Checkpoint
 # The data rows live in retrain/data.py, re-exported: `from retrain.trainer import Encoded` still works.
 from retrain.data import DataError, Encoded, encode_example, load_examples, row_hash, rows_digest
-from retrain.loss import causal_lm_loss, decoder_backbone, sequence_logps
-from retrain.objectives import Objective, without_dropout
+from retrain.loss import causal_lm_loss, decoder_backbone
+from retrain.objectives import Objective, scorer, without_dropout
 from retrain.packing import collate_packed, collate_padded
 from retrain.precision import MasterWeights, lora_input_cast
 from retrain.preference import USES, Unit, build_units, count_kinds, count_units, resolve_objective
@@ -179,15 +179,7 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
     backbone = decoder_backbone(model) if spec.chunked_loss else None
     if spec.compile:
         backbone = _compiled(backbone if backbone is not None else model)
-
-    def score(batch) -> torch.Tensor:
-        # Summed completion log-prob per row, through the same chunked head as the SFT loss.
-        if spec.chunked_loss:
-            return sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
-                                  chunk_tokens=spec.loss_chunk_tokens, backbone=backbone, compiled_loss=spec.compile)
-        return sequence_logps(model if backbone is None else backbone, batch.input_ids, batch.labels,
-                              batch.attention_mask, batch.position_ids, chunked=False)
-
+    score = scorer(model, spec, backbone)  # summed completion log-prob per row (preference objectives)
     if objective is not None:  # reference log-probs: before the first update, or the checkpoint's
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             objective.start(model, score, pad_id, device, saved=state.get("reference"))

@@ -27,7 +27,7 @@ from retrain import job
 from retrain.curate import write_jsonl
 from retrain.data import DataError, load_examples, row_hash, rows_digest
 from retrain.loss import sequence_logps
-from retrain.objectives import Objective, without_dropout
+from retrain.objectives import Objective, scorer, without_dropout
 from retrain.params import TrainingParams, kto_weights
 from retrain.preference import Rated, build_units, resolve_objective
 from retrain.spec import RetrainSpec, dataset_digest, example_hash
@@ -80,13 +80,6 @@ def _trl():
                                              "objectives with; pip install -e '.[dev]'")
 
 
-def _score(model, spec):
-    def score(batch):
-        return sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, chunked=spec.chunked_loss,
-                              chunk_tokens=spec.loss_chunk_tokens)
-    return score
-
-
 def _perturb(model, names: str | None, scale: float, seed: int = 1) -> None:
     # Move the policy away from the reference, so that log-ratios (and the KL term) are not 0.
     g = torch.Generator().manual_seed(seed)
@@ -102,7 +95,7 @@ def _ours(spec, rows, objective, take=None, seed=1):
     model, tok = load_model(spec, CPU)
     units, _ = build_units(tok, rows, objective, spec)
     obj = Objective(objective, spec, units)
-    score = _score(model, spec)
+    score = scorer(model, spec)
     reference_model = None
     if spec.method == "full":
         obj.start(model, score, tok.pad_token_id, CPU)  # before any update: the weights as loaded
@@ -204,7 +197,7 @@ def test_kto_loss_and_gradients_equal_trl(tiny_base, tmp_path, method, seed):
         assert e["prompt_ids"] + e["completion_ids"] == u.completion.input_ids
         assert e["prompt_ids"] + e["KL_completion_ids"] == u.kl.input_ids
     with torch.no_grad():
-        policy_kl = _score(model, spec)(_collate([u.kl for u in units[:4]], tok))
+        policy_kl = scorer(model, spec)(_collate([u.kl for u in units[:4]], tok))
     assert (float((policy_kl - obj.reference["kl"][:4]).mean()) > 0) == (seed == 2)
     _compare(tr, tr.data_collator(examples[:4]), loss, grads)
 
@@ -233,25 +226,28 @@ def test_mixed_loss_and_gradients_equal_trl_dpo_plus_sft(tiny_base, tmp_path):
 def _collate(seqs, tok):
     from retrain.packing import collate_padded
 
-    return collate_padded(seqs, tok.pad_token_id, CPU)
+    return collate_padded(seqs, tok.pad_token_id, CPU, with_targets=True)
 
 
 def test_chunked_log_probs_match_the_full_logits_with_a_trained_head(tiny_base):
     # Full fine-tuning trains the (tied) output head: its gradient is recomputed chunk by chunk.
+    # Variants: chunked over the completion positions only (what the job runs), chunked over every
+    # position, and the full logits.
     spec = _spec(tiny_base, method="full", objective="dpo")
     grads, values = [], []
-    for chunked in (True, False):
+    for chunked, compact in [(True, True), (True, False), (False, False)]:
         model, tok = load_model(spec, CPU)
         units, _ = build_units(tok, pair_rows(4), "dpo", spec)
         batch = _collate([u.chosen for u in units] + [u.rejected for u in units], tok)
         logps = sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, chunked=chunked,
-                               chunk_tokens=7)
+                               chunk_tokens=7, targets=batch.targets if compact else None)
         (logps * torch.linspace(-1, 2, len(logps))).sum().backward()
         values.append(logps.detach())
         grads.append({n: p.grad for n, p in model.named_parameters()})
-    torch.testing.assert_close(values[0], values[1], atol=1e-5, rtol=0)
-    for n in grads[0]:
-        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=0)
+    for other in (1, 2):
+        torch.testing.assert_close(values[0], values[other], atol=1e-5, rtol=0)
+        for n in grads[0]:
+            torch.testing.assert_close(grads[0][n], grads[other][n], atol=1e-5, rtol=0)
 
 
 # --- settings and data ------------------------------------------------------------------------
