@@ -109,7 +109,7 @@ def preparsed(path: Path, dialect: str, chunk: int):
 def arm(name: str, path: Path, url: str, batch: int) -> dict:
     """Run one arm in this process; return seconds, rows and peak RSS (MB)."""
     from driftloop.store import Store
-    from driftloop.store.repo import EVENT_COLUMNS
+    from driftloop.store.batch import EVENT_COLUMNS
 
     store = Store(url)
     store.migrate()

@@ -262,14 +262,16 @@ def while_another_writer_holds_x1(store: Store, write):
 
 @pytest.mark.postgres
 def test_postgres_copy_falls_back_when_another_writer_stores_an_id_first(pg_url):
+    from driftloop.store import Batch, Checkpoint
     from driftloop.store.models import utcnow
+    from driftloop.types import FeedbackEvent
 
     store = Store(pg_url)
     store.migrate()
     now = utcnow()
-    row = ("x1", now, "", "p", "", None, None, None, None, "{}", None, None, None, "{}", "s", now)
-    rows = [row, ("x2", *row[1:])]
-    assert while_another_writer_holds_x1(store, lambda: store.add_rows(rows, [], ("k", "1"))) == (1, 1)
+    events = [FeedbackEvent(event_id=i, ts=now, prompt="p") for i in ("x1", "x2")]
+    batch = Batch("s", events, (), Checkpoint("k", "1"))
+    assert while_another_writer_holds_x1(store, lambda: store.write_batch(batch)) == (1, 1)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT event_id, prompt FROM feedback ORDER BY 1")).all() == [("x1", "o"), ("x2", "p")]
         assert c.execute(text("SELECT position FROM ingest_checkpoint WHERE source_key = 'k'")).scalar() == "1"

@@ -24,6 +24,7 @@ from driftloop.api.auth import require_scope
 from driftloop.api.bodies import load_json, read_body
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.rows import RowError
+from driftloop.store.batch import Batch, QuarantineRow
 from driftloop.types import FeedbackEvent
 
 SOURCE = "http:/v1/feedback"
@@ -67,7 +68,7 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
     base: RowParser = app.state.parser
     parser = base.fork()
     events: list[FeedbackEvent] = []
-    quarantine: list[dict[str, Any]] = []
+    quarantine: list[QuarantineRow] = []
     rejected: list[Rejected] = []
     reasons: Counter[str] = Counter()
     for i, row in enumerate(rows):
@@ -77,7 +78,7 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
             reasons[e.key] += 1
             rejected.append(Rejected(index=i, field=e.field, problem=e.problem))
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
-    accepted, dups = app.state.store.add_batch(events, quarantine, SOURCE)
+    accepted, dups = app.state.store.write_batch(Batch(SOURCE, events, quarantine))
     app.state.quarantine_watch.add(accepted, dups, len(quarantine), reasons)
     return FeedbackResponse(received=len(rows), accepted=accepted, duplicates=dups, quarantined=len(quarantine),
                             reasons=dict(reasons), rejected=rejected, redacted=dict(parser.redactor.counts))

@@ -17,13 +17,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from driftloop.ingest.rows import (
-    FUTURE_TOLERANCE, KNOWN_FIELDS, MAX_INT, MAX_SEGMENT_KEYS, MAX_SEGMENT_VALUE_CHARS, MAX_TEXT_CHARS, MIN_TS,
+    CHECKED_FIELDS, FUTURE_TOLERANCE, KNOWN_FIELDS, MAX_INT, MAX_SEGMENT_KEYS, MAX_SEGMENT_VALUE_CHARS, MAX_TEXT_CHARS, MIN_TS,
     SAFE_ID, SAFE_VERSION, SEGMENT_KEY,
 )
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+# The keys this module checks; a row with any other field of the event takes the row path.
+FAST_FIELDS = KNOWN_FIELDS & CHECKED_FIELDS
 # ISO-8601 forms that datetime.fromisoformat and arrow's parser read alike; others take the row path.
 _TS = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
        r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")
@@ -54,10 +56,10 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
 
     plain = partial(_plain, u_escapes)
     names = set(t.column_names)
-    if not names <= KNOWN_FIELDS:
-        return None  # unknown keys go to metadata; null and absent look alike here
+    if not names <= FAST_FIELDS:
+        return None  # unknown keys go to metadata, other fields are the row path's; null and absent look alike here
     n = t.num_rows
-    col = {k: t.column(k).combine_chunks() if k in names else pa.nulls(n) for k in KNOWN_FIELDS}
+    col = {k: t.column(k).combine_chunks() if k in names else pa.nulls(n) for k in FAST_FIELDS}
     ty = {k: c.type for k, c in col.items()}
     is_num = (pa.int64(), pa.float64(), pa.null())
     if (ty["rating"] not in is_num or ty["latency_ms"] not in is_num or ty["tokens_in"] not in is_num

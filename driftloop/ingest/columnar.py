@@ -12,12 +12,13 @@ quarantine rows and reasons are the same whichever path a row takes
 order, so the first of two duplicates wins as before.
 
 The writer's side (`worker.ingest_stream` in threads, `worker.ingest_in_process`
-with a child process) calls `block_parts`, then `assemble` on SQLite or
-`copytext.copy_block` on PostgreSQL:
+with a child process) calls `block_parts`, which gives the block's events in
+the store's column form (`store.batch.EventColumns`), and writes them with
+`Store.write_batch`:
 
     >>> if fast_path_ok(parser):   # else: files.run_batches, the row path
-    ...     parts, quarantine = block_parts(block, parser, source, "sqlite", now_value, event_row, reasons)
-    ...     rows = assemble(parts)   # EVENT_COLUMNS tuples for Store.add_rows, in line order
+    ...     events, quarantine = block_parts(block, parser, source, reasons)
+    ...     store.write_batch(Batch(source, events, quarantine, checkpoint))
 """
 
 from __future__ import annotations
@@ -25,24 +26,24 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
-from bisect import bisect_left
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
-from itertools import repeat
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator
 
 from driftloop.ingest.checks import column_checks, key_order
 from driftloop.ingest.lines import Block
 from driftloop.ingest.redact import SECRET_HINT_REGEX, might_match
-from driftloop.ingest.rows import DOTTED_VERSION, RowError, event_id_for
+from driftloop.ingest.rows import DOTTED_VERSION, EXTRA_FIELDS, RowError, checked_event, event_id_for
+from driftloop.store.batch import EventColumns, EventTable
+from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
     from driftloop.ingest.pipeline import RowParser
+    from driftloop.store.batch import QuarantineRow
 
 MAX_PARSE_ERRORS = 16  # arrow errors in one batch before the rest of it takes the row path
 _STRINGS = ("event_id", "ts", "model_version", "prompt", "response", "correction")
@@ -128,39 +129,13 @@ def _to_list(c: Any) -> list[Any]:
     return c.to_pylist()
 
 
-class BlockParts(NamedTuple):
-    """A parsed block's store rows before they are Python rows: see `assemble`."""
+def block_parts(block: Block, parser: "RowParser", source: str, reasons: Any,
+                ) -> tuple[EventColumns, list[QuarantineRow]]:
+    """A block's events in the store's column form (positions: line numbers) and its quarantine rows.
 
-    fast: list[tuple[list[int], "FastRows"]]  # (line numbers, rows) of each table arrow parsed
-    slow: list[tuple[int, tuple]]  # (line number, row) of the rows the row path parsed, ascending
-    source: str
-    now_value: Any
-
-
-def assemble(parts: BlockParts) -> list[tuple]:
-    """The block's store rows in line order (the first of two duplicates first, as the row path has it)."""
-    done_idx: list[int] = []  # line numbers of the rows so far, ascending
-    rows: list[tuple] = []
-    for got_idx, got in parts.fast:
-        done_idx.extend(got_idx)
-        rows.extend(got.rows(parts.source, parts.now_value))
-    for i, row in parts.slow:  # few rows: each goes where its line was
-        at = bisect_left(done_idx, i)
-        done_idx.insert(at, i)
-        rows.insert(at, row)
-    return rows
-
-
-def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, now_value: Any,
-                to_tuple: Callable[[Any, str, Any, str], tuple], reasons: Any,
-                ) -> tuple[BlockParts, list[dict[str, Any]]]:
-    """A block's store rows, not yet Python rows, and its quarantine rows (line order).
-
-    `to_tuple(event, source, now_value, dialect)` turns a row-path event into
-    a store row; `reasons` (a Counter) counts each quarantined row's problem.
-    Redaction, content ids and quarantine are all done here; `assemble`
-    only turns the columns into tuples, and `copytext.copy_block` into COPY
-    text, maybe in another process.
+    `reasons` (a Counter) counts each quarantined row's problem. Redaction,
+    content ids and quarantine are all done here; the store only turns the
+    columns into rows or COPY text, maybe in another process.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -186,41 +161,40 @@ def block_parts(block: Block, parser: "RowParser", source: str, dialect: str, no
     redactor = parser.redactor
     redact_all = redactor.enabled and redactor.screen is None
     screen = redactor.enabled and redactor.screen is might_match
-    fast_parts: list[tuple[list[int], FastRows]] = []
+    fast_parts: list[tuple[list[int], EventTable]] = []
     for idx, t in _tables(lines, fast, slow) if fast else []:
         try:
-            got_idx, got = _fast_rows(lines, idx, t, now, dialect, source, now_value, redact_all, screen,
-                                      redactor, parser.id_namespace, slow,
+            got_idx, got = _fast_rows(lines, idx, t, now, redact_all, screen, redactor, parser.id_namespace, slow,
                                       (parser.mapping.segment_max_keys, parser.mapping.segment_value_max_chars))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
             slow.extend(i for i in idx if i not in have)
             continue
-        if got_idx:
-            fast_parts.append((got_idx, got))  # type: ignore[arg-type]
-    quarantine: list[dict[str, Any]] = []
-    slow_rows: list[tuple[int, tuple]] = []
+        if got is not None:
+            fast_parts.append((got_idx, got))
+    quarantine: list[QuarantineRow] = []
+    slow_events: list[tuple[int, FeedbackEvent]] = []
     if slow:
-        # Few rows: parse each as before; `assemble` puts its row where its line was.
+        # Few rows: parse each as before; the store puts each where its line was.
         event = parser.event_function()
         for i in sorted(slow):
             line = lines[i]
             try:
                 obj = json_object(line)
-                row = to_tuple(event(obj, source), source, now_value, dialect)
+                e = event(obj, source)
             except RowError as e:
                 reasons[e.key] += 1
                 raw_text = (line if line is not None else block.samples[i]).decode("utf-8", "replace")
                 quarantine.append(parser.quarantine(raw_text, e, source))
                 continue
-            slow_rows.append((i, row))
-    return BlockParts(fast_parts, slow_rows, source, now_value), quarantine
+            slow_events.append((i, e))
+    return EventColumns(fast_parts, slow_events), quarantine
 
 
-def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, dialect: str,
-               source: str, now_value: Any, redact_all: bool, screen: bool, redactor: Any, namespace: str,
-               slow: list[int], limits: tuple[int, int]) -> tuple[list[int], "FastRows | list"]:
-    """(line numbers, store rows) of the rows of `t` that pass every check; the others go to `slow`."""
+def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, redact_all: bool,
+               screen: bool, redactor: Any, namespace: str, slow: list[int], limits: tuple[int, int],
+               ) -> tuple[list[int], EventTable | None]:
+    """(line numbers, events as columns) of the rows of `t` that pass every check; the others go to `slow`."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -229,7 +203,7 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     checked = column_checks(t, now, b"\\" in buf, b"\\u" in buf, *limits)
     if checked is None:
         slow.extend(idx)
-        return [], []
+        return [], None
     ok, prep = checked
     col, keys = prep["col"], prep["keys"]
     if redactor.enabled:
@@ -237,7 +211,7 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         # version the redactor flags takes the row path, which quarantines it.
         if any(redactor.flags(k) for k in keys):
             slow.extend(idx)
-            return [], []
+            return [], None
         ok = pc.and_(ok, pa.array(~_flagged(col["event_id"], col["model_version"], redactor, redact_all)))
     seg_rows = pc.is_valid(col["segment"])
     # Keys in the struct's order: with two keys and no metadata (so no nested object that could
@@ -254,11 +228,8 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         slow.extend(where[~mask].tolist())
         idx = where[mask].tolist()
     if not m:
-        return [], []
-    ts_str = pc.cast(pc.cast(prep["ts"] if c is col else pc.filter(prep["ts"], take), pa.timestamp("us")),
-                     pa.string())
-    # PostgreSQL reads the text with its offset.
-    ts_val = ts_str if dialect == "sqlite" else pc.binary_join_element_wise(ts_str, "+00:00", "")
+        return [], None
+    ts = prep["ts"] if c is col else pc.filter(prep["ts"], take)
     corr = c["correction"]
     r = c["rating"]
     if r.type == pa.null():
@@ -282,9 +253,11 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     else:
         seg_text = pa.array(["{}"] * m, pa.string())
     eid = c["event_id"]
-    cols = [eid, ts_val, pc.fill_null(c["model_version"], ""), c["prompt"], pc.fill_null(c["response"], ""),
-            rating, raw, c["thumbs_up"], pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
-            seg_text, latency, tin, tout]
+    cols = {"event_id": eid, "ts": ts, "model_version": pc.fill_null(c["model_version"], ""), "prompt": c["prompt"],
+            "response": pc.fill_null(c["response"], ""), "rating": rating, "rating_raw": raw,
+            "thumbs_up": c["thumbs_up"],
+            "correction": pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
+            "segment": seg_text, "latency_ms": latency, "tokens_in": tin, "tokens_out": tout}
     # Rows that need Python: PII may be present (one scan over all texts), or no given id.
     special = set(pc.is_null(eid).to_numpy(zero_copy_only=False).nonzero()[0].tolist()) if eid.null_count else set()
     if redact_all:
@@ -294,16 +267,18 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
         for x in (c["prompt"], c["response"], c["correction"], *vals):
             hit |= screen_hits(x)
         special.update(hit.nonzero()[0].tolist())
-    fixed: dict[int, tuple] = {}
+    fixed: dict[int, FeedbackEvent] = {}
     if special:
         at = sorted(special)
         where = pa.array(at, pa.int64())
-        sub = [_to_list(pc.take(x, where)) for x in cols]
-        ts_text = _to_list(pc.take(ts_str, where))
+        sub = {k: _to_list(pc.take(x, where)) for k, x in cols.items() if k != "segment"}
         seg_vals = [_to_list(pc.take(v, where)) for v in vals]
-        for n, (j, row) in enumerate(zip(at, zip(*sub, repeat("{}"), repeat(source), repeat(now_value)))):
-            fixed[j] = _special_row(row, ts_text[n], keys, [v[n] for v in seg_vals], redactor, namespace)
-    return idx, FastRows(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
+        seg_given = _to_list(pc.take(seg_rows if c is col else pc.filter(seg_rows, take), where))
+        for n, j in enumerate(at):
+            row = {k: v[n] for k, v in sub.items()}
+            segment = dict(zip(keys, [v[n] for v in seg_vals])) if keys and seg_given[n] else {}
+            fixed[j] = _special_event(row, segment, redactor, namespace)
+    return idx, EventTable(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
 
 
 def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> "np.ndarray":
@@ -354,38 +329,9 @@ def screen_hits(a: Any) -> "np.ndarray":
     return rows
 
 
-@dataclass
-class FastRows:
-    """Store rows of one parsed table as columns (EVENT_COLUMNS up to tokens_out), some rows given whole.
-
-    The Python rows are built by `rows(...)`, in the thread that writes them
-    or in the one that parsed them: columns cross a process boundary cheaply.
-    """
-
-    cols: list[Any]  # pyarrow arrays, one per column
-    fixed: dict[int, tuple]  # row number -> the whole row, where Python built it (redaction, content ids)
-    plain: bool = False  # True: no string of `cols` holds a backslash, tab, CR or line feed
-
-    def __len__(self) -> int:
-        return len(self.cols[0])
-
-    def rows(self, source: str, now_value: Any) -> list[tuple]:
-        """The rows in EVENT_COLUMNS order, metadata '{}', `source` and `now_value` appended."""
-        rows = list(zip(*[_to_list(x) for x in self.cols], repeat("{}"), repeat(source), repeat(now_value)))
-        for j, row in self.fixed.items():
-            rows[j] = row
-        return rows
-
-
-def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str], redactor: Any,
-                 namespace: str) -> tuple:
-    """A fast row that needs Python: redaction (as `parse_row` does it) and/or the content hash id."""
-    import json
-
-    (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
-     latency, tin, tout, meta, source, now_value) = row
-    segment = dict(zip(keys, seg_vals)) if seg_text != "{}" else {}
-    seg_in = segment
+def _special_event(row: dict[str, Any], segment: dict[str, str], redactor: Any, namespace: str) -> FeedbackEvent:
+    """The event of a fast row that needs Python: redaction (as `parse_row` does it) and/or the content hash id."""
+    prompt, response, correction = row["prompt"], row["response"], row["correction"]
     if redactor.enabled:
         screen = redactor.screen
         if screen is None or screen("\n".join((prompt, response, correction or "", *segment.values()))):
@@ -393,15 +339,15 @@ def _special_row(row: tuple, ts_text: str, keys: list[str], seg_vals: list[str],
             correction = redactor.text(correction) if correction else correction
             if segment:
                 segment = {k: redactor.text(x) for k, x in segment.items()}
-                if segment != seg_in:
-                    seg_text = json.dumps(segment, ensure_ascii=False)
+    ts = row["ts"].astimezone(timezone.utc)
+    eid = row["event_id"]
     if eid is None:
-        frac = ts_text[19:]
-        iso = ts_text[:10] + "T" + ts_text[11:19] + ("" if frac in ("", ".000000") else frac) + "+00:00"
         eid = event_id_for({
-            "ts": iso, "model_version": mv, "prompt": prompt, "response": response,
-            "rating_raw": raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
-            "latency_ms": latency, "tokens_in": tin, "tokens_out": tout,
+            "ts": ts.isoformat(), "model_version": row["model_version"], "prompt": prompt, "response": response,
+            "rating_raw": row["rating_raw"], "thumbs_up": row["thumbs_up"], "correction": correction,
+            "segment": segment, "latency_ms": row["latency_ms"], "tokens_in": row["tokens_in"],
+            "tokens_out": row["tokens_out"],
         }, namespace)
-    return (eid, ts_val, mv, prompt, response, rating, raw, thumbs, correction, seg_text,
-            latency, tin, tout, meta, source, now_value)
+    defaults = {f: FeedbackEvent.model_fields[f].get_default(call_default_factory=True) for f in EXTRA_FIELDS}
+    return checked_event({**defaults, **row, "event_id": eid, "ts": ts, "prompt": prompt, "response": response,
+                          "correction": correction, "segment": segment, "metadata": {}})

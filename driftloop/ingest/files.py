@@ -49,6 +49,7 @@ from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowPar
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
 from driftloop.store import Store
+from driftloop.store.batch import Batch, Checkpoint, QuarantineRow
 from driftloop.types import FeedbackEvent
 
 BATCH_LINES = 2_000  # rows per transaction
@@ -414,7 +415,7 @@ def run_batches(store: Store, records: Iterator[Record], start: Any, parser: Row
     the first batch holds (`mapping.unmapped`).
     """
     events: list[FeedbackEvent] = []
-    quarantine: list[dict[str, Any]] = []
+    quarantine: list[QuarantineRow] = []
     offset = committed = safe = start
     m = parser.mapping
     first: list[dict[str, Any]] | None = [] if m.fields or m.segment_fields else None  # the first batch's rows
@@ -426,7 +427,7 @@ def run_batches(store: Store, records: Iterator[Record], start: Any, parser: Row
             if typo:
                 raise ConfigError(f"{source}: {typo}; nothing was stored")
             first = None
-        accepted, dups = store.add_batch(events, quarantine, source, (key, position(safe)))
+        accepted, dups = store.write_batch(Batch(source, events, quarantine, Checkpoint(key, position(safe))))
         fr.accepted += accepted
         fr.duplicates += dups
         fr.quarantined += len(quarantine)

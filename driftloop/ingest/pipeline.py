@@ -25,6 +25,7 @@ from driftloop.config import FieldMapping
 from driftloop.ingest.mapping import map_row
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
+from driftloop.store.batch import QuarantineRow
 from driftloop.store.repo import quarantine_id
 from driftloop.types import FeedbackEvent
 
@@ -70,7 +71,7 @@ class RowParser:
                        id_namespace=self.id_namespace, max_segment_keys=m.segment_max_keys,
                        max_segment_value=m.segment_value_max_chars)
 
-    def quarantine(self, raw: str, err: RowError, source: str) -> dict[str, Any]:
+    def quarantine(self, raw: str, err: RowError, source: str) -> QuarantineRow:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted.
 
         Its content id hashes this parser's id namespace and the row, not

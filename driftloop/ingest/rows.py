@@ -22,11 +22,14 @@ import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
     from driftloop.ingest.redact import Redactor
 
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew allowed for event timestamps
@@ -48,10 +51,16 @@ SEGMENT_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,63}")
 SAFE_ID_TEXT = "letters, digits and . _ : @ / + - only"
 MAX_SEGMENT_KEYS = 16  # default of FieldMapping.segment_max_keys
 MAX_SEGMENT_VALUE_CHARS = 256  # default of FieldMapping.segment_value_max_chars
-KNOWN_FIELDS = {
-    "event_id", "ts", "model_version", "prompt", "response", "rating", "thumbs_up",
+# Keys of the feedback format: the event's fields (rating_raw is derived, never read). Any other key
+# goes into `metadata`.
+KNOWN_FIELDS = frozenset(FeedbackEvent.model_fields) - {"rating_raw"}
+# The fields `parse_row` checks one by one; any other field of the event (an optional one added
+# later) is checked against its annotation, and redacted where it is text (see `_extra`).
+CHECKED_FIELDS = frozenset({
+    "event_id", "ts", "model_version", "prompt", "response", "rating", "rating_raw", "thumbs_up",
     "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata",
-}
+})
+EXTRA_FIELDS = tuple(f for f in FeedbackEvent.model_fields if f not in CHECKED_FIELDS)
 Scale = Literal["stars", "thumbs", "unit"]
 _STARS = {s: ((s - 1) / 4, str(s)) for s in range(1, 6)}  # stars -> (rating, raw)
 THUMBS = {"up": True, "down": False, "true": True, "false": False, "1": True, "0": False,
@@ -177,29 +186,74 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
         given = _event_id(given)
     if redactor is not None and redactor.enabled:
         _unflagged(redactor, given, model_version, segment)
+    extra = _extra(obj, redactor) if EXTRA_FIELDS else None
     if given is None:
-        event_id = event_id_for({
+        content = {
             "ts": ts.isoformat(), "model_version": model_version, "prompt": prompt, "response": response,
             "rating_raw": rating_raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
             "latency_ms": latency, "tokens_in": tokens_in, "tokens_out": tokens_out,
-        }, id_namespace)
+        }
+        if extra:  # a field given enters the id; one left out does not, so older ids stay as they were
+            content.update({k: v for k, v in extra.items() if v is not None and v != {} and v != []})
+        event_id = event_id_for(content, id_namespace)
     else:
         event_id = given
-    # Every field was checked above, more strictly than the model would: skip
-    # pydantic's validation (and model_construct's bookkeeping), which would cost
-    # as much as the rest of the parse. The dict must hold every field.
-    e = object.__new__(FeedbackEvent)
     values = {
         "event_id": event_id, "ts": ts, "model_version": model_version, "prompt": prompt,
         "response": response, "rating": rating, "rating_raw": rating_raw, "thumbs_up": thumbs,
         "correction": correction, "segment": segment, "latency_ms": latency, "tokens_in": tokens_in,
         "tokens_out": tokens_out, "metadata": metadata,
     }
+    if extra:
+        values.update(extra)
+    return checked_event(values)
+
+
+def checked_event(values: dict[str, Any]) -> FeedbackEvent:
+    """The event of field values checked already (every field, each more strictly than the model would).
+
+    Skips pydantic's validation (and model_construct's bookkeeping), which
+    would cost as much as the rest of the parse.
+    """
+    e = object.__new__(FeedbackEvent)
     object.__setattr__(e, "__dict__", values)
     object.__setattr__(e, "__pydantic_fields_set__", set(values))
     object.__setattr__(e, "__pydantic_extra__", None)
     object.__setattr__(e, "__pydantic_private__", None)
     return e
+
+
+@cache
+def _adapter(name: str) -> "TypeAdapter[Any]":
+    """The validator of one field's annotation, as the model would validate the field."""
+    from pydantic import TypeAdapter
+
+    annotation = FeedbackEvent.model_fields[name].annotation
+    return TypeAdapter(Any if annotation is None else annotation)
+
+
+def _extra(obj: dict[str, Any], redactor: "Redactor | None") -> dict[str, Any]:
+    """The values of EXTRA_FIELDS in a row: text checked as any text and redacted, others by the annotation.
+
+    An absent or null value takes the field's default.
+    """
+    from pydantic import ValidationError
+
+    out: dict[str, Any] = {}
+    for name in EXTRA_FIELDS:
+        v = obj.get(name)
+        if v is None:
+            out[name] = FeedbackEvent.model_fields[name].get_default(call_default_factory=True)
+            continue
+        if isinstance(v, str):
+            v = _text(name, v)
+            if redactor is not None and redactor.enabled and v:
+                v = redactor.text(v)
+        try:
+            out[name] = _adapter(name).validate_python(v)
+        except ValidationError as e:
+            raise RowError(name, "invalid", e.errors()[0]["msg"][:120]) from None
+    return out
 
 
 def event_id_for(content: dict[str, Any], namespace: str = "") -> str:

@@ -7,12 +7,14 @@ binding all need it, so threads overlap little. A file with at least
 PROCESS_MIN_BYTES left to read is therefore parsed by a child process
 (`ingest_in_process`; `spawn`, safe beside threads): it reads and parses the
 blocks exactly as a thread would (`columnar.block_parts`) and sends each
-block's columns, quarantine rows and counts through a pipe; this process
-builds the Python rows (`columnar.assemble`, SQLite) or the COPY text
-(`copytext.copy_block`, PostgreSQL) and writes them, each block with its
-checkpoint, in input order. Parsing is the larger share, so the formatting
-stays here: on PostgreSQL that measured 0.56x raw COPY against 0.49x with
-the COPY text built in the child (benchmarks/ingest.py). The child writes nothing, so a SIGKILL
+block's columns (the store's `EventColumns`), quarantine rows and counts
+through a pipe; this process writes them with `Store.write_batch`, each
+block with its checkpoint, in input order, and the store turns the columns
+into Python rows (SQLite) or COPY text (PostgreSQL) here. Parsing is the
+larger share, so the formatting stays here: on PostgreSQL that measured
+0.56x raw COPY against 0.49x with the COPY text built in the child
+(benchmarks/ingest.py). The thread path has the store format each block in
+its parser thread (`Store.prepare`). The child writes nothing, so a SIGKILL
 of either process loses nothing: the next run resumes after the last
 committed block. Whatever keeps the child from working (no `spawn`, a
 daemonic parent, a crash) hands the rest to the threads.
@@ -37,9 +39,9 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
+from driftloop.store.batch import Batch, Checkpoint
+
 if TYPE_CHECKING:
-    from driftloop.ingest.columnar import BlockParts
-    from driftloop.ingest.copytext import CopyBlock
     from driftloop.ingest.pipeline import FileReport, RowParser
     from driftloop.store import Store
 
@@ -52,28 +54,6 @@ HEAD_START_BYTES = 8 * 1024 * 1024  # ingested here, in threads, while the child
 def process_ok(path: Path, start: int) -> bool:
     """True when `path` has PROCESS_MIN_BYTES on disk after `start` and this machine has 2+ cores."""
     return (os.cpu_count() or 1) >= 2 and path.stat().st_size - start >= PROCESS_MIN_BYTES
-
-
-# ------------------------------------------------------- parsed -> stored
-def prepare(parts: "BlockParts", dialect: str) -> "CopyBlock | list[tuple]":
-    """A parsed block as the store takes it: COPY text on PostgreSQL, Python rows on SQLite."""
-    from driftloop.ingest.columnar import assemble
-    from driftloop.ingest.copytext import copy_block
-
-    return copy_block(parts) if dialect == "postgresql" else assemble(parts)
-
-
-def write_block(store: "Store", block: "BlockParts | CopyBlock | list[tuple]", quarantine: list[dict[str, Any]],
-                checkpoint: tuple[str, str]) -> tuple[int, int]:
-    """Commit a block (parsed, or `prepare`d) with its quarantine rows and checkpoint; (accepted, duplicates)."""
-    from driftloop.ingest.columnar import BlockParts
-    from driftloop.ingest.copytext import CopyBlock
-
-    if isinstance(block, BlockParts):
-        block = prepare(block, store.dialect)
-    if isinstance(block, CopyBlock):
-        return store.add_copy(block, quarantine, checkpoint)
-    return store.add_rows(block, quarantine, checkpoint)
 
 
 # ---------------------------------------------------------------- threads
@@ -99,11 +79,7 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
 
     from driftloop.ingest.columnar import block_parts
     from driftloop.ingest.lines import Block, jsonl_blocks
-    from driftloop.store.engine import driver_value
-    from driftloop.store.models import utcnow
-    from driftloop.store.repo import event_row
 
-    dialect = store.dialect
     blocks: queue.Queue[Any] = queue.Queue(maxsize=4)  # blocks read ahead, in order: bounded memory
     stop = threading.Event()
     read_error = object()
@@ -120,9 +96,9 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
     def parse(block: Block) -> tuple:
         own = parser.fork()
         part: Counter[str] = Counter()
-        parts, quarantine = block_parts(block, own, source, dialect, driver_value(dialect, utcnow()), event_row,
-                                        part)
-        return block, prepare(parts, dialect), quarantine, part, own.redactor.counts
+        events, quarantine = block_parts(block, own, source, part)
+        batch = store.prepare(Batch(source, events, quarantine, Checkpoint(key, position(block.end))))
+        return block, batch, part, own.redactor.counts
 
     pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="driftloop-ingest-parse")
 
@@ -149,14 +125,14 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
                 return committed
             if not isinstance(item, Future):
                 raise item
-            block, rows, quarantine, part, redacted = item.result()
-            accepted, dups = write_block(store, rows, quarantine, (key, position(block.end)))
+            block, batch, part, redacted = item.result()
+            accepted, dups = store.write_batch(batch)
             reasons.update(part)
             parser.redactor.counts.update(redacted)
             fr.read += len(block.lines)
             fr.accepted += accepted
             fr.duplicates += dups
-            fr.quarantined += len(quarantine)
+            fr.quarantined += len(batch.quarantine)
             committed = block.end
             if progress:
                 progress()
@@ -168,16 +144,13 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
 
 # ---------------------------------------------------------------- process
 def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any, namespace: str, source: str,
-           dialect: str, batch_lines: int, max_line: int, keep: int) -> None:
-    """The child: each block's (end offset, lines, rows, quarantine, reasons, redactions, disk offset)."""
+           batch_lines: int, max_line: int, keep: int) -> None:
+    """The child: each block's (end offset, lines, events, quarantine, reasons, redactions, disk offset)."""
     from driftloop.ingest.columnar import block_parts
     from driftloop.ingest.files import _open
     from driftloop.ingest.lines import jsonl_blocks
     from driftloop.ingest.pipeline import RowParser
     from driftloop.ingest.redact import Redactor
-    from driftloop.store.engine import driver_value
-    from driftloop.store.models import utcnow
-    from driftloop.store.repo import event_row
 
     class Gone(Exception):
         """The parent closed its end: it failed or was killed, so stop quietly."""
@@ -199,9 +172,8 @@ def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any
             for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
                 own = RowParser(mapping, redactor.fork(), now=now, id_namespace=namespace)
                 part: Counter[str] = Counter()
-                parts, quarantine = block_parts(block, own, source, dialect, driver_value(dialect, utcnow()),
-                                                event_row, part)
-                put(("block", block.end, len(block.lines), parts, quarantine, part, own.redactor.counts,
+                events, quarantine = block_parts(block, own, source, part)
+                put(("block", block.end, len(block.lines), events, quarantine, part, own.redactor.counts,
                      raw.tell()))
         put(("end",))
     except Gone:
@@ -243,7 +215,7 @@ def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, name="driftloop-ingest-parse", daemon=True,
                        args=(send, str(path), start + len(head), parser.mapping, parser.redactor.spec, parser.now,
-                             parser.id_namespace, source, store.dialect, batch_lines, max_line, keep))
+                             parser.id_namespace, source, batch_lines, max_line, keep))
     try:
         proc.start()
     except (AssertionError, OSError, RuntimeError):  # e.g. a daemonic parent may not have children
@@ -288,8 +260,8 @@ def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser
                 return "read_error", committed
             if msg[0] in ("failed", "died"):  # the thread path goes on from the last commit
                 return "fallback", committed
-            _, end, n, parts, quarantine, part, redacted, disk = msg
-            accepted, dups = write_block(store, parts, quarantine, (key, position(end)))
+            _, end, n, events, quarantine, part, redacted, disk = msg
+            accepted, dups = store.write_batch(Batch(source, events, quarantine, Checkpoint(key, position(end))))
             reasons.update(part)
             parser.redactor.counts.update(redacted)
             fr.read += n

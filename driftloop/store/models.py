@@ -19,6 +19,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, T
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from driftloop.types import FeedbackEvent
+
 # Longest source name or checkpoint key (a file path, an HTTP route, a table).
 SOURCE_LEN = 1024
 
@@ -61,7 +63,7 @@ class Base(DeclarativeBase):
 
 
 class Feedback(Base):
-    """One accepted feedback event (see `driftloop.types.FeedbackEvent`)."""
+    """One accepted feedback event: a column per `driftloop.types.FeedbackEvent` field, then source and ingested_at."""
 
     __tablename__ = "feedback"
 
@@ -82,6 +84,36 @@ class Feedback(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     source: Mapped[str] = mapped_column(String(SOURCE_LEN), default="")
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def _sql_type(name: str) -> Any:
+    """The column type of a `FeedbackEvent` field, read off its annotation (`batch.field_kind`)."""
+    from driftloop.store.batch import field_kind
+
+    kind = field_kind(name)
+    if kind == "time":
+        return UTCDateTime()
+    if kind == "json":
+        return JSON()
+    ann = FeedbackEvent.model_fields[name].annotation
+    base = next((t for t in (bool, int, float, str) if ann is t or t in getattr(ann, "__args__", ())), str)
+    return {bool: Boolean(), int: Integer(), float: Float(), str: Text()}[base]
+
+
+def _add_event_columns() -> None:
+    """Give `Feedback` a nullable column for each `FeedbackEvent` field it does not declare.
+
+    The columns declared above say what an annotation cannot (lengths, the
+    key, an index); an optional field added to the event later gets its
+    column here, typed from the annotation, and needs only its migration.
+    """
+    table = Feedback.__table__
+    for name in FeedbackEvent.model_fields:
+        if name not in table.c:
+            setattr(Feedback, name, mapped_column(name, _sql_type(name), nullable=True))
+
+
+_add_event_columns()
 
 
 class Quarantine(Base):

@@ -8,8 +8,8 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 
     >>> store = Store("sqlite:///.driftloop/store.db")
     >>> store.migrate()
-    >>> store.add_events(events, source="feedback.jsonl")
-    (1200, 0)
+    >>> store.write_batch(Batch("feedback.jsonl", events, quarantine, Checkpoint("file:/x", "2048")))
+    Written(accepted=1200, duplicates=0)
     >>> df = store.read_window(start, end, segment_fields=["topic"])
 """
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy import Table, delete, func, select, text
 
-from driftloop.store.engine import (
-    WRITE, bulk_insert_ignore, copy_into, driver_value, insert_ignore, make_engine, upsert,
-)
+from driftloop.store.batch import EVENT_COLUMNS, Batch, Checkpoint, Encoded, QuarantineRow, Written
+from driftloop.store.encode import encode
+from driftloop.store.engine import WRITE, bulk_insert_ignore, copy_into, driver_value, insert_ignore, make_engine
 from driftloop.store.loop import LoopStateMixin
 from driftloop.store.models import (
     EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, WebhookDelivery, utcnow,
@@ -34,8 +34,6 @@ from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from driftloop.ingest.copytext import CopyBlock
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
@@ -97,93 +95,69 @@ class Store(LoopStateMixin):
             command.upgrade(cfg, "head")
 
     # --------------------------------------------------------------- feedback
-    def add_batch(
-        self,
-        events: list[FeedbackEvent],
-        quarantine: list[dict[str, Any]],
-        source: str,
-        checkpoint: tuple[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Write events, quarantined rows and the source checkpoint in one transaction.
-
-        Returns (accepted, duplicates): an event whose `event_id` is already
-        stored, or appears earlier in the same batch, is skipped and counted
-        as a duplicate. `quarantine` rows have keys source, raw, field and
-        reason; `checkpoint` is (source_key, position) and is overwritten.
-        """
-        dialect = self.engine.dialect.name
-        now = driver_value(dialect, utcnow())
-        rows, seen = [], set()
-        for e in events:
-            if e.event_id in seen:
-                continue
-            seen.add(e.event_id)
-            rows.append(_event_tuple(e, source, now, dialect))
-        with self._writer.begin() as conn:
-            accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
-            if quarantine:
-                insert_ignore(conn, _QUARANTINE, _quarantine_rows(quarantine), ["content_id"])
-            if checkpoint is not None:
-                upsert(conn, _CHECKPOINT, {"source_key": checkpoint[0], "position": checkpoint[1],
-                                           "updated_at": utcnow()}, ["source_key"])
-        return accepted, len(events) - accepted
-
     @property
     def dialect(self) -> str:
-        """`sqlite` or `postgresql`: which driver types `add_rows` expects."""
+        """`sqlite` or `postgresql`."""
         return self.engine.dialect.name
 
-    def add_rows(
-        self, rows: list[tuple], quarantine: list[dict[str, Any]], checkpoint: tuple[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """`add_batch` for rows already built: tuples in EVENT_COLUMNS order, in the driver's types.
+    def prepare(self, batch: Batch) -> Batch:
+        """The batch with its events already in the form this store writes; no database work.
 
-        The ingestion fast path builds these straight from columns (see
-        `event_row`). Returns (accepted, duplicates); the first of two rows with
-        one `event_id` wins, as in `add_batch`. SQLite's INSERT OR IGNORE
-        already keeps the first, so only PostgreSQL de-duplicates here.
+        `write_batch` does this itself; calling it first, in the thread that
+        built the batch, takes the conversion (COPY text on PostgreSQL, row
+        tuples on SQLite) off the writer's thread. The ingestion time stored
+        with the events is taken here.
         """
-        total, dialect = len(rows), self.dialect
+        if isinstance(batch.events, Encoded):
+            return batch
+        now = driver_value(self.dialect, utcnow())
+        return Batch(batch.source, encode(batch.events, self.dialect, batch.source, now), batch.quarantine,
+                     batch.checkpoint)
+
+    def write_batch(self, batch: Batch) -> Written:
+        """Write a batch's events, its quarantined rows and its checkpoint in one transaction.
+
+        An event whose `event_id` is already stored, or appears earlier in the
+        same batch, is skipped and counted as a duplicate; a quarantined row
+        whose content id is stored already is skipped; the checkpoint is
+        overwritten. SQLite takes multi-row `INSERT OR IGNORE`s; PostgreSQL
+        a COPY straight into the table, or, where an id is stored already,
+        through a staging table with `ON CONFLICT DO NOTHING`.
+        """
+        enc = self.prepare(batch).events
+        assert isinstance(enc, Encoded)
+        if enc.dialect != self.dialect:
+            raise ValueError(f"write_batch: events prepared for {enc.dialect}, this store is {self.dialect}")
         with self._writer.begin() as conn:
-            dbapi = conn.connection.driver_connection
-            if dialect == "sqlite":
-                accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
+            if not enc.n_rows:
+                accepted = 0
+            elif enc.dialect == "sqlite":
+                assert isinstance(enc.rows, list)
+                accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), enc.rows, "event_id")
             else:
-                seen: set[str] = set()
-                rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]  # type: ignore[func-returns-value]
-                accepted = _pg_copy_new(conn, rows)
-            _write_side_rows(dbapi, dialect, quarantine, checkpoint)
-        return accepted, total - accepted
-
-    def add_copy(
-        self, block: "CopyBlock", quarantine: list[dict[str, Any]], checkpoint: tuple[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """`add_rows` on PostgreSQL for rows already in COPY text (`ingest.copytext.copy_block`).
-
-        The block's rows have distinct event ids; one stored before makes the
-        COPY fail, and the block then takes the staging table with `ON
-        CONFLICT DO NOTHING`. Returns (accepted, duplicates), duplicates
-        counting the rows `copy_block` dropped within the block too.
-        """
-        if self.dialect != "postgresql":
-            raise ValueError(f"add_copy: COPY text is for PostgreSQL, not {self.dialect}")
-        with self._writer.begin() as conn:
-            accepted = _pg_copy_new(conn, block.payload, block.rows) if block.rows else 0
-            _write_side_rows(conn.connection.driver_connection, self.dialect, quarantine, checkpoint)
-        return accepted, block.total - accepted
+                accepted = _pg_copy_new(conn, enc.rows, enc.n_rows)
+            _write_side_rows(conn.connection.driver_connection, self.dialect, batch.quarantine, batch.checkpoint)
+        return Written(accepted, enc.total - accepted)
 
     def add_events(
-        self, events: list[FeedbackEvent], source: str, checkpoint: tuple[str, str] | None = None
-    ) -> tuple[int, int]:
-        """Store events, skipping duplicates; return (accepted, duplicates). See `add_batch`."""
-        return self.add_batch(events, [], source, checkpoint)
+        self, events: Sequence[FeedbackEvent], source: str, checkpoint: tuple[str, str] | None = None
+    ) -> Written:
+        """`write_batch` of events alone: (accepted, duplicates)."""
+        return self.write_batch(Batch(source, events, (), _checkpoint(checkpoint)))
 
-    def add_quarantine(self, rows: list[dict[str, Any]]) -> int:
+    def add_batch(
+        self, events: Sequence[FeedbackEvent], quarantine: Sequence[QuarantineRow], source: str,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> Written:
+        """`write_batch` with the batch's parts as arguments, for callers that predate `Batch`."""
+        return self.write_batch(Batch(source, events, quarantine, _checkpoint(checkpoint)))
+
+    def add_quarantine(self, rows: Sequence[QuarantineRow]) -> int:
         """Store rows that could not be accepted (keys source, raw, field, reason; content_id optional).
 
         Returns how many were given; one whose content id is stored already is skipped.
         """
-        self.add_batch([], rows, source="")
+        self.write_batch(Batch("", (), rows))
         return len(rows)
 
     def get_checkpoint(self, source_key: str) -> str | None:
@@ -370,12 +344,6 @@ class Store(LoopStateMixin):
                 "detail": {r["item_id"]: r["detail"] for r in rows if r["detail"]}}
 
 
-EVENT_COLUMNS = (
-    "event_id", "ts", "model_version", "prompt", "response", "rating", "rating_raw", "thumbs_up",
-    "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata", "source", "ingested_at",
-)
-
-
 _QUARANTINE_SQL = ("INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING")
 _CHECKPOINT_SQL = ("INSERT INTO ingest_checkpoint (source_key, position, updated_at) VALUES (?, ?, ?) "
@@ -383,8 +351,12 @@ _CHECKPOINT_SQL = ("INSERT INTO ingest_checkpoint (source_key, position, updated
                    "updated_at = excluded.updated_at")
 
 
-def _write_side_rows(dbapi: Any, dialect: str, quarantine: list[dict[str, Any]],
-                     checkpoint: tuple[str, str] | None) -> None:
+def _checkpoint(c: tuple[str, str] | None) -> Checkpoint | None:
+    return None if c is None else Checkpoint(*c)
+
+
+def _write_side_rows(dbapi: Any, dialect: str, quarantine: Sequence[QuarantineRow],
+                     checkpoint: Checkpoint | None) -> None:
     """A batch's quarantine rows and checkpoint, on the driver: SQLAlchemy's per-statement cost is per batch here."""
     now = driver_value(dialect, utcnow())
     q_sql, c_sql = (_QUARANTINE_SQL, _CHECKPOINT_SQL) if dialect == "sqlite" else (
@@ -422,39 +394,6 @@ def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> 
     return n if isinstance(rows, bytes) and n is not None else len(rows)
 
 
-_SEGMENT_JSON: dict[tuple, str] = {}
-
-
-def _segment_json(seg: dict[str, str]) -> str:
-    # Segments repeat (a few topics x locales): serialise each distinct one once.
-    key = tuple(seg.items())
-    text_ = _SEGMENT_JSON.get(key)
-    if text_ is None:
-        text_ = json.dumps(seg, ensure_ascii=False)
-        if len(_SEGMENT_JSON) < 10_000:  # bounded: ids or free text as segments would not repeat
-            _SEGMENT_JSON[key] = text_
-    return text_
-
-
-def event_row(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple:
-    """One event as a store row for `Store.add_rows` (`now`: the ingestion time in driver form)."""
-    return _event_tuple(e, source, now, dialect)
-
-
-def _event_tuple(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple:
-    """One feedback row in EVENT_COLUMNS order, in the bulk path's driver types."""
-    seg = _segment_json(e.segment) if e.segment else "{}"
-    meta = json.dumps(e.metadata, ensure_ascii=False) if e.metadata else "{}"
-    ts = e.ts
-    if dialect == "sqlite" and ts.tzinfo is timezone.utc:  # parse_row's events: driver_value inlined
-        ts = ts.replace(tzinfo=None).isoformat(" ", "microseconds")
-    else:
-        ts = driver_value(dialect, ts)
-    return (e.event_id, ts, e.model_version, e.prompt, e.response, e.rating,
-            e.rating_raw, e.thumbs_up, e.correction, seg, e.latency_ms, e.tokens_in, e.tokens_out, meta,
-            source, now)
-
-
 def _text(value: Any) -> str:
     # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded.
     s = value if isinstance(value, str) else str(value)
@@ -472,14 +411,14 @@ def quarantine_id(raw: str, field: str, reason: str, namespace: str) -> str:
     return hashlib.sha256(canon.encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def _quarantine_row(q: dict[str, Any]) -> dict[str, Any]:
-    row = {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
+def _quarantine_row(q: QuarantineRow) -> dict[str, Any]:
+    row: dict[str, Any] = {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
            "field": _text(q.get("field", ""))[:128], "reason": _text(q.get("reason", "")), "created_at": utcnow()}
     row["content_id"] = q.get("content_id") or quarantine_id(row["raw"], row["field"], row["reason"], row["source"])
     return row
 
 
-def _quarantine_rows(quarantine: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _quarantine_rows(quarantine: Sequence[QuarantineRow]) -> list[dict[str, Any]]:
     """Store rows of a batch's quarantined rows, each content id once (the first wins)."""
     out, seen = [], set()
     for q in quarantine:

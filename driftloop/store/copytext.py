@@ -1,18 +1,18 @@
-"""PostgreSQL COPY text of a parsed block: the writer hands COPY one buffer instead of building rows.
+"""PostgreSQL COPY text of column-form events: the store hands COPY one buffer instead of building rows.
 
-On PostgreSQL the fast path's rows are not built as Python tuples at all.
-`copy_block` turns a parsed block (`columnar.block_parts`) into the rows of
-COPY's text format (tab-separated, `\\N` for NULL, backslash escapes), with
-arrow's string kernels for the columns and Python only for the few rows the
-row path or the redactor built. In-block duplicates are dropped here (the
-first occurrence of an event id wins, as on every other path), so a COPY
-straight into `feedback` fails only on an id stored before; `Store.add_copy`
-then takes the staging table and `ON CONFLICT DO NOTHING`.
+On PostgreSQL, events in column form (`batch.EventColumns`) are not built
+as Python tuples at all. `copy_block` turns them into the rows of COPY's
+text format (tab-separated, `\\N` for NULL, backslash escapes), with arrow's
+string kernels for the columns and Python only for the few events given
+whole. In-batch duplicates are dropped here (the first occurrence of an
+event id wins, as on every other path), so a COPY straight into `feedback`
+fails only on an id stored before; the store then takes the staging table
+and `ON CONFLICT DO NOTHING`.
 
-It runs where the block was parsed, in the parse child or a parser thread,
-so the writer only sends bytes to the server.
+It runs wherever `Store.prepare` is called: in the ingestion's parser
+thread, so the writer only sends bytes to the server.
 
-    >>> block = copy_block(parts)
+    >>> block = copy_block(events, "feedback.jsonl", now)
     >>> block.payload[:40], block.rows, block.total
     (b'e1\\t2026-10-01 00:00:00.000000+00:00\\t3\\t...', 1987, 2000)
 """
@@ -22,10 +22,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from driftloop.store.batch import EventColumns
+
 if TYPE_CHECKING:
     import numpy as np
-
-    from driftloop.ingest.columnar import BlockParts
 
 NULL = "\\N"
 # COPY text: a backslash starts an escape, tab ends a column, newline/CR end a row.
@@ -34,11 +34,11 @@ _ESCAPE_TABLE = str.maketrans(dict(_ESCAPES))
 
 
 class CopyBlock(NamedTuple):
-    """COPY text rows of one block (EVENT_COLUMNS order) and the counts the writer reports."""
+    """COPY text rows of one batch (EVENT_COLUMNS order) and the counts the writer reports."""
 
     payload: bytes  # rows with distinct event ids, the first occurrence of each
     rows: int  # rows in `payload`
-    total: int  # rows of the block that parsed: `rows` plus the in-block duplicates
+    total: int  # events given: `rows` plus the in-batch duplicates
 
 
 def cell(v: Any) -> str:
@@ -61,56 +61,62 @@ def line(row: tuple) -> str:
     return "\t".join(map(cell, row)) + "\n"
 
 
-def copy_block(parts: "BlockParts") -> CopyBlock:
-    """The COPY text of a parsed block's rows: in-block duplicates dropped, the first one kept."""
+def copy_block(events: EventColumns, source: str, now: Any) -> CopyBlock:
+    """The COPY text of column-form events: in-batch duplicates dropped, the first one kept.
+
+    `now` is the ingestion time, stored in every row with `source`.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    # Event ids and line numbers of every row, table by table, then the row path's rows.
-    lines: list[int] = []
+    from driftloop.store.encode import Constant, event_row, table_columns
+
+    # Event ids and positions of every row, table by table, then the single events.
+    positions: list[int] = []
     ids: list[str] = []
-    for idx, got in parts.fast:
-        got_ids = got.cols[0].to_pylist()
-        for j, row in got.fixed.items():
-            got_ids[j] = row[0]
-        lines += idx
+    for idx, table in events.tables:
+        got_ids = table.columns["event_id"].to_pylist()
+        for j, e in table.events.items():
+            got_ids[j] = e.event_id
+        positions += idx
         ids += got_ids
-    for i, row in parts.slow:
-        lines.append(i)
-        ids.append(row[0])
+    for i, e in events.events:
+        positions.append(i)
+        ids.append(e.event_id)
     total = len(ids)
-    keep = _first_of_each(np.asarray(lines, dtype=np.int64), ids)
+    keep = _first_of_each(np.asarray(positions, dtype=np.int64), ids)
 
     chunks: list[bytes] = []
-    tail = [pa.scalar("{}"), pa.scalar(cell(parts.source)), pa.scalar(cell(parts.now_value) + "\n")]
+    tail = [pa.scalar(cell(source)), pa.scalar(cell(now) + "\n")]
+    given: list[str] = []  # lines of the events given whole
     at = 0
-    for idx, got in parts.fast:
+    for idx, table in events.tables:
         mine = keep[at:at + len(idx)]
         at += len(idx)
-        fixed = [row for j, row in got.fixed.items() if mine[j]]
-        if fixed:  # the rows Python built, as arrays of the same types
+        if table.events:
+            given += [line(event_row(e, source, now, "postgresql")) for j, e in table.events.items() if mine[j]]
             mine = mine.copy()
-            mine[list(got.fixed)] = False
-            cols = [pa.array(v, type=c.type) for v, c in zip(zip(*fixed), got.cols)]
-            chunks.append(_arrow_lines(cols, tail, plain=False))
+            mine[list(table.events)] = False
+        cols = [pa.scalar(cell(c.value)) if isinstance(c, Constant) else c for c in table_columns(table, "postgresql")]
         if mine.all():
-            chunks.append(_arrow_lines(got.cols, tail, got.plain))
+            chunks.append(_arrow_lines(cols, tail, table.plain))
         elif mine.any():
             take = pa.array(mine)
-            chunks.append(_arrow_lines([pc.filter(c, take) for c in got.cols], tail, got.plain))
-    slow = "".join(line(row) for (_, row), k in zip(parts.slow, keep[at:]) if k)
-    if slow:
-        chunks.append(slow.encode())
+            cols = [c if isinstance(c, pa.Scalar) else pc.filter(c, take) for c in cols]
+            chunks.append(_arrow_lines(cols, tail, table.plain))
+    given += [line(event_row(e, source, now, "postgresql")) for (_, e), k in zip(events.events, keep[at:]) if k]
+    if given:
+        chunks.append("".join(given).encode())
     return CopyBlock(b"".join(chunks), int(keep.sum()), total)
 
 
-def _first_of_each(lines: "np.ndarray", ids: list[str]) -> "np.ndarray":
+def _first_of_each(positions: np.ndarray, ids: list[str]) -> np.ndarray:
     """Mask of the rows that hold the first occurrence (lowest line number) of their id."""
     import numpy as np
 
     n = len(ids)
-    order = np.argsort(lines, kind="stable")
+    order = np.argsort(positions, kind="stable")
     in_order = [ids[k] for k in order.tolist()]
     first = dict(zip(reversed(in_order), range(n - 1, -1, -1)))  # the lowest position wins
     if len(first) == n:
@@ -121,7 +127,7 @@ def _first_of_each(lines: "np.ndarray", ids: list[str]) -> "np.ndarray":
 
 
 def _arrow_lines(cols: list[Any], tail: list[Any], plain: bool) -> bytes:
-    """COPY text lines of the columns (pyarrow arrays) followed by the constant `tail` cells.
+    """COPY text lines of the columns (pyarrow arrays, or scalars of COPY text) followed by the constant `tail` cells.
 
     `plain`: no string holds a backslash, tab, CR or line feed, so none needs an escape.
     """
@@ -131,6 +137,9 @@ def _arrow_lines(cols: list[Any], tail: list[Any], plain: bool) -> bytes:
 
     text = []
     for c in cols:
+        if isinstance(c, pa.Scalar):
+            text.append(c)
+            continue
         if c.type != pa.string():
             c = pc.cast(c, pa.string())  # floats: the shortest round-trip text; booleans: true/false
         elif not plain and pc.any(pc.match_substring_regex(c, "[\\\\\t\n\r]")).as_py():

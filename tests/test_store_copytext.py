@@ -1,4 +1,4 @@
-"""COPY text of the PostgreSQL fast path: PostgreSQL reads back exactly what psycopg's own COPY writes.
+"""COPY text of the store's PostgreSQL bulk path: PostgreSQL reads back exactly what psycopg's own COPY writes.
 
 `copytext.cell` and the arrow formatting of `copy_block` are checked against
 `psycopg`'s `write_row` on a real server, value by value; the in-block
@@ -22,14 +22,15 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from driftloop.ingest.columnar import block_parts, screen_hits
-from driftloop.ingest.copytext import _arrow_lines, _first_of_each, cell, copy_block, line
 from driftloop.ingest.lines import Block
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import might_match
-from driftloop.store import Store
+from driftloop.store import Batch, Checkpoint, Store
+from driftloop.store.batch import EVENT_COLUMNS
+from driftloop.store.copytext import _arrow_lines, _first_of_each, cell, copy_block, line
+from driftloop.store.encode import encode
 from driftloop.store.engine import driver_value
 from driftloop.store.models import utcnow
-from driftloop.store.repo import EVENT_COLUMNS, event_row
 
 TRICKY = ["", "plain", "back\\slash", "tab\there", "line\nfeed", "cr\rhere", "\\N", "\\t literal", "\x1c\x1d\x0b\x0c\x08",
           "caf\u00e9 \U0001F600", "end\\", "\t\n\r\\"]
@@ -99,9 +100,7 @@ def _block(objs: list[dict], source: str = "src") -> tuple:
     parser = RowParser()
     lines = [json.dumps(o).encode() if isinstance(o, dict) else o for o in objs]
     reasons: Counter[str] = Counter()
-    parts, quarantine = block_parts(Block(lines, {}, 0), parser, source, "postgresql",
-                                    driver_value("postgresql", utcnow()), event_row, reasons)
-    return parts, quarantine
+    return block_parts(Block(lines, {}, 0), parser, source, reasons)
 
 
 GOOD = {"event_id": "g1", "ts": "2026-11-01T10:00:00+00:00", "model_version": "3", "prompt": "where is my refund",
@@ -122,8 +121,8 @@ def test_copy_block_keeps_the_first_of_each_id_across_tables_fixed_and_row_path_
         {**GOOD, "event_id": None},  # the same content: the same id
     ]
     parts, quarantine = _block(objs)
-    assert len(quarantine) == 1 and parts.slow and len(parts.fast) >= 2
-    block = copy_block(parts)
+    assert len(quarantine) == 1 and parts.events and len(parts.tables) >= 2
+    block = copy_block(parts, "src", driver_value("postgresql", utcnow()))
     assert (block.rows, block.total) == (4, 8)
     stored = [r.split("\t") for r in block.payload.decode().splitlines()]
     assert all(len(r) == len(EVENT_COLUMNS) for r in stored) and len(stored) == 4
@@ -134,17 +133,18 @@ def test_copy_block_keeps_the_first_of_each_id_across_tables_fixed_and_row_path_
 
 
 @pytest.mark.postgres
-def test_add_copy_falls_back_when_another_writer_stores_an_id_first(pg_port):
+def test_copy_falls_back_when_another_writer_stores_an_id_first(pg_port):
     from conftest import new_pg_database
     from test_ingest_fast import while_another_writer_holds_x1
 
     store = Store(new_pg_database(pg_port))
     store.migrate()
     parts, _ = _block([{**GOOD, "event_id": "x1"}, {**GOOD, "event_id": "x2", "prompt": "p"}])
-    block = copy_block(parts)
     # x2 stored, x1 counted as a duplicate: the other writer's row stays.
-    assert while_another_writer_holds_x1(store, lambda: store.add_copy(block, [], ("k", "1"))) == (1, 1)
-    assert store.add_copy(block, [{"source": "s", "raw": "r", "field": "f", "reason": "why"}], ("k", "2")) == (0, 2)
+    batch = Batch("src", parts, (), Checkpoint("k", "1"))
+    assert while_another_writer_holds_x1(store, lambda: store.write_batch(batch)) == (1, 1)
+    again = Batch("src", parts, [{"source": "s", "raw": "r", "field": "f", "reason": "why"}], Checkpoint("k", "2"))
+    assert store.write_batch(again) == (0, 2)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT event_id, prompt FROM feedback ORDER BY 1")).all() == [("x1", "o"), ("x2", "p")]
         assert c.execute(text("SELECT position FROM ingest_checkpoint WHERE source_key = 'k'")).scalar() == "2"
@@ -152,10 +152,11 @@ def test_add_copy_falls_back_when_another_writer_stores_an_id_first(pg_port):
     store.close()
 
 
-def test_add_copy_is_refused_on_sqlite(tmp_path):
+def test_copy_text_is_refused_by_a_sqlite_store(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     parts, _ = _block([GOOD])
-    with pytest.raises(ValueError, match="PostgreSQL"):
-        store.add_copy(copy_block(parts), [], None)
+    copy_text = encode(parts, "postgresql", "src", driver_value("postgresql", utcnow()))
+    with pytest.raises(ValueError, match="postgresql"):
+        store.write_batch(Batch("src", copy_text))
     assert store.count_events() == 0
