@@ -73,6 +73,14 @@ def shingles(text: str, k: int = 3) -> frozenset[tuple[str, ...]]:
     return frozenset(tuple(words[i:i + k]) for i in range(len(words) - k + 1))
 
 
+def split_of(prompt: str, existing_splits: dict[str, str], cfg: GoldenConfig) -> str:
+    """The split a prompt belongs to: the stored one where the prompt already has items, else its
+    hash's (the same rule as `split_corrections`, so rated feedback and corrections on one prompt
+    always land on the same side)."""
+    key = prompt_key(prompt, cfg.salt)
+    return existing_splits.get(key) or _hash_split(key, cfg.holdout_fraction)
+
+
 def _hash_split(key: str, holdout_fraction: float) -> str:
     # First 32 bits of the key as a uniform number in [0, 1).
     return GOLDEN if int(key[:8], 16) / 2**32 < holdout_fraction else TRAIN

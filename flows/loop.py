@@ -163,7 +163,9 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     if rt.nothing_to_train:
         return _nothing_to_train(ctx, owner, summary, memory, rt.n_train, rt.needed)
     summary.challenger_version = rt.version
-    summary.retrain_note = (f"{rt.method} on {rt.n_train} training-pool items + {rt.n_replay} replay, "
+    counts = ", ".join(f"{n} {k}" for k, n in rt.counts.items() if n) if rt.counts else ""
+    summary.retrain_note = (f"{rt.method} {rt.objective} on {rt.n_train} training-pool items"
+                            + (f" ({counts})" if counts else "") + f" + {rt.n_replay} replay, "
                             f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
     alert(ctx, "retrain.finished", model_version=rt.version, previous_version=rt.base_version,
           reasons=[summary.retrain_note], run_id=parent, cycle=summary.cycle)

@@ -19,9 +19,11 @@ from pydantic import BaseModel, Field
 
 from driftloop import tags as T
 from driftloop.errors import StageError
-from evaluators.golden import exclude_near_duplicates
+from driftloop.store.feedback_reads import rated_events
+from evaluators.golden import exclude_near_duplicates, split_of
 from flows.common import StageParams, context, log, stage_run
-from retrain.curate import build_training_set, carry_replay, load_replay, write_jsonl
+from retrain.curate import build_preference_set, build_training_set, carry_replay, load_replay, write_jsonl
+from retrain.data import row_hash, rows_digest
 from retrain.spec import RetrainSpec
 from retrain.trainer import train
 
@@ -41,11 +43,20 @@ class RetrainResult(BaseModel):
     nothing_to_train: bool = Field(default=False, description="Too few corrected training-pool items "
                                                               "(`retrain.min_train_items`): nothing was trained.")
     needed: int = Field(default=0, description="With nothing_to_train: the items a retrain needs.")
+    objective: str = Field(default="sft", description="What the job trained: sft, dpo, kto or mixed.")
+    counts: dict[str, int] = Field(default_factory=dict, description="Training rows per kind (preference objectives).")
 
 
 @task(name="curate-training-set")
 def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
-    """Training pool only, minus anything near a golden item; replay from the champion's folder."""
+    """Training pool only, minus anything near a golden item; replay from the champion's folder.
+
+    `retrain.objective` sft, or auto with at least `min_train_items` corrections: the corrections
+    (SFT, as always). Otherwise every kind of feedback in the training pool feeds its objective
+    (`retrain.curate.build_preference_set`): pairs for dpo, thumbs and ratings for kto, both for
+    mixed; auto takes what the data can feed. Rated events on a golden prompt (same hash split as
+    the corrections) or near one never come in.
+    """
     ctx = context(params)
     cfg, store = ctx.cfg, ctx.store
     golden = [i["prompt"] for i in store.items("golden")]
@@ -53,13 +64,33 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
     # Re-checked here: the golden set may have grown since these items were filed as training.
     kept = exclude_near_duplicates(pool, golden, cfg.golden.near_dup_jaccard)
     dropped = len(pool) - len(kept)
-    examples, manifest = build_training_set(kept, load_replay(champion_dir), cfg.retrain.replay_fraction,
-                                            cfg.retrain.seed)
+    objective = cfg.retrain.objective
+    if objective == "sft" or (objective == "auto" and len(kept) >= cfg.retrain.min_train_items):
+        examples, manifest = build_training_set(kept, load_replay(champion_dir), cfg.retrain.replay_fraction,
+                                                cfg.retrain.seed)
+        manifest["objective"] = "sft"
+    else:
+        examples, manifest = _preference_set(ctx, kept, golden, objective)
     manifest["counts"]["dropped_near_golden"] = dropped
     manifest["golden_items"] = len(golden)
-    log().info("curated %d training-pool items (+%d replay); %d dropped as near-golden",
-               manifest["counts"]["train"], manifest["counts"]["replay"], dropped)
+    log().info("curated %d training items for %s (+%d replay); %d dropped as near-golden",
+               manifest["counts"]["train"], manifest["objective"], manifest["counts"]["replay"], dropped)
     return examples, manifest
+
+
+def _preference_set(ctx, corrected: list[dict], golden: list[str], objective: str) -> tuple[list[dict], dict]:
+    cfg = ctx.cfg
+    splits = ctx.store.item_splits()
+    rated = [e for e in rated_events(ctx.store) if split_of(e["prompt"] or "", splits, cfg.golden) == "train"]
+    rated = exclude_near_duplicates(rated, golden, cfg.golden.near_dup_jaccard)
+    rows, pm = build_preference_set(rated, corrected)
+    chosen = pm["objective"] if objective == "auto" else objective
+    usable = {"sft": ("sft",), "dpo": ("dpo",), "kto": ("kto",), "mixed": ("sft", "dpo")}.get(chosen, ())
+    rows = [r for r in rows if r["objective"] in usable]
+    manifest = {"objective": chosen, "counts": {**pm["counts"], "train": len(rows), "replay": 0},
+                "kto_weights": pm["kto_weights"], "quarantined": pm["quarantined"], "sources": pm["sources"],
+                "digest": rows_digest(rows), "hashes": sorted(row_hash(r) for r in rows)}
+    return rows, manifest
 
 
 @task(name="fine-tune")
@@ -79,7 +110,7 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
     base_version, base_dir = tr.resolve("champion")
     with stage_run(ctx, "retrain", params.parent_run_id) as run_id:
         examples, manifest = curate(params, str(base_dir))
-        if manifest["counts"]["train"] < cfg.retrain.min_train_items:
+        if manifest["objective"] == "none" or manifest["counts"]["train"] < cfg.retrain.min_train_items:
             # Thumbs-only feedback finds a regression but gives no example to learn from: a result, not a
             # failure (the stage run finishes, tagged), so the cycle can record it and cool down.
             tr.set_tags(run_id, {T.SKIPPED: "nothing to train on"})
@@ -91,8 +122,11 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         job_dir = cfg.state_path / "retrain" / f"{run_id[:8]}-{uuid.uuid4().hex[:6]}"
         data = write_jsonl(examples, job_dir / "data.jsonl")
         r = cfg.retrain
+        settings = {**r.training_params(), "objective": manifest["objective"]}
+        if manifest["objective"] == "kto":
+            settings["kto_desirable_weight"], settings["kto_undesirable_weight"] = manifest["kto_weights"]
         spec = RetrainSpec(base_model=str(base_dir), data_path=str(data), output_dir=str(job_dir / "result"),
-                           device=cfg.model.device, data_digest=manifest["digest"], **r.training_params())
+                           device=cfg.model.device, data_digest=manifest["digest"], **settings)
         spec.to_json(job_dir / "spec.json")
         tr.log_params(run_id, {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, "base_version": base_version})
         tr.log_dict(run_id, manifest, "data_manifest.json")
@@ -110,11 +144,13 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         for step, loss in m.get("loss_curve", []):
             tr.log_metrics(run_id, {"train_loss": loss}, step=int(step))
         tr.log_artifacts(run_id, result.output_dir, "job")
-        carry_replay(result.model_dir, load_replay(base_dir), examples, r.seed, keep=REPLAY_KEEP)
+        # Replay keeps corrections only: a pair or a rated row teaches relative to its own model.
+        sft_rows = [e for e in examples if "completion" in e and "label" not in e]
+        carry_replay(result.model_dir, load_replay(base_dir), sft_rows, r.seed, keep=REPLAY_KEEP)
         version = tr.register_model(
             run_id, result.model_dir,
-            description=f"{r.method} fine-tune of version {base_version} on {manifest['counts']['train']} "
-                        f"training-pool items + {manifest['counts']['replay']} replay.",
+            description=f"{r.method} {manifest['objective']} fine-tune of version {base_version} on "
+                        f"{manifest['counts']['train']} training-pool items + {manifest['counts']['replay']} replay.",
             tags={T.ORIGIN: "retrain", T.BASE_VERSION: base_version,
                   T.METHOD: r.method, T.RETRAIN_RUN: run_id})
         tr.set_alias("challenger", version)
@@ -123,4 +159,5 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
                              n_train=manifest["counts"]["train"], n_replay=manifest["counts"]["replay"],
                              train_seconds=float(m.get("train_seconds", m.get("wall_seconds", 0.0))),
                              final_loss=float(m.get("final_loss", float("nan"))), run_id=run_id,
-                             output_dir=result.output_dir)
+                             output_dir=result.output_dir, objective=manifest["objective"],
+                             counts={k: int(v) for k, v in manifest["counts"].items() if k in ("sft", "dpo", "kto")})

@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from retrain.params import kto_weights
 from retrain.spec import dataset_digest, example_hash
 
 
@@ -155,9 +156,8 @@ def build_preference_set(
       `neutral[0]` (a score in between says nothing and is skipped).
 
     Rows carry `objective` ("sft", "dpo", "kto") and `sources` (the event ids behind them);
-    the manifest counts each kind and quarantined pairs, and sets KTO's class weights from the
-    balance of desirable and undesirable rows (desirable weight x n_desirable = n_undesirable,
-    the ratio TRL's KTOTrainer recommends keeping in [1, 4/3]).
+    the manifest counts each kind and quarantined pairs, and gives KTO's class weights from the
+    balance of desirable and undesirable rows (`retrain.params.kto_weights`).
     """
     rows: list[dict[str, Any]] = []
     quarantined = {"identical_pair": 0, "too_long": 0}
@@ -210,9 +210,7 @@ def build_preference_set(
         "kto_desirable": n_up,
         "kto_undesirable": n_down,
         "quarantined": quarantined,
-        # TRL: keep (w_d * n_d) / (w_u * n_u) in [1, 4/3]; 1 exactly, from the balance.
-        "kto_desirable_weight": round(n_down / n_up, 6) if n_up and n_down else 1.0,
-        "kto_undesirable_weight": 1.0,
+        "kto_weights": list(kto_weights(n_up, n_down)),
         "objective": auto_objective(counts),
         "sources": {r["id"]: r["sources"] for r in rows},
     }

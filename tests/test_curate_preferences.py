@@ -34,7 +34,8 @@ def test_kto_weights_balance_desirable_and_undesirable():
     rows, m = build_preference_set(rated, [])
     assert m["objective"] == "kto" and (m["kto_desirable"], m["kto_undesirable"]) == (6, 2)
     # desirable weight x 6 == undesirable weight x 2: TRL's recommended ratio of 1.
-    assert abs(m["kto_desirable_weight"] * 6 - m["kto_undesirable_weight"] * 2) < 1e-5
+    wd, wu = m["kto_weights"]
+    assert abs(wd * 6 - wu * 2) < 1e-9
 
 
 def test_a_pair_rated_both_ways_on_the_same_text_is_quarantined():

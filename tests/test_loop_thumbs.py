@@ -1,10 +1,16 @@
-"""A world with thumbs but no corrections: the loop finds the regression and, with nothing to
-train on, records the decision, alerts, cools down and exits 0 (real model, lm-eval, MLflow)."""
+"""A world with thumbs but no corrections (real model, lm-eval, MLflow): with `retrain.objective:
+auto` the loop trains on the thumbs (DPO where one prompt got opposite thumbs, else KTO) and gates the
+candidate; with `sft`, nothing to train on is a
+recorded decision, an alert and a cooldown, exit 0."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +27,10 @@ def _write(events: list[dict], path) -> None:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
-def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, demo_model, prefect_harness,
-                                                                   e2e_config, capsys):
-    cfg_path = e2e_config(tmp_path, demo_model)
+def _thumbs_world(tmp_path, demo_model, e2e_config, extra: str = ""):
+    """Seven baseline days and one shifted day of the demo world, every correction removed; the
+    first cycle runs on the baseline. Returns the config path."""
+    cfg_path = e2e_config(tmp_path, demo_model, extra)
     (tmp_path / "feedback").mkdir()
     start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     events = [{k: v for k, v in e.items() if k != "correction"} for e in simulate(seed=0, start=start)]
@@ -31,12 +38,39 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
     _write([e for e in events if datetime.fromisoformat(e["ts"]) < cut], tmp_path / "feedback" / "a.jsonl")
     assert main(["--config", str(cfg_path), "loop"]) == 0
     _write([e for e in events if datetime.fromisoformat(e["ts"]) >= cut], tmp_path / "feedback" / "b.jsonl")
-    capsys.readouterr()
-    assert main(["--config", str(cfg_path), "loop"]) == 0
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    assert "regression; nothing to train on: 0 corrections in the training pool, need 1" in out.out
+    return cfg_path
 
+
+def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_gate(tmp_path, demo_model,
+                                                                                  prefect_harness, e2e_config):
+    cfg_path = _thumbs_world(tmp_path, demo_model, e2e_config)
+    assert main(["--config", str(cfg_path), "loop"]) == 0
+    cfg = load_config(cfg_path)
+    tr = Tracker.from_config(cfg)
+    cycle = tr.client.search_runs([tr.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+    summary = tr.read_json(cycle.info.run_id, "cycle_summary.json")
+    assert summary["decision_action"] == "retrain"
+    # The world has prompts asked more than once with opposite thumbs: auto trains DPO on those pairs.
+    assert summary["retrain_note"].startswith("lora dpo on "), summary["retrain_note"]
+    assert " dpo, " in summary["retrain_note"] and summary["challenger_version"] == "2"
+    # The same gate: with no corrections there is no golden set, so no target suite shows a gain.
+    kinds = {f["kind"] for f in summary["gate_findings"]}
+    assert summary["outcome"] == "rejected version 2" and "no_target_suite" in kinds, summary["gate_reasons"]
+    assert tr.alias_version("champion") == "1"
+
+
+def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, demo_model, prefect_harness,
+                                                                   e2e_config):
+    cfg_path = _thumbs_world(tmp_path, demo_model, e2e_config, "retrain: {objective: sft}")
+    # The command as a user runs it, in its own process: exit 0, the verdict on one line, no traceback.
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "outcome: regression; nothing to train on: 0 corrections in the training pool, need 1" in proc.stdout
     cfg = load_config(cfg_path)
     store = Store(cfg.store_url)
     st = store.get_state("e2e")
@@ -56,8 +90,8 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
 
     # The next cycle on the same feedback (cooldown_hours is 0 here) does not try again: the
     # breach was answered, and it waits for new feedback.
-    capsys.readouterr()
-    assert main(["--config", str(cfg_path), "loop"]) == 0
-    assert "already answered" in capsys.readouterr().out
+    proc = subprocess.run([str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0 and "already answered" in proc.stdout, proc.stdout[-2000:]
     path = [h["to_state"] for h in reversed(store.history("e2e", limit=20))]
     assert path.count("triggered") == 1 and store.get_state("e2e")["state"] == "armed"
