@@ -5,22 +5,36 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean browser
+.PHONY: install demo test test-fast constraints clean browser
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pyproject.toml gives the ranges, constraints.txt the exact versions installed.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch==2.13.0 is the CPU build pip takes from this machine's disk (pinned in pyproject).
-	$(PY) -m pip install -q -e ".[dev,embeddings,dask]"
+	# torch==2.13.0 is the CPU build pip takes from the local wheel folder (pinned in pyproject).
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,embeddings,dask]"
 	touch $(STAMP)
+
+# Re-pin constraints.txt to what the virtual environment holds (after changing a range in
+# pyproject.toml and installing); its header comment is kept.
+constraints:
+	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^driftloop=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: install
 	$(VENV)/bin/driftloop demo
 
 test: install browser
 	$(PY) -m pytest -q
+
+# The tier to run while editing: no server (Prefect's API, mlflow or evidently ui), no browser,
+# no PostgreSQL, nothing marked slow; a test file per worker process (each loads the whole
+# stack, about 1 GB). `make test` (all of it) stays the CI command.
+FAST_WORKERS ?= 2
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not postgres and not server and not browser" -n $(FAST_WORKERS) --dist loadfile
 
 # Debian's chromium for the dashboard test (headless). Installed where apt-get
 # can run as root; elsewhere that one test skips with its reason.

@@ -303,3 +303,15 @@ def evidently_ui(workspace: str | Path) -> Iterator[tuple[str, list[dict]]]:
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ markers
+# Fixtures that start a server process (Prefect's API, `mlflow server`): a test that uses one,
+# directly or through another fixture, is marked `server`, which `make test-fast` leaves out.
+SERVER_FIXTURES = {"prefect_harness", "mlflow_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

@@ -195,6 +195,7 @@ def test_page_from_cycle_outcomes_alone_counts_their_promotions():
     assert '"name":"promotion"' in timeline_html(history, {}, "http://m", "1")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it where apt-get works)")
 def test_page_renders_in_headless_chromium_with_every_marker_drawn_and_no_console_errors(recorded, tmp_path):
     page = _page(recorded, tmp_path)

@@ -46,6 +46,7 @@ def workspace(tmp_path_factory):
     return ws, runs
 
 
+@pytest.mark.server  # `evidently ui`
 def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(workspace):
     ws, runs = workspace
     project_id = runs[0][0].project_id

@@ -30,7 +30,7 @@ from driftloop.config import load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]

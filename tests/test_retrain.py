@@ -215,6 +215,7 @@ def test_job_cli_runs_a_spec_file_and_prints_the_result(tiny_base, data_file, tm
 ORCHESTRATOR_STACK = ("pydantic", "sqlalchemy", "mlflow", "prefect", "driftloop", "pandas")
 
 
+@pytest.mark.slow  # a whole job in a subprocess
 def test_training_core_runs_without_the_orchestrator_stack(tiny_base, data_file, tmp_path):
     # A bare GPU worker has torch, transformers and peft only: a whole job must run with the rest
     # unimportable (whatever the machine has installed), and must not import them.

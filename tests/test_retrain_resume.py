@@ -61,6 +61,7 @@ def _kill_at_first_checkpoint(spec_file: Path, state: Path) -> int:
     return torch.load(state, weights_only=True)["state"]["step"]
 
 
+@pytest.mark.slow  # trains in a subprocess, killed and resumed
 def test_sigkilled_job_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_base, data_file, tmp_path):
     spec = _spec(tiny_base, data_file, tmp_path / "run", max_steps=300, epochs=60.0, checkpoint_every=10)
     spec.to_json(tmp_path / "spec.json")
@@ -82,6 +83,7 @@ def test_sigkilled_job_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
         torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains in a subprocess, killed and resumed
 def test_sigkilled_dpo_job_resumes_to_the_same_result(tiny_base, tmp_path):
     # Full fine-tuning: the reference log-probs are taken once from the weights as loaded, so a
     # resumed job must read them from the checkpoint (recomputed from trained weights they would differ).
@@ -147,6 +149,7 @@ def test_out_of_memory_is_one_line_exit_1(tiny_base, data_file, tmp_path, capsys
                    "lower batch_size or max_length, or use qlora"]
 
 
+@pytest.mark.slow  # trains under torchrun, two processes
 def test_torchrun_two_processes_train_like_one(tiny_base, data_file, tmp_path):
     # batch 5 over 2 processes: shares of 3 and 2 examples, weighted by their target tokens.
     kw = {"method": "full", "batch_size": 5, "max_steps": 4, "lora_dropout": 0.0}
@@ -167,6 +170,7 @@ def test_torchrun_two_processes_train_like_one(tiny_base, data_file, tmp_path):
     assert worst < 1e-4, worst
 
 
+@pytest.mark.slow  # trains under torchrun, two processes
 @pytest.mark.parametrize("objective", ["kto", "mixed"])
 def test_torchrun_two_processes_train_a_preference_objective_like_one(tiny_base, tmp_path, objective):
     # Shares of 3 and 2 examples: KTO's KL reference point is the mean over the whole step, and
