@@ -141,6 +141,25 @@ def test_ingest_command_runs_plain_and_logs_its_mlflow_run(tmp_path: Path, no_en
     assert run.data.metrics["ingest/accepted"] == 2 and run.info.status == "FINISHED"
 
 
+def test_with_a_prefect_api_the_command_runs_its_flow_there(tmp_path: Path, prefect_harness, capsys) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    def ingest_runs() -> list:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["ingest"])))
+
+    assert prefect_api_url() is not None and use_engine()
+    fb = _write(tmp_path / "fb" / "a.jsonl", json.dumps({"event_id": "p1", "ts": "2026-11-01T10:00:00+00:00",
+                                                         "prompt": "hi", "rating": 4}) + "\n")
+    cfg_path = _write(tmp_path / "driftloop.yaml", f"sources:\n  - path: {fb.parent}/*.jsonl\n")
+    before = {r.id for r in ingest_runs()}
+    assert main(["--config", str(cfg_path), "ingest"]) == 0
+    assert "read 1 = accepted 1" in capsys.readouterr().out
+    [run] = [r for r in ingest_runs() if r.id not in before]
+    assert run.state is not None and run.state.is_completed()
+
+
 def test_status_reads_the_aliases_mlflow_gives(tmp_path: Path, capsys) -> None:
     from driftloop.tracking import Tracker, _read_aliases, alias_versions
 
