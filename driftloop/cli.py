@@ -10,8 +10,8 @@ a stage that fails at run time exits 1.
 
 Where a Prefect API is configured (PREFECT_API_URL, or Prefect's own settings), the
 flows run on Prefect and each run is recorded there. Without one, they run as plain
-Python (`flows.common.run_flow`): Prefect would only start a temporary server that
-forgets every run at exit. Every command imports what it needs when it runs, so
+Python (`flows.common.run_flow`), without the 10-16 s of Prefect's temporary server;
+MLflow records every stage either way. Every command imports what it needs when it runs, so
 `--help` loads none of Prefect, MLflow, torch, pandas, Evidently or lm-eval.
 """
 

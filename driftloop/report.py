@@ -173,8 +173,14 @@ def ui(cfg: Config) -> None:
         console.print(f"  MLflow UI:  {uri}")
     else:
         console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000 --workers 1")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        console.print(f"  Prefect UI: {api.removesuffix('/api')}")
+        return
+    # Without an API the commands run the flows as plain Python: Prefect records runs only once one is set.
     home = os.environ.get("PREFECT_HOME") or str(cfg.state_path / "prefect")
-    console.print(f"  Prefect UI: PREFECT_HOME={home} .venv/bin/prefect server start --port 4200")
+    console.print(f"  Prefect UI: PREFECT_HOME={home} .venv/bin/prefect server start --port 4200; "
+                  "flow runs are recorded there while PREFECT_API_URL=http://127.0.0.1:4200/api is set")
 
 
 def status(cfg: Config, history: int = 10) -> None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No Prefect API (whatever the session's harness set), and any use of Prefect's engine fails."""
+    """No Prefect API (whatever Prefect's test harness set), and any use of Prefect's engine fails."""
     import prefect.flow_engine
     import prefect.task_engine
 
