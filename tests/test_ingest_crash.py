@@ -87,7 +87,9 @@ def test_sigkill_mid_ingest_then_rerun_loses_and_duplicates_nothing(store_url, t
         stored = {x for (x,) in c.execute(text("SELECT event_id FROM feedback"))}
         texts = " ".join(p for (p,) in c.execute(text("SELECT prompt FROM feedback")))
     assert stored == unique and store.count_events() == len(unique)
-    assert store.count_quarantine() == bad  # each bad row quarantined exactly once
+    # Quarantine rows are exactly-once by content: the corpus repeats one malformed JSONL line and one
+    # ragged CSV row, so each kind is stored once however often it occurs and however often a run restarts.
+    assert bad > 2 and store.count_quarantine() == 2
     assert "@example.com" not in texts
     assert ingest_files(store, files).read == 0
     store.close()
