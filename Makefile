@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast constraints clean browser
+.PHONY: install demo test test-fast lint constraints clean browser
 
 install: $(STAMP)
 
@@ -26,14 +26,21 @@ constraints:
 demo: install
 	$(VENV)/bin/driftloop demo
 
-test: install browser
+test: install browser lint
 	$(PY) -m pytest -q
+
+# The shape of the code: the layer contract, lint and format, and the types of the core and services.
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The tier to run while editing: no server (Prefect's API, mlflow or evidently ui), no browser,
 # no PostgreSQL, nothing marked slow; a test file per worker process (each loads the whole
 # stack, about 1 GB). `make test` (all of it) stays the CI command.
 FAST_WORKERS ?= 2
-test-fast: install
+test-fast: install lint
 	$(PY) -m pytest -q -m "not slow and not postgres and not server and not browser" -n $(FAST_WORKERS) --dist loadfile
 
 # Debian's chromium for the dashboard test (headless). Installed where apt-get

@@ -26,13 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# Offline and quiet, as the CLI runs (driftloop.cli.DEFAULT_ENV): no hub, no per-batch bars.
+# Offline and quiet, as the CLI runs (driftloop.app.cli.DEFAULT_ENV): no hub, no per-batch bars.
 for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TQDM_DISABLE"):
     os.environ.setdefault(_k, "1")
 
 import torch  # noqa: E402
 
-from driftloop.config import TaskSpec  # noqa: E402
+from driftloop.core.config import TaskSpec  # noqa: E402
 from driftloop.store import Store  # noqa: E402
 from evaluators.benchmark import TASKS_DIR, make_task_manager  # noqa: E402
 from evaluators.builtin import builtin_task_dir  # noqa: E402
@@ -78,8 +78,14 @@ def main() -> None:
     bbq = Path(args.bbq_dir)
     plan = [("canary", TaskSpec(name="driftloop_canary"))]
     if (bbq / "Religion.jsonl").is_file():
-        plan.append(("bias", TaskSpec(name="bbq", kind="builtin", data_dir=str(bbq), data_files=["Religion.jsonl"],
-                                      limit=args.bbq_limit)))
+        plan.append(
+            (
+                "bias",
+                TaskSpec(
+                    name="bbq", kind="builtin", data_dir=str(bbq), data_files=["Religion.jsonl"], limit=args.bbq_limit
+                ),
+            )
+        )
     else:
         print(f"(no BBQ data at {bbq}: canary only)")
 
@@ -100,15 +106,21 @@ def main() -> None:
     assert [r.samples.items for r in res1] == [r.samples.items for r in res2]
     items = sum(len(r.samples.items) for r in res1)
 
-    print(f"machine: {torch.get_num_threads()} torch thread(s); tasks: {', '.join(s.name for _, s in plan)}; "
-          f"{items} items")
+    print(
+        f"machine: {torch.get_num_threads()} torch thread(s); tasks: {', '.join(s.name for _, s in plan)}; "
+        f"{items} items"
+    )
     print("| measure | driftloop | baseline | ratio | goal |")
     print("|---|---|---|---|---|")
-    print(f"| TaskManager start-up ({n_ours} vs {n_default} tasks indexed) | {ours:.3f} s | "
-          f"{default:.2f} s (lm-eval TaskManager()) | {default / ours:.0f}x faster | < 1 s: "
-          f"{'met' if ours < 1 else 'missed'} |")
-    print(f"| suite rerun, cached vs first run | {cached:.3f} s | {first:.1f} s (first run) | "
-          f"{first / cached:.0f}x faster | >= 50x: {'met' if first / cached >= 50 else 'missed'} |")
+    print(
+        f"| TaskManager start-up ({n_ours} vs {n_default} tasks indexed) | {ours:.3f} s | "
+        f"{default:.2f} s (lm-eval TaskManager()) | {default / ours:.0f}x faster | < 1 s: "
+        f"{'met' if ours < 1 else 'missed'} |"
+    )
+    print(
+        f"| suite rerun, cached vs first run | {cached:.3f} s | {first:.1f} s (first run) | "
+        f"{first / cached:.0f}x faster | >= 50x: {'met' if first / cached >= 50 else 'missed'} |"
+    )
 
 
 if __name__ == "__main__":

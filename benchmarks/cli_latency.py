@@ -43,8 +43,15 @@ def _env(work: Path) -> dict[str, str]:
     """The environment of every timed process: no configured Prefect API, state under `work`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "PREFECT_"))}
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update({"PREFECT_HOME": str(work / "prefect-home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "HF_DATASETS_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    env.update(
+        {
+            "PREFECT_HOME": str(work / "prefect-home"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
     return env
 
 
@@ -85,7 +92,9 @@ def prepare(work: Path, model: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="timed runs per command (the median is reported)")
-    ap.add_argument("--model", type=Path, default=None, help="a model folder to benchmark (default: build the demo model)")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="a model folder to benchmark (default: build the demo model)"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="work folder (default: a temporary one, removed after)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
@@ -105,14 +114,23 @@ def main(argv: list[str] | None = None) -> int:
         for name, cmd, goal in cases:
             _run(cmd, work)  # warm-up, untimed
             times = [_run(cmd, work) for _ in range(args.runs)]
-            rows.append({"command": name, "median_s": statistics.median(times), "min_s": min(times),
-                         "max_s": max(times), "goal_s": goal})
+            rows.append(
+                {
+                    "command": name,
+                    "median_s": statistics.median(times),
+                    "min_s": min(times),
+                    "max_s": max(times),
+                    "goal_s": goal,
+                }
+            )
             print(f"  {name}: {statistics.median(times):.2f} s", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nwall time of whole processes, median of {args.runs} ({os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]})\n")
+    print(
+        f"\nwall time of whole processes, median of {args.runs} ({os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]})\n"
+    )
     print(f"{'command':<30} {'median s':>9} {'min s':>7} {'max s':>7} {'goal s':>7}  met")
     for r in rows:
         goal = "-" if r["goal_s"] is None else f"{r['goal_s']:.1f}"

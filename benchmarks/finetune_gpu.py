@@ -84,11 +84,26 @@ def run_driftloop(base, variant: str) -> dict:
     precision = "bf16-pure" if pure else ("bf16" if bf16 else "fp32")
 
     def spec(steps: int) -> RetrainSpec:
-        return RetrainSpec(base_model="(in memory)", data_path="(random tokens)", output_dir="(none)", method=mode,
-                           target_modules=QWEN2_LINEAR, lora_r=16, lora_alpha=32, learning_rate=1e-4,
-                           batch_size=base.B, max_length=base.T, max_steps=steps, epochs=1.0, warmup_ratio=0.0,
-                           device=device.type, precision=precision, compile="compile" in flags, packing=True,
-                           attn_implementation=cfg._attn_implementation or "sdpa")
+        return RetrainSpec(
+            base_model="(in memory)",
+            data_path="(random tokens)",
+            output_dir="(none)",
+            method=mode,
+            target_modules=QWEN2_LINEAR,
+            lora_r=16,
+            lora_alpha=32,
+            learning_rate=1e-4,
+            batch_size=base.B,
+            max_length=base.T,
+            max_steps=steps,
+            epochs=1.0,
+            warmup_ratio=0.0,
+            device=device.type,
+            precision=precision,
+            compile="compile" in flags,
+            packing=True,
+            attn_implementation=cfg._attn_implementation or "sdpa",
+        )
 
     model = prepare_model(model, spec(base.WARMUP))
     gen = torch.Generator().manual_seed(0)
@@ -106,12 +121,20 @@ def run_driftloop(base, variant: str) -> dict:
     tokens_per_s = base.B * base.T * base.STEPS / seconds
     k = 6 if mode == "full" else 4
     flops_per_token = k * n_params + 6 * cfg.num_hidden_layers * base.T * cfg.hidden_size
-    result = dict(side="driftloop", mode=variant, params_m=round(n_params / 1e6, 1),
-                  batch=base.B, seq=base.T, tokens_per_s=round(tokens_per_s),
-                  mfu=round(tokens_per_s * flops_per_token / base.PEAK_BF16, 3),
-                  peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None,
-                  loss=round(m["final_loss"], 3), padding_fraction=m["padding_fraction"], precision=m["precision"],
-                  device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu")
+    result = dict(
+        side="driftloop",
+        mode=variant,
+        params_m=round(n_params / 1e6, 1),
+        batch=base.B,
+        seq=base.T,
+        tokens_per_s=round(tokens_per_s),
+        mfu=round(tokens_per_s * flops_per_token / base.PEAK_BF16, 3),
+        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None,
+        loss=round(m["final_loss"], 3),
+        padding_fraction=m["padding_fraction"],
+        precision=m["precision"],
+        device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+    )
     print(json.dumps(result), flush=True)
     del model
     _free()
@@ -138,18 +161,29 @@ def summarise(results: list[dict], modes: list[str]) -> dict:
     out = {}
     for mode in modes:
         naive = next((r for r in results if r["side"] == "baseline" and r["mode"] == mode), None)
-        ours = [r for r in results if r["side"] == "driftloop" and r["mode"].split("+")[0] == mode
-                and "tokens_per_s" in r]
+        ours = [
+            r for r in results if r["side"] == "driftloop" and r["mode"].split("+")[0] == mode and "tokens_per_s" in r
+        ]
         if naive is None or not ours:
             continue
         best = max(ours, key=lambda r: r["tokens_per_s"])
         speedup = round(best["tokens_per_s"] / naive["tokens_per_s"], 2)
-        mem = (round(best["peak_mem_gib"] / naive["peak_mem_gib"], 2)
-               if best["peak_mem_gib"] and naive["peak_mem_gib"] else None)
-        out[mode] = {"baseline_tokens_per_s": naive["tokens_per_s"], "driftloop_tokens_per_s": best["tokens_per_s"],
-                     "driftloop_variant": best["mode"], "speedup": speedup, "goal_speedup": goals[mode],
-                     "memory_ratio": mem, "driftloop_mfu": best["mfu"], "baseline_mfu": naive["mfu"],
-                     "goal_met": speedup >= goals[mode] and (mem is None or mem <= 1.0)}
+        mem = (
+            round(best["peak_mem_gib"] / naive["peak_mem_gib"], 2)
+            if best["peak_mem_gib"] and naive["peak_mem_gib"]
+            else None
+        )
+        out[mode] = {
+            "baseline_tokens_per_s": naive["tokens_per_s"],
+            "driftloop_tokens_per_s": best["tokens_per_s"],
+            "driftloop_variant": best["mode"],
+            "speedup": speedup,
+            "goal_speedup": goals[mode],
+            "memory_ratio": mem,
+            "driftloop_mfu": best["mfu"],
+            "baseline_mfu": naive["mfu"],
+            "goal_met": speedup >= goals[mode] and (mem is None or mem <= 1.0),
+        }
     return out
 
 
@@ -157,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="path of gpu_lora_baseline.py")
     p.add_argument("--modes", default="lora,full", help="comma-separated: lora, full (baselines, and a filter)")
-    p.add_argument("--variants", default=None,
-                   help=f"driftloop runs in order, MODE[+pure][+compile] (default {','.join(DEFAULT_VARIANTS)})")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help=f"driftloop runs in order, MODE[+pure][+compile] (default {','.join(DEFAULT_VARIANTS)})",
+    )
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default: the baseline's)")
     p.add_argument("--budget-s", type=float, default=450.0, help="skip runs that would start after this")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, no compile: a seconds-long check")
@@ -198,9 +235,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(out: Path | None, results: list[dict], modes: list[str], t0: float) -> dict:
-    summary = {"summary": summarise(results, modes), "wall_s": round(time.monotonic() - t0, 1),
-               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-               "torch": torch.__version__}
+    summary = {
+        "summary": summarise(results, modes),
+        "wall_s": round(time.monotonic() - t0, 1),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
     if out:
         out.write_text(json.dumps({"results": results, **summary}, indent=1) + "\n")
     return summary

@@ -5,7 +5,7 @@ challenger, or the serving model before and after a drift). Each draw gives
 per-item 0/1 outcomes with a chosen share of discordant items and a chosen true
 drop. On every draw it runs, side by side:
 
-- driftloop: the real `driftloop.policy.gate` (one-sided exact McNemar) for
+- driftloop: the real `driftloop.core.policy.gate` (one-sided exact McNemar) for
   promotion, and the paired one-sided exact McNemar that `driftloop plan`
   sizes (`stats.paired_binary(...).p_greater`) for regression detection;
 - a point gate of the MLflow MetricThreshold kind: promote when
@@ -40,10 +40,10 @@ import time
 
 import numpy as np
 
-from driftloop import stats
-from driftloop.config import PolicyConfig
-from driftloop.policy import gate
-from driftloop.types import Action, MetricSpec, SampleResults
+from driftloop.core import stats
+from driftloop.core.config import PolicyConfig
+from driftloop.core.policy import gate
+from driftloop.core.types import Action, MetricSpec, SampleResults
 
 SIZES = [50, 100, 200, 500, 1000, 2000]
 DROPS = [0.0, 0.02, 0.05, 0.10]
@@ -84,8 +84,12 @@ def simulate(n: int, drop: float, reps: int, policy: PolicyConfig, threshold: fl
         passed = chall.mean() >= champ.mean() - threshold
         pt_promote += passed
         pt_flag += not passed
-    return {"dl_promote": dl_promote / reps, "dl_flag": dl_flag / reps,
-            "pt_promote": pt_promote / reps, "pt_flag": pt_flag / reps}
+    return {
+        "dl_promote": dl_promote / reps,
+        "dl_flag": dl_flag / reps,
+        "pt_promote": pt_promote / reps,
+        "pt_flag": pt_flag / reps,
+    }
 
 
 # The bias cases: (label, spec, the margin's sd of the per-item difference, the champion's draw).
@@ -111,18 +115,32 @@ def draw_target(rng: np.random.Generator, n: int, worse: float) -> tuple[np.ndar
 
 
 BIAS_CASES = {
-    "lower is better (likelihood difference)": (MetricSpec(direction="lower", margin=LD_MARGIN), LD_DIFF_SD,
-                                                LD_MARGIN, draw_lower),
-    "target 0.5 (stereotype-choice rate)": (MetricSpec(target=0.5, margin=ST_MARGIN), ST_DISCORDANT ** 0.5,
-                                            ST_MARGIN, draw_target),
+    "lower is better (likelihood difference)": (
+        MetricSpec(direction="lower", margin=LD_MARGIN),
+        LD_DIFF_SD,
+        LD_MARGIN,
+        draw_lower,
+    ),
+    "target 0.5 (stereotype-choice rate)": (
+        MetricSpec(target=0.5, margin=ST_MARGIN),
+        ST_DISCORDANT**0.5,
+        ST_MARGIN,
+        draw_target,
+    ),
 }
 # A target suite the challenger always passes, so the bias task alone decides the verdict.
-_WIN = ({"golden": [SampleResults(task="golden", model="b", items={f"g{k}": 1.0 for k in range(60)})]},
-        {"golden": [SampleResults(task="golden", model="a", items={f"g{k}": float(k < 30) for k in range(60)})]})
+_WIN = (
+    {"golden": [SampleResults(task="golden", model="b", items={f"g{k}": 1.0 for k in range(60)})]},
+    {"golden": [SampleResults(task="golden", model="a", items={f"g{k}": float(k < 30) for k in range(60)})]},
+)
 
 
 def _point_gate(spec: MetricSpec, champ: np.ndarray, chall: np.ndarray, margin: float) -> bool:
     return spec.loss(float(chall.mean())) <= spec.loss(float(champ.mean())) + margin
+
+
+def _bias(values: np.ndarray, model: str, spec: MetricSpec) -> SampleResults:
+    return SampleResults(task="bias", model=model, items={f"i{k}": float(x) for k, x in enumerate(values)}, spec=spec)
 
 
 def simulate_bias(case: str, n: int, worse: float, reps: int, policy: PolicyConfig, seed: int) -> dict[str, float]:
@@ -131,10 +149,12 @@ def simulate_bias(case: str, n: int, worse: float, reps: int, policy: PolicyConf
     dl = pt = 0
     for _ in range(reps):
         champ, chall = draw_fn(rng, n, worse)
-        bias = lambda v, m: SampleResults(task="bias", model=m, items={f"i{k}": float(x) for k, x in enumerate(v)},
-                                          spec=spec)
-        d = gate({**_WIN[0], "bias": [bias(chall, "b")]}, {**_WIN[1], "bias": [bias(champ, "a")]},
-                 {"golden": "target", "bias": "bias"}, policy)
+        d = gate(
+            {**_WIN[0], "bias": [_bias(chall, "b", spec)]},
+            {**_WIN[1], "bias": [_bias(champ, "a", spec)]},
+            {"golden": "target", "bias": "bias"},
+            policy,
+        )
         dl += d.action == Action.PROMOTE
         pt += _point_gate(spec, champ, chall, margin)
     return {"dl_promote": dl / reps, "pt_promote": pt / reps}
@@ -144,11 +164,13 @@ def bias_table(reps: int, policy: PolicyConfig, seed: int) -> list[str]:
     """Print the bias suites' table; return the goals missed."""
     failures = []
     mc = 2 * (policy.alpha * (1 - policy.alpha) / reps) ** 0.5  # two Monte-Carlo standard errors at alpha
-    print(f"\nBias suites: non-inferiority within the margin; {reps} seeded draws per cell ({3 * reps} at the "
-          f"planned n), Monte-Carlo standard error about {mc / 2:.3f} at alpha.\n")
+    print(
+        f"\nBias suites: non-inferiority within the margin; {reps} seeded draws per cell ({3 * reps} at the "
+        f"planned n), Monte-Carlo standard error about {mc / 2:.3f} at alpha.\n"
+    )
     print("| bias metric | n | challenger | driftloop promotes | point gate promotes |")
     print("|---|---:|---|---:|---:|")
-    for case, (spec, sd, margin, _) in BIAS_CASES.items():
+    for case, (_, sd, margin, _) in BIAS_CASES.items():
         planned = stats.ni_sample_size(margin, sd, alpha=policy.alpha, power=0.8)
         for n in sorted({max(policy.min_n, planned // 2), planned, 2 * planned}):
             for worse, what in ((margin, "worse by the margin (false promotion)"), (0.0, "equally good (power)")):
@@ -184,22 +206,30 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"n={n}: false alarms above alpha")
             if n == planned and drop == 0.05 and r["dl_flag"] < 0.8:
                 failures.append(f"n={n}: power {r['dl_flag']:.2f} < 0.80 for a 5-point drop")
-    print(f"Gate power: {args.reps} seeded draws per cell, champion accuracy {ACCURACY:.2f}, discordant share "
-          f"2 x drop + 0.05 (0.15 with no difference), alpha={args.alpha}, point-gate threshold {args.threshold}; "
-          f"`driftloop plan --drop 0.05` recommends n={planned}.\n")
-    print("| n | true drop | driftloop false promotion | point gate false promotion "
-          "| driftloop flags a regression | point gate flags a regression |")
+    print(
+        f"Gate power: {args.reps} seeded draws per cell, champion accuracy {ACCURACY:.2f}, discordant share "
+        f"2 x drop + 0.05 (0.15 with no difference), alpha={args.alpha}, point-gate threshold {args.threshold}; "
+        f"`driftloop plan --drop 0.05` recommends n={planned}.\n"
+    )
+    print(
+        "| n | true drop | driftloop false promotion | point gate false promotion "
+        "| driftloop flags a regression | point gate flags a regression |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for n, drop, r in rows:
         mark = " (plan)" if n == planned else ""
         what = "false trigger" if drop == 0 else "power"
-        print(f"| {n}{mark} | {drop:.2f} | {r['dl_promote']:.3f} | {r['pt_promote']:.3f} "
-              f"| {r['dl_flag']:.3f} ({what}) | {r['pt_flag']:.3f} ({what}) |")
+        print(
+            f"| {n}{mark} | {drop:.2f} | {r['dl_promote']:.3f} | {r['pt_promote']:.3f} "
+            f"| {r['dl_flag']:.3f} ({what}) | {r['pt_flag']:.3f} ({what}) |"
+        )
     failures += bias_table(max(200, args.reps // 3), policy, args.seed)
-    print(f"\n{time.monotonic() - t0:.0f} s. Goals (false alarms <= alpha at every n; power >= 0.80 at the planned "
-          "n; for the bias margins, whose null is tested at its boundary, each within two Monte-Carlo standard "
-          f"errors): "
-          f"{'met' if not failures else 'NOT met: ' + '; '.join(failures)}")
+    print(
+        f"\n{time.monotonic() - t0:.0f} s. Goals (false alarms <= alpha at every n; power >= 0.80 at the planned "
+        "n; for the bias margins, whose null is tested at its boundary, each within two Monte-Carlo standard "
+        f"errors): "
+        f"{'met' if not failures else 'NOT met: ' + '; '.join(failures)}"
+    )
     return 0 if not failures else 1
 
 

@@ -36,19 +36,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WORDS = ("order refund shipping label account password billing invoice delivery late return "
-         "parcel tracking address change cancel subscription plan upgrade help please thanks").split()
+WORDS = (
+    "order refund shipping label account password billing invoice delivery late return "
+    "parcel tracking address change cancel subscription plan upgrade help please thanks"
+).split()
 
 
 def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:
     """Write n JSONL events (streamed); return how many are valid and unique."""
     rng = random.Random(seed)
-    t0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
     valid, last = 0, ""
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
@@ -67,13 +69,24 @@ def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:
             response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 30)))
             if rng.random() < 0.02:
                 response += f" or call +1 415 555 {i % 10000:04d}"
-            last = json.dumps({
-                "event_id": f"e{i}", "ts": (t0 + timedelta(seconds=i)).isoformat(), "model_version": "3",
-                "prompt": prompt, "response": response, "rating": rng.randint(1, 5),
-                "thumbs_up": rng.random() < 0.8, "segment": {"topic": rng.choice(WORDS[:6]), "locale": "en"},
-                "latency_ms": round(rng.lognormvariate(5, 0.5), 1), "tokens_in": rng.randint(5, 60),
-                "tokens_out": rng.randint(5, 120),
-            }) + "\n"
+            last = (
+                json.dumps(
+                    {
+                        "event_id": f"e{i}",
+                        "ts": (t0 + timedelta(seconds=i)).isoformat(),
+                        "model_version": "3",
+                        "prompt": prompt,
+                        "response": response,
+                        "rating": rng.randint(1, 5),
+                        "thumbs_up": rng.random() < 0.8,
+                        "segment": {"topic": rng.choice(WORDS[:6]), "locale": "en"},
+                        "latency_ms": round(rng.lognormvariate(5, 0.5), 1),
+                        "tokens_in": rng.randint(5, 60),
+                        "tokens_out": rng.randint(5, 120),
+                    }
+                )
+                + "\n"
+            )
             f.write(last)
             valid += 1
     return {"rows": n, "valid_unique": valid}
@@ -96,9 +109,26 @@ def preparsed(path: Path, dialect: str, chunk: int):
                 continue
             seen.add(d["event_id"])
             s = d["rating"]
-            out.append((d["event_id"], driver_value(dialect, ts), d["model_version"], d["prompt"], d["response"],
-                        (s - 1) / 4, str(s), d["thumbs_up"], None, json.dumps(d["segment"]), d["latency_ms"],
-                        d["tokens_in"], d["tokens_out"], "{}", str(path), now))
+            out.append(
+                (
+                    d["event_id"],
+                    driver_value(dialect, ts),
+                    d["model_version"],
+                    d["prompt"],
+                    d["response"],
+                    (s - 1) / 4,
+                    str(s),
+                    d["thumbs_up"],
+                    None,
+                    json.dumps(d["segment"]),
+                    d["latency_ms"],
+                    d["tokens_in"],
+                    d["tokens_out"],
+                    "{}",
+                    str(path),
+                    now,
+                )
+            )
             if len(out) >= chunk:
                 yield out
                 out = []
@@ -126,8 +156,12 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
         # A large file is parsed in a child process: its CPU and memory count too.
         ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu += (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
-        extra = {"accepted": rep.accepted, "duplicates": rep.duplicates, "quarantined": rep.quarantined,
-                 "redacted": dict(rep.redacted)}
+        extra = {
+            "accepted": rep.accepted,
+            "duplicates": rep.duplicates,
+            "quarantined": rep.quarantined,
+            "redacted": dict(rep.redacted),
+        }
     elif name == "raw-sqlite":
         import sqlite3
 
@@ -139,7 +173,7 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
             t, c = time.perf_counter(), time.process_time()
             for i in range(0, len(chunk), batch):
                 conn.execute("BEGIN")
-                conn.executemany(sql, chunk[i:i + batch])
+                conn.executemany(sql, chunk[i : i + batch])
                 conn.execute("COMMIT")
             seconds += time.perf_counter() - t
             cpu += time.process_time() - c
@@ -154,7 +188,7 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
                 t, c = time.perf_counter(), time.process_time()
                 for i in range(0, len(chunk), batch):
                     with conn.cursor() as cur, cur.copy(f"COPY feedback ({cols}) FROM STDIN") as cp:
-                        for r in chunk[i:i + batch]:
+                        for r in chunk[i : i + batch]:
                             cp.write_row(r)
                     conn.commit()
                 seconds += time.perf_counter() - t
@@ -167,15 +201,29 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if name == "driftloop" else 0.0
     # CPU seconds of this process (all its threads; not the PostgreSQL server's): a figure that
     # other work on the machine disturbs less than wall time. Load: 1-minute average at the start.
-    return {"arm": name, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "rows_per_s": rows / seconds,
-            "rows_per_cpu_s": rows / cpu, "stored": stored, "peak_rss_mb": peak, "child_peak_rss_mb": child_peak,
-            "load_avg": load,
-            "load_avg_end": os.getloadavg()[0], **extra}
+    return {
+        "arm": name,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+        "rows_per_cpu_s": rows / cpu,
+        "stored": stored,
+        "peak_rss_mb": peak,
+        "child_peak_rss_mb": child_peak,
+        "load_avg": load,
+        "load_avg_end": os.getloadavg()[0],
+        **extra,
+    }
 
 
 def child(name: str, path: Path, url: str, batch: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--arm", name, "--input", str(path), "--url", url,
-                          "--batch", str(batch)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--arm", name, "--input", str(path), "--url", url, "--batch", str(batch)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -184,8 +232,7 @@ def new_pg_db(pg_url: str, name: str) -> str:
     from sqlalchemy.engine import make_url
 
     u = make_url(pg_url)
-    with psycopg.connect(u.set(drivername="postgresql").render_as_string(hide_password=False),
-                         autocommit=True) as c:
+    with psycopg.connect(u.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}"')
         c.execute(f'CREATE DATABASE "{name}"')
     return u.set(database=name).render_as_string(hide_password=False)
@@ -209,31 +256,50 @@ def main() -> None:
         path = Path(tmp) / "events.jsonl"
         t = time.perf_counter()
         gen = generate(path, a.rows)
-        print(f"generated {a.rows:,} events ({gen['valid_unique']:,} valid and unique, "
-              f"{path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s", flush=True)
+        print(
+            f"generated {a.rows:,} events ({gen['valid_unique']:,} valid and unique, "
+            f"{path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s",
+            flush=True,
+        )
         results = {"input": gen, "batch": a.batch}
         pairs = [("sqlite", "driftloop", f"sqlite:///{tmp}/driftloop.db", "raw-sqlite", f"sqlite:///{tmp}/raw.db")]
         if a.pg_url:
-            pairs.append(("postgresql", "driftloop", new_pg_db(a.pg_url, "bench_driftloop"),
-                          "raw-copy", new_pg_db(a.pg_url, "bench_raw")))
+            pairs.append(
+                (
+                    "postgresql",
+                    "driftloop",
+                    new_pg_db(a.pg_url, "bench_driftloop"),
+                    "raw-copy",
+                    new_pg_db(a.pg_url, "bench_raw"),
+                )
+            )
         pairs = [p for p in pairs if a.only in (None, p[0])]
         for backend, ours, our_url, raw, raw_url in pairs:
             r_ours = child(ours, path, our_url, a.batch)
-            print(f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "
-                  f"peak RSS {r_ours['peak_rss_mb']:.0f} MB + parse child {r_ours['child_peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
-                  f"duplicates {r_ours['duplicates']:,}, quarantined {r_ours['quarantined']:,}, "
-                  f"redacted {r_ours['redacted']})", flush=True)
+            print(
+                f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "
+                f"peak RSS {r_ours['peak_rss_mb']:.0f} MB + parse child {r_ours['child_peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
+                f"duplicates {r_ours['duplicates']:,}, quarantined {r_ours['quarantined']:,}, "
+                f"redacted {r_ours['redacted']})",
+                flush=True,
+            )
             r_raw = child(raw, path, raw_url, a.batch)
-            print(f"{backend:10s} {raw:10s} {r_raw['rows_per_s']:>10,.0f} rows/s  ({r_raw['seconds']:.1f} s, "
-                  f"{r_raw['rows']:,} rows)", flush=True)
+            print(
+                f"{backend:10s} {raw:10s} {r_raw['rows_per_s']:>10,.0f} rows/s  ({r_raw['seconds']:.1f} s, "
+                f"{r_raw['rows']:,} rows)",
+                flush=True,
+            )
             ratio = r_ours["rows_per_s"] / r_raw["rows_per_s"]
             cpu_ratio = r_ours["rows_per_cpu_s"] / r_raw["rows_per_cpu_s"]
             assert r_ours["stored"] == r_raw["stored"] == gen["valid_unique"], (r_ours["stored"], r_raw["stored"])
             rss = r_ours["peak_rss_mb"] + r_ours["child_peak_rss_mb"]  # both peaks, as if at once
-            print(f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {rss:.0f} MB with the parse child "
-                  f"(goal <= 500); per CPU second (child included) {r_ours['rows_per_cpu_s']:,.0f} vs {r_raw['rows_per_cpu_s']:,.0f} "
-                  f"rows ({cpu_ratio:.2f}x); load average {r_ours['load_avg']:.1f}-{r_ours['load_avg_end']:.1f} "
-                  f"(driftloop), {r_raw['load_avg']:.1f}-{r_raw['load_avg_end']:.1f} (raw)", flush=True)
+            print(
+                f"{backend:10s} ratio {ratio:.2f}x raw (goal >= 0.5), peak RSS {rss:.0f} MB with the parse child "
+                f"(goal <= 500); per CPU second (child included) {r_ours['rows_per_cpu_s']:,.0f} vs {r_raw['rows_per_cpu_s']:,.0f} "
+                f"rows ({cpu_ratio:.2f}x); load average {r_ours['load_avg']:.1f}-{r_ours['load_avg_end']:.1f} "
+                f"(driftloop), {r_raw['load_avg']:.1f}-{r_raw['load_avg_end']:.1f} (raw)",
+                flush=True,
+            )
             results[backend] = {"driftloop": r_ours, "raw": r_raw, "ratio": ratio, "cpu_ratio": cpu_ratio}
         if a.json:
             a.json.write_text(json.dumps(results, indent=2))

@@ -32,8 +32,17 @@ TOKEN = "load-test-token"
 
 def batch(c: int, b: int, size: int) -> list[dict]:
     k = b - 1 if b % 10 == 9 else b  # every 10th batch repeats the previous one
-    rows = [{"event_id": f"{c}-{k}-{i}", "ts": "2026-11-01T10:00:00+00:00", "prompt": f"question {c} {k} {i}",
-             "response": "an answer", "rating": 1 + i % 5, "segment": {"topic": "billing"}} for i in range(size)]
+    rows = [
+        {
+            "event_id": f"{c}-{k}-{i}",
+            "ts": "2026-11-01T10:00:00+00:00",
+            "prompt": f"question {c} {k} {i}",
+            "response": "an answer",
+            "rating": 1 + i % 5,
+            "segment": {"topic": "billing"},
+        }
+        for i in range(size)
+    ]
     rows[0]["rating"] = 9  # invalid: quarantined
     return rows
 
@@ -46,8 +55,9 @@ async def run_clients(url: str, clients: int, batches: int, size: int) -> tuple[
 
     async def client(c: int, http: httpx.AsyncClient) -> None:
         for b in range(batches):
-            r = await http.post(f"{url}/v1/feedback", json=batch(c, b, size),
-                                headers={"Authorization": f"Bearer {TOKEN}"})
+            r = await http.post(
+                f"{url}/v1/feedback", json=batch(c, b, size), headers={"Authorization": f"Bearer {TOKEN}"}
+            )
             codes[r.status_code] += 1
             if r.status_code == 200:
                 for k in ("received", "accepted", "duplicates", "quarantined"):
@@ -67,8 +77,8 @@ def main() -> None:
     a = ap.parse_args()
     import uvicorn
 
-    from driftloop.api import create_app
-    from driftloop.config import load_config
+    from driftloop.app.api import create_app
+    from driftloop.core.config import load_config
     from driftloop.store import Store
 
     with tempfile.TemporaryDirectory(prefix="driftloop-load-") as tmp:
@@ -78,8 +88,16 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(cfg, store=store), host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False, timeout_keep_alive=75))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(cfg, store=store),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                access_log=False,
+                timeout_keep_alive=75,
+            )
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
@@ -93,15 +111,25 @@ def main() -> None:
         unique_valid = a.clients * (a.batches - a.batches // 10) * (a.size - 1)
         stored = store.count_events()
         five = sum(n for c, n in codes.items() if c >= 500)
-        out = {"requests": sum(codes.values()), "codes": dict(codes), "sent": sent, **totals,
-               "stored": stored, "expected_stored": unique_valid, "seconds": round(seconds, 2),
-               "events_per_s": round(sent / seconds), "requests_per_s": round(sum(codes.values()) / seconds),
-               "backend": store.engine.dialect.name}
+        out = {
+            "requests": sum(codes.values()),
+            "codes": dict(codes),
+            "sent": sent,
+            **totals,
+            "stored": stored,
+            "expected_stored": unique_valid,
+            "seconds": round(seconds, 2),
+            "events_per_s": round(sent / seconds),
+            "requests_per_s": round(sum(codes.values()) / seconds),
+            "backend": store.engine.dialect.name,
+        }
         print(json.dumps(out))
         balanced = totals["received"] == sent == totals["accepted"] + totals["duplicates"] + totals["quarantined"]
         assert five == 0 and balanced and stored == unique_valid, out
-        print(f"{sent:,} events in {seconds:.1f} s: {sent / seconds:,.0f} events/s, "
-              f"{sum(codes.values()) / seconds:,.0f} requests/s, zero 5xx, every event accounted for")
+        print(
+            f"{sent:,} events in {seconds:.1f} s: {sent / seconds:,.0f} events/s, "
+            f"{sum(codes.values()) / seconds:,.0f} requests/s, zero 5xx, every event accounted for"
+        )
         store.close()
 
 

@@ -39,13 +39,29 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from driftloop.config import MonitorConfig  # noqa: E402
+from datetime import UTC
+
+from driftloop.core.config import MonitorConfig  # noqa: E402
 from evaluators.drift_evidently import as_category as _as_category  # noqa: E402
 from evaluators.monitoring import drift_columns, monitor_frames  # noqa: E402
 from evaluators.profiles import is_numerical  # noqa: E402
 
-SEGMENTS = ["topic", "locale", "tier", "channel", "device", "region", "plan", "language", "source", "client",
-            "country", "product", "team", "queue"]
+SEGMENTS = [
+    "topic",
+    "locale",
+    "tier",
+    "channel",
+    "device",
+    "region",
+    "plan",
+    "language",
+    "source",
+    "client",
+    "country",
+    "product",
+    "team",
+    "queue",
+]
 SHIFTED = {"latency_ms", "prompt_len", "topic"}
 
 
@@ -86,7 +102,8 @@ def evidently_verdicts(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str]) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         snap = Report([DataDriftPreset(columns=num + cat)], include_tests=True).run(
-            Dataset.from_pandas(k, data_definition=definition), Dataset.from_pandas(r, data_definition=definition))
+            Dataset.from_pandas(k, data_definition=definition), Dataset.from_pandas(r, data_definition=definition)
+        )
         result = snap.dict()
     out: dict[str, dict] = {}
     for m in result["metrics"]:
@@ -103,11 +120,11 @@ def evidently_verdicts(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str]) ->
 def store_run(rows: int) -> dict:
     """The monitor flow end to end on a SQLite store of 2 x `rows` events; see the module docstring."""
     import tempfile
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from driftloop.config import load_config
+    from driftloop.core.config import load_config
     from driftloop.store import Store
     from driftloop.store.models import Feedback
 
@@ -124,23 +141,37 @@ monitor:
     cfg.state_path.mkdir(parents=True)
     store = Store(cfg.store_url)
     store.migrate()
-    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
     t = time.perf_counter()
     with store._writer.begin() as conn:
         for half, (seed, shift) in enumerate(((1, False), (2, True))):
             f = window(rows, seed, shift)
             for start in range(0, rows, 50_000):
-                part = f.iloc[start:start + 50_000]
-                conn.execute(Feedback.__table__.insert(), [{
-                    "event_id": f"{half}-{start + i}", "ts": t0 + timedelta(seconds=half * rows + start + i),
-                    "model_version": r.model_version, "prompt": "p" * int(r.prompt_len),
-                    "response": "r" * int(r.response_len), "rating": None if np.isnan(r.rating) else r.rating,
-                    "thumbs_up": None if np.isnan(r.thumbs_up) else bool(r.thumbs_up),
-                    "correction": "fixed" if r.has_correction else None,
-                    "segment": {"topic": r.topic, "locale": r.locale, "tier": r.tier},
-                    "latency_ms": r.latency_ms, "tokens_in": int(r.tokens_in), "tokens_out": int(r.tokens_out),
-                    "meta": {}, "source": "bench", "ingested_at": t0, "rating_raw": None,
-                } for i, r in enumerate(part.itertuples(index=False))])
+                part = f.iloc[start : start + 50_000]
+                conn.execute(
+                    Feedback.__table__.insert(),
+                    [
+                        {
+                            "event_id": f"{half}-{start + i}",
+                            "ts": t0 + timedelta(seconds=half * rows + start + i),
+                            "model_version": r.model_version,
+                            "prompt": "p" * int(r.prompt_len),
+                            "response": "r" * int(r.response_len),
+                            "rating": None if np.isnan(r.rating) else r.rating,
+                            "thumbs_up": None if np.isnan(r.thumbs_up) else bool(r.thumbs_up),
+                            "correction": "fixed" if r.has_correction else None,
+                            "segment": {"topic": r.topic, "locale": r.locale, "tier": r.tier},
+                            "latency_ms": r.latency_ms,
+                            "tokens_in": int(r.tokens_in),
+                            "tokens_out": int(r.tokens_out),
+                            "meta": {},
+                            "source": "bench",
+                            "ingested_at": t0,
+                            "rating_raw": None,
+                        }
+                        for i, r in enumerate(part.itertuples(index=False))
+                    ],
+                )
     res: dict = {"rows_per_window": rows, "insert_s": time.perf_counter() - t}
     store.close()
     print(f"inserted 2 x {rows:,} events in {res['insert_s']:.0f} s", flush=True)
@@ -159,9 +190,11 @@ monitor:
                 res[f"{name}_peak_rss_gb"] = peak_rss_gb()
                 drifted = [m.segment["column"] for m in out.drift if m.name == "drift_score" and m.passed is False]
                 res[f"{name}_drifted"] = drifted
-                print(f"monitor flow ({name}): {res[f'{name}_s']:.1f} s, reference cached: {out.reference_cached}, "
-                      f"n={res[f'{name}_n']}, drifted {drifted}, peak RSS {res[f'{name}_peak_rss_gb']:.2f} GB",
-                      flush=True)
+                print(
+                    f"monitor flow ({name}): {res[f'{name}_s']:.1f} s, reference cached: {out.reference_cached}, "
+                    f"n={res[f'{name}_n']}, drifted {drifted}, peak RSS {res[f'{name}_peak_rss_gb']:.2f} GB",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # 2 x 1M events take about 2.7 GB
     return res
@@ -190,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     assert len(cols) == 20, cols
     t = time.perf_counter()
     ref, cur = window(args.rows, 1, False), window(args.rows, 2, True)
-    res: dict = {"rows_per_window": args.rows, "features": len(cols), "generate_s": time.perf_counter() - t,
-                 "rss_after_generate_gb": peak_rss_gb()}
+    res: dict = {
+        "rows_per_window": args.rows,
+        "features": len(cols),
+        "generate_s": time.perf_counter() - t,
+        "rss_after_generate_gb": peak_rss_gb(),
+    }
     print(f"generated 2 x {args.rows:,} events in {res['generate_s']:.1f} s", flush=True)
 
     t = time.perf_counter()
@@ -199,12 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     res["driftloop_s"] = time.perf_counter() - t
     res["driftloop_parts_s"] = out.seconds
     res["driftloop_peak_rss_gb"] = peak_rss_gb()
-    print(f"driftloop monitor (drift + quality + bias): {res['driftloop_s']:.1f} s, peak RSS {res['driftloop_peak_rss_gb']:.2f} GB",
-          flush=True)
+    print(
+        f"driftloop monitor (drift + quality + bias): {res['driftloop_s']:.1f} s, peak RSS {res['driftloop_peak_rss_gb']:.2f} GB",
+        flush=True,
+    )
     t = time.perf_counter()
     monitor_frames(out.reference_profile, cur, mon, min_n=30, reference_quality=out.reference)
     res["driftloop_cached_reference_s"] = time.perf_counter() - t
-    print(f"driftloop monitor with the cached reference profile: {res['driftloop_cached_reference_s']:.1f} s", flush=True)
+    print(
+        f"driftloop monitor with the cached reference profile: {res['driftloop_cached_reference_s']:.1f} s", flush=True
+    )
     ours = out.drift.summary["columns"]
     res["driftloop_drifted"] = sorted(c for c in ours if ours[c]["drifted"])
     res["max_error_bound"] = max(v.get("error_bound", 0.0) for v in ours.values())
@@ -215,11 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         res["evidently_s"] = time.perf_counter() - t
         res["ratio"] = res["evidently_s"] / res["driftloop_s"]
         res["evidently_drifted"] = sorted(c for c in theirs if theirs[c].get("drifted"))
-        res["verdicts_agree"] = all(ours[c]["drifted"] == theirs[c].get("drifted") for c in cols) and set(ours) == set(cols)
+        res["verdicts_agree"] = all(ours[c]["drifted"] == theirs[c].get("drifted") for c in cols) and set(ours) == set(
+            cols
+        )
         res["max_abs_score_diff"] = max(abs(ours[c]["score"] - theirs[c]["score"]) for c in cols)
-        print(f"Evidently DataDriftPreset on the full frames: {res['evidently_s']:.1f} s; ratio {res['ratio']:.1f}x", flush=True)
-        print(f"per-column verdicts agree: {res['verdicts_agree']} (driftloop {res['driftloop_drifted']}, "
-              f"Evidently {res['evidently_drifted']}); largest score difference {res['max_abs_score_diff']:.2e}")
+        print(
+            f"Evidently DataDriftPreset on the full frames: {res['evidently_s']:.1f} s; ratio {res['ratio']:.1f}x",
+            flush=True,
+        )
+        print(
+            f"per-column verdicts agree: {res['verdicts_agree']} (driftloop {res['driftloop_drifted']}, "
+            f"Evidently {res['evidently_drifted']}); largest score difference {res['max_abs_score_diff']:.2e}"
+        )
     res["expected_drifted"] = sorted(SHIFTED)
     print(json.dumps(res, indent=1, default=str))
     if args.json:

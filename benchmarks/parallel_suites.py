@@ -54,18 +54,24 @@ def write_suites(folder: Path, n_suites: int, items: int) -> list[str]:
     for k in range(2, n_suites + 1):
         name = f"driftloop_canary_{k}"
         (folder / f"{name}.yaml").write_text(
-            text.replace("task: driftloop_canary", f"task: {name}")
-            .replace("test: canary.jsonl", f"test: {TASKS_DIR / 'canary.jsonl'}"))
+            text.replace("task: driftloop_canary", f"task: {name}").replace(
+                "test: canary.jsonl", f"test: {TASKS_DIR / 'canary.jsonl'}"
+            )
+        )
         names.append(name)
     return names
 
 
 def config(folder: Path, task_dir: Path, names: list[str], items: int, runner: str) -> Path:
     folder.mkdir(parents=True)
-    suites = "".join(f"    s{k}: {{role: canary, tasks: [{{name: {n}, limit: {items}}}]}}\n" for k, n in enumerate(names))
+    suites = "".join(
+        f"    s{k}: {{role: canary, tasks: [{{name: {n}, limit: {items}}}]}}\n" for k, n in enumerate(names)
+    )
     p = folder / "driftloop.yaml"
-    p.write_text(f"project: bench\nstate_dir: state\nbenchmark:\n  batch_size: 16\n  task_dirs: [{task_dir}]\n"
-                 f"  suites:\n{suites}runner: {runner}\n")
+    p.write_text(
+        f"project: bench\nstate_dir: state\nbenchmark:\n  batch_size: 16\n  task_dirs: [{task_dir}]\n"
+        f"  suites:\n{suites}runner: {runner}\n"
+    )
     return p
 
 
@@ -82,14 +88,21 @@ def suites_bench(args) -> dict:
         from retrain.base_model import build_demo_model
 
         model = build_demo_model(ROOT / ".driftloop" / "benchmark-model")
-    out: dict = {"suites": args.suites, "items_per_suite": args.items, "workers": args.workers,
-                 "serial_torch_threads": args.threads, "cpus": os.cpu_count(), "runs": {}}
+    out: dict = {
+        "suites": args.suites,
+        "items_per_suite": args.items,
+        "workers": args.workers,
+        "serial_torch_threads": args.threads,
+        "cpus": os.cpu_count(),
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
         tmp = Path(tmp)
         (tmp / "tasks").mkdir()
         names = write_suites(tmp / "tasks", args.suites, args.items)
-        lc = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0")
+        lc = distributed.LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
         # Not the default client: prefect-dask would join its cluster instead of starting a new one.
         client = distributed.Client(lc, set_as_default=False)
         try:
@@ -101,8 +114,11 @@ def suites_bench(args) -> dict:
             # Warm-up, off the clock: imports, MLflow and Prefect databases, first model load, here and in
             # the running cluster's workers (that is what "running" means).
             for k, runner in enumerate(("{kind: serial}", runners["dask, running cluster"])):
-                benchmark(BenchmarkParams(config=str(config(tmp / f"warm-up-{k}", tmp / "tasks", names, 2, runner)),
-                                          model=str(model)))
+                benchmark(
+                    BenchmarkParams(
+                        config=str(config(tmp / f"warm-up-{k}", tmp / "tasks", names, 2, runner)), model=str(model)
+                    )
+                )
             base, times = None, {label: [] for label in runners}
             for k in range(args.repeat):  # runners interleaved, so a busy spell hits them all alike
                 for label, runner in runners.items():
@@ -117,13 +133,17 @@ def suites_bench(args) -> dict:
                     out["runs"][label] = {"pids": sorted({p.pid for p in res.executed_on.values()})}
                     print(f"{label}: {times[label][-1]:.1f} s", flush=True)
             for label, ts in times.items():
-                out["runs"][label].update(seconds=round(statistics.median(ts), 2), all_seconds=[round(t, 2) for t in ts])
+                out["runs"][label].update(
+                    seconds=round(statistics.median(ts), 2), all_seconds=[round(t, 2) for t in ts]
+                )
         finally:
             client.close()
             lc.close()
     serial = out["runs"]["serial"]["seconds"]
-    print(f"\n{args.suites} suites x {args.items} items, demo model, {os.cpu_count()} CPUs, {args.workers} workers; "
-          f"serial: {args.threads} torch thread(s); median of {args.repeat}")
+    print(
+        f"\n{args.suites} suites x {args.items} items, demo model, {os.cpu_count()} CPUs, {args.workers} workers; "
+        f"serial: {args.threads} torch thread(s); median of {args.repeat}"
+    )
     print("| runner | wall time | serial / runner |")
     print("|---|---|---|")
     for label, r in out["runs"].items():
@@ -140,11 +160,16 @@ def segments_bench(args) -> dict:
 
     rng = np.random.default_rng(0)
     n = args.rows
-    frame = pd.DataFrame({
-        "thumbs_up": rng.random(n) < 0.8, "has_correction": rng.random(n) < 0.1,
-        "rating": rng.integers(0, 5, n) / 4,  # 1-5 stars -> [0, 1]
-        "topic": rng.choice(list("abcdef"), n), "locale": rng.choice(["en", "de", "fr", "es"], n),
-        "tier": rng.choice(["free", "pro", "ent"], n)})
+    frame = pd.DataFrame(
+        {
+            "thumbs_up": rng.random(n) < 0.8,
+            "has_correction": rng.random(n) < 0.1,
+            "rating": rng.integers(0, 5, n) / 4,  # 1-5 stars -> [0, 1]
+            "topic": rng.choice(list("abcdef"), n),
+            "locale": rng.choice(["en", "de", "fr", "es"], n),
+            "tier": rng.choice(["free", "pro", "ent"], n),
+        }
+    )
     fields = ["topic", "locale", "tier"]
     quality_metrics(frame.head(1000), fields)  # first-call overhead off the clock
     t0 = time.perf_counter()
@@ -154,11 +179,19 @@ def segments_bench(args) -> dict:
     blob = pickle.dumps(frame, protocol=5)
     pickle.loads(blob)
     ship = time.perf_counter() - t0
-    out = {"rows": n, "segment_fields": fields, "results": len(results), "quality_seconds": round(whole, 3),
-           "pickle_round_trip_seconds": round(ship, 3), "frame_mb": round(len(blob) / 1e6, 1)}
-    print(f"{n:,} events, {len(fields)} segment fields ({len(results)} results): per-segment quality "
-          f"{whole * 1000:.0f} ms in one process; shipping the frame once costs {ship * 1000:.0f} ms "
-          f"({len(blob) / 1e6:.0f} MB pickle round trip)")
+    out = {
+        "rows": n,
+        "segment_fields": fields,
+        "results": len(results),
+        "quality_seconds": round(whole, 3),
+        "pickle_round_trip_seconds": round(ship, 3),
+        "frame_mb": round(len(blob) / 1e6, 1),
+    }
+    print(
+        f"{n:,} events, {len(fields)} segment fields ({len(results)} results): per-segment quality "
+        f"{whole * 1000:.0f} ms in one process; shipping the frame once costs {ship * 1000:.0f} ms "
+        f"({len(blob) / 1e6:.0f} MB pickle round trip)"
+    )
     return out
 
 

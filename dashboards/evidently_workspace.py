@@ -21,20 +21,23 @@ segment, the largest segment gap) so that the dashboard can plot them over time:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 from evidently.legacy.renderers.html_widgets import CounterData, counter
 
-from driftloop.types import MetricResult
+from driftloop.core.types import MetricResult
 
-DESCRIPTION = ("driftloop monitor runs: Evidently drift of the current window against the reference, "
-               "feedback quality per segment and the largest segment gap")
+DESCRIPTION = (
+    "driftloop monitor runs: Evidently drift of the current window against the reference, "
+    "feedback quality per segment and the largest segment gap"
+)
 OVERALL = "overall"  # the `group` label of a figure over the whole window
 
 
@@ -59,12 +62,22 @@ class DriftloopFigureCalculation(SingleValueCalculation[DriftloopFigure]):
     def calculate(self, context: Any, current_data: Dataset, reference_data: Dataset | None):
         df = current_data.as_dataframe()
         m = self.metric
-        row = df[(df["source"] == m.source) & (df["name"] == m.name) & (df["field"] == m.field)
-                 & (df["group"] == m.group)].iloc[0]
+        row = df[
+            (df["source"] == m.source) & (df["name"] == m.name) & (df["field"] == m.field) & (df["group"] == m.group)
+        ].iloc[0]
         res = self.result(float(row["value"]))
         ci = f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if pd.notna(row["ci_low"]) else ""
-        res.widget = [counter(counters=[CounterData(f"{row['value']:.3f}{ci}", f"{self.display_name()}, n={row['n']}"
-                                                    + (f"; {row['note']}" if row["note"] else ""))], title="")]
+        res.widget = [
+            counter(
+                counters=[
+                    CounterData(
+                        f"{row['value']:.3f}{ci}",
+                        f"{self.display_name()}, n={row['n']}" + (f"; {row['note']}" if row["note"] else ""),
+                    )
+                ],
+                title="",
+            )
+        ]
         return res
 
     def display_name(self) -> str:
@@ -82,8 +95,12 @@ def figure_labels(m: MetricResult) -> dict[str, str]:
     if "suite" in seg:
         return {"source": m.source, "name": m.name, "field": seg.get("role", "suite"), "group": seg["suite"]}
     if seg:  # the group names its field too, so a legend of `{{group}}` reads "topic=billing"
-        return {"source": m.source, "name": m.name, "field": ",".join(sorted(seg)),
-                "group": ",".join(f"{k}={v}" for k, v in sorted(seg.items()))}
+        return {
+            "source": m.source,
+            "name": m.name,
+            "field": ",".join(sorted(seg)),
+            "group": ",".join(f"{k}={v}" for k, v in sorted(seg.items())),
+        }
     return {"source": m.source, "name": m.name, "field": OVERALL, "group": OVERALL}
 
 
@@ -102,8 +119,16 @@ def figures_snapshot(results: Iterable[MetricResult]) -> Any | None:
         if key in seen:  # the first of two results with the same labels wins
             continue
         seen.add(key)
-        rows.append({**labels, "value": float(m.value), "ci_low": _num(m.ci_low), "ci_high": _num(m.ci_high), "n": m.n,
-                     "note": m.note[:200]})
+        rows.append(
+            {
+                **labels,
+                "value": float(m.value),
+                "ci_low": _num(m.ci_low),
+                "ci_high": _num(m.ci_high),
+                "n": m.n,
+                "note": m.note[:200],
+            }
+        )
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -118,8 +143,9 @@ def merge_snapshots(base: Any, extra: Any) -> Any:
     """Add `extra`'s metric results and widgets to `base` (both Evidently snapshots), in place."""
     # Snapshot has no public merge; these four fields are exactly what to_snapshot_model() writes.
     base._metrics.update(extra._metrics)
-    base._top_level_metrics = list(base._top_level_metrics) + [m for m in extra._top_level_metrics
-                                                                if m not in base._top_level_metrics]
+    base._top_level_metrics = list(base._top_level_metrics) + [
+        m for m in extra._top_level_metrics if m not in base._top_level_metrics
+    ]
     base._widgets = list(base._widgets) + list(extra._widgets)
     base._tests_widgets = list(base._tests_widgets) + list(extra._tests_widgets)
     return base
@@ -132,9 +158,16 @@ class SavedSnapshot:
     workspace: str
 
 
-def save_snapshot(workspace: Path, project: str, snapshot: Any, name: str, timestamp: datetime | None = None,
-                  metadata: dict[str, str] | None = None, tags: list[str] | None = None,
-                  figures: Iterable[MetricResult] = ()) -> SavedSnapshot:
+def save_snapshot(
+    workspace: Path,
+    project: str,
+    snapshot: Any,
+    name: str,
+    timestamp: datetime | None = None,
+    metadata: dict[str, str] | None = None,
+    tags: list[str] | None = None,
+    figures: Iterable[MetricResult] = (),
+) -> SavedSnapshot:
     """Add `snapshot` (an Evidently Snapshot, or None) and `figures` to project `project` of the workspace.
 
     The project is created, with its dashboard panels, the first time (and panels added
@@ -171,19 +204,43 @@ def panels() -> list[tuple[str, Any]]:
     def fig(legend: str, **labels: str) -> PanelMetric:
         return PanelMetric(legend=legend, metric="DriftloopFigure", metric_labels=labels)
 
-    share = PanelMetric(legend="share of drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})
+    share = PanelMetric(
+        legend="share of drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}
+    )
     count = PanelMetric(legend="drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "count"})
     return [
         ("Drift", counter_panel("Drifted columns, last run", [count], size="half")),
         ("Drift", line_plot_panel("Share of drifted columns over time", [share], size="half")),
         # One PanelMetric matches every group of the metric: the UI draws one line per label set.
-        ("Quality", line_plot_panel("Thumbs-up rate per segment over time", [fig("{{group}}", source="quality", name="thumbs_up_rate")],
-                                    description="Share of thumbs-up in each monitored window, overall and per segment group", size="half")),
-        ("Quality", line_plot_panel("Mean rating per segment over time", [fig("{{group}}", source="quality", name="mean_rating")],
-                                    description="Mean normalised rating [0, 1] per window, overall and per segment group", size="half")),
-        ("Bias", line_plot_panel("Largest segment gap over time", [fig("gap in {{field}}", source="bias", name="segment_gap"),
-                                                                  fig("{{group}}: {{name}}", source="benchmark", field="bias")],
-                                 description="Best minus worst group's thumbs-up rate per segment field; the bias suite's scores where benchmarks are saved")),
+        (
+            "Quality",
+            line_plot_panel(
+                "Thumbs-up rate per segment over time",
+                [fig("{{group}}", source="quality", name="thumbs_up_rate")],
+                description="Share of thumbs-up in each monitored window, overall and per segment group",
+                size="half",
+            ),
+        ),
+        (
+            "Quality",
+            line_plot_panel(
+                "Mean rating per segment over time",
+                [fig("{{group}}", source="quality", name="mean_rating")],
+                description="Mean normalised rating [0, 1] per window, overall and per segment group",
+                size="half",
+            ),
+        ),
+        (
+            "Bias",
+            line_plot_panel(
+                "Largest segment gap over time",
+                [
+                    fig("gap in {{field}}", source="bias", name="segment_gap"),
+                    fig("{{group}}: {{name}}", source="benchmark", field="bias"),
+                ],
+                description="Best minus worst group's thumbs-up rate per segment field; the bias suite's scores where benchmarks are saved",
+            ),
+        ),
     ]
 
 
@@ -225,5 +282,8 @@ def benchmark_figures(metrics: dict[str, list[MetricResult]], roles: dict[str, s
 
     The "Largest segment gap over time" panel plots those of the suites whose role is `bias`.
     """
-    return [m.model_copy(update={"segment": {**m.segment, "suite": suite, "role": roles.get(suite, "suite")}})
-            for suite, ms in metrics.items() for m in ms]
+    return [
+        m.model_copy(update={"segment": {**m.segment, "suite": suite, "role": roles.get(suite, "suite")}})
+        for suite, ms in metrics.items()
+        for m in ms
+    ]

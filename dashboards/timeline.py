@@ -25,13 +25,14 @@ from __future__ import annotations
 import html
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-from driftloop import tags as T
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from driftloop.core import tags as T
 
 METRICS = ("thumbs_up_rate", "mean_rating")  # plotted when the monitor logged them
 EVENTS = {  # event -> (marker symbol, colour), one lane each, bottom to top
@@ -51,11 +52,11 @@ def _ts(iso: str | None) -> datetime | None:
     if not iso:
         return None
     t = datetime.fromisoformat(iso)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _when(cycle: dict[str, Any]) -> datetime:
@@ -99,7 +100,11 @@ def _cycle_note(cycle: dict[str, Any]) -> str:
     for name in METRICS:
         k = f"quality/{name}"
         if k in m:
-            ci = f" [{m[k + '/ci_low']:.2f}, {m[k + '/ci_high']:.2f}]" if k + "/ci_low" in m and k + "/ci_high" in m else ""
+            ci = (
+                f" [{m[k + '/ci_low']:.2f}, {m[k + '/ci_high']:.2f}]"
+                if k + "/ci_low" in m and k + "/ci_high" in m
+                else ""
+            )
             parts.append(f"{name} {m[k]:.2f}{ci}")
     return "; ".join(parts)
 
@@ -124,7 +129,9 @@ def _cycle_events(cycle: dict[str, Any], with_promotions: bool) -> list[tuple[st
     return out
 
 
-def timeline_rows(history: list[dict[str, Any]], link, champions: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+def timeline_rows(
+    history: list[dict[str, Any]], link, champions: list[dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """Every row of the page's table, oldest first: `when`, `event`, `version`, `detail`, `link`, `run_id`.
 
     Each cycle gives a `cycle` row (its outcome and headline metric), then one row per
@@ -138,16 +145,40 @@ def timeline_rows(history: list[dict[str, Any]], link, champions: list[dict[str,
     rows = []
     for c in history:
         version = versions[c["run_id"]]
-        rows.append({"when": _when(c), "event": "cycle", "version": version, "detail": _cycle_note(c)[:300],
-                     "run_id": c["run_id"], "link": link(c["run_id"])})
+        rows.append(
+            {
+                "when": _when(c),
+                "event": "cycle",
+                "version": version,
+                "detail": _cycle_note(c)[:300],
+                "run_id": c["run_id"],
+                "link": link(c["run_id"]),
+            }
+        )
         for event, text in _cycle_events(c, with_promotions=not moves):
-            rows.append({"when": _when(c), "event": event, "version": version, "detail": text[:300],
-                         "run_id": c["run_id"], "link": link(c["run_id"])})
+            rows.append(
+                {
+                    "when": _when(c),
+                    "event": event,
+                    "version": version,
+                    "detail": text[:300],
+                    "run_id": c["run_id"],
+                    "link": link(c["run_id"]),
+                }
+            )
     for m in moves:
         event = {"rollback": "rollback", "initial": "first champion"}.get(m["how"], "promotion")
         detail = f"version {m['previous'] or '-'} -> {m['version']} ({m['how']} by {m['by']}): {m['reason']}"
-        rows.append({"when": _ts(m["at"]), "event": event, "version": m["version"], "detail": detail[:300],
-                     "run_id": m["run_id"], "link": link(m["run_id"])})
+        rows.append(
+            {
+                "when": _ts(m["at"]),
+                "event": event,
+                "version": m["version"],
+                "detail": detail[:300],
+                "run_id": m["run_id"],
+                "link": link(m["run_id"]),
+            }
+        )
     return sorted(rows, key=lambda r: r["when"])
 
 
@@ -165,35 +196,81 @@ def _series(history: list[dict[str, Any]], key: str, versions: dict[str, str], l
     return xs, ys, lo, hi, links, text
 
 
-def timeline_figure(history: list[dict[str, Any]], floors: dict[str, float], link,
-                    champions: list[dict[str, str]] | None = None, segment_field: str | None = None,
-                    title: str = "driftloop") -> go.Figure:
+def timeline_figure(
+    history: list[dict[str, Any]],
+    floors: dict[str, float],
+    link,
+    champions: list[dict[str, str]] | None = None,
+    segment_field: str | None = None,
+    title: str = "driftloop",
+) -> go.Figure:
     """The plotly figure of the page: metric trends (top) and event lanes (bottom); see `timeline_html`."""
     moves = _oldest_first(champions)
     versions = _serving_versions(history, moves)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.07,
-                        subplot_titles=("feedback quality per monitored window (95% CI); shaded: window, by champion version",
-                                        "loop events (click a point: its MLflow run)"))
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.68, 0.32],
+        vertical_spacing=0.07,
+        subplot_titles=(
+            "feedback quality per monitored window (95% CI); shaded: window, by champion version",
+            "loop events (click a point: its MLflow run)",
+        ),
+    )
     seen = {k for c in history for k in c.get("monitor_metrics", {})}
     keys = [(f"quality/{m}", m) for m in METRICS if f"quality/{m}" in seen]
     if segment_field:
         prefix = f"quality/{METRICS[0]}/{segment_field}:"
-        keys += [(k, k.rsplit("/", 1)[-1].replace(":", "=")) for k in sorted(seen)
-                 if k.startswith(prefix) and not k.endswith(("/ci_low", "/ci_high"))]
+        keys += [
+            (k, k.rsplit("/", 1)[-1].replace(":", "="))
+            for k in sorted(seen)
+            if k.startswith(prefix) and not k.endswith(("/ci_low", "/ci_high"))
+        ]
     for i, (key, name) in enumerate(keys):
         xs, ys, lo, hi, links, text = _series(history, key, versions, link)
         colour = qualitative.Plotly[i % len(qualitative.Plotly)]
-        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=hi + lo[::-1], fill="toself", fillcolor=colour, opacity=0.15,
-                                 line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=name,
-                                 name=f"{name} 95% CI"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, customdata=links,
-                                 text=text, line={"color": colour, "dash": "dot" if "=" in name else "solid"},
-                                 hovertemplate="%{y:.3f}<br>%{x}<br>%{text}<br>click: MLflow run<extra>" + name + "</extra>"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=xs + xs[::-1],
+                y=hi + lo[::-1],
+                fill="toself",
+                fillcolor=colour,
+                opacity=0.15,
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=name,
+                name=f"{name} 95% CI",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                customdata=links,
+                text=text,
+                line={"color": colour, "dash": "dot" if "=" in name else "solid"},
+                hovertemplate="%{y:.3f}<br>%{x}<br>%{text}<br>click: MLflow run<extra>" + name + "</extra>",
+            ),
+            row=1,
+            col=1,
+        )
         metric = name if name in METRICS else None
         if metric and metric in floors:
-            fig.add_hline(y=floors[metric], line_dash="dash", line_color=colour, row=1, col=1,
-                          annotation_text=f"floor {metric} {floors[metric]:.2f}")
+            fig.add_hline(
+                y=floors[metric],
+                line_dash="dash",
+                line_color=colour,
+                row=1,
+                col=1,
+                annotation_text=f"floor {metric} {floors[metric]:.2f}",
+            )
     last = None
     for c in history:  # the monitored windows, tinted per champion version
         p = c.get("monitor_params", {})
@@ -202,22 +279,42 @@ def timeline_figure(history: list[dict[str, Any]], floors: dict[str, float], lin
             continue
         v = versions[c["run_id"]]
         colour = qualitative.Pastel[int(v) % len(qualitative.Pastel)] if v.isdigit() else "#dddddd"
-        fig.add_vrect(x0=start, x1=end, fillcolor=colour, opacity=0.35, line_width=0, layer="below", row=1, col=1,
-                      annotation_text=f"v{v}" if v and v != last else "", annotation_position="top left")
+        fig.add_vrect(
+            x0=start,
+            x1=end,
+            fillcolor=colour,
+            opacity=0.35,
+            line_width=0,
+            layer="below",
+            row=1,
+            col=1,
+            annotation_text=f"v{v}" if v and v != last else "",
+            annotation_position="top left",
+        )
         last = v
     rows = timeline_rows(history, link, champions)
     for event, (symbol, colour) in EVENTS.items():
         mine = [r for r in rows if r["event"] == event]
         if not mine and event in ("first champion", "retrain failed"):
             continue  # no empty lanes for the rare events
-        fig.add_trace(go.Scatter(x=[r["when"] for r in mine], y=[event] * len(mine), mode="markers", name=event,
-                                 text=[html.escape(f"v{r['version']}: {r['detail']}") for r in mine],
-                                 customdata=[r["link"] for r in mine],
-                                 marker={"symbol": symbol, "size": 14, "color": colour},
-                                 hovertemplate="%{text}<extra>" + event + "</extra>"), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=[r["when"] for r in mine],
+                y=[event] * len(mine),
+                mode="markers",
+                name=event,
+                text=[html.escape(f"v{r['version']}: {r['detail']}") for r in mine],
+                customdata=[r["link"] for r in mine],
+                marker={"symbol": symbol, "size": 14, "color": colour},
+                hovertemplate="%{text}<extra>" + event + "</extra>",
+            ),
+            row=2,
+            col=1,
+        )
     fig.update_yaxes(categoryorder="array", categoryarray=list(EVENTS), row=2, col=1)
-    fig.update_layout(title=f"{title}: loop timeline ({len(history)} cycles)", height=700, template="plotly_white",
-                      margin={"t": 90})
+    fig.update_layout(
+        title=f"{title}: loop timeline ({len(history)} cycles)", height=700, template="plotly_white", margin={"t": 90}
+    )
     return fig
 
 
@@ -251,10 +348,17 @@ td,th{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-ali
 """
 
 
-def timeline_html(history: list[dict[str, Any]], floors: dict[str, float], mlflow_url: str, experiment_id: str,
-                  segment_field: str | None = None, title: str = "driftloop",
-                  champions: list[dict[str, str]] | None = None) -> str:
+def timeline_html(
+    history: list[dict[str, Any]],
+    floors: dict[str, float],
+    mlflow_url: str,
+    experiment_id: str,
+    segment_field: str | None = None,
+    title: str = "driftloop",
+    champions: list[dict[str, str]] | None = None,
+) -> str:
     """The whole page from `Tracker.cycle_history()` (and `champion_history()`); `mlflow_url` prefixes each run link."""
+
     def link(run_id: str) -> str:
         return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
@@ -264,8 +368,9 @@ def timeline_html(history: list[dict[str, Any]], floors: dict[str, float], mlflo
     table = "\n".join(
         f"<tr><td>{r['when']:%Y-%m-%d %H:%M}</td><td>{html.escape(r['event'])}</td>"
         f"<td>{'v' + html.escape(r['version']) if r['version'] else '-'}</td><td>{html.escape(r['detail'])}</td>"
-        f"<td><a href=\"{html.escape(r['link'])}\" target=\"_blank\">{html.escape(r['run_id'][:12])}</a></td></tr>"
-        for r in reversed(timeline_rows(history, link, champions)))
+        f'<td><a href="{html.escape(r["link"])}" target="_blank">{html.escape(r["run_id"][:12])}</a></td></tr>'
+        for r in reversed(timeline_rows(history, link, champions))
+    )
     return _PAGE.format(plot=plot, rows=table)
 
 
@@ -283,8 +388,15 @@ def build_timeline(tracker: Any, cfg: Any, mlflow_url: str | None = None) -> tup
     """(page, number of cycles) for the tracker's experiment, as `driftloop dashboard` writes it."""
     history = tracker.cycle_history()
     seg = cfg.monitor.segment_fields[0] if cfg.monitor.segment_fields else None
-    page = timeline_html(history, cfg.policy.floors, mlflow_url or mlflow_ui_url(cfg), tracker.experiment_id, seg,
-                         cfg.project, champions=tracker.champion_history(limit=1000))
+    page = timeline_html(
+        history,
+        cfg.policy.floors,
+        mlflow_url or mlflow_ui_url(cfg),
+        tracker.experiment_id,
+        seg,
+        cfg.project,
+        champions=tracker.champion_history(limit=1000),
+    )
     return page, len(history)
 
 
@@ -308,5 +420,5 @@ def render_stats(dom: str) -> dict[str, Any]:
     start = dom.find('id="render-stats">')
     if start < 0:
         return {}
-    text = dom[start + len('id="render-stats">'):dom.find("</pre>", start)]
+    text = dom[start + len('id="render-stats">') : dom.find("</pre>", start)]
     return json.loads(html.unescape(text)) if text.strip() else {}

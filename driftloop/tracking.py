@@ -18,12 +18,14 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from driftloop import tags as T
-from driftloop.errors import InputError, StageError
-from driftloop.types import Decision, MetricResult
+from driftloop.core import tags as T
+from driftloop.core.errors import InputError, StageError
+from driftloop.core.types import Decision, MetricResult
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -42,8 +44,14 @@ def metric_key(m: MetricResult) -> str:
 class Tracker:
     """Thin wrapper over `MlflowClient` bound to one tracking URI, experiment and model name."""
 
-    def __init__(self, uri: str, experiment: str, model_name: str, artifact_location: str | None = None,
-                 cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        model_name: str,
+        artifact_location: str | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         import mlflow
         from mlflow import MlflowClient
 
@@ -61,11 +69,16 @@ class Tracker:
             self.experiment_id = exp.experiment_id
 
     @classmethod
-    def from_config(cls, cfg) -> "Tracker":
+    def from_config(cls, cfg) -> Tracker:
         if cfg.tracking_uri.startswith("sqlite:///"):
-            Path(cfg.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return cls(cfg.tracking_uri, cfg.tracking.experiment, cfg.tracking.registered_model,
-                   cfg.artifact_location, cfg.state_path / "models")
+            Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return cls(
+            cfg.tracking_uri,
+            cfg.tracking.experiment,
+            cfg.tracking.registered_model,
+            cfg.artifact_location,
+            cfg.state_path / "models",
+        )
 
     # -- runs -------------------------------------------------------------
     def start_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
@@ -91,16 +104,17 @@ class Tracker:
 
         items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(_BAD_KEY.sub("_", k)[:250], float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i:i + 500])
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
 
     def log_metric_results(self, run_id: str, results: Iterable[MetricResult], artifact: str = "metrics.json") -> None:
         """Log each result's value and interval as metrics, and all of them verbatim as JSON."""
@@ -128,11 +142,14 @@ class Tracker:
 
     def log_decision(self, run_id: str, decision: Decision, stage: str) -> None:
         """Tags for the action and the first reasons; the whole decision as JSON."""
-        self.set_tags(run_id, {
-            T.decision_action(stage): decision.action.value,
-            T.decision_reason(stage): " | ".join(decision.reasons)[:4900],
-            T.POLICY_VERSION: decision.policy_version,
-        })
+        self.set_tags(
+            run_id,
+            {
+                T.decision_action(stage): decision.action.value,
+                T.decision_reason(stage): " | ".join(decision.reasons)[:4900],
+                T.POLICY_VERSION: decision.policy_version,
+            },
+        )
         self.log_dict(run_id, decision.model_dump(mode="json"), f"decision_{stage}.json")
 
     def cycle_history(self, max_cycles: int = 500) -> list[dict[str, Any]]:
@@ -143,39 +160,52 @@ class Tracker:
         and `monitor_params` (empty where the cycle stopped before monitoring). The
         monitor runs come from one search, not one per cycle.
         """
-        runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
-                                       order_by=["attributes.start_time DESC"], max_results=max_cycles)[::-1]
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.`driftloop.kind` = 'cycle'",
+            order_by=["attributes.start_time DESC"],
+            max_results=max_cycles,
+        )[::-1]
         monitors: dict[str, Any] = {}
         if runs:
             since = runs[0].info.start_time
             for c in self.client.search_runs(
-                    [self.experiment_id], max_results=50_000, order_by=["attributes.start_time ASC"],
-                    filter_string=f"tags.`driftloop.stage` = 'monitor' AND attributes.start_time >= {since}"):
+                [self.experiment_id],
+                max_results=50_000,
+                order_by=["attributes.start_time ASC"],
+                filter_string=f"tags.`driftloop.stage` = 'monitor' AND attributes.start_time >= {since}",
+            ):
                 monitors.setdefault(c.data.tags.get("mlflow.parentRunId", ""), c)
         out = []
         for r in runs:
             rid = r.info.run_id
             mon = monitors.get(rid)
-            out.append({
-                "run_id": rid, "start": r.info.start_time, "tags": dict(r.data.tags),
-                "summary": self._load_json(rid, "cycle_summary.json"),
-                "monitor_metrics": dict(mon.data.metrics) if mon else {},
-                "monitor_params": dict(mon.data.params) if mon else {},
-            })
+            out.append(
+                {
+                    "run_id": rid,
+                    "start": r.info.start_time,
+                    "tags": dict(r.data.tags),
+                    "summary": self._load_json(rid, "cycle_summary.json"),
+                    "monitor_metrics": dict(mon.data.metrics) if mon else {},
+                    "monitor_params": dict(mon.data.params) if mon else {},
+                }
+            )
         return out
 
     def _load_json(self, run_id: str, artifact: str) -> Any:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
-                                                                 dst_path=tmp, tracking_uri=self.uri)
+                path = self._mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=self.uri
+                )
             except Exception:  # noqa: BLE001 - a cycle that crashed early has no summary
                 return {}
             return json.loads(Path(path).read_text(encoding="utf-8"))
 
     # -- registry ---------------------------------------------------------
-    def register_model(self, run_id: str, model_dir: str | Path, description: str = "",
-                       tags: dict[str, str] | None = None) -> str:
+    def register_model(
+        self, run_id: str, model_dir: str | Path, description: str = "", tags: dict[str, str] | None = None
+    ) -> str:
         """Log `model_dir` as the run's `model` artifact and register it; returns the new version."""
         from mlflow.exceptions import MlflowException
 
@@ -185,8 +215,9 @@ class Tracker:
         except MlflowException:
             self.client.create_registered_model(self.model_name)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        mv = self.client.create_model_version(self.model_name, source=source, run_id=run_id,
-                                              description=description or None, tags=tags or None)
+        mv = self.client.create_model_version(
+            self.model_name, source=source, run_id=run_id, description=description or None, tags=tags or None
+        )
         return str(mv.version)
 
     def alias_version(self, alias: str) -> str | None:
@@ -223,8 +254,14 @@ class Tracker:
             raise InputError(f"version {version}: no such version of {self.model_name!r}") from None
         previous = self.alias_version("champion")
         self.set_alias("champion", str(version))
-        tags = {T.KIND: "promotion", T.VERSION: str(version), T.BY: by,
-                T.HOW: how, T.REASON: reason[:4900], T.PREVIOUS: previous or ""}
+        tags = {
+            T.KIND: "promotion",
+            T.VERSION: str(version),
+            T.BY: by,
+            T.HOW: how,
+            T.REASON: reason[:4900],
+            T.PREVIOUS: previous or "",
+        }
         run = self.start_run(f"{how}-v{version}", tags=tags)
         self.end_run(run)
         self.set_version_tags(str(version), {T.PROMOTED_BY: by, T.PROMOTION: how})
@@ -232,15 +269,26 @@ class Tracker:
 
     def champion_history(self, limit: int = 100) -> list[dict[str, str]]:
         """Every move of `champion` (gate, manual or rollback), newest first."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        runs = self.client.search_runs([self.experiment_id], filter_string="tags.`driftloop.kind` = 'promotion'",
-                                       order_by=["attributes.start_time DESC"], max_results=limit)
-        return [{"version": r.data.tags.get(T.VERSION, ""), "by": r.data.tags.get(T.BY, ""),
-                 "how": r.data.tags.get(T.HOW, ""), "reason": r.data.tags.get(T.REASON, ""),
-                 "previous": r.data.tags.get(T.PREVIOUS, ""), "run_id": r.info.run_id,
-                 "at": datetime.fromtimestamp(r.info.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds")}
-                for r in runs]
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.`driftloop.kind` = 'promotion'",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+        return [
+            {
+                "version": r.data.tags.get(T.VERSION, ""),
+                "by": r.data.tags.get(T.BY, ""),
+                "how": r.data.tags.get(T.HOW, ""),
+                "reason": r.data.tags.get(T.REASON, ""),
+                "previous": r.data.tags.get(T.PREVIOUS, ""),
+                "run_id": r.info.run_id,
+                "at": datetime.fromtimestamp(r.info.start_time / 1000, tz=UTC).isoformat(timespec="seconds"),
+            }
+            for r in runs
+        ]
 
     def set_version_tags(self, version: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
@@ -251,9 +299,14 @@ class Tracker:
 
     def version_info(self, version: str) -> dict[str, Any]:
         mv = self.client.get_model_version(self.model_name, str(version))
-        return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
-                "aliases": list(mv.aliases or []), "tags": dict(mv.tags or {}),
-                "description": mv.description or ""}
+        return {
+            "version": str(mv.version),
+            "source": mv.source,
+            "run_id": mv.run_id,
+            "aliases": list(mv.aliases or []),
+            "tags": dict(mv.tags or {}),
+            "description": mv.description or "",
+        }
 
     def resolve(self, ref: str) -> tuple[str, Path]:
         """`champion`/`challenger`/any alias, a version number, or a local path -> (label, local folder).
@@ -276,8 +329,9 @@ class Tracker:
         if not (dest / ".complete").exists():
             tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self._ensure_cache()))
             try:
-                got = self._mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp),
-                                                                tracking_uri=self.uri)
+                got = self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=mv.source, dst_path=str(tmp), tracking_uri=self.uri
+                )
             except Exception as e:  # noqa: BLE001 - any download failure is a stage failure
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise StageError(f"model version {version}: download failed: {e}") from None
@@ -291,7 +345,7 @@ class Tracker:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return self.cache_dir
 
-    # -- on-demand evaluations (driftloop.evaluation) ------------------------
+    # -- on-demand evaluations (driftloop.services.evaluation) ------------------------
     def set_run_status(self, run_id: str, status: str) -> None:
         """Set a run's MLflow status: SCHEDULED (queued), RUNNING, FINISHED, FAILED or KILLED."""
         self.client.update_run(run_id, status=status)
@@ -310,8 +364,14 @@ class Tracker:
             r = self.client.get_run(run_id)
         except MlflowException:
             return None
-        return {"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
-                "metrics": dict(r.data.metrics), "start": r.info.start_time, "end": r.info.end_time}
+        return {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "tags": dict(r.data.tags),
+            "metrics": dict(r.data.metrics),
+            "start": r.info.start_time,
+            "end": r.info.end_time,
+        }
 
     def read_json(self, run_id: str, artifact: str) -> Any:
         """A JSON artifact of the run, or {} where it is missing."""
@@ -346,8 +406,12 @@ class Tracker:
         "Promoted by the gate:" or "Rejected by the gate:" followed by the reasons.
         """
         metrics: dict[str, float] = {}
-        tags = {T.GATE_VERDICT: verdict.action.value, T.CYCLE_RUN: run_id,
-                T.CYCLE_RUN_URL: self.run_url(run_id), T.POLICY_VERSION: verdict.policy_version}
+        tags = {
+            T.GATE_VERDICT: verdict.action.value,
+            T.CYCLE_RUN: run_id,
+            T.CYCLE_RUN_URL: self.run_url(run_id),
+            T.POLICY_VERSION: verdict.policy_version,
+        }
         for f in verdict.findings:
             suite = f.segment.get("suite")
             if suite is None:
@@ -356,15 +420,26 @@ class Tracker:
             if f.kind not in ("gain", "non_inferiority"):
                 tags[T.gate_suite(suite)] = f"no verdict: {f.kind.replace('_', ' ')}"
                 continue
-            metrics.update({f"gate/{suite}/diff": f.estimate, f"gate/{suite}/ci_low": f.ci_low,
-                            f"gate/{suite}/ci_high": f.ci_high, f"gate/{suite}/n": f.n,
-                            f"gate/{suite}/p_value": f.p_value})
+            metrics.update(
+                {
+                    f"gate/{suite}/diff": f.estimate,
+                    f"gate/{suite}/ci_low": f.ci_low,
+                    f"gate/{suite}/ci_high": f.ci_high,
+                    f"gate/{suite}/n": f.n,
+                    f"gate/{suite}/p_value": f.p_value,
+                }
+            )
             ci = f" [{f.ci_low:+.3f}, {f.ci_high:+.3f}]" if f.ci_low is not None and f.ci_high is not None else ""
-            better = "" if f.direction == "higher" and f.target is None else (
-                f" (target {f.target:g})" if f.target is not None else " (lower is better)")
-            tags[T.gate_suite(suite)] = (f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
-                                               f"{f.estimate:+.3f}{ci}, "
-                                               f"n={f.n}, p={f.p_value:.4g}, {'pass' if f.passed else 'fail'}")
+            better = (
+                ""
+                if f.direction == "higher" and f.target is None
+                else (f" (target {f.target:g})" if f.target is not None else " (lower is better)")
+            )
+            tags[T.gate_suite(suite)] = (
+                f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
+                f"{f.estimate:+.3f}{ci}, "
+                f"n={f.n}, p={f.p_value:.4g}, {'pass' if f.passed else 'fail'}"
+            )
         self.log_metrics(run_id, metrics)
         self.set_tags(run_id, {T.CHALLENGER_VERSION: version, T.GATE_VERDICT: verdict.action.value})
         self.set_version_tags(version, tags)
@@ -394,7 +469,7 @@ def _read_aliases(uri: str, model_name: str, aliases: list[str]) -> dict[str, st
     A SQLite store that does not exist yet holds no aliases."""
     if os.environ.get("MLFLOW_WORKSPACE", "").strip() or not uri.startswith(("sqlite:", "postgresql", "mysql")):
         return None
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return dict.fromkeys(aliases)
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
@@ -405,8 +480,11 @@ def _read_aliases(uri: str, model_name: str, aliases: list[str]) -> dict[str, st
         return None
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT * FROM registered_model_aliases WHERE name = :name"),
-                                {"name": model_name}).mappings().all()
+            rows = (
+                conn.execute(text("SELECT * FROM registered_model_aliases WHERE name = :name"), {"name": model_name})
+                .mappings()
+                .all()
+            )
     except SQLAlchemyError:
         return None
     finally:

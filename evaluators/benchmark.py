@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driftloop import stats
-from driftloop.config import TaskSpec
-from driftloop.errors import InputError, StageError
-from driftloop.types import MetricResult, SampleResults
+from driftloop.core import stats
+from driftloop.core.config import TaskSpec
+from driftloop.core.errors import InputError, StageError
+from driftloop.core.types import MetricResult, SampleResults
 from evaluators.builtin import builtin_hash, builtin_task_dir, local_dataset
 from evaluators.taskfiles import data_files, find_task_yaml, resolve_data_files, task_hash
 from evaluators.tasks import TASKS_DIR
@@ -255,7 +255,9 @@ def _interval(value: float, se: float | None, per_item: list[Any]) -> tuple[floa
     return lo, hi, note
 
 
-def _metric_results(res: dict[str, Any], tasks: list[str], logged: dict[str, list[dict]] | None = None) -> list[MetricResult]:
+def _metric_results(
+    res: dict[str, Any], tasks: list[str], logged: dict[str, list[dict]] | None = None
+) -> list[MetricResult]:
     out: list[MetricResult] = []
     logged = logged or {}
     for t in tasks:
@@ -273,10 +275,18 @@ def _metric_results(res: dict[str, Any], tasks: list[str], logged: dict[str, lis
             name = f"{t}/{metric}" if flt == "none" else f"{t}/{metric}[{flt}]"
             per_item = [r.get(metric) for r in logged.get(t, [])] if flt == "none" else []
             lo, hi, note = _interval(float(value), se, per_item)
-            out.append(MetricResult(
-                name=name, value=float(value), n=n, source="benchmark",
-                direction="higher" if hib.get(metric, True) else "lower", ci_low=lo, ci_high=hi, note=note,
-            ))
+            out.append(
+                MetricResult(
+                    name=name,
+                    value=float(value),
+                    n=n,
+                    source="benchmark",
+                    direction="higher" if hib.get(metric, True) else "lower",
+                    ci_low=lo,
+                    ci_high=hi,
+                    note=note,
+                )
+            )
     return out
 
 
@@ -356,7 +366,8 @@ def run_tasks(
         # `limit` would apply one number to every task.
         samples = {
             name: list(range(min(spec.limit, len(task.eval_docs))))
-            for name, (task, spec, _) in built.items() if spec.limit
+            for name, (task, spec, _) in built.items()
+            if spec.limit
         }
         lm = _load_model(path, batch_size, device, backend)
         try:
@@ -369,12 +380,16 @@ def run_tasks(
     logged = res.pop("samples", {}) or {}
     mid = model_id or path
     sample_results = [
-        _sample_results(name, logged.get(name, []), spec, mid, thash)
-        for name, (_, spec, thash) in built.items()
+        _sample_results(name, logged.get(name, []), spec, mid, thash) for name, (_, spec, thash) in built.items()
     ]
     raw = json.loads(json.dumps(res, default=handle_non_serializable))
     seconds = time.monotonic() - t0
-    log.info("lm-eval: %d task(s), %d items on %s in %.1f s", len(built),
-             sum(len(s.items) for s in sample_results), mid, seconds)
+    log.info(
+        "lm-eval: %d task(s), %d items on %s in %.1f s",
+        len(built),
+        sum(len(s.items) for s in sample_results),
+        mid,
+        seconds,
+    )
     metrics = _metric_results(res, list(built), logged)
     return BenchmarkOutput(samples=sample_results, metrics=metrics, raw=raw, seconds=seconds)

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from driftloop.errors import InputError
+from driftloop.core.errors import InputError
 
 __all__ = ["builtin_hash", "builtin_task_dir", "builtin_tasks_root", "local_data_files", "local_dataset"]
 
@@ -88,13 +88,16 @@ def local_data_files(data_dir: Path, patterns: list[str] | None) -> list[Path]:
             raise InputError(f"missing data file: {data_dir} has no {'/'.join(BUILDERS)} file")
     kinds = {BUILDERS.get(p.suffix) for p in files}
     if None in kinds or len(kinds) > 1:
-        raise InputError(f"data files in {data_dir} must share one format ({', '.join(BUILDERS)}): "
-                         f"{', '.join(p.name for p in files)}")
+        raise InputError(
+            f"data files in {data_dir} must share one format ({', '.join(BUILDERS)}): "
+            f"{', '.join(p.name for p in files)}"
+        )
     return list(dict.fromkeys(files))  # a file matched by two patterns is read once
 
 
-def local_dataset(cfg: dict[str, Any], data_dir: Path, patterns: list[str] | None, task: str,
-                  cache_dir: Path | None = None) -> dict[str, Any]:
+def local_dataset(
+    cfg: dict[str, Any], data_dir: Path, patterns: list[str] | None, task: str, cache_dir: Path | None = None
+) -> dict[str, Any]:
     """Point a loaded task config at local files instead of its hub dataset (in place).
 
     Files named after one of the task's splits (e.g. `test.jsonl`) feed that split;

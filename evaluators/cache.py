@@ -26,22 +26,28 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any, Protocol
 
-from driftloop.config import TaskSpec
-from driftloop.errors import InputError
-from driftloop.types import MetricResult, SampleResults
+from driftloop.core.config import TaskSpec
+from driftloop.core.errors import InputError
+from driftloop.core.types import MetricResult, SampleResults
 from evaluators.benchmark import SEED, BenchmarkOutput, find_task_yaml, run_tasks, task_hash
 from evaluators.builtin import builtin_hash, builtin_task_dir
 
-__all__ = ["CachedTask", "cache_key", "evaluate_cached", "load_cached", "model_fingerprint", "save_cached",
-           "spec_hash"]
+__all__ = ["CachedTask", "cache_key", "evaluate_cached", "load_cached", "model_fingerprint", "save_cached", "spec_hash"]
 
 AGG_SUFFIX = ":agg"  # aggregates live beside the per-item rows, under key + this suffix
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}  # weights, config, tokenizer
 
 
 class SampleStore(Protocol):
-    def save_samples(self, cache_key: str, task: str, model: str, metric: str,
-                     items: dict[str, float], detail: dict[str, dict[str, Any]]) -> None: ...
+    def save_samples(
+        self,
+        cache_key: str,
+        task: str,
+        model: str,
+        metric: str,
+        items: dict[str, float],
+        detail: dict[str, dict[str, Any]],
+    ) -> None: ...
     def load_samples(self, cache_key: str) -> dict[str, Any] | None: ...
 
 
@@ -66,7 +72,9 @@ def model_fingerprint(path: str | Path, label: str = "", source: str = "") -> st
     if not root.exists():
         raise InputError(f"model path does not exist: {root}")
     h = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    files = (
+        [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    )
     for f in files:
         h.update(f.relative_to(root).as_posix().encode() if f != root else f.name.encode())
         with f.open("rb") as fh:
@@ -80,8 +88,9 @@ def spec_hash(spec: TaskSpec, include_paths: list[Path]) -> str:
     hash their lm-eval folder and local data; project and golden tasks their YAML and data
     (the golden YAML carries its own `metadata.task_hash`). InputError if the task is not found."""
     if spec.kind == "builtin":
-        return builtin_hash(spec.name, Path(spec.data_dir).expanduser().resolve() if spec.data_dir else None,
-                            spec.data_files)
+        return builtin_hash(
+            spec.name, Path(spec.data_dir).expanduser().resolve() if spec.data_dir else None, spec.data_files
+        )
     y = find_task_yaml(spec.name, include_paths)
     if y is None:
         raise _unknown(spec.name, include_paths)
@@ -105,20 +114,33 @@ def _unknown(name: str, include_paths: list[Path]) -> InputError:
     return InputError(f"unknown task '{name}' in {', '.join(str(p) for p in include_paths)}{hint}")
 
 
-def cache_key(fingerprint: str, thash: str, spec: TaskSpec, lm_eval_version: str | None = None,
-              seed: int = SEED) -> str:
+def cache_key(
+    fingerprint: str, thash: str, spec: TaskSpec, lm_eval_version: str | None = None, seed: int = SEED
+) -> str:
     """sha256 over model fingerprint, task hash, lm-eval version, few-shot, limit, metric and seed."""
-    parts = [fingerprint, thash, lm_eval_version or pkg_version("lm-eval"), str(spec.num_fewshot),
-             str(spec.limit), spec.metric, str(seed)]
+    parts = [
+        fingerprint,
+        thash,
+        lm_eval_version or pkg_version("lm-eval"),
+        str(spec.num_fewshot),
+        str(spec.limit),
+        spec.metric,
+        str(seed),
+    ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def save_cached(store: SampleStore, key: str, samples: SampleResults, metrics: list[MetricResult]) -> None:
     """Store one task's per-item results and its aggregates under `key`."""
     store.save_samples(key, samples.task, samples.model, samples.metric, samples.items, samples.detail)
-    store.save_samples(key + AGG_SUFFIX, samples.task, samples.model, samples.metric,
-                       {m.name: float(m.value) for m in metrics if m.value is not None},
-                       {m.name: m.model_dump(mode="json") for m in metrics if m.value is not None})
+    store.save_samples(
+        key + AGG_SUFFIX,
+        samples.task,
+        samples.model,
+        samples.metric,
+        {m.name: float(m.value) for m in metrics if m.value is not None},
+        {m.name: m.model_dump(mode="json") for m in metrics if m.value is not None},
+    )
 
 
 def load_cached(store: SampleStore, key: str, task_hash_: str = "") -> tuple[SampleResults, list[MetricResult]] | None:
@@ -126,8 +148,14 @@ def load_cached(store: SampleStore, key: str, task_hash_: str = "") -> tuple[Sam
     hit = store.load_samples(key)
     if not hit:
         return None
-    samples = SampleResults(task=hit["task"], model=hit["model"], metric=hit["metric"], items=hit["items"],
-                            detail=hit["detail"], task_hash=task_hash_)
+    samples = SampleResults(
+        task=hit["task"],
+        model=hit["model"],
+        metric=hit["metric"],
+        items=hit["items"],
+        detail=hit["detail"],
+        task_hash=task_hash_,
+    )
     agg = store.load_samples(key + AGG_SUFFIX) or {"detail": {}}
     metrics = [MetricResult(**{**d, "note": "cached"}) for d in agg["detail"].values()]
     # The metric of record first, as lm-eval reports it.
@@ -168,15 +196,16 @@ def evaluate_cached(
             todo.setdefault(spec.name, (spec, th, key))  # a task in two suites runs once
     ran = None
     if todo:
-        ran = run_tasks(model_path, [spec for spec, _, _ in todo.values()], include_paths, model_id=model_id,
-                        **run_kwargs)
+        ran = run_tasks(
+            model_path, [spec for spec, _, _ in todo.values()], include_paths, model_id=model_id, **run_kwargs
+        )
         by_task = {s.task: s for s in ran.samples}
-        for name, (spec, _, key) in todo.items():
+        for name, (_, _, key) in todo.items():
             if name not in by_task:  # a group or tag expands to other leaf names: not cacheable as one
                 raise InputError(f"task {name}: expands to {', '.join(sorted(by_task))}; list leaf tasks in suites")
             mine = [m for m in ran.metrics if m.name.split("/", 1)[0] == name]
             save_cached(store, key, by_task[name], mine)
-        for i, (suite, spec, th, key) in enumerate(keyed):
+        for i, (suite, spec, _, key) in enumerate(keyed):
             if out[i] is None:
                 mine = [m for m in ran.metrics if m.name.split("/", 1)[0] == spec.name]
                 out[i] = CachedTask(suite, spec, key, by_task[spec.name], mine, cached=False)
@@ -193,7 +222,10 @@ def with_spec(task: CachedTask) -> CachedTask:
     name = f"{task.samples.task}/{task.samples.metric}"
     declared = next((m.direction for m in task.metrics if m.name == name), "higher")
     spec = task.spec.metric_spec(declared)
-    metrics = [m.model_copy(update={"direction": spec.direction, "target": spec.target}) if m.name == name else m
-               for m in task.metrics]
-    return CachedTask(task.suite, task.spec, task.key, task.samples.model_copy(update={"spec": spec}), metrics,
-                      cached=task.cached)
+    metrics = [
+        m.model_copy(update={"direction": spec.direction, "target": spec.target}) if m.name == name else m
+        for m in task.metrics
+    ]
+    return CachedTask(
+        task.suite, task.spec, task.key, task.samples.model_copy(update={"spec": spec}), metrics, cached=task.cached
+    )

@@ -36,7 +36,7 @@ import pandas as pd
 from evidently import __version__ as EVIDENTLY_VERSION
 from pydantic import BaseModel, Field
 
-from driftloop.types import MetricResult
+from driftloop.core.types import MetricResult
 from evaluators.drift_evidently import prepare_frames
 from evaluators.drift_profiles import prepare_profiles
 from evaluators.drift_spec import ColumnStats, ColumnVerdict, Comparison, DriftSpec
@@ -95,8 +95,9 @@ def drift_report(
     report_rows: int = 20_000,
 ) -> DriftOutput:
     """`evaluate_drift` with the spec's fields as arguments (see `DriftSpec`)."""
-    spec = DriftSpec(columns=features, drift_share=drift_share, min_n=min_n, exact_rows=exact_rows,
-                     report_rows=report_rows)
+    spec = DriftSpec(
+        columns=features, drift_share=drift_share, min_n=min_n, exact_rows=exact_rows, report_rows=report_rows
+    )
     return evaluate_drift(spec, reference, current)
 
 
@@ -120,14 +121,24 @@ def assemble(spec: DriftSpec, backend: Backend) -> DriftOutput:
     """Skip rules, tests, verdicts, metrics, notes, summary and page for one backend's windows."""
     n_ref, n_cur = backend.n_reference, backend.n_current
     summary: dict[str, Any] = {
-        "evidently_version": EVIDENTLY_VERSION, "n_reference": n_ref, "n_current": n_cur,
-        "drift_share_threshold": spec.drift_share, "columns_evaluated": [], "columns_drifted": [],
-        "columns_skipped": {}, "columns": {}, "drifted_share": None, "dataset_drift": None,
+        "evidently_version": EVIDENTLY_VERSION,
+        "n_reference": n_ref,
+        "n_current": n_cur,
+        "drift_share_threshold": spec.drift_share,
+        "columns_evaluated": [],
+        "columns_drifted": [],
+        "columns_skipped": {},
+        "columns": {},
+        "drifted_share": None,
+        "dataset_drift": None,
         **backend.summary(),
     }
     if n_ref == 0 or n_cur == 0:
-        side = "both windows are empty" if n_ref == n_cur == 0 else (
-            f"the {'reference' if n_ref == 0 else 'current'} window is empty")
+        side = (
+            "both windows are empty"
+            if n_ref == n_cur == 0
+            else (f"the {'reference' if n_ref == 0 else 'current'} window is empty")
+        )
         note = f"insufficient data (n=0): {side}"
         verdicts = [ColumnVerdict.of(backend.stats[c], skipped=note) for c in spec.columns]
         summary["columns_skipped"] = {c: note for c in spec.columns}
@@ -162,9 +173,12 @@ def assemble(spec: DriftSpec, backend: Backend) -> DriftOutput:
     elif result.notice or skipped:
         html = _inject_notice(html, {**result.notice, **skipped})
     summary.update(
-        columns_evaluated=compared, columns_drifted=drifted, columns_skipped=skipped,
+        columns_evaluated=compared,
+        columns_drifted=drifted,
+        columns_skipped=skipped,
         columns={v.column: v.summary_entry() for v in verdicts if v.skipped is None},
-        drifted_share=share, dataset_drift=None if share is None else share >= spec.drift_share,
+        drifted_share=share,
+        dataset_drift=None if share is None else share >= spec.drift_share,
     )
     return DriftOutput(metrics=metrics, html=html, summary=summary, snapshot=result.snapshot, verdicts=verdicts)
 
@@ -172,8 +186,9 @@ def assemble(spec: DriftSpec, backend: Backend) -> DriftOutput:
 def _column_metric(v: ColumnVerdict, n: int, verdicts_from: str | None) -> MetricResult:
     """The `drift_score` of one verdict; `n` is the current window's rows."""
     if v.skipped is not None:
-        return MetricResult(name="drift_score", value=None, n=n, source="drift", segment={"column": v.column},
-                            note=v.skipped)
+        return MetricResult(
+            name="drift_score", value=None, n=n, source="drift", segment={"column": v.column}, note=v.skipped
+        )
     rule = "p-value below threshold" if v.score_is_p_value else "score >= threshold"
     state = "drift detected" if v.drifted else "no drift"
     note = f"{v.kind}; Evidently {v.method}, threshold {v.threshold:g}, drift when {rule}: {state}"
@@ -182,16 +197,30 @@ def _column_metric(v: ColumnVerdict, n: int, verdicts_from: str | None) -> Metri
     if v.error_bound:
         note += f", binning error at most {v.error_bound:.2g}"
     return MetricResult(
-        name="drift_score", value=v.score, n=n,
+        name="drift_score",
+        value=v.score,
+        n=n,
         # p-values shrink as drift grows; distances grow with it.
         direction="higher" if v.score_is_p_value else "lower",
-        source="drift", segment={"column": v.column}, threshold=v.threshold, passed=not v.drifted, note=note,
+        source="drift",
+        segment={"column": v.column},
+        threshold=v.threshold,
+        passed=not v.drifted,
+        note=note,
     )
 
 
 def _share_metric(share: float | None, n: int, drift_share: float, note: str) -> MetricResult:
-    return MetricResult(name="drifted_share", value=share, n=n, direction="lower", source="drift",
-                        threshold=drift_share, passed=None if share is None else share < drift_share, note=note)
+    return MetricResult(
+        name="drifted_share",
+        value=share,
+        n=n,
+        direction="lower",
+        source="drift",
+        threshold=drift_share,
+        passed=None if share is None else share < drift_share,
+        note=note,
+    )
 
 
 def _skipped_list(skipped: dict[str, str]) -> str:

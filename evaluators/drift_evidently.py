@@ -71,8 +71,12 @@ class FramePair:
         if not columns:
             return Comparison()
         kinds = {c: self.stats[c].kind_reference for c in columns}
-        return evidently_report(pd.DataFrame({c: self.reference[c] for c in columns}),
-                                pd.DataFrame({c: self.current[c] for c in columns}), kinds, drift_share)
+        return evidently_report(
+            pd.DataFrame({c: self.reference[c] for c in columns}),
+            pd.DataFrame({c: self.current[c] for c in columns}),
+            kinds,
+            drift_share,
+        )
 
 
 def prepare_frames(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> FramePair:
@@ -86,19 +90,30 @@ def prepare_frames(reference: pd.DataFrame, current: pd.DataFrame, columns: list
             stats[col] = ColumnStats(column=col, missing_from=missing)
             continue
         # One kind for both windows: a column numeric in one and not the other is compared as categories.
-        kind: Kind = ("numerical" if is_numerical(col, reference[col]) and is_numerical(col, current[col])
-                      else "categorical")
+        kind: Kind = (
+            "numerical" if is_numerical(col, reference[col]) and is_numerical(col, current[col]) else "categorical"
+        )
         r, c = clean(reference[col], kind), clean(current[col], kind)
         distinct = pd.concat([r.dropna(), c.dropna()], ignore_index=True).unique()[:2]
-        stats[col] = ColumnStats(column=col, kind_reference=kind, kind_current=kind, n_reference=int(r.notna().sum()),
-                                 n_current=int(c.notna().sum()),
-                                 distinct=[v.item() if hasattr(v, "item") else v for v in distinct])
+        stats[col] = ColumnStats(
+            column=col,
+            kind_reference=kind,
+            kind_current=kind,
+            n_reference=int(r.notna().sum()),
+            n_current=int(c.notna().sum()),
+            distinct=[v.item() if hasattr(v, "item") else v for v in distinct],
+        )
         ref_cols[col], cur_cols[col] = r, c
     return FramePair(len(reference), len(current), stats, ref_cols, cur_cols)
 
 
-def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, Kind | None],
-                     drift_share: float, methods: dict[str, str] | None = None) -> Comparison:
+def evidently_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, Kind | None],
+    drift_share: float,
+    methods: dict[str, str] | None = None,
+) -> Comparison:
     """Run DataDriftPreset on cleaned frames; never raises. `methods` pins a column's test by Evidently's
     name (e.g. "wasserstein"). Where Evidently fails, every column is `failed` with the reason."""
     numerical = [c for c, k in kinds.items() if k == "numerical"]
@@ -111,11 +126,19 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict
     return Comparison(tests=tests, html=html, snapshot=snapshot)
 
 
-def _run(ref: pd.DataFrame, cur: pd.DataFrame, numerical: list[str], categorical: list[str], drift_share: float,
-         methods: dict[str, str] | None) -> tuple[dict[str, DriftTest], str, Any]:
+def _run(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    drift_share: float,
+    methods: dict[str, str] | None,
+) -> tuple[dict[str, DriftTest], str, Any]:
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    report = Report([DataDriftPreset(columns=numerical + categorical, drift_share=drift_share,
-                                     per_column_method=methods or None)], include_tests=True)
+    report = Report(
+        [DataDriftPreset(columns=numerical + categorical, drift_share=drift_share, per_column_method=methods or None)],
+        include_tests=True,
+    )
     with warnings.catch_warnings():
         # Evidently's binning divides by zero on narrow columns and warns; the results are still defined.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -129,12 +152,18 @@ def _run(ref: pd.DataFrame, cur: pd.DataFrame, numerical: list[str], categorical
     scores: dict[str, dict[str, Any]] = {}
     for m in result["metrics"]:
         cfg = m.get("config", {})
-        if (cfg.get("type", "").endswith(":ValueDrift") and isinstance(m.get("value"), (int, float))
-                and cfg.get("threshold") is not None):
+        if (
+            cfg.get("type", "").endswith(":ValueDrift")
+            and isinstance(m.get("value"), (int, float))
+            and cfg.get("threshold") is not None
+        ):
             method = str(cfg.get("method") or "")
-            scores[cfg["column"]] = {"method": method, "score": float(m["value"]),
-                                     "threshold": float(cfg["threshold"]),
-                                     "score_kind": "p_value" if "p_value" in method else "distance"}
+            scores[cfg["column"]] = {
+                "method": method,
+                "score": float(m["value"]),
+                "threshold": float(cfg["threshold"]),
+                "score_kind": "p_value" if "p_value" in method else "distance",
+            }
     # The verdict is Evidently's own test status, so we never re-derive its per-test direction.
     tests: dict[str, DriftTest] = {}
     for t in result["tests"]:
@@ -147,8 +176,15 @@ def _run(ref: pd.DataFrame, cur: pd.DataFrame, numerical: list[str], categorical
 def stattest_key(method: str) -> str:
     """Evidently's registry name for a method as it appears in results ("Wasserstein distance (normed)")."""
     low = method.lower()
-    for name, key in (("wasserstein", "wasserstein"), ("jensen", "jensenshannon"), ("k-s", "ks"), ("ks", "ks"),
-                      ("chi", "chisquare"), ("z-test", "z"), ("z test", "z")):
+    for name, key in (
+        ("wasserstein", "wasserstein"),
+        ("jensen", "jensenshannon"),
+        ("k-s", "ks"),
+        ("ks", "ks"),
+        ("chi", "chisquare"),
+        ("z-test", "z"),
+        ("z test", "z"),
+    ):
         if key in low or name in low:
             return key
     return low

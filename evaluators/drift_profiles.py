@@ -55,8 +55,10 @@ class ProfilePair:
         return self.current.n_rows
 
     def summary(self) -> dict[str, Any]:
-        return {"verdicts_from": self.verdicts_from,
-                "report_sample_rows": {"reference": len(self.reference.sample), "current": len(self.current.sample)}}
+        return {
+            "verdicts_from": self.verdicts_from,
+            "report_sample_rows": {"reference": len(self.reference.sample), "current": len(self.current.sample)},
+        }
 
     def compare(self, columns: list[str], drift_share: float) -> Comparison:
         """Each column's test on all rows, then Evidently's page over the samples (`columns` passed the skip rules)."""
@@ -74,12 +76,20 @@ class ProfilePair:
         if not page.html:
             return Comparison(tests=tests, failed=failed, error=page.error)
         ref_n, cur_n = len(self.reference.sample), len(self.current.sample)
-        notice = (f"computed on all rows ({self.n_reference} reference, {self.n_current} current); the charts "
-                  f"below are drawn from a systematic sample of {ref_n} reference and {cur_n} current rows "
-                  f"(sample CDFs within {dkw_epsilon(min(ref_n, cur_n)):.3f} of the full ones at 95%, DKW), "
-                  "so the scores printed on this page are the sample's")
-        return Comparison(tests=tests, failed=failed, html=page.html, snapshot=page.snapshot,
-                          notice={"verdicts": notice}, error=page.error)
+        notice = (
+            f"computed on all rows ({self.n_reference} reference, {self.n_current} current); the charts "
+            f"below are drawn from a systematic sample of {ref_n} reference and {cur_n} current rows "
+            f"(sample CDFs within {dkw_epsilon(min(ref_n, cur_n)):.3f} of the full ones at 95%, DKW), "
+            "so the scores printed on this page are the sample's"
+        )
+        return Comparison(
+            tests=tests,
+            failed=failed,
+            html=page.html,
+            snapshot=page.snapshot,
+            notice={"verdicts": notice},
+            error=page.error,
+        )
 
     def _small_reference(self, cols: list[str], drift_share: float) -> Comparison:
         """Evidently's own p-value tests for columns whose reference has at most 1,000 values (cheap)."""
@@ -88,27 +98,35 @@ class ProfilePair:
         cur = pd.DataFrame({c: clean(self.current_frame[c], kinds[c]) for c in cols})
         got = evidently_report(ref, cur, kinds, drift_share)
         # The raw values are every value: no binning error.
-        return got.model_copy(update={"tests": {c: t.model_copy(update={"error_bound": 0.0})
-                                                for c, t in got.tests.items()}})
+        return got.model_copy(
+            update={"tests": {c: t.model_copy(update={"error_bound": 0.0}) for c, t in got.tests.items()}}
+        )
 
     def _sample_page(self, compared: list[str], tests: dict[str, DriftTest], drift_share: float) -> Comparison:
         """Evidently's page and Snapshot over the row samples, each column's test pinned to the full-data one."""
         sample = prepare_frames(self.reference.sample, self.current.sample, compared)
         # A sample column typed unlike its profile (mixed types) is left off the page; its verdict stands.
-        cols = [c for c in compared if not sample.stats[c].skip_reason(1)
-                and sample.stats[c].kind_reference == self.reference.columns[c].kind]
+        cols = [
+            c
+            for c in compared
+            if not sample.stats[c].skip_reason(1) and sample.stats[c].kind_reference == self.reference.columns[c].kind
+        ]
         if not cols:
             return Comparison()
-        page = evidently_report(pd.DataFrame({c: sample.reference[c] for c in cols}),
-                                pd.DataFrame({c: sample.current[c] for c in cols}),
-                                {c: sample.stats[c].kind_reference for c in cols}, drift_share,
-                                methods={c: stattest_key(tests[c].method) for c in cols})
+        page = evidently_report(
+            pd.DataFrame({c: sample.reference[c] for c in cols}),
+            pd.DataFrame({c: sample.current[c] for c in cols}),
+            {c: sample.stats[c].kind_reference for c in cols},
+            drift_share,
+            methods={c: stattest_key(tests[c].method) for c in cols},
+        )
         # The verdicts stand without the page; only the summary says it failed.
         return page.model_copy(update={"error": f"report page: {page.error}"[:300] if page.error else ""})
 
 
-def prepare_profiles(reference: pd.DataFrame | WindowProfile, current: pd.DataFrame, columns: list[str],
-                     report_rows: int) -> ProfilePair:
+def prepare_profiles(
+    reference: pd.DataFrame | WindowProfile, current: pd.DataFrame, columns: list[str], report_rows: int
+) -> ProfilePair:
     """Profile both windows (a `WindowProfile` reference is used as it is) and describe each column."""
     ref = reference if isinstance(reference, WindowProfile) else profile_window(reference, columns, report_rows)
     cur = profile_window(current, columns, report_rows)
@@ -120,8 +138,9 @@ def _stats(col: str, ref: WindowProfile, cur: WindowProfile) -> ColumnStats:
     if missing:
         return ColumnStats(column=col, missing_from=missing)
     r, c = ref.columns[col], cur.columns[col]
-    return ColumnStats(column=col, kind_reference=r.kind, kind_current=c.kind, n_reference=r.n, n_current=c.n,
-                       distinct=_distinct(r, c))
+    return ColumnStats(
+        column=col, kind_reference=r.kind, kind_current=c.kind, n_reference=r.n, n_current=c.n, distinct=_distinct(r, c)
+    )
 
 
 def _distinct(r: ColumnProfile, c: ColumnProfile) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from driftloop.config import MonitorConfig
+    from driftloop.core.config import MonitorConfig
 
 Kind = Literal["numerical", "categorical"]
 # "p_value": drift when the score is below the threshold; "distance": drift at or above it.
@@ -36,13 +36,25 @@ class DriftSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     columns: list[str] = Field(description="Columns to compare, in report order; repeats are dropped.")
-    drift_share: float = Field(default=0.5, ge=0, le=1, description="Share of compared columns whose drift "
-                               "counts as dataset drift (`MonitorConfig.drift_share_alert`).")
+    drift_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of compared columns whose drift "
+        "counts as dataset drift (`MonitorConfig.drift_share_alert`).",
+    )
     min_n: int = Field(default=30, ge=0, description="Non-null values each window needs for a column to be compared.")
-    exact_rows: int = Field(default=50_000, ge=0, description="Above this many rows in the two windows together, "
-                            "verdicts come from exact column profiles (`MonitorConfig.exact_rows`).")
-    report_rows: int = Field(default=20_000, ge=1, description="Rows per window drawn into Evidently's page on "
-                             "the profile path (`MonitorConfig.report_rows`).")
+    exact_rows: int = Field(
+        default=50_000,
+        ge=0,
+        description="Above this many rows in the two windows together, "
+        "verdicts come from exact column profiles (`MonitorConfig.exact_rows`).",
+    )
+    report_rows: int = Field(
+        default=20_000,
+        ge=1,
+        description="Rows per window drawn into Evidently's page on the profile path (`MonitorConfig.report_rows`).",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -52,8 +64,13 @@ class DriftSpec(BaseModel):
     @classmethod
     def from_monitor(cls, monitor: MonitorConfig, min_n: int = 30, confidence: float = 0.95) -> DriftSpec:
         """The monitor's drift: its features, then its segment fields. `confidence` is unused (no intervals)."""
-        return cls(columns=[*monitor.features, *monitor.segment_fields], drift_share=monitor.drift_share_alert,
-                   min_n=min_n, exact_rows=monitor.exact_rows, report_rows=monitor.report_rows)
+        return cls(
+            columns=[*monitor.features, *monitor.segment_fields],
+            drift_share=monitor.drift_share_alert,
+            min_n=min_n,
+            exact_rows=monitor.exact_rows,
+            report_rows=monitor.report_rows,
+        )
 
     def profiled(self, reference_rows: int, current_rows: int) -> bool:
         """Whether windows of these sizes take the exact-profile backend."""
@@ -76,8 +93,11 @@ class ColumnStats(BaseModel):
     kind_current: Kind | None = None
     n_reference: int = 0
     n_current: int = 0
-    distinct: list[Any] = Field(default_factory=list, description="At most two distinct non-null values of the two "
-                                "windows together: two tell that drift is defined, one is named in the note.")
+    distinct: list[Any] = Field(
+        default_factory=list,
+        description="At most two distinct non-null values of the two "
+        "windows together: two tell that drift is defined, one is named in the note.",
+    )
 
     def skip_reason(self, min_n: int) -> str:
         """Why this column cannot be compared, or '' when it can. The one place these rules live."""
@@ -88,11 +108,15 @@ class ColumnStats(BaseModel):
             return f"insufficient data (n=0): all values are null in {_where(empty)}"
         least = min(self.n_reference, self.n_current)
         if least < min_n:
-            return (f"insufficient data (n={least}): non-null values reference={self.n_reference}, "
-                    f"current={self.n_current}, need {min_n} each")
+            return (
+                f"insufficient data (n={least}): non-null values reference={self.n_reference}, "
+                f"current={self.n_current}, need {min_n} each"
+            )
         if self.kind_reference != self.kind_current:
-            return (f"skipped: column is {self.kind_reference} in the reference window "
-                    f"and {self.kind_current} in the current one")
+            return (
+                f"skipped: column is {self.kind_reference} in the reference window "
+                f"and {self.kind_current} in the current one"
+            )
         if len(self.distinct) < 2:
             return f"skipped: one distinct value ({self.distinct[0]!r}) in both windows, so drift is undefined"
         return ""
@@ -106,8 +130,11 @@ class DriftTest(BaseModel):
     threshold: float
     score_kind: ScoreKind
     drifted: bool
-    error_bound: float | None = Field(default=None, description="Bound on |score - score on the raw rows| where "
-                                      "the score came from profiles; None where Evidently scored the rows.")
+    error_bound: float | None = Field(
+        default=None,
+        description="Bound on |score - score on the raw rows| where "
+        "the score came from profiles; None where Evidently scored the rows.",
+    )
 
 
 class Comparison(BaseModel):
@@ -117,8 +144,9 @@ class Comparison(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict, description="Column -> why its test failed to run.")
     html: str = Field(default="", description="Evidently's page, or '' where it drew none.")
     snapshot: Any = None
-    notice: dict[str, str] = Field(default_factory=dict, description="Lines for the top of the page, before the "
-                                   "skipped columns.")
+    notice: dict[str, str] = Field(
+        default_factory=dict, description="Lines for the top of the page, before the skipped columns."
+    )
     error: str = Field(default="", description="Why Evidently failed, for the summary; '' when it did not.")
 
 
@@ -140,8 +168,12 @@ class ColumnVerdict(BaseModel):
     @classmethod
     def of(cls, stats: ColumnStats, test: DriftTest | None = None, skipped: str | None = None) -> ColumnVerdict:
         """The verdict from a column's stats and either its test or the reason it was skipped."""
-        facts = {"column": stats.column, "kind": stats.kind_reference, "n_reference": stats.n_reference,
-                 "n_current": stats.n_current}
+        facts = {
+            "column": stats.column,
+            "kind": stats.kind_reference,
+            "n_reference": stats.n_reference,
+            "n_current": stats.n_current,
+        }
         if test is None or skipped is not None:
             return cls(**facts, skipped=skipped or "skipped: no test result")
         return cls(**facts, **test.model_dump())
@@ -152,8 +184,14 @@ class ColumnVerdict(BaseModel):
 
     def summary_entry(self) -> dict[str, Any]:
         """The column's entry under the summary's `columns`: JSON for the drift_summary.json artifact."""
-        entry = {"kind": self.kind, "score": self.score, "method": self.method, "threshold": self.threshold,
-                 "drifted": self.drifted, "score_is_p_value": self.score_is_p_value}
+        entry = {
+            "kind": self.kind,
+            "score": self.score,
+            "method": self.method,
+            "threshold": self.threshold,
+            "drifted": self.drifted,
+            "score_is_p_value": self.score_is_p_value,
+        }
         if self.error_bound is not None:
             entry["error_bound"] = self.error_bound
         return entry

@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import pandas as pd
 
-from driftloop.config import MonitorConfig
-from driftloop.types import MetricResult
+from driftloop.core.config import MonitorConfig
+from driftloop.core.types import MetricResult
 from evaluators import registry
 from evaluators.drift import DriftOutput
 from evaluators.drift_spec import DriftSpec
@@ -95,15 +95,27 @@ def monitor_frames(
         outcomes[name] = ev.run(specs[name], inputs)
         seconds[MONITOR_PASS[name]] = seconds.get(MONITOR_PASS[name], 0.0) + time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    return MonitorOutput(cast(DriftOutput, outcomes["drift"]), outcomes["quality"].metrics, reference_quality,
-                         outcomes["segment_gaps"].metrics, profile, seconds)
+    return MonitorOutput(
+        cast(DriftOutput, outcomes["drift"]),
+        outcomes["quality"].metrics,
+        reference_quality,
+        outcomes["segment_gaps"].metrics,
+        profile,
+        seconds,
+    )
 
 
 def reference_key(fingerprint: dict[str, Any], mon: MonitorConfig, min_n: int, confidence: float = 0.95) -> str:
     """Cache key of a reference window: its content fingerprint and every setting its results depend on."""
-    spec = {"v": CACHE_VERSION, "window": fingerprint, "columns": drift_columns(mon),
-            "segments": list(mon.segment_fields), "min_n": min_n, "confidence": confidence,
-            "report_rows": mon.report_rows}
+    spec = {
+        "v": CACHE_VERSION,
+        "window": fingerprint,
+        "columns": drift_columns(mon),
+        "segments": list(mon.segment_fields),
+        "min_n": min_n,
+        "confidence": confidence,
+        "report_rows": mon.report_rows,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
@@ -133,6 +145,6 @@ class ReferenceCache:
         tmp.write_text(json.dumps([m.model_dump(mode="json") for m in quality]), encoding="utf-8")
         tmp.replace(self.dir / f"{key}.json")
         entries = sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[self.keep:]:
+        for old in entries[self.keep :]:
             old.unlink(missing_ok=True)
             old.with_suffix(".npz").unlink(missing_ok=True)

@@ -85,8 +85,14 @@ class WindowProfile:
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {"n_rows": self.n_rows, "missing": self.missing, "columns": {}}
         for i, (name, p) in enumerate(self.columns.items()):
-            meta["columns"][name] = {"i": i, "kind": p.kind, "n": p.n, "std": p.std, "resolution": p.resolution,
-                                     "raw": p.raw is not None}
+            meta["columns"][name] = {
+                "i": i,
+                "kind": p.kind,
+                "n": p.n,
+                "std": p.std,
+                "resolution": p.resolution,
+                "raw": p.raw is not None,
+            }
             if p.kind == "categorical":
                 meta["columns"][name]["support"] = [str(v) for v in p.support]
             else:
@@ -107,7 +113,7 @@ class WindowProfile:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "WindowProfile":
+    def load(cls, path: Path) -> WindowProfile:
         """Read a profile written by `save`."""
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
@@ -121,15 +127,19 @@ class WindowProfile:
                 else:
                     support = z[f"s{i}"]
                     raw = z[f"r{i}"] if m["raw"] else None
-                cols[name] = ColumnProfile(m["kind"], int(m["n"]), support, z[f"c{i}"], float(m["std"]),
-                                           float(m["resolution"]), raw)
+                cols[name] = ColumnProfile(
+                    m["kind"], int(m["n"]), support, z[f"c{i}"], float(m["std"]), float(m["resolution"]), raw
+                )
         return cls(int(meta["n_rows"]), cols, list(meta["missing"]), sample)
 
 
 def is_numerical(col: str, s: pd.Series) -> bool:
     """Numeric, non-bool columns are numerical; everything else (and model_version) categorical."""
-    return (col not in ALWAYS_CATEGORICAL and pd.api.types.is_numeric_dtype(s.dtype)
-            and not pd.api.types.is_bool_dtype(s.dtype))
+    return (
+        col not in ALWAYS_CATEGORICAL
+        and pd.api.types.is_numeric_dtype(s.dtype)
+        and not pd.api.types.is_bool_dtype(s.dtype)
+    )
 
 
 def profile_window(frame: pd.DataFrame, features: list[str], sample_rows: int = 20_000) -> WindowProfile:
@@ -170,8 +180,13 @@ def profile_column(col: str, s: pd.Series) -> ColumnProfile:
     raw = None
     if int(by_text.sum()) <= EVIDENTLY_LARGE_REFERENCE:
         raw = s.dropna().map(str).to_numpy(dtype=object)
-    return ColumnProfile("categorical", int(by_text.sum()), by_text.index.to_numpy(dtype=object),
-                         by_text.to_numpy(dtype=np.int64), raw=raw)
+    return ColumnProfile(
+        "categorical",
+        int(by_text.sum()),
+        by_text.index.to_numpy(dtype=object),
+        by_text.to_numpy(dtype=np.int64),
+        raw=raw,
+    )
 
 
 def _numeric(v: np.ndarray) -> ColumnProfile:
@@ -220,8 +235,14 @@ def column_drift(ref: ColumnProfile, cur: ColumnProfile) -> DriftTest:
         bound = 0.0
         method = "jensenshannon"
     score = float(score)
-    return DriftTest(method=method, score=score, threshold=DEFAULT_THRESHOLD, score_kind="distance",
-                     drifted=score >= DEFAULT_THRESHOLD, error_bound=float(bound))
+    return DriftTest(
+        method=method,
+        score=score,
+        threshold=DEFAULT_THRESHOLD,
+        score_kind="distance",
+        drifted=score >= DEFAULT_THRESHOLD,
+        error_bound=float(bound),
+    )
 
 
 def _union_size(ref: ColumnProfile, cur: ColumnProfile) -> int:

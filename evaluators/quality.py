@@ -22,14 +22,14 @@ absent value is not a group of users.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from driftloop.stats import bootstrap_mean, wilson
-from driftloop.types import MetricResult
+from driftloop.core.stats import bootstrap_mean, wilson
+from driftloop.core.types import MetricResult
 
 SEED = 0  # every bootstrap here is seeded, so a window always yields the same intervals
 N_BOOT = 2000
@@ -107,13 +107,21 @@ def segment_gaps(
                 small.append(f"{group}: insufficient data (n={vals.size})")
         excluded = f"; excluded (< {min_n}): {', '.join(small)}" if small else ""
         if len(stats) < 2:
-            why = f"segment field {field!r} is not in the frame" if field not in frame.columns else (
-                f"{len(stats)} group(s) with n >= {min_n}, need 2"
+            why = (
+                f"segment field {field!r} is not in the frame"
+                if field not in frame.columns
+                else (f"{len(stats)} group(s) with n >= {min_n}, need 2")
             )
             out.append(
-                MetricResult(name="segment_gap", value=None, n=sum(s[2].size for s in stats),
-                             higher_is_better=False, source="bias", segment={"field": field},
-                             note=f"insufficient data: {why}{excluded}")
+                MetricResult(
+                    name="segment_gap",
+                    value=None,
+                    n=sum(s[2].size for s in stats),
+                    higher_is_better=False,
+                    source="bias",
+                    segment={"field": field},
+                    note=f"insufficient data: {why}{excluded}",
+                )
             )
             continue
         sign = 1.0 if spec.higher_is_better else -1.0
@@ -165,8 +173,9 @@ def _values(frame: pd.DataFrame, spec: _Spec) -> pd.Series:
     return vals
 
 
-def _groups(frame: pd.DataFrame, field: str, values: pd.Series,
-            cache: dict[str, tuple[np.ndarray, list[str]]] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+def _groups(
+    frame: pd.DataFrame, field: str, values: pd.Series, cache: dict[str, tuple[np.ndarray, list[str]]] | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
     """(group value, observations with NaN kept) for every named group of `field`, sorted by value.
 
     NaN stays in, so every metric reports the same groups; a group without observations
@@ -189,7 +198,7 @@ def _groups(frame: pd.DataFrame, field: str, values: pd.Series,
     sorted_vals = vals[keep][order]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(kept, minlength=len(names)))])
     for i in sorted(range(len(names)), key=lambda i: names[i]):
-        yield names[i], sorted_vals[bounds[i]:bounds[i + 1]]
+        yield names[i], sorted_vals[bounds[i] : bounds[i + 1]]
 
 
 def _field_codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:

@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
-from driftloop.config import MonitorConfig, PolicyConfig, TextDriftConfig
-from driftloop.errors import InputError
-from driftloop.types import MetricResult
+from driftloop.core.config import MonitorConfig, PolicyConfig, TextDriftConfig
+from driftloop.core.errors import InputError
+from driftloop.core.types import MetricResult
 from evaluators.drift_spec import DriftSpec
 
 if TYPE_CHECKING:
@@ -158,9 +158,12 @@ class Evaluator(Generic[S]):
     def __call__(self, context: Context) -> list[MetricResult]:
         """Run on a loose mapping (see the module docstring); the figures are returned, the rest left in artifacts."""
         policy = context.get("policy") or PolicyConfig()
-        spec = self.configure(context.get("monitor") or MonitorConfig(), policy.min_n,
-                              float(context.get("confidence", 0.95)),
-                              **{k: context[k] for k in self.spec.model_fields if k in context})
+        spec = self.configure(
+            context.get("monitor") or MonitorConfig(),
+            policy.min_n,
+            float(context.get("confidence", 0.95)),
+            **{k: context[k] for k in self.spec.model_fields if k in context},
+        )
         out = self.run(spec, Inputs.of(context))
         artifacts = context.get("artifacts")
         if isinstance(artifacts, dict):
@@ -233,8 +236,15 @@ def _segment_gaps(spec: SegmentGapsSpec, inputs: Inputs) -> Figures:
     """Worst-versus-best group gap (thumbs-up rate unless `gap_metric`), per segment field of the current window."""
     from evaluators.quality import segment_gaps
 
-    return Figures(metrics=segment_gaps(inputs.need("current"), spec.segment_fields, metric=spec.gap_metric,
-                                        min_n=spec.min_n, confidence=spec.confidence))
+    return Figures(
+        metrics=segment_gaps(
+            inputs.need("current"),
+            spec.segment_fields,
+            metric=spec.gap_metric,
+            min_n=spec.min_n,
+            confidence=spec.confidence,
+        )
+    )
 
 
 @register("text_drift", TextDriftSpec)
@@ -242,5 +252,8 @@ def _text_drift(spec: TextDriftSpec, inputs: Inputs) -> Figures:
     """Drift of prompt descriptors and (with the `embeddings` extra) prompt embeddings, per `spec.text`."""
     from evaluators.text_drift import text_drift
 
-    return Figures(metrics=text_drift(list(inputs.need("reference_texts")), list(inputs.need("current_texts")),
-                                      spec.text, spec.min_n))
+    return Figures(
+        metrics=text_drift(
+            list(inputs.need("reference_texts")), list(inputs.need("current_texts")), spec.text, spec.min_n
+        )
+    )

@@ -80,7 +80,5 @@ def resolve_data_files(cfg: dict[str, Any], yaml_path: Path) -> dict[str, Any]:
     elif isinstance(files, list):
         kwargs["data_files"] = [fix(str(f)) for f in files]
     elif isinstance(files, dict):
-        kwargs["data_files"] = {
-            k: fix(v) if isinstance(v, str) else [fix(str(x)) for x in v] for k, v in files.items()
-        }
+        kwargs["data_files"] = {k: fix(v) if isinstance(v, str) else [fix(str(x)) for x in v] for k, v in files.items()}
     return cfg

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from driftloop.config import TextDriftConfig
-from driftloop.types import MetricResult
+from driftloop.core.config import TextDriftConfig
+from driftloop.core.types import MetricResult
 from evaluators.drift import drift_report
 
 DESCRIPTORS = ("words", "non_ascii_share", "digit_share", "upper_share", "question")
@@ -35,43 +35,61 @@ def descriptors(texts: list[str], max_chars: int = 4_000) -> pd.DataFrame:
     for t in texts:
         t = (t or "")[:max_chars]
         n = len(t) or 1
-        rows.append((
-            len(t.split()),
-            sum(ord(ch) > 127 for ch in t) / n,
-            sum(ch.isdigit() for ch in t) / n,
-            sum(ch.isupper() for ch in t) / n,
-            "yes" if "?" in t else "no",
-        ))
+        rows.append(
+            (
+                len(t.split()),
+                sum(ord(ch) > 127 for ch in t) / n,
+                sum(ch.isdigit() for ch in t) / n,
+                sum(ch.isupper() for ch in t) / n,
+                "yes" if "?" in t else "no",
+            )
+        )
     return pd.DataFrame(rows, columns=list(DESCRIPTORS))
 
 
-def text_drift(reference: list[str], current: list[str], cfg: TextDriftConfig = TextDriftConfig(),
-               min_n: int = 30) -> list[MetricResult]:
+def text_drift(
+    reference: list[str], current: list[str], cfg: TextDriftConfig = TextDriftConfig(), min_n: int = 30
+) -> list[MetricResult]:
     """Descriptor drift (one `drift_score` per descriptor, column `prompt.<name>`) and the
     embedding drift row, for two samples of prompts. Never raises on data."""
     out: list[MetricResult] = []
     if cfg.descriptors:
-        rep = drift_report(descriptors(reference, cfg.max_chars), descriptors(current, cfg.max_chars),
-                           list(DESCRIPTORS), min_n=min_n)
+        rep = drift_report(
+            descriptors(reference, cfg.max_chars), descriptors(current, cfg.max_chars), list(DESCRIPTORS), min_n=min_n
+        )
         for m in rep.metrics:
             if m.name == "drift_score":
-                out.append(m.model_copy(update={"segment": {"column": f"prompt.{m.segment['column']}"},
-                                                "note": f"{m.note} (sample of {len(reference)} and {len(current)} prompts)"}))
+                out.append(
+                    m.model_copy(
+                        update={
+                            "segment": {"column": f"prompt.{m.segment['column']}"},
+                            "note": f"{m.note} (sample of {len(reference)} and {len(current)} prompts)",
+                        }
+                    )
+                )
     out.append(embedding_drift(reference, current, cfg, min_n))
     return out
 
 
-def embedding_drift(reference: list[str], current: list[str], cfg: TextDriftConfig = TextDriftConfig(),
-                    min_n: int = 30) -> MetricResult:
+def embedding_drift(
+    reference: list[str], current: list[str], cfg: TextDriftConfig = TextDriftConfig(), min_n: int = 30
+) -> MetricResult:
     """Permutation test on the Euclidean distance between mean prompt embeddings.
 
     Value: the p-value (share of N_PERM label shuffles whose distance reaches the
     observed one, with the +1 correction); drift when it is below 0.05. Skipped, with the
     reason, when switched off, when the `embeddings` extra is missing, or below `min_n`.
     """
+
     def skipped(note: str) -> MetricResult:
-        return MetricResult(name="drift_score", value=None, n=len(current), source="drift",
-                            segment={"column": EMBEDDING_COLUMN}, note=note)
+        return MetricResult(
+            name="drift_score",
+            value=None,
+            n=len(current),
+            source="drift",
+            segment={"column": EMBEDDING_COLUMN},
+            note=note,
+        )
 
     if not cfg.embeddings:
         return skipped("skipped: embedding drift is off (monitor.text.embeddings: false)")
@@ -80,17 +98,27 @@ def embedding_drift(reference: list[str], current: list[str], cfg: TextDriftConf
     try:
         embed = load_embedder()
     except ImportError as e:
-        return skipped(f"skipped: embedding drift needs the `embeddings` extra "
-                       f"(pip install 'driftloop[embeddings]'): {e}")
-    a = embed([(t or "")[:cfg.max_chars] for t in reference])
-    b = embed([(t or "")[:cfg.max_chars] for t in current])
+        return skipped(
+            f"skipped: embedding drift needs the `embeddings` extra (pip install 'driftloop[embeddings]'): {e}"
+        )
+    a = embed([(t or "")[: cfg.max_chars] for t in reference])
+    b = embed([(t or "")[: cfg.max_chars] for t in current])
     observed, p = permutation_test(a, b)
     return MetricResult(
-        name="drift_score", value=p, n=len(current), higher_is_better=True, source="drift",
-        segment={"column": EMBEDDING_COLUMN}, threshold=ALPHA, passed=p >= ALPHA,
-        note=(f"all-MiniLM-L6-v2 mean-embedding distance {observed:.4f}, permutation p-value ({N_PERM} "
-              f"permutations, seed {SEED}), drift when p < {ALPHA}: {'drift detected' if p < ALPHA else 'no drift'}; "
-              f"sample of {len(reference)} and {len(current)} prompts"))
+        name="drift_score",
+        value=p,
+        n=len(current),
+        higher_is_better=True,
+        source="drift",
+        segment={"column": EMBEDDING_COLUMN},
+        threshold=ALPHA,
+        passed=p >= ALPHA,
+        note=(
+            f"all-MiniLM-L6-v2 mean-embedding distance {observed:.4f}, permutation p-value ({N_PERM} "
+            f"permutations, seed {SEED}), drift when p < {ALPHA}: {'drift detected' if p < ALPHA else 'no drift'}; "
+            f"sample of {len(reference)} and {len(current)} prompts"
+        ),
+    )
 
 
 def permutation_test(a: np.ndarray, b: np.ndarray, n_perm: int = N_PERM, seed: int = SEED) -> tuple[float, float]:
@@ -134,7 +162,7 @@ def load_embedder():
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch):
-                enc = tok(texts[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+                enc = tok(texts[i : i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
                 hidden = model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

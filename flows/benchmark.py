@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,10 +34,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
-from driftloop import tags as T
-from driftloop.config import RunnerConfig, TaskSpec, load_config, looks_like_path
-from driftloop.errors import InputError, StageError
-from driftloop.types import MetricResult, SampleResults
+from driftloop.core import tags as T
+from driftloop.core.config import RunnerConfig, TaskSpec, load_config, looks_like_path
+from driftloop.core.errors import InputError, StageError
+from driftloop.core.types import MetricResult, SampleResults
 from evaluators.benchmark import TASKS_DIR, BenchmarkOutput
 from evaluators.cache import CachedTask, evaluate_cached, model_fingerprint, spec_hash
 from evaluators.golden import GoldenTask, split_corrections, write_golden_task
@@ -59,7 +59,7 @@ class Placement(BaseModel):
     worker: str = Field(default="", description="Dask worker name and address; empty outside Dask.")
 
     @classmethod
-    def here(cls) -> "Placement":
+    def here(cls) -> Placement:
         worker = ""
         dist = sys.modules.get("distributed")  # never imported outside Dask: no import cost on the serial path
         if dist is not None:
@@ -78,7 +78,9 @@ class BenchmarkResult(BaseModel):
     run_id: str = ""
     golden_hash: str = ""
     golden_counts: dict[str, int] = Field(default_factory=dict)
-    executed_on: dict[str, Placement] = Field(default_factory=dict, description="Suite -> the process that evaluated it.")
+    executed_on: dict[str, Placement] = Field(
+        default_factory=dict, description="Suite -> the process that evaluated it."
+    )
 
 
 @task(name="refresh-golden-set")
@@ -90,8 +92,12 @@ def refresh_golden(params: StageParams) -> tuple[GoldenTask | None, dict[str, in
     split = split_corrections(store.corrected_events(), store.item_splits(), cfg.golden, golden_prompts=golden_now)
     added = store.add_items(list(split.golden) + list(split.train))
     items = store.items("golden")
-    counts = {"golden": len(items), "train": len(store.items("train")), "new_items": added,
-              "near_duplicates_dropped": split.near_duplicates}
+    counts = {
+        "golden": len(items),
+        "train": len(store.items("train")),
+        "new_items": added,
+        "near_duplicates_dropped": split.near_duplicates,
+    }
     log().info("golden set: %(golden)d items, training pool %(train)d, %(new_items)d new", counts)
     if not items:
         return None, counts
@@ -120,7 +126,9 @@ def preflight(params: BenchmarkParams) -> list[str]:
     unknown = [s for s in suites if s not in cfg.benchmark.suites]
     if unknown:
         near = difflib.get_close_matches(unknown[0], list(cfg.benchmark.suites), n=3)
-        raise InputError(f"suite {unknown[0]!r} is not configured" + (f"; did you mean {', '.join(near)}?" if near else ""))
+        raise InputError(
+            f"suite {unknown[0]!r} is not configured" + (f"; did you mean {', '.join(near)}?" if near else "")
+        )
     if looks_like_path(params.model) and not Path(params.model).expanduser().exists():
         raise InputError(f"model path does not exist: {params.model}")
     includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)]
@@ -148,8 +156,15 @@ def task_runner(runner: RunnerConfig):
         api_url = str(client.api_url)
     # Processes with one thread each: one process must not load two models at once (see _ONE_EVALUATION).
     # ":0": the scheduler's HTTP server takes a free port, so concurrent runs never fight over 8787.
-    return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_workers, "processes": True, "threads_per_worker": 1,
-                                          "dashboard_address": ":0", "env": {"PREFECT_API_URL": api_url}})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": runner.n_workers,
+            "processes": True,
+            "threads_per_worker": 1,
+            "dashboard_address": ":0",
+            "env": {"PREFECT_API_URL": api_url},
+        }
+    )
 
 
 @dataclasses.dataclass
@@ -166,9 +181,18 @@ class SuiteRun:
 _ONE_EVALUATION = threading.Lock()
 
 
-def evaluate_suite(config: str | None, suite: str, specs: list[TaskSpec], model_path: str, fingerprint: str,
-                   model_id: str, includes: list[str], store_url: str, run_kwargs: dict[str, Any],
-                   threads: int | None = None) -> SuiteRun:
+def evaluate_suite(
+    config: str | None,
+    suite: str,
+    specs: list[TaskSpec],
+    model_path: str,
+    fingerprint: str,
+    model_id: str,
+    includes: list[str],
+    store_url: str,
+    run_kwargs: dict[str, Any],
+    threads: int | None = None,
+) -> SuiteRun:
     """Evaluate one suite's tasks (cache first) in this process, one suite at a time per process.
 
     The context is rebuilt from the config path; a worker whose config names another store
@@ -176,15 +200,24 @@ def evaluate_suite(config: str | None, suite: str, specs: list[TaskSpec], model_
     """
     ctx = context(StageParams(config=config))
     if ctx.cfg.store_url != store_url:
-        raise StageError(f"suite {suite}: this worker's config gives store {ctx.cfg.store_url}, the flow uses "
-                         f"{store_url}; give workers the same driftloop.yaml and DRIFTLOOP_* environment")
+        raise StageError(
+            f"suite {suite}: this worker's config gives store {ctx.cfg.store_url}, the flow uses "
+            f"{store_url}; give workers the same driftloop.yaml and DRIFTLOOP_* environment"
+        )
     with _ONE_EVALUATION:  # a worker with several Dask threads still evaluates one suite at a time
         if threads:
             import torch
 
             torch.set_num_threads(threads)  # process-wide, hence under the lock
-        results, ran = evaluate_cached(ctx.store, model_path, fingerprint, [(suite, s) for s in specs],
-                                       [Path(p) for p in includes], model_id=model_id, **run_kwargs)
+        results, ran = evaluate_cached(
+            ctx.store,
+            model_path,
+            fingerprint,
+            [(suite, s) for s in specs],
+            [Path(p) for p in includes],
+            model_id=model_id,
+            **run_kwargs,
+        )
     return SuiteRun(results, ran, Placement.here())
 
 
@@ -192,11 +225,22 @@ def evaluate_suite(config: str | None, suite: str, specs: list[TaskSpec], model_
 # The body is a module-level function so that Dask pickles it by reference (a task's own function is
 # pickled by value, with every global it names).
 @task(name="evaluate-suite", cache_policy=NO_CACHE)
-def suite_task(config: str | None, suite: str, specs: list[TaskSpec], model_path: str, fingerprint: str, model_id: str,
-               includes: list[str], store_url: str, run_kwargs: dict[str, Any], threads: int | None = None) -> SuiteRun:
+def suite_task(
+    config: str | None,
+    suite: str,
+    specs: list[TaskSpec],
+    model_path: str,
+    fingerprint: str,
+    model_id: str,
+    includes: list[str],
+    store_url: str,
+    run_kwargs: dict[str, Any],
+    threads: int | None = None,
+) -> SuiteRun:
     """Evaluate one suite in whatever process the task runner chose (see `evaluate_suite`)."""
-    return evaluate_suite(config, suite, specs, model_path, fingerprint, model_id, includes, store_url, run_kwargs,
-                          threads)
+    return evaluate_suite(
+        config, suite, specs, model_path, fingerprint, model_id, includes, store_url, run_kwargs, threads
+    )
 
 
 def _merge_raw(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
@@ -211,8 +255,16 @@ def _merge_raw(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
     return raw
 
 
-def _spread(params: BenchmarkParams, cfg, plan: list[tuple[str, TaskSpec]], path: Path, fingerprint: str,
-            label: str, includes: list[Path], run_kwargs: dict[str, Any]):
+def _spread(
+    params: BenchmarkParams,
+    cfg,
+    plan: list[tuple[str, TaskSpec]],
+    path: Path,
+    fingerprint: str,
+    label: str,
+    includes: list[Path],
+    run_kwargs: dict[str, Any],
+):
     """Evaluate each suite as a task on `cfg.runner`'s task runner; outcomes in plan order.
 
     A task listed in several suites is evaluated once, in the first of them, as in the serial path.
@@ -229,21 +281,50 @@ def _spread(params: BenchmarkParams, cfg, plan: list[tuple[str, TaskSpec]], path
     t0 = time.monotonic()
     runs: dict[str, SuiteRun] = {}
     with task_runner(cfg.runner) as runner:
-        futures = {runner.submit(suite_task, {
-            "config": config, "suite": suite, "specs": specs, "model_path": str(path), "fingerprint": fingerprint,
-            "model_id": label, "includes": [str(p) for p in includes], "store_url": cfg.store_url,
-            "run_kwargs": run_kwargs, "threads": cfg.runner.threads_per_worker}): suite for suite, specs in units.items()}
+        futures = {
+            runner.submit(
+                suite_task,
+                {
+                    "config": config,
+                    "suite": suite,
+                    "specs": specs,
+                    "model_path": str(path),
+                    "fingerprint": fingerprint,
+                    "model_id": label,
+                    "includes": [str(p) for p in includes],
+                    "store_url": cfg.store_url,
+                    "run_kwargs": run_kwargs,
+                    "threads": cfg.runner.threads_per_worker,
+                },
+            ): suite
+            for suite, specs in units.items()
+        }
         for fut in as_completed(list(futures)):
             suite = futures[fut]
             runs[suite] = fut.result()
             p = runs[suite].placement
-            log().info("benchmark: suite %s done (%d/%d) on %s pid %d%s", suite, len(runs), len(units),
-                       p.host, p.pid, f", dask worker {p.worker}" if p.worker else "")
+            log().info(
+                "benchmark: suite %s done (%d/%d) on %s pid %d%s",
+                suite,
+                len(runs),
+                len(units),
+                p.host,
+                p.pid,
+                f", dask worker {p.worker}" if p.worker else "",
+            )
     by_name = {r.spec.name: r for run in runs.values() for r in run.results}
     results = [dataclasses.replace(by_name[spec.name], suite=suite, spec=spec) for suite, spec in plan]
     outputs = [run.ran for run in runs.values() if run.ran is not None]
-    ran = BenchmarkOutput(samples=[s for o in outputs for s in o.samples], metrics=[m for o in outputs for m in o.metrics],
-                          raw=_merge_raw(outputs), seconds=time.monotonic() - t0) if outputs else None
+    ran = (
+        BenchmarkOutput(
+            samples=[s for o in outputs for s in o.samples],
+            metrics=[m for o in outputs for m in o.metrics],
+            raw=_merge_raw(outputs),
+            seconds=time.monotonic() - t0,
+        )
+        if outputs
+        else None
+    )
     owner = {spec.name: suite for suite, specs in units.items() for spec in specs}
     placed: dict[str, Placement] = {}
     for suite, spec in plan:  # a suite whose tasks all ran elsewhere reports where they ran
@@ -267,30 +348,43 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     source = tr.version_info(label)["source"] if label.isdigit() else ""
     fingerprint = model_fingerprint(path, label, source)
     out = BenchmarkResult(model=label, golden_hash=golden.task_hash if golden else "", golden_counts=counts)
-    includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + ([golden.yaml_path.parent] if golden else [])
+    includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + (
+        [golden.yaml_path.parent] if golden else []
+    )
     with stage_run(ctx, f"benchmark-{params.model}", params.parent_run_id) as run_id:
         out.run_id = run_id
-        tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash,
-                             T.RUNNER: cfg.runner.kind})
+        tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash, T.RUNNER: cfg.runner.kind})
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
         plan = _plan(cfg, suites, golden)
         log().info("benchmark %s: %d task(s); lm-eval runs only those not cached", label, len(plan))
-        run_kwargs = {"batch_size": params.batch_size or cfg.benchmark.batch_size, "device": cfg.model.device,
-                      "backend": params.backend or cfg.benchmark.backend}
+        run_kwargs = {
+            "batch_size": params.batch_size or cfg.benchmark.batch_size,
+            "device": cfg.model.device,
+            "backend": params.backend or cfg.benchmark.backend,
+        }
         if cfg.runner.kind == "serial":  # one lm-eval call: the model is loaded once
             results, ran = evaluate_cached(store, path, fingerprint, plan, includes, model_id=label, **run_kwargs)
             out.executed_on = dict.fromkeys((s for s, _ in plan), Placement.here())
         else:
-            log().info("benchmark %s: %d suite(s) on Dask %s", label, len({s for s, _ in plan}),
-                       cfg.runner.address or f"LocalCluster of {cfg.runner.n_workers} worker process(es)")
+            log().info(
+                "benchmark %s: %d suite(s) on Dask %s",
+                label,
+                len({s for s, _ in plan}),
+                cfg.runner.address or f"LocalCluster of {cfg.runner.n_workers} worker process(es)",
+            )
             results, ran, out.executed_on = _spread(params, cfg, plan, path, fingerprint, label, includes, run_kwargs)
         for r in results:
             out.samples.setdefault(r.suite, []).append(r.samples)
             out.metrics.setdefault(r.suite, []).extend(r.metrics)
             tr.log_dict(run_id, r.samples.model_dump(mode="json"), f"samples/{r.suite}/{r.samples.task}.json")
         hits = sum(r.cached for r in results)
-        log().info("benchmark %s: %d cached, %d evaluated%s", label, hits, len(results) - hits,
-                   f" in {ran.seconds:.1f} s" if ran else "")
+        log().info(
+            "benchmark %s: %d cached, %d evaluated%s",
+            label,
+            hits,
+            len(results) - hits,
+            f" in {ran.seconds:.1f} s" if ran else "",
+        )
         if ran is not None:
             tr.log_dict(run_id, ran.raw, "lm_eval_results.json")
         tr.log_metric_results(run_id, [m for ms in out.metrics.values() for m in ms])
@@ -310,10 +404,20 @@ def _save_figures(ctx: Context, run_id: str, label: str, out: BenchmarkResult) -
     cfg = ctx.cfg
     try:
         figures = benchmark_figures(out.metrics, {name: s.role for name, s in cfg.benchmark.suites.items()})
-        saved = save_snapshot(cfg.state_path / "evidently", cfg.project, None, name=f"benchmark champion v{label}",
-                              timestamp=datetime.now(timezone.utc), tags=["driftloop", "benchmark"], figures=figures,
-                              metadata={"mlflow_run_id": run_id, "model_version": label})
+        saved = save_snapshot(
+            cfg.state_path / "evidently",
+            cfg.project,
+            None,
+            name=f"benchmark champion v{label}",
+            timestamp=datetime.now(UTC),
+            tags=["driftloop", "benchmark"],
+            figures=figures,
+            metadata={"mlflow_run_id": run_id, "model_version": label},
+        )
         log().info("benchmark %s: figures saved to the Evidently workspace (snapshot %s)", label, saved.snapshot_id)
     except Exception as e:  # noqa: BLE001 - the scores are already in MLflow
-        log().warning("benchmark %s: figures not saved to the Evidently workspace: %s", label,
-                      str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        log().warning(
+            "benchmark %s: figures not saved to the Evidently workspace: %s",
+            label,
+            str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
+        )

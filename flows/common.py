@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop import tags as T
-from driftloop.config import Config, load_config
+from driftloop.core import tags as T
+from driftloop.core.config import Config, load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
@@ -37,7 +37,9 @@ class StageParams(BaseModel):
     """Parameters shared by the stage flows."""
 
     model_config = ConfigDict(extra="forbid")
-    config: str | None = Field(default=None, description="Path of driftloop.yaml; default $DRIFTLOOP_CONFIG or ./driftloop.yaml.")
+    config: str | None = Field(
+        default=None, description="Path of driftloop.yaml; default $DRIFTLOOP_CONFIG or ./driftloop.yaml."
+    )
     parent_run_id: str | None = Field(default=None, description="MLflow run to nest this stage's run under.")
 
 
@@ -135,8 +137,12 @@ def _prefect_settings_files() -> bool:
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     profiles = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
     cwd = Path.cwd()
-    candidates = [(profiles, "PREFECT_API_URL"), (cwd / "prefect.toml", ""), (cwd / ".env", "PREFECT_API_URL"),
-                  (cwd / "pyproject.toml", "tool.prefect")]
+    candidates = [
+        (profiles, "PREFECT_API_URL"),
+        (cwd / "prefect.toml", ""),
+        (cwd / ".env", "PREFECT_API_URL"),
+        (cwd / "pyproject.toml", "tool.prefect"),
+    ]
     for path, needle in candidates:
         try:
             if path.is_file() and needle in path.read_text(encoding="utf-8", errors="replace"):
@@ -200,8 +206,9 @@ class _ProgressHandler(logging.StreamHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",
-                                            "%H:%M:%S"))
+        self.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s", "%H:%M:%S")
+        )
 
 
 def _install_plain_calls() -> None:

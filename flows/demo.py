@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from driftloop.config import check_config_files, load_config
+from driftloop.core.config import check_config_files, load_config
+from driftloop.core.errors import ConfigError
 from driftloop.demo.world import simulate
-from driftloop.errors import ConfigError
-from flows.common import StageParams, _CACHE
+from flows.common import _CACHE, StageParams
 from flows.loop import CycleSummary, loop
 
 KEEP = {"cache", "prefect"}  # survive a fresh start: the built base model and Prefect's run history
@@ -41,7 +41,9 @@ def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> li
     check_config_files(cfg, config or "driftloop.yaml", sources=False)  # the demo writes the sources itself
     files = [s for s in cfg.sources if s.kind == "files"]
     if not files:
-        raise ConfigError("sources: the demo writes its feedback into the first file source's folder; none is configured")
+        raise ConfigError(
+            "sources: the demo writes its feedback into the first file source's folder; none is configured"
+        )
     feedback_dir = cfg.path(files[0].path).parent
     if fresh and cfg.state_path.exists():
         for child in cfg.state_path.iterdir():
@@ -52,7 +54,7 @@ def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> li
             for f in feedback_dir.glob("demo-*.jsonl"):
                 f.unlink()
     feedback_dir.mkdir(parents=True, exist_ok=True)
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=8)
     events = simulate(seed=seed, start=start)
     cut = start + timedelta(days=7)

@@ -13,7 +13,7 @@ whole `EvaluationResult` as `evaluation.json`.
     $ prefect deployment run 'evaluate/on-demand' -p model=2 -p window=24h
 
 The window syntax (`7d`, `24h`, `2025-01-01..2025-01-08`) is documented in
-`driftloop.evaluation`. The monitor part reads production feedback in the window (whatever
+`driftloop.services.evaluation`. The monitor part reads production feedback in the window (whatever
 model served it); the benchmark part runs the suites on the model asked for.
 """
 
@@ -23,22 +23,30 @@ from datetime import timedelta
 
 from prefect import flow
 
-from driftloop import tags as T
-from driftloop.config import load_config
-from driftloop.errors import DriftloopError
-from driftloop.evaluation import (
-    KIND, RESULT_ARTIFACT, EvaluationResult, WindowSpec, check_model_ref, check_registered, is_model_folder,
+from driftloop.core import tags as T
+from driftloop.core.config import load_config
+from driftloop.core.errors import DriftloopError
+from driftloop.core.types import MetricResult
+from driftloop.services.evaluation import (
+    KIND,
+    RESULT_ARTIFACT,
+    EvaluationResult,
+    WindowSpec,
+    check_model_ref,
+    check_registered,
+    is_model_folder,
     parse_window,
 )
-from driftloop.types import MetricResult
-from driftloop.windows import Windows, resolve_windows
-from flows.benchmark import BenchmarkParams, benchmark, preflight as bench_preflight
+from driftloop.services.windows import Windows, resolve_windows
+from flows.benchmark import BenchmarkParams, benchmark
+from flows.benchmark import preflight as bench_preflight
 from flows.common import Context, StageParams, context, log, stage_run
 from flows.monitor import MonitorResult, champion_reference, monitor, read_task, record_monitor, text_task
 
 
-def preflight(model: str | int, suites: list[str] | None, window: str | None, config: str | None
-              ) -> tuple[str, list[str], WindowSpec | None]:
+def preflight(
+    model: str | int, suites: list[str] | None, window: str | None, config: str | None
+) -> tuple[str, list[str], WindowSpec | None]:
     """Check the request before any run starts: the model reference (and that the alias or
     version exists in the registry), the window spec, the suite names and their tasks.
     Returns (model, suites, window); an InputError names what is wrong."""
@@ -56,14 +64,20 @@ def window_for(ctx: Context, spec: WindowSpec) -> Windows | None:
     wc = ctx.cfg.monitor.windows
     champ, label = champion_reference(ctx)
     if spec.days is not None:
-        return resolve_windows(ctx.store, wc.model_copy(update={"slide_by": "time", "current_days": spec.days}),
-                               champ, label)
+        return resolve_windows(
+            ctx.store, wc.model_copy(update={"slide_by": "time", "current_days": spec.days}), champ, label
+        )
     if wc.reference == "pinned":
         return Windows(wc.pinned_start, wc.pinned_end, spec.start, spec.end, "pinned")
     if champ is not None:
         return Windows(champ.current_start, champ.current_end, spec.start, spec.end, label)
-    return Windows(spec.start - timedelta(days=wc.reference_days), spec.start, spec.start, spec.end,
-                   f"preceding {wc.reference_days:g} days")
+    return Windows(
+        spec.start - timedelta(days=wc.reference_days),
+        spec.start,
+        spec.start,
+        spec.end,
+        f"preceding {wc.reference_days:g} days",
+    )
 
 
 def monitor_window(params: StageParams, spec: WindowSpec) -> MonitorResult:
@@ -77,28 +91,45 @@ def monitor_window(params: StageParams, spec: WindowSpec) -> MonitorResult:
     if w is None:
         log().warning("evaluate: the store holds no events yet")
         return MonitorResult()
-    log().info("evaluate: window %s: current %s .. %s, reference %s .. %s (%s)", spec.spec, w.current_start,
-               w.current_end, w.reference_start, w.reference_end, w.reference_source)
+    log().info(
+        "evaluate: window %s: current %s .. %s, reference %s .. %s (%s)",
+        spec.spec,
+        w.current_start,
+        w.current_end,
+        w.reference_start,
+        w.reference_end,
+        w.reference_source,
+    )
     with stage_run(ctx, "monitor", params.parent_run_id) as run_id:
         cur = read_task(params, w.current_start, w.current_end)
         ref = read_task(params, w.reference_start, w.reference_end)
         out = monitor_frames(ref, cur, ctx.cfg.monitor, ctx.cfg.policy.min_n)
         text = text_task(params, w) if len(cur) and len(ref) else []
-        return record_monitor(ctx, run_id, w, out, len(ref), len(cur), text, {"window": spec.spec},
-                              seconds=out.seconds)
+        return record_monitor(ctx, run_id, w, out, len(ref), len(cur), text, {"window": spec.spec}, seconds=out.seconds)
 
 
 def _monitor_summary(mon: MonitorResult) -> dict:
     share = next((m.value for m in mon.drift if m.name == "drifted_share"), None)
-    return {"windows": mon.windows, "n_current": mon.n_current, "n_reference": mon.n_reference,
-            "drifted_share": share, "drifted_columns": [m.segment.get("column", m.name) for m in mon.drift
-                                                        if m.passed is False and m.name != "drifted_share"],
-            "run_id": mon.run_id}
+    return {
+        "windows": mon.windows,
+        "n_current": mon.n_current,
+        "n_reference": mon.n_reference,
+        "drifted_share": share,
+        "drifted_columns": [
+            m.segment.get("column", m.name) for m in mon.drift if m.passed is False and m.name != "drifted_share"
+        ],
+        "run_id": mon.run_id,
+    }
 
 
 @flow(name="evaluate")
-def evaluate(model: str | int = "champion", suites: list[str] | None = None, window: str | None = None,
-             config: str | None = None, run_id: str | None = None) -> EvaluationResult:
+def evaluate(
+    model: str | int = "champion",
+    suites: list[str] | None = None,
+    window: str | None = None,
+    config: str | None = None,
+    run_id: str | None = None,
+) -> EvaluationResult:
     """Monitor the feedback window and run the benchmark suites on `model` (champion,
     challenger, a registry version or a local model folder), all in one parent MLflow run.
     (`model` also takes an int: `prefect deployment run ... -p model=2` sends the JSON number 2.)
@@ -114,9 +145,14 @@ def evaluate(model: str | int = "champion", suites: list[str] | None = None, win
         tr = ctx.tracker
         label, path = tr.resolve(ref)  # a registry version is downloaded once, then cached
         version = label if label.isdigit() else ""
-        tags = {T.KIND: KIND, T.MODEL: ref, T.MODEL_VERSION: version,
-                T.MODEL_PATH: str(path), T.WINDOW: spec.spec if spec else "",
-                T.SUITES: ",".join(names)}
+        tags = {
+            T.KIND: KIND,
+            T.MODEL: ref,
+            T.MODEL_VERSION: version,
+            T.MODEL_PATH: str(path),
+            T.WINDOW: spec.spec if spec else "",
+            T.SUITES: ",".join(names),
+        }
         if run_id is None:
             run_id = tr.start_run("evaluate-path" if is_model_folder(ref) else f"evaluate-{ref}", tags=tags)
         else:
@@ -133,10 +169,18 @@ def evaluate(model: str | int = "champion", suites: list[str] | None = None, win
         bench = benchmark(BenchmarkParams(**sp.model_dump(), model=label, suites=names))
         flat: list[MetricResult] = list(mon.current) + list(mon.bias) + list(mon.drift) + list(mon.text)
         flat += [m for ms in bench.metrics.values() for m in ms]
-        res = EvaluationResult(run_id=run_id, model=ref, version=version, model_path=str(path),
-                               window=spec.spec if spec else "", suites=bench.metrics,
-                               monitor=_monitor_summary(mon), metrics=flat, benchmark_run_id=bench.run_id,
-                               link=tr.run_link(run_id))
+        res = EvaluationResult(
+            run_id=run_id,
+            model=ref,
+            version=version,
+            model_path=str(path),
+            window=spec.spec if spec else "",
+            suites=bench.metrics,
+            monitor=_monitor_summary(mon),
+            metrics=flat,
+            benchmark_run_id=bench.run_id,
+            link=tr.run_link(run_id),
+        )
         tr.log_metric_results(run_id, flat, "evaluation_metrics.json")
         tr.log_dict(run_id, res.model_dump(mode="json"), RESULT_ARTIFACT)
     except BaseException as e:

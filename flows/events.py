@@ -23,11 +23,11 @@ from prefect import flow
 from prefect.events import emit_event
 
 from dashboards.timeline import log_timeline
+from driftloop.core import tags as T
+from driftloop.core.loopstate import Event, LoopMemory, State, advance
+from driftloop.services.cycle import CycleSummary, not_started
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import StageParams, context, log
-from driftloop import tags as T
-from driftloop.loopstate import Event, LoopMemory, State, advance
-from driftloop.services.cycle import CycleSummary, not_started
 from flows.loop import _Clock, finish_retrain
 
 REGRESSION_EVENT = "driftloop.regression.detected"
@@ -48,8 +48,9 @@ def check_trigger(spec: dict):
     return TypeAdapter(DeploymentTriggerTypes).validate_python(dict(spec))
 
 
-def emit_regression(project: str, reasons: list[str], cycle_run_id: str, champion_version: str | None,
-                    config: str | None) -> str | None:
+def emit_regression(
+    project: str, reasons: list[str], cycle_run_id: str, champion_version: str | None, config: str | None
+) -> str | None:
     """Emit `driftloop.regression.detected` and return the event id (None where Prefect has no
     events API to send to: no PREFECT_API_URL and not the ephemeral API).
 
@@ -60,12 +61,20 @@ def emit_regression(project: str, reasons: list[str], cycle_run_id: str, champio
     event = emit_event(
         REGRESSION_EVENT,
         resource={"prefect.resource.id": resource_id(project), "prefect.resource.name": project},
-        payload={"project": project, "reasons": list(reasons), "cycle_run_id": cycle_run_id,
-                 "champion_version": champion_version, "config": config},
+        payload={
+            "project": project,
+            "reasons": list(reasons),
+            "cycle_run_id": cycle_run_id,
+            "champion_version": champion_version,
+            "config": config,
+        },
     )
     if event is None:
-        log().warning("%s not emitted: no Prefect events API is configured (set PREFECT_API_URL); "
-                      "the loop stays triggered until policy.lease_seconds pass, then re-arms", REGRESSION_EVENT)
+        log().warning(
+            "%s not emitted: no Prefect events API is configured (set PREFECT_API_URL); "
+            "the loop stays triggered until policy.lease_seconds pass, then re-arms",
+            REGRESSION_EVENT,
+        )
         return None
     log().info("emitted %s (event %s) for project %s", REGRESSION_EVENT, event.id, project)
     return str(event.id)
@@ -89,13 +98,23 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
         log().warning("retrain: nothing to do: the loop of project %s is %s, not triggered", cfg.project, st["state"])
         return CycleSummary(cycle="", outcome=f"nothing to retrain: the loop is {st['state']}")
     if cycle_run_id and cycle_run_id != pending.run_id:
-        log().warning("retrain: the event came from cycle run %s; finishing the cycle waiting now (run %s)",
-                      cycle_run_id, pending.run_id)
+        log().warning(
+            "retrain: the event came from cycle run %s; finishing the cycle waiting now (run %s)",
+            cycle_run_id,
+            pending.run_id,
+        )
     owner = pending.owner  # the emitting cycle's lease passes to this run
     memory.pending = None
-    if not store.transition(cfg.project, advance(State.TRIGGERED, Event.START), "retrain started by event", owner,
-                            cfg.policy.lease_seconds, expected={State.TRIGGERED.value}, data=memory.dump(),
-                            expected_version=st["version"]):
+    if not store.transition(
+        cfg.project,
+        advance(State.TRIGGERED, Event.START),
+        "retrain started by event",
+        owner,
+        cfg.policy.lease_seconds,
+        expected={State.TRIGGERED.value},
+        data=memory.dump(),
+        expected_version=st["version"],
+    ):
         return CycleSummary(cycle="", outcome=not_started(store, cfg.project))
     summary = CycleSummary(**pending.summary)
     summary.outcome = "retrain failed"  # until the tail says otherwise

@@ -1,7 +1,7 @@
 """`ingest` flow: read the configured sources (files, SQL) into the store, quarantining bad rows.
 
-    >>> ingest(StageParams(config="driftloop.yaml"))
-    {'read': 2800, 'accepted': 2800, 'duplicates': 0, 'quarantined': 0, 'redacted': {...}, ...}
+>>> ingest(StageParams(config="driftloop.yaml"))
+{'read': 2800, 'accepted': 2800, 'duplicates': 0, 'quarantined': 0, 'redacted': {...}, ...}
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, task
 
 from driftloop.alerts.events import quarantine_alert, quarantined_share
-from driftloop.errors import ConfigError
+from driftloop.core.errors import ConfigError
 from driftloop.ingest import check_sources, ingest_config, source_files
 from flows.common import StageParams, alert, context, log, stage_run
 
@@ -25,14 +25,20 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
 def ingest_task(params: StageParams) -> dict[str, Any]:
     ctx = context(params)
     files = source_files(ctx.cfg)
-    log().info("ingesting %d file(s) and %d sql source(s)", len(files),
-               sum(s.kind == "sql" for s in ctx.cfg.sources))
+    log().info("ingesting %d file(s) and %d sql source(s)", len(files), sum(s.kind == "sql" for s in ctx.cfg.sources))
     rep = ingest_config(ctx.cfg, ctx.store, on_source=lambda d: log().info("ingest: reading %s", d))
     for err in rep.errors:
         log().warning("ingest: %s", err)
-    return {"read": rep.read, "accepted": rep.accepted, "duplicates": rep.duplicates,
-            "quarantined": rep.quarantined, "reasons": dict(rep.reasons), "redacted": dict(rep.redacted),
-            "files": len(files), "errors": rep.errors}
+    return {
+        "read": rep.read,
+        "accepted": rep.accepted,
+        "duplicates": rep.duplicates,
+        "quarantined": rep.quarantined,
+        "reasons": dict(rep.reasons),
+        "redacted": dict(rep.redacted),
+        "files": len(files),
+        "errors": rep.errors,
+    }
 
 
 @flow(name="ingest")
@@ -45,16 +51,23 @@ def ingest(params: StageParams = StageParams()) -> dict[str, Any]:
         summary = ingest_task(params)
         metrics = {f"ingest/{k}": v for k, v in summary.items() if isinstance(v, int)}
         metrics.update({f"ingest/redacted_{k}": n for k, n in summary["redacted"].items()})
-        metrics["ingest/balanced"] = float(summary["read"] == summary["accepted"] + summary["duplicates"]
-                                           + summary["quarantined"])
+        metrics["ingest/balanced"] = float(
+            summary["read"] == summary["accepted"] + summary["duplicates"] + summary["quarantined"]
+        )
         ctx.tracker.log_metrics(run_id, metrics)
         if summary["reasons"]:
             # Reason keys are `field: problem`, never values, so no PII reaches MLflow.
             ctx.tracker.log_dict(run_id, summary["reasons"], "quarantine_reasons.json")
         summary["total_events"] = ctx.store.count_events()
         if quarantined_share(summary) > ctx.cfg.alerts.quarantine_threshold:
-            alert(ctx, "ingest.quarantine", run_id=run_id,
-                  **quarantine_alert(summary, ctx.cfg.alerts.quarantine_threshold))
-        log().info("ingest: read %(read)d = accepted %(accepted)d + duplicates %(duplicates)d + "
-                   "quarantined %(quarantined)d", summary)
+            alert(
+                ctx,
+                "ingest.quarantine",
+                run_id=run_id,
+                **quarantine_alert(summary, ctx.cfg.alerts.quarantine_threshold),
+            )
+        log().info(
+            "ingest: read %(read)d = accepted %(accepted)d + duplicates %(duplicates)d + quarantined %(quarantined)d",
+            summary,
+        )
         return summary

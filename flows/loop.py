@@ -3,7 +3,7 @@
 ingest -> monitor -> benchmark(champion) -> decide -> [retrain -> benchmark(challenger) -> gate -> promote|reject]
 
 The state machine (armed -> triggered -> retraining -> evaluating ->
-promoted|rejected -> cooldown -> armed) is `driftloop.loopstate`: a cycle says what
+promoted|rejected -> cooldown -> armed) is `driftloop.core.loopstate`: a cycle says what
 happened (an `Event`), `advance` says where it leads, and the store persists it with a
 compare-and-set under a lease, so two concurrent cycles never start two retrains. The
 loop's memory (`LoopMemory`) travels with the state: after a promotion the current
@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow, task
 
 from dashboards.timeline import log_timeline
-from driftloop import tags as T
-from driftloop.errors import StageError
-from driftloop.findings import render_all
-from driftloop.loopstate import Event, LoopMemory, Pending, State, advance
-from driftloop.policy import BREACH_KINDS, breach_key, decide, gate, nothing_to_train
+from driftloop.core import tags as T
+from driftloop.core.errors import StageError
+from driftloop.core.findings import render_all
+from driftloop.core.loopstate import Event, LoopMemory, Pending, State, advance
+from driftloop.core.policy import BREACH_KINDS, breach_key, decide, gate, nothing_to_train
+from driftloop.core.types import Action, Decision, MetricResult
 from driftloop.services import cycle
 from driftloop.services.cycle import CycleSummary
-from driftloop.types import Action, Decision, MetricResult
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import Context, StageParams, alert, context, log
 from flows.ingest import ingest
@@ -59,11 +59,20 @@ class _Clock:
 
 
 @task(name="decide")
-def decide_task(ctx_params: StageParams, mon, memory: LoopMemory, bench: list[MetricResult],
-                baseline: list[MetricResult]) -> Decision:
+def decide_task(
+    ctx_params: StageParams, mon, memory: LoopMemory, bench: list[MetricResult], baseline: list[MetricResult]
+) -> Decision:
     ctx = context(ctx_params)
-    return decide(mon.current, mon.reference, mon.drift, ctx.cfg.policy, memory,
-                  benchmark=bench, baseline=baseline, fresh_events=mon.fresh_events)
+    return decide(
+        mon.current,
+        mon.reference,
+        mon.drift,
+        ctx.cfg.policy,
+        memory,
+        benchmark=bench,
+        baseline=baseline,
+        fresh_events=mon.fresh_events,
+    )
 
 
 def _rearm(ctx: Context, owner: str) -> dict:
@@ -78,12 +87,25 @@ def _rearm(ctx: Context, owner: str) -> dict:
 
 def _regression_alert(ctx: Context, summary: CycleSummary, decision: Decision) -> None:
     """`regression.detected`, sent only by the cycle that took the loop to retrain (one per trigger)."""
-    alert(ctx, "regression.detected", model_version=summary.champion_version, reasons=decision.reasons,
-          run_id=summary.run_id, cycle=summary.cycle)
+    alert(
+        ctx,
+        "regression.detected",
+        model_version=summary.champion_version,
+        reasons=decision.reasons,
+        run_id=summary.run_id,
+        cycle=summary.cycle,
+    )
 
 
-def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSummary, state: dict,
-              memory: LoopMemory, decision: Decision) -> None:
+def _hand_off(
+    ctx: Context,
+    owner: str,
+    params: StageParams,
+    summary: CycleSummary,
+    state: dict,
+    memory: LoopMemory,
+    decision: Decision,
+) -> None:
     """Event mode: armed -> triggered, then emit `driftloop.regression.detected` for the automation.
 
     Only the cycle whose compare-and-set succeeds emits, so at most one event per trigger (and so
@@ -95,21 +117,31 @@ def _hand_off(ctx: Context, owner: str, params: StageParams, summary: CycleSumma
 
     cfg = ctx.cfg
     summary.outcome = "retrain requested (event driftloop.regression.detected)"
-    memory.pending = Pending(run_id=summary.run_id, owner=owner, config=params.config,
-                             summary=summary.model_dump(mode="json"))
-    if not ctx.store.transition(cfg.project, advance(State.ARMED, Event.BREACH), decision.summary()[:500], owner,
-                                cfg.policy.lease_seconds, expected={State.ARMED.value}, data=memory.dump(),
-                                expected_version=state["version"]):
-        summary.outcome = cycle.not_started(ctx.store, ctx.cfg.project)  # no alert: the cycle that holds the loop sent it
+    memory.pending = Pending(
+        run_id=summary.run_id, owner=owner, config=params.config, summary=summary.model_dump(mode="json")
+    )
+    if not ctx.store.transition(
+        cfg.project,
+        advance(State.ARMED, Event.BREACH),
+        decision.summary()[:500],
+        owner,
+        cfg.policy.lease_seconds,
+        expected={State.ARMED.value},
+        data=memory.dump(),
+        expected_version=state["version"],
+    ):
+        summary.outcome = cycle.not_started(
+            ctx.store, ctx.cfg.project
+        )  # no alert: the cycle that holds the loop sent it
         return
     _regression_alert(ctx, summary, decision)
-    event_id = emit_regression(cfg.project, decision.reasons, summary.run_id, summary.champion_version,
-                               params.config)
+    event_id = emit_regression(cfg.project, decision.reasons, summary.run_id, summary.champion_version, params.config)
     summary.stage_notes["retrain"] = f"requested by event {event_id}"
 
 
-def _nothing_to_train(ctx: Context, owner: str, summary: CycleSummary, memory: LoopMemory,
-                      corrections: int, needed: int) -> CycleSummary:
+def _nothing_to_train(
+    ctx: Context, owner: str, summary: CycleSummary, memory: LoopMemory, corrections: int, needed: int
+) -> CycleSummary:
     """A real regression that the training data cannot answer: a recorded decision, an alert and a
     cooldown; the cycle itself succeeds (the champion is untouched)."""
     decision = nothing_to_train(corrections, needed, ctx.cfg.policy)
@@ -119,10 +151,19 @@ def _nothing_to_train(ctx: Context, owner: str, summary: CycleSummary, memory: L
     ctx.store.release(ctx.cfg.project, owner)
     summary.outcome = summary.retrain_note = decision.reasons[0]
     summary.stage_notes["retrain"] = "skipped: nothing to train on"
-    log().warning("%s; the loop cools down (policy.cooldown_hours) and the champion stays version %s",
-                  decision.reasons[0], summary.champion_version)
-    alert(ctx, "retrain.skipped", model_version=summary.champion_version, reasons=decision.reasons,
-          run_id=summary.run_id, cycle=summary.cycle)
+    log().warning(
+        "%s; the loop cools down (policy.cooldown_hours) and the champion stays version %s",
+        decision.reasons[0],
+        summary.champion_version,
+    )
+    alert(
+        ctx,
+        "retrain.skipped",
+        model_version=summary.champion_version,
+        reasons=decision.reasons,
+        run_id=summary.run_id,
+        cycle=summary.cycle,
+    )
     return summary
 
 
@@ -130,8 +171,16 @@ def _step(ctx: Context, owner: str, current: State, event: Event, reason: str, m
     return cycle.step(ctx.store, ctx.cfg.project, owner, current, event, reason, memory, ctx.cfg.policy.lease_seconds)
 
 
-def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSummary, clock: _Clock, champ,
-                   memory: LoopMemory, feedback: list[MetricResult] | None) -> CycleSummary:
+def finish_retrain(
+    ctx: Context,
+    owner: str,
+    sp: StageParams,
+    summary: CycleSummary,
+    clock: _Clock,
+    champ,
+    memory: LoopMemory,
+    feedback: list[MetricResult] | None,
+) -> CycleSummary:
     """The second half of a cycle, shared by the inline loop and the event-driven `retrain` deployment.
 
     Starts in state `retraining` under `owner`'s lease and walks fine-tune -> evaluating ->
@@ -141,18 +190,37 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     """
     cfg, tr, store = ctx.cfg, ctx.tracker, ctx.store
     parent = summary.run_id
-    alert(ctx, "retrain.started", model_version=summary.champion_version,
-          reasons=summary.regression or summary.decision_reasons, run_id=parent, cycle=summary.cycle)
+    alert(
+        ctx,
+        "retrain.started",
+        model_version=summary.champion_version,
+        reasons=summary.regression or summary.decision_reasons,
+        run_id=parent,
+        cycle=summary.cycle,
+    )
     try:
         rt = clock("retrain", retrain, sp)
     except Exception as e:
         memory.answer(None)  # a crash answers nothing: the breach may trigger again after the cooldown
-        moved = store.transition(cfg.project, advance(State.RETRAINING, Event.FAIL), f"retrain failed: {e}"[:500],
-                                 owner, 0, {State.RETRAINING.value}, memory.dump())
+        moved = store.transition(
+            cfg.project,
+            advance(State.RETRAINING, Event.FAIL),
+            f"retrain failed: {e}"[:500],
+            owner,
+            0,
+            {State.RETRAINING.value},
+            memory.dump(),
+        )
         summary.outcome = "retrain failed"
         summary.retrain_note = f"failed: {e}"[:300]
-        alert(ctx, "retrain.failed", model_version=summary.champion_version, reasons=[str(e)[:1000]],
-              run_id=parent, cycle=summary.cycle)
+        alert(
+            ctx,
+            "retrain.failed",
+            model_version=summary.champion_version,
+            reasons=[str(e)[:1000]],
+            run_id=parent,
+            cycle=summary.cycle,
+        )
         if not moved:
             # Another cycle holds the loop now: its state and its lease are left alone.
             summary.outcome = "retrain failed; the loop was taken over by another cycle"
@@ -164,14 +232,27 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
         return _nothing_to_train(ctx, owner, summary, memory, rt.n_train, rt.needed)
     summary.challenger_version = rt.version
     counts = ", ".join(f"{n} {k}" for k, n in rt.counts.items() if n) if rt.counts else ""
-    summary.retrain_note = (f"{rt.method} {rt.objective} on {rt.n_train} training-pool items"
-                            + (f" ({counts})" if counts else "") + f" + {rt.n_replay} replay, "
-                            f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}")
-    alert(ctx, "retrain.finished", model_version=rt.version, previous_version=rt.base_version,
-          reasons=[summary.retrain_note], run_id=parent, cycle=summary.cycle)
+    summary.retrain_note = (
+        f"{rt.method} {rt.objective} on {rt.n_train} training-pool items"
+        + (f" ({counts})" if counts else "")
+        + f" + {rt.n_replay} replay, "
+        f"{rt.train_seconds:.0f} s, final loss {rt.final_loss:.3f} -> version {rt.version}"
+    )
+    alert(
+        ctx,
+        "retrain.finished",
+        model_version=rt.version,
+        previous_version=rt.base_version,
+        reasons=[summary.retrain_note],
+        run_id=parent,
+        cycle=summary.cycle,
+    )
     _step(ctx, owner, State.RETRAINING, Event.CANDIDATE, f"challenger version {rt.version}", memory)
-    chall = clock("benchmark challenger", benchmark,
-                  BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)))
+    chall = clock(
+        "benchmark challenger",
+        benchmark,
+        BenchmarkParams(**sp.model_dump(), model=rt.version, suites=list(champ.samples)),
+    )
     summary.stage_notes["benchmark challenger"] = cycle.bench_note(chall.metrics)
     roles = {name: s.role for name, s in cfg.benchmark.suites.items()}
     verdict = clock("gate", gate, chall.samples, champ.samples, roles, cfg.policy, feedback)
@@ -186,7 +267,7 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
     promoted = verdict.action == Action.PROMOTE
     summary.outcome = f"{'promoted' if promoted else 'rejected'} version {rt.version}"
     if promoted:
-        memory.new_champion(rt.version, datetime.now(timezone.utc), "gate")
+        memory.new_champion(rt.version, datetime.now(UTC), "gate")
         # The state first: a cycle that lost its lease must not move the alias.
         at = _step(ctx, owner, State.EVALUATING, Event.PROMOTE, summary.outcome, memory)
         tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
@@ -197,9 +278,15 @@ def finish_retrain(ctx: Context, owner: str, sp: StageParams, summary: CycleSumm
         at = _step(ctx, owner, State.EVALUATING, Event.REJECT, summary.outcome, memory)
         tr.set_version_tags(rt.version, {T.REJECTED_BY: "gate", T.CYCLE_RUN: parent})
     summary.stage_notes["gate"] = summary.outcome
-    alert(ctx, "candidate.promoted" if promoted else "candidate.rejected",
-          model_version=rt.version, previous_version=rt.base_version, reasons=verdict.reasons, run_id=parent,
-          cycle=summary.cycle)
+    alert(
+        ctx,
+        "candidate.promoted" if promoted else "candidate.rejected",
+        model_version=rt.version,
+        previous_version=rt.base_version,
+        reasons=verdict.reasons,
+        run_id=parent,
+        cycle=summary.cycle,
+    )
     _step(ctx, owner, at, Event.COOL, f"after {summary.outcome}", memory)
     store.release(cfg.project, owner)
     return summary
@@ -211,7 +298,7 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     ctx = context(params, check_files=True)
     cfg, tr, store = ctx.cfg, ctx.tracker, ctx.store
     owner = f"cycle-{uuid.uuid4().hex[:8]}"
-    summary = CycleSummary(cycle=datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + owner[-4:])
+    summary = CycleSummary(cycle=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + owner[-4:])
     clock = _Clock(summary)
     champion = clock("register champion", ensure_champion, params)
     parent = tr.start_run(f"cycle-{summary.cycle}", tags={T.KIND: "cycle", T.OWNER: owner})
@@ -221,11 +308,18 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     try:
         state = _rearm(ctx, owner)
         memory = LoopMemory.load(state["data"])
-        memory.sync_champion(champion, datetime.now(timezone.utc))
+        memory.sync_champion(champion, datetime.now(UTC))
         ing = clock("ingest", ingest, sp)
-        summary.stage_notes["ingest"] = f"{ing['accepted']} accepted, {ing['duplicates']} duplicates, {ing['quarantined']} quarantined"
-        mon = clock("monitor", monitor, sp, scope=memory.champion,
-                    fresh_after=memory.answered.newest_event if memory.answered else None)
+        summary.stage_notes["ingest"] = (
+            f"{ing['accepted']} accepted, {ing['duplicates']} duplicates, {ing['quarantined']} quarantined"
+        )
+        mon = clock(
+            "monitor",
+            monitor,
+            sp,
+            scope=memory.champion,
+            fresh_after=memory.answered.newest_event if memory.answered else None,
+        )
         scope = f"; current window: {mon.scope}" if mon.scope else ""
         summary.stage_notes["monitor"] = f"{mon.n_current} current vs {mon.n_reference} reference events{scope}"
         champ = clock("benchmark champion", benchmark, BenchmarkParams(**sp.model_dump(), model="champion"))
@@ -242,21 +336,37 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         summary.champion_version = champion
         if decision.action != Action.RETRAIN:
             # Only over the state this cycle read: newer data (another cycle's retrain) is never overwritten.
-            store.transition(cfg.project, advance(state["state"], Event.RECORD), decision.summary()[:500], owner, 0,
-                             expected={state["state"]}, data=memory.dump(), expected_version=state["version"])
+            store.transition(
+                cfg.project,
+                advance(state["state"], Event.RECORD),
+                decision.summary()[:500],
+                owner,
+                0,
+                expected={state["state"]},
+                data=memory.dump(),
+                expected_version=state["version"],
+            )
             store.release(cfg.project, owner)
             summary.outcome = "no retrain needed" if decision.action == Action.NONE else "alert only"
             failed = False
             return summary
         summary.regression = render_all(breaches)
-        memory.start_retrain(datetime.now(timezone.utc), [breach_key(f) for f in breaches], mon.current_newest)
+        memory.start_retrain(datetime.now(UTC), [breach_key(f) for f in breaches], mon.current_newest)
         if cfg.policy.retrain_via == "event":
             _hand_off(ctx, owner, params, summary, state, memory, decision)
             failed = False
             return summary
-        if not store.begin_retrain(cfg.project, owner, decision.summary()[:500], memory.dump(),
-                                   cfg.policy.lease_seconds, expected_version=state["version"]):
-            summary.outcome = cycle.not_started(ctx.store, ctx.cfg.project)  # no alert: the cycle that holds the loop sent it
+        if not store.begin_retrain(
+            cfg.project,
+            owner,
+            decision.summary()[:500],
+            memory.dump(),
+            cfg.policy.lease_seconds,
+            expected_version=state["version"],
+        ):
+            summary.outcome = cycle.not_started(
+                ctx.store, ctx.cfg.project
+            )  # no alert: the cycle that holds the loop sent it
             failed = False
             return summary
         _regression_alert(ctx, summary, decision)

@@ -5,13 +5,13 @@ against the reference window, logged to MLflow and saved to the Evidently worksp
     >>> [m.label() for m in res.current][:2]
     ['thumbs_up_rate', 'mean_rating']
 
-The windows come from `monitor.windows` (see `driftloop.windows`). A reference window
+The windows come from `monitor.windows` (see `driftloop.services.windows`). A reference window
 whose content has not changed is served from the profile cache under
 `<state_dir>/monitor/profiles` without being read again.
 
 With a champion scope (`scope`, set by the loop after a promotion), the
 current window counts only the serving champion's traffic: events tagged with its
-version, and untagged events at or after it took over (`driftloop.windows.in_scope`).
+version, and untagged events at or after it took over (`driftloop.services.windows.in_scope`).
 Feedback the previous champion earned never counts against the new one.
 """
 
@@ -25,11 +25,17 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from driftloop import tags as T
-from driftloop.loopstate import ChampionScope
-from driftloop.types import MetricResult
-from driftloop.windows import (
-    Windows, champion_window, in_scope, read_prompt_sample, record_window, resolve_windows, window_fingerprint,
+from driftloop.core import tags as T
+from driftloop.core.loopstate import ChampionScope
+from driftloop.core.types import MetricResult
+from driftloop.services.windows import (
+    Windows,
+    champion_window,
+    in_scope,
+    read_prompt_sample,
+    record_window,
+    resolve_windows,
+    window_fingerprint,
 )
 from evaluators.monitoring import ReferenceCache, drift_columns, monitor_frames, reference_key
 from flows.common import Context, StageParams, context, log, stage_run
@@ -46,11 +52,15 @@ class MonitorResult(BaseModel):
     bias: list[MetricResult] = Field(default_factory=list)
     run_id: str = ""
     reference_cached: bool = Field(default=False, description="The reference came from the profile cache.")
-    workspace: dict[str, str] = Field(default_factory=dict, description="Evidently workspace, project and snapshot ids.")
+    workspace: dict[str, str] = Field(
+        default_factory=dict, description="Evidently workspace, project and snapshot ids."
+    )
     seconds: dict[str, float] = Field(default_factory=dict, description="Wall time of each part (s).")
     scope: str = Field(default="", description="Which events the current window counts (empty: all of them).")
     fresh_events: int = Field(default=0, description="Current-window events newer than the flow's `fresh_after`.")
-    current_newest: datetime | None = Field(default=None, description="Timestamp of the newest event the current window counts.")
+    current_newest: datetime | None = Field(
+        default=None, description="Timestamp of the newest event the current window counts."
+    )
 
 
 class _Clock:
@@ -111,21 +121,30 @@ def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
 
 
 @task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
-def workspace_task(params: StageParams, snapshot, w: Windows, run_id: str,
-                   figures: list[MetricResult] | None = None) -> dict[str, str]:
+def workspace_task(
+    params: StageParams, snapshot, w: Windows, run_id: str, figures: list[MetricResult] | None = None
+) -> dict[str, str]:
     from dashboards.evidently_workspace import save_snapshot
 
     ctx = context(params)
     folder = ctx.cfg.state_path / "evidently"
-    saved = save_snapshot(folder, ctx.cfg.project, snapshot, name=f"monitor {w.current_end.isoformat()}",
-                          timestamp=w.current_end, metadata={"mlflow_run_id": run_id, **w.as_dict()},
-                          tags=["driftloop", "monitor"], figures=figures or [])
+    saved = save_snapshot(
+        folder,
+        ctx.cfg.project,
+        snapshot,
+        name=f"monitor {w.current_end.isoformat()}",
+        timestamp=w.current_end,
+        metadata={"mlflow_run_id": run_id, **w.as_dict()},
+        tags=["driftloop", "monitor"],
+        figures=figures or [],
+    )
     return {"workspace": saved.workspace, "project_id": saved.project_id, "snapshot_id": saved.snapshot_id}
 
 
 @flow(name="monitor")
-def monitor(params: StageParams = StageParams(), scope: ChampionScope | None = None,
-            fresh_after: datetime | None = None) -> MonitorResult:
+def monitor(
+    params: StageParams = StageParams(), scope: ChampionScope | None = None, fresh_after: datetime | None = None
+) -> MonitorResult:
     """Resolve the windows, read them (only the columns needed; the reference from the profile
     cache when unchanged), run the evaluators, log everything.
 
@@ -138,15 +157,25 @@ def monitor(params: StageParams = StageParams(), scope: ChampionScope | None = N
     if w is None:
         log().warning("monitor: the store holds no events yet")
         return MonitorResult()
-    log().info("monitor: current %s .. %s, reference %s .. %s (%s)", w.current_start, w.current_end,
-               w.reference_start, w.reference_end, w.reference_source)
+    log().info(
+        "monitor: current %s .. %s, reference %s .. %s (%s)",
+        w.current_start,
+        w.current_end,
+        w.reference_start,
+        w.reference_end,
+        w.reference_source,
+    )
     with stage_run(ctx, "monitor", params.parent_run_id) as run_id:
         clock = _Clock()
         cur = clock("read_current", read_task, params, w.current_start, w.current_end)
         if scope is not None:
             kept = in_scope(cur["model_version"].to_numpy(), cur["ts"], scope)
-            log().info("monitor: %d of %d current events are champion version %s's traffic",
-                       int(kept.sum()), len(cur), scope.version)
+            log().info(
+                "monitor: %d of %d current events are champion version %s's traffic",
+                int(kept.sum()),
+                len(cur),
+                scope.version,
+            )
             cur = cur[kept].reset_index(drop=True)
         fresh = int((cur["ts"] > fresh_after).sum()) if fresh_after is not None and len(cur) else len(cur)
         cache = ReferenceCache(_monitor_dir(ctx) / "profiles")
@@ -157,10 +186,17 @@ def monitor(params: StageParams = StageParams(), scope: ChampionScope | None = N
             reference, ref_quality, n_ref = hit[0], hit[1], hit[0].n_rows
             log().info("monitor: reference (%d events) from the profile cache", n_ref)
         else:
-            reference, ref_quality = clock("read_reference", read_task, params, w.reference_start, w.reference_end), None
+            reference, ref_quality = (
+                clock("read_reference", read_task, params, w.reference_start, w.reference_end),
+                None,
+            )
             n_ref = len(reference)
-        log().info("monitor: reference %d events, current %d events; comparing %d columns",
-                   n_ref, len(cur), len(drift_columns(mon)))
+        log().info(
+            "monitor: reference %d events, current %d events; comparing %d columns",
+            n_ref,
+            len(cur),
+            len(drift_columns(mon)),
+        )
         out = monitor_frames(reference, cur, mon, min_n, reference_quality=ref_quality)
         if hit is None and mon.profile_cache and out.reference_profile is not None:
             cache.put(key, out.reference_profile, out.reference)
@@ -172,17 +208,32 @@ def monitor(params: StageParams = StageParams(), scope: ChampionScope | None = N
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
             record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)
-        scope_note = (f"champion version {scope.version}: events tagged with it, untagged ones since "
-                      f"{scope.since.isoformat()}") if scope is not None else ""
-        return record_monitor(ctx, run_id, w, out, n_ref, len(cur), text,
-                              {"reference_cached": hit is not None, "current_scope": scope_note or "all events"},
-                              reference_cached=hit is not None, workspace=saved, seconds={**out.seconds, **clock.seconds},
-                              scope=scope_note, fresh_events=fresh,
-                              current_newest=cur["ts"].max().to_pydatetime() if len(cur) else None)
+        scope_note = (
+            (f"champion version {scope.version}: events tagged with it, untagged ones since {scope.since.isoformat()}")
+            if scope is not None
+            else ""
+        )
+        return record_monitor(
+            ctx,
+            run_id,
+            w,
+            out,
+            n_ref,
+            len(cur),
+            text,
+            {"reference_cached": hit is not None, "current_scope": scope_note or "all events"},
+            reference_cached=hit is not None,
+            workspace=saved,
+            seconds={**out.seconds, **clock.seconds},
+            scope=scope_note,
+            fresh_events=fresh,
+            current_newest=cur["ts"].max().to_pydatetime() if len(cur) else None,
+        )
 
 
-def record_monitor(ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur: int, text: list[MetricResult],
-                   params: dict, **result) -> MonitorResult:
+def record_monitor(
+    ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur: int, text: list[MetricResult], params: dict, **result
+) -> MonitorResult:
     """Log one monitor pass to its stage run (windows and `params`, the drift report, every figure)
     and return it as a MonitorResult (`result`: its other fields). The `monitor` flow and the
     evaluate flow's explicit windows share it, so both runs hold the same artifacts."""
@@ -191,6 +242,15 @@ def record_monitor(ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur
     ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
     ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
     ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
-    return MonitorResult(windows=w.as_dict(), n_reference=n_ref, n_current=n_cur, current=out.current,
-                         reference=out.reference, drift=out.drift.metrics, text=text, bias=out.bias, run_id=run_id,
-                         **result)
+    return MonitorResult(
+        windows=w.as_dict(),
+        n_reference=n_ref,
+        n_current=n_cur,
+        current=out.current,
+        reference=out.reference,
+        drift=out.drift.metrics,
+        text=text,
+        bias=out.bias,
+        run_id=run_id,
+        **result,
+    )

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from prefect import task
 
-from driftloop import tags as T
-from driftloop.config import DEMO_MODEL
-from driftloop.errors import ConfigError
+from driftloop.core import tags as T
+from driftloop.core.config import DEMO_MODEL
+from driftloop.core.errors import ConfigError
 from flows.common import StageParams, context, log
 
 
@@ -31,7 +31,9 @@ def base_model_dir(params: StageParams) -> Path:
 
         out = ctx.cfg.state_path / "cache" / "demo-model"
         log().info("building the demo base model (cached in %s)", out)
-        return build_demo_model(out, progress=lambda s, n, loss: log().info("demo model step %d/%d loss %.3f", s, n, loss))
+        return build_demo_model(
+            out, progress=lambda s, n, loss: log().info("demo model step %d/%d loss %.3f", s, n, loss)
+        )
     p = ctx.cfg.path(base)
     if p.exists():
         return p
@@ -42,7 +44,9 @@ def base_model_dir(params: StageParams) -> Path:
         model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
     except OSError:
-        raise ConfigError(f"model.base: {base!r} is neither a local path nor a model in the local Hugging Face cache") from None
+        raise ConfigError(
+            f"model.base: {base!r} is neither a local path nor a model in the local Hugging Face cache"
+        ) from None
     out = Path(tempfile.mkdtemp(prefix="driftloop-base-"))
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -60,8 +64,12 @@ def ensure_champion(params: StageParams) -> str:
     src = base_model_dir(params)
     run = tr.start_run("register-base-model", tags={T.STAGE: "register"})
     try:
-        version = tr.register_model(run, src, description=f"Base model {ctx.cfg.model.base!r}, registered as the first champion.",
-                                    tags={T.ORIGIN: "base"})
+        version = tr.register_model(
+            run,
+            src,
+            description=f"Base model {ctx.cfg.model.base!r}, registered as the first champion.",
+            tags={T.ORIGIN: "base"},
+        )
         tr.move_champion(version, by="driftloop", reason=f"base model {ctx.cfg.model.base!r}", how="initial")
     except BaseException:
         tr.end_run(run, failed=True)

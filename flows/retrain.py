@@ -17,8 +17,8 @@ import uuid
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
-from driftloop import tags as T
-from driftloop.errors import StageError
+from driftloop.core import tags as T
+from driftloop.core.errors import StageError
 from driftloop.store.feedback_reads import rated_events
 from evaluators.golden import exclude_near_duplicates, split_of
 from flows.common import StageParams, context, log, stage_run
@@ -40,8 +40,10 @@ class RetrainResult(BaseModel):
     final_loss: float = float("nan")
     run_id: str
     output_dir: str = ""
-    nothing_to_train: bool = Field(default=False, description="Too few corrected training-pool items "
-                                                              "(`retrain.min_train_items`): nothing was trained.")
+    nothing_to_train: bool = Field(
+        default=False,
+        description="Too few corrected training-pool items (`retrain.min_train_items`): nothing was trained.",
+    )
     needed: int = Field(default=0, description="With nothing_to_train: the items a retrain needs.")
     objective: str = Field(default="sft", description="What the job trained: sft, dpo, kto or mixed.")
     counts: dict[str, int] = Field(default_factory=dict, description="Training rows per kind (preference objectives).")
@@ -66,15 +68,21 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
     dropped = len(pool) - len(kept)
     objective = cfg.retrain.objective
     if objective == "sft" or (objective == "auto" and len(kept) >= cfg.retrain.min_train_items):
-        examples, manifest = build_training_set(kept, load_replay(champion_dir), cfg.retrain.replay_fraction,
-                                                cfg.retrain.seed)
+        examples, manifest = build_training_set(
+            kept, load_replay(champion_dir), cfg.retrain.replay_fraction, cfg.retrain.seed
+        )
         manifest["objective"] = "sft"
     else:
         examples, manifest = _preference_set(ctx, kept, golden, objective)
     manifest["counts"]["dropped_near_golden"] = dropped
     manifest["golden_items"] = len(golden)
-    log().info("curated %d training items for %s (+%d replay); %d dropped as near-golden",
-               manifest["counts"]["train"], manifest["objective"], manifest["counts"]["replay"], dropped)
+    log().info(
+        "curated %d training items for %s (+%d replay); %d dropped as near-golden",
+        manifest["counts"]["train"],
+        manifest["objective"],
+        manifest["counts"]["replay"],
+        dropped,
+    )
     return examples, manifest
 
 
@@ -87,9 +95,15 @@ def _preference_set(ctx, corrected: list[dict], golden: list[str], objective: st
     chosen = pm["objective"] if objective == "auto" else objective
     usable = {"sft": ("sft",), "dpo": ("dpo",), "kto": ("kto",), "mixed": ("sft", "dpo")}.get(chosen, ())
     rows = [r for r in rows if r["objective"] in usable]
-    manifest = {"objective": chosen, "counts": {**pm["counts"], "train": len(rows), "replay": 0},
-                "kto_weights": pm["kto_weights"], "quarantined": pm["quarantined"], "sources": pm["sources"],
-                "digest": rows_digest(rows), "hashes": sorted(row_hash(r) for r in rows)}
+    manifest = {
+        "objective": chosen,
+        "counts": {**pm["counts"], "train": len(rows), "replay": 0},
+        "kto_weights": pm["kto_weights"],
+        "quarantined": pm["quarantined"],
+        "sources": pm["sources"],
+        "digest": rows_digest(rows),
+        "hashes": sorted(row_hash(r) for r in rows),
+    }
     return rows, manifest
 
 
@@ -114,19 +128,34 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             # Thumbs-only feedback finds a regression but gives no example to learn from: a result, not a
             # failure (the stage run finishes, tagged), so the cycle can record it and cool down.
             tr.set_tags(run_id, {T.SKIPPED: "nothing to train on"})
-            log().warning("retrain: %d corrected training-pool items, %d needed: nothing to train on",
-                          manifest["counts"]["train"], cfg.retrain.min_train_items)
-            return RetrainResult(version="", base_version=base_version, method=cfg.retrain.method,
-                                 n_train=manifest["counts"]["train"], run_id=run_id, nothing_to_train=True,
-                                 needed=cfg.retrain.min_train_items)
+            log().warning(
+                "retrain: %d corrected training-pool items, %d needed: nothing to train on",
+                manifest["counts"]["train"],
+                cfg.retrain.min_train_items,
+            )
+            return RetrainResult(
+                version="",
+                base_version=base_version,
+                method=cfg.retrain.method,
+                n_train=manifest["counts"]["train"],
+                run_id=run_id,
+                nothing_to_train=True,
+                needed=cfg.retrain.min_train_items,
+            )
         job_dir = cfg.state_path / "retrain" / f"{run_id[:8]}-{uuid.uuid4().hex[:6]}"
         data = write_jsonl(examples, job_dir / "data.jsonl")
         r = cfg.retrain
         settings = {**r.training_params(), "objective": manifest["objective"]}
         if manifest["objective"] == "kto":
             settings["kto_desirable_weight"], settings["kto_undesirable_weight"] = manifest["kto_weights"]
-        spec = RetrainSpec(base_model=str(base_dir), data_path=str(data), output_dir=str(job_dir / "result"),
-                           device=cfg.model.device, data_digest=manifest["digest"], **settings)
+        spec = RetrainSpec(
+            base_model=str(base_dir),
+            data_path=str(data),
+            output_dir=str(job_dir / "result"),
+            device=cfg.model.device,
+            data_digest=manifest["digest"],
+            **settings,
+        )
         spec.to_json(job_dir / "spec.json")
         tr.log_params(run_id, {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, "base_version": base_version})
         tr.log_dict(run_id, manifest, "data_manifest.json")
@@ -148,16 +177,24 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         sft_rows = [e for e in examples if "completion" in e and "label" not in e]
         carry_replay(result.model_dir, load_replay(base_dir), sft_rows, r.seed, keep=REPLAY_KEEP)
         version = tr.register_model(
-            run_id, result.model_dir,
+            run_id,
+            result.model_dir,
             description=f"{r.method} {manifest['objective']} fine-tune of version {base_version} on "
-                        f"{manifest['counts']['train']} training-pool items + {manifest['counts']['replay']} replay.",
-            tags={T.ORIGIN: "retrain", T.BASE_VERSION: base_version,
-                  T.METHOD: r.method, T.RETRAIN_RUN: run_id})
+            f"{manifest['counts']['train']} training-pool items + {manifest['counts']['replay']} replay.",
+            tags={T.ORIGIN: "retrain", T.BASE_VERSION: base_version, T.METHOD: r.method, T.RETRAIN_RUN: run_id},
+        )
         tr.set_alias("challenger", version)
         tr.set_tags(run_id, {T.CHALLENGER_VERSION: version})
-        return RetrainResult(version=version, base_version=base_version, method=r.method,
-                             n_train=manifest["counts"]["train"], n_replay=manifest["counts"]["replay"],
-                             train_seconds=float(m.get("train_seconds", m.get("wall_seconds", 0.0))),
-                             final_loss=float(m.get("final_loss", float("nan"))), run_id=run_id,
-                             output_dir=result.output_dir, objective=manifest["objective"],
-                             counts={k: int(v) for k, v in manifest["counts"].items() if k in ("sft", "dpo", "kto")})
+        return RetrainResult(
+            version=version,
+            base_version=base_version,
+            method=r.method,
+            n_train=manifest["counts"]["train"],
+            n_replay=manifest["counts"]["replay"],
+            train_seconds=float(m.get("train_seconds", m.get("wall_seconds", 0.0))),
+            final_loss=float(m.get("final_loss", float("nan"))),
+            run_id=run_id,
+            output_dir=result.output_dir,
+            objective=manifest["objective"],
+            counts={k: int(v) for k, v in manifest["counts"].items() if k in ("sft", "dpo", "kto")},
+        )

@@ -78,8 +78,14 @@ def build_demo_model(
     from transformers import GPT2Config, GPT2LMHeadModel
 
     out = Path(out_dir)
-    params = {"version": BUILD_VERSION, "seed": seed, "n_layer": n_layer, "n_embd": n_embd,
-              "max_steps": max_steps, "min_steps": min(min_steps, max_steps)}
+    params = {
+        "version": BUILD_VERSION,
+        "seed": seed,
+        "n_layer": n_layer,
+        "n_embd": n_embd,
+        "max_steps": max_steps,
+        "min_steps": min(min_steps, max_steps),
+    }
     stamp = out / "driftloop_build.json"
     if stamp.exists():
         try:
@@ -91,8 +97,14 @@ def build_demo_model(
     random.seed(seed)
     tok = build_tokenizer(world.tokenizer_corpus(seed))
     cfg = GPT2Config(
-        vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer, n_head=4,
-        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=4,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
     )
     model = GPT2LMHeadModel(cfg)
     pairs = world.training_corpus(n=6000, seed=seed)
@@ -106,7 +118,8 @@ def build_demo_model(
     warmup = max(1, max_steps // 10)
     # Linear warmup, then linear decay to zero at `total`, so even a time-capped build ends annealed.
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.02, (total - s) / max(1, total - warmup)))
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.02, (total - s) / max(1, total - warmup))
+    )
     g = torch.Generator().manual_seed(seed)
     batch = 64
     model.train()
@@ -138,10 +151,17 @@ def build_demo_model(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     write_replay(pairs, out / "replay.jsonl", REPLAY_SIZE)
-    stamp.write_text(json.dumps({
-        "params": params, "steps": steps_done, "final_loss": loss_val,
-        "seconds": round(time.monotonic() - t0, 1),
-    }, indent=2))
+    stamp.write_text(
+        json.dumps(
+            {
+                "params": params,
+                "steps": steps_done,
+                "final_loss": loss_val,
+                "seconds": round(time.monotonic() - t0, 1),
+            },
+            indent=2,
+        )
+    )
     return out
 
 

@@ -58,7 +58,8 @@ class Checkpoint:
             self.spec.to_json(spec_file)
         blob = {
             "weights": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "state": state,

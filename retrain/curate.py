@@ -102,8 +102,9 @@ def write_jsonl(examples: list[dict[str, Any]], path: str | Path) -> Path:
     return p
 
 
-def carry_replay(model_dir: str | Path, old: list[dict[str, Any]], new: list[dict[str, Any]],
-                 seed: int, keep: int = 2000) -> int:
+def carry_replay(
+    model_dir: str | Path, old: list[dict[str, Any]], new: list[dict[str, Any]], seed: int, keep: int = 2000
+) -> int:
     """Write a new model folder's `replay.jsonl`: the base's replay rows plus the examples it was
     just trained on (by id, the newer row winning), sampled down to `keep` rows by `seed` so the
     pool stays bounded across retrains. Returns the number of rows written."""
@@ -125,6 +126,7 @@ def load_replay(model_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # --- preference data: every kind of feedback becomes a training item -----------------------------
+
 
 def feedback_label(event: dict[str, Any]) -> float | None:
     """A rated event's score in [0, 1]: its thumbs (1 or 0) where it has them, else its normalised
@@ -168,11 +170,20 @@ def build_preference_set(
             quarantined["too_long"] += 1
             continue
         src = [str(item.get("source_event_id") or item["item_id"])]
-        rows.append({"id": f"sft-{item['item_id']}", "objective": "sft", "prompt": prompt, "completion": answer,
-                     "sources": src})
+        rows.append(
+            {"id": f"sft-{item['item_id']}", "objective": "sft", "prompt": prompt, "completion": answer, "sources": src}
+        )
         if response and response != answer:
-            rows.append({"id": f"dpo-{item['item_id']}", "objective": "dpo", "prompt": prompt, "chosen": answer,
-                         "rejected": response, "sources": src})
+            rows.append(
+                {
+                    "id": f"dpo-{item['item_id']}",
+                    "objective": "dpo",
+                    "prompt": prompt,
+                    "chosen": answer,
+                    "rejected": response,
+                    "sources": src,
+                }
+            )
     by_prompt: dict[str, list[dict[str, Any]]] = {}
     for e in sorted(rated, key=lambda e: str(e["event_id"])):
         score = feedback_label(e)
@@ -182,8 +193,9 @@ def build_preference_set(
         if len(prompt) + len(response) > max_chars:
             quarantined["too_long"] += 1
             continue
-        by_prompt.setdefault(normalise_prompt(prompt), []).append({**e, "score": score, "prompt": prompt,
-                                                                   "response": response})
+        by_prompt.setdefault(normalise_prompt(prompt), []).append(
+            {**e, "score": score, "prompt": prompt, "response": response}
+        )
     singles: list[dict[str, Any]] = []
     for key in sorted(by_prompt):
         group = sorted(by_prompt[key], key=lambda e: (-e["score"], str(e["event_id"])))
@@ -192,16 +204,31 @@ def build_preference_set(
             if best["response"] == worst["response"]:
                 quarantined["identical_pair"] += 1  # the same text rated both ways: no preference
             else:
-                rows.append({"id": f"dpo-{best['event_id']}-{worst['event_id']}", "objective": "dpo",
-                             "prompt": best["prompt"], "chosen": best["response"], "rejected": worst["response"],
-                             "sources": [str(best["event_id"]), str(worst["event_id"])]})
+                rows.append(
+                    {
+                        "id": f"dpo-{best['event_id']}-{worst['event_id']}",
+                        "objective": "dpo",
+                        "prompt": best["prompt"],
+                        "chosen": best["response"],
+                        "rejected": worst["response"],
+                        "sources": [str(best["event_id"]), str(worst["event_id"])],
+                    }
+                )
                 group = group[1:-1]
         singles += group
     for e in singles:
         if neutral[0] <= e["score"] <= neutral[1]:
             continue
-        rows.append({"id": f"kto-{e['event_id']}", "objective": "kto", "prompt": e["prompt"],
-                     "completion": e["response"], "label": e["score"] > neutral[1], "sources": [str(e["event_id"])]})
+        rows.append(
+            {
+                "id": f"kto-{e['event_id']}",
+                "objective": "kto",
+                "prompt": e["prompt"],
+                "completion": e["response"],
+                "label": e["score"] > neutral[1],
+                "sources": [str(e["event_id"])],
+            }
+        )
     counts = {k: sum(r["objective"] == k for r in rows) for k in ("sft", "dpo", "kto")}
     n_up = sum(1 for r in rows if r["objective"] == "kto" and r["label"])
     n_down = counts["kto"] - n_up

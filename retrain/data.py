@@ -43,7 +43,7 @@ class Encoded:
 
 
 def row_kind(row: dict[str, Any]) -> str:
-    """"pair" for a row with chosen/rejected, "kto" for a row with a label, else "sft"."""
+    """ "pair" for a row with chosen/rejected, "kto" for a row with a label, else "sft"."""
     if "chosen" in row or "rejected" in row:
         return "pair"
     return "kto" if "label" in row else "sft"
@@ -75,8 +75,9 @@ def load_examples(path: str | Path) -> list[dict[str, Any]]:
             elif kind == "kto":
                 fields = ("id", "prompt", "completion", "label")
                 if not all(isinstance(row.get(k), str) for k in fields[:3]) or not isinstance(row["label"], bool):
-                    raise DataError(f"{path}:{n}: a rated row needs string fields id, prompt, completion "
-                                    "and a true/false label")
+                    raise DataError(
+                        f"{path}:{n}: a rated row needs string fields id, prompt, completion and a true/false label"
+                    )
             else:
                 fields = ("id", "prompt", "completion")
                 if not all(isinstance(row.get(k), str) for k in fields):
@@ -103,7 +104,7 @@ def encode_example(tokenizer, example: dict[str, Any], template: str, completion
         whole = ctx + tokenizer(" " + text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     ids = whole + ([eos] if eos is not None and whole[-1] != eos else [])
-    labels = [-100] * len(ctx) + ids[len(ctx):]
+    labels = [-100] * len(ctx) + ids[len(ctx) :]
     return Encoded(example, ids, labels)
 
 

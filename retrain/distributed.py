@@ -70,7 +70,7 @@ def sum_grads(params: list[torch.nn.Parameter]) -> None:
             dist.all_reduce(flat)
             at = 0
             for b in bucket:
-                b.copy_(flat[at:at + b.numel()].view_as(b))
+                b.copy_(flat[at : at + b.numel()].view_as(b))
                 at += b.numel()
             bucket, size = [], 0
 

@@ -27,8 +27,9 @@ from retrain.spec import RetrainSpec
 
 def make_parser() -> argparse.ArgumentParser:
     """The job's argument parser: a spec path and an option to silence progress lines."""
-    p = argparse.ArgumentParser(prog="python -m retrain.job",
-                                description="Run one fine-tuning job from a RetrainSpec JSON file.")
+    p = argparse.ArgumentParser(
+        prog="python -m retrain.job", description="Run one fine-tuning job from a RetrainSpec JSON file."
+    )
     p.add_argument("spec", help="path of the RetrainSpec JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # any crash is a failed run, reported on one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if _is_oom(e, torch):
-            print(f"training failed: out of memory ({first}); lower batch_size or max_length, or use qlora",
-                  file=sys.stderr)
+            print(
+                f"training failed: out of memory ({first}); lower batch_size or max_length, or use qlora",
+                file=sys.stderr,
+            )
         else:
             print(f"training failed: {type(e).__name__}: {first}", file=sys.stderr)
         return 1
@@ -80,7 +83,8 @@ def _is_oom(e: BaseException, torch) -> bool:
     # CUDA raises OutOfMemoryError; the CPU allocator raises RuntimeError with this text.
     text = str(e).lower()
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 if __name__ == "__main__":

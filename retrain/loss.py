@@ -91,21 +91,24 @@ class _ChunkedCE(torch.autograd.Function):
         grad_h = torch.empty_like(hidden)
         want_w = weight.requires_grad
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
-        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
-            if bias is not None and bias.requires_grad else None
+        grad_b = (
+            torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+            if bias is not None and bias.requires_grad
+            else None
+        )
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         # Equal chunks (at most `chunk` tokens): one shape for the compiled kernel in the usual case.
         size = -(-n // -(-n // chunk))
         for s in range(0, n, size):
-            h, y, m = hidden[s:s + size], target[s:s + size], vmask[s:s + size]
+            h, y, m = hidden[s : s + size], target[s : s + size], vmask[s : s + size]
             logits = h @ weight.t()
             if bias is not None:
                 logits = logits + bias.to(logits.dtype)
             rows, g = softmax_grad(logits, y)
             del logits  # free the chunk's logits before the next matmul
-            total += (rows * valid[s:s + size]).sum()
+            total += (rows * valid[s : s + size]).sum()
             # Ignored rows carry softmax - one_hot(0) in g: zero them on the small side.
-            grad_h[s:s + size] = (g @ weight) * m
+            grad_h[s : s + size] = (g @ weight) * m
             if grad_w is not None:
                 grad_w += (g.t() @ (h * m)).float()
             if grad_b is not None:
@@ -124,9 +127,14 @@ class _ChunkedCE(torch.autograd.Function):
         return gh, gw, gb, None, None, None
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                          bias: torch.Tensor | None = None, chunk_tokens: int = 0,
-                          compiled: bool = False) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_tokens: int = 0,
+    compiled: bool = False,
+) -> torch.Tensor:
     """Mean cross-entropy of `hidden @ weight.T (+ bias)` against `labels` (-100 = ignored), equal
     to `F.cross_entropy(logits.float(), labels)`, computed at most `chunk_tokens` rows at a time
     (0: auto_chunk_tokens). `hidden` is (N, d) or (B, T, d) with labels already aligned (shifted)
@@ -157,14 +165,14 @@ class _ChunkedLogProbs(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if want_hidden_grad else None
         size = -(-n // -(-n // chunk)) if n else 1
         for s in range(0, n, size):
-            logits = hidden[s:s + size] @ weight.t()
+            logits = hidden[s : s + size] @ weight.t()
             if bias is not None:
                 logits = logits + bias.to(logits.dtype)
-            rows, g = softmax_grad(logits, target[s:s + size])  # rows: -log p; g: softmax - one_hot
+            rows, g = softmax_grad(logits, target[s : s + size])  # rows: -log p; g: softmax - one_hot
             del logits
-            out[s:s + size] = -rows * valid[s:s + size]
+            out[s : s + size] = -rows * valid[s : s + size]
             if grad_h is not None:
-                grad_h[s:s + size] = -(g @ weight) * vmask[s:s + size]
+                grad_h[s : s + size] = -(g @ weight) * vmask[s : s + size]
         # The hidden states are kept only where the weight or bias trains (backward recomputes the logits).
         head_trains = weight.requires_grad or (bias is not None and bias.requires_grad)
         ctx.save_for_backward(hidden if head_trains else None, weight, bias, labels, grad_h)
@@ -187,11 +195,11 @@ class _ChunkedLogProbs(torch.autograd.Function):
             gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
             gb = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_b else None
             for s in range(0, hidden.shape[0], ctx.chunk):
-                h, c = hidden[s:s + ctx.chunk], scale[s:s + ctx.chunk]
+                h, c = hidden[s : s + ctx.chunk], scale[s : s + ctx.chunk]
                 logits = h @ weight.t()
                 if bias is not None:
                     logits = logits + bias.to(logits.dtype)
-                _, g = softmax_grad(logits, target[s:s + ctx.chunk])
+                _, g = softmax_grad(logits, target[s : s + ctx.chunk])
                 del logits
                 if gw is not None:
                     gw -= (g.t() @ (h * c)).float()
@@ -202,9 +210,14 @@ class _ChunkedLogProbs(torch.autograd.Function):
         return gh, gw, gb, None, None, None, None
 
 
-def chunked_log_probs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                      bias: torch.Tensor | None = None, chunk_tokens: int = 0,
-                      compiled: bool = False) -> torch.Tensor:
+def chunked_log_probs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_tokens: int = 0,
+    compiled: bool = False,
+) -> torch.Tensor:
     """log p(label) of each position of `hidden @ weight.T (+ bias)`, in fp32 and 0 where the
     label is -100: `log_softmax(logits.float()).gather(labels)` without ever holding more than
     `chunk_tokens` rows of logits (0: auto_chunk_tokens), differentiable in `hidden`, `weight`
@@ -226,9 +239,17 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:], (0, 1), value=-100)
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None, position_ids=None,
-                   chunked: bool = True, chunk_tokens: int = 0, backbone=None,
-                   compiled_loss: bool = False) -> torch.Tensor:
+def causal_lm_loss(
+    model,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask=None,
+    position_ids=None,
+    chunked: bool = True,
+    chunk_tokens: int = 0,
+    backbone=None,
+    compiled_loss: bool = False,
+) -> torch.Tensor:
     """Mean next-token loss of a causal LM over the tokens whose label is not -100 (position t
     predicts label t+1). With `chunked`, the model's backbone gives the hidden states and
     `chunked_cross_entropy` does the rest; otherwise (or when the head is not a plain linear
@@ -236,12 +257,14 @@ def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
     `decoder_backbone(model)`; `compiled_loss` compiles the loss's per-chunk softmax."""
     head = _output_head(model) if chunked else None
     if head is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).logits
         return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
     backbone = backbone if backbone is not None else decoder_backbone(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     weight, bias = head
     if torch.is_autocast_enabled(hidden.device.type):
         hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
@@ -249,9 +272,18 @@ def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
         return chunked_cross_entropy(hidden, weight, shift_labels(labels), bias, chunk_tokens, compiled_loss)
 
 
-def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None, position_ids=None,
-                   chunked: bool = True, chunk_tokens: int = 0, backbone=None,
-                   compiled_loss: bool = False, targets: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_logps(
+    model,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask=None,
+    position_ids=None,
+    chunked: bool = True,
+    chunk_tokens: int = 0,
+    backbone=None,
+    compiled_loss: bool = False,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Summed log-probability of each row's labelled tokens (those not -100; position t predicts
     label t+1), shape (rows,), fp32: log pi(completion | prompt) when the prompt is labelled
     -100, as TRL's DPOTrainer and KTOTrainer sum it. Chunked from the hidden states like
@@ -260,14 +292,16 @@ def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
     prompt's share of the head's work is skipped (TRL's fused head does the same on GPUs)."""
     head = _output_head(model) if chunked else None
     if head is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).logits
         target = labels[:, 1:]
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
         return (logp * (target != -100)).sum(-1)
     backbone = backbone if backbone is not None else decoder_backbone(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     weight, bias = head
     if torch.is_autocast_enabled(hidden.device.type):
         hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
@@ -276,8 +310,9 @@ def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, attenti
         if targets is None:
             return chunked_log_probs(hidden, weight, shifted, bias, chunk_tokens, compiled_loss).sum(-1)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets)
-        logp = chunked_log_probs(picked, weight, shifted.reshape(-1).index_select(0, targets), bias, chunk_tokens,
-                                 compiled_loss)
+        logp = chunked_log_probs(
+            picked, weight, shifted.reshape(-1).index_select(0, targets), bias, chunk_tokens, compiled_loss
+        )
         return logp.new_zeros(labels.shape[0]).index_add(0, targets // labels.shape[1], logp)
 
 

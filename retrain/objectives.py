@@ -44,8 +44,13 @@ from retrain.preference import Pair, Rated, Score, Unit, score_units
 Total = Callable[[torch.Tensor], torch.Tensor]  # sum over the data-parallel processes (identity for one)
 
 
-def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
-             ref_rejected_logps: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-pair sigmoid DPO loss, chosen rewards, rejected rewards); a reward is
     beta * (policy - reference) summed completion log-prob, detached.
 
@@ -60,8 +65,15 @@ def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chose
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
-def kto_loss(logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor, beta: float,
-             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def kto_loss(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-example KTO loss, rewards beta * (policy - reference), detached) for completions
     whose `desirable` flag (bool tensor) says thumbs up or down, against the reference point
     `kl` (kto_reference_point).
@@ -89,13 +101,29 @@ def scorer(model, spec, backbone=None) -> Score:
     """The job's `score(batch)`: summed completion log-prob per row of a padded batch, through
     the same head as the SFT loss (chunked from the hidden states, completion positions only,
     or from the full logits without `chunked_loss`); `backbone` may be a compiled copy."""
+
     def score(batch) -> torch.Tensor:
         if spec.chunked_loss:
-            return sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
-                                  chunk_tokens=spec.loss_chunk_tokens, backbone=backbone,
-                                  compiled_loss=spec.compile, targets=batch.targets)
-        return sequence_logps(model if backbone is None else backbone, batch.input_ids, batch.labels,
-                              batch.attention_mask, batch.position_ids, chunked=False)
+            return sequence_logps(
+                model,
+                batch.input_ids,
+                batch.labels,
+                batch.attention_mask,
+                batch.position_ids,
+                chunk_tokens=spec.loss_chunk_tokens,
+                backbone=backbone,
+                compiled_loss=spec.compile,
+                targets=batch.targets,
+            )
+        return sequence_logps(
+            model if backbone is None else backbone,
+            batch.input_ids,
+            batch.labels,
+            batch.attention_mask,
+            batch.position_ids,
+            chunked=False,
+        )
+
     return score
 
 
@@ -128,16 +156,27 @@ class Objective:
         self.reference: dict[str, torch.Tensor] | None = None  # on the CPU: what the checkpoint keeps
         self._ref: dict[str, torch.Tensor] = {}  # on the training device
 
-    def start(self, model, score: Score, pad_id: int, device: torch.device,
-              saved: dict[str, torch.Tensor] | None = None) -> None:
+    def start(
+        self, model, score: Score, pad_id: int, device: torch.device, saved: dict[str, torch.Tensor] | None = None
+    ) -> None:
         """Take the reference log-probs from a checkpoint (`saved`) or compute them now, before
         the first update."""
-        self.reference = saved if saved is not None else score_units(
-            model, self.units, score, self.spec.batch_size, pad_id, device, reference=True)
+        self.reference = (
+            saved
+            if saved is not None
+            else score_units(model, self.units, score, self.spec.batch_size, pad_id, device, reference=True)
+        )
         self._ref = {k: v.to(device) for k, v in self.reference.items()}
 
-    def loss(self, units: list[Unit], score: Score, pad_id: int, device: torch.device, real: bool = True,
-             total: Total = lambda x: x) -> tuple[torch.Tensor, int, int]:
+    def loss(
+        self,
+        units: list[Unit],
+        score: Score,
+        pad_id: int,
+        device: torch.device,
+        real: bool = True,
+        total: Total = lambda x: x,
+    ) -> tuple[torch.Tensor, int, int]:
         """(loss, tokens, token slots) of one step's `units` on this process. `real` False: a
         stand-in share that trains nothing (weight 0, counted nowhere)."""
         w = 1.0 if real else 0.0
@@ -145,19 +184,21 @@ class Objective:
             return self._kto(units, score, pad_id, device, w, total)
         sft = [u for u in units if isinstance(u, Encoded)]
         pairs = [u for u in units if isinstance(u, Pair)]
-        batch = collate_padded(sft + [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device,
-                               with_targets=True)
+        batch = collate_padded(
+            sft + [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device, with_targets=True
+        )
         logps = score(batch)
         loss = logps.new_zeros(())
         if self.name == "mixed":
-            sft_tokens = total((batch.labels[:len(sft), 1:] != -100).sum().float() * w).clamp(min=1)
-            loss = loss + self.spec.sft_weight * (-logps[:len(sft)].sum() * w) / sft_tokens
+            sft_tokens = total((batch.labels[: len(sft), 1:] != -100).sum().float() * w).clamp(min=1)
+            loss = loss + self.spec.sft_weight * (-logps[: len(sft)].sum() * w) / sft_tokens
         n_pairs = total(torch.tensor(len(pairs) * w, device=device)).clamp(min=1)
         if pairs:
             idx = torch.tensor([p.index for p in pairs], device=device)
             k, n = len(sft), len(pairs)
-            losses, _, _ = dpo_loss(logps[k:k + n], logps[k + n:], self._ref["chosen"][idx],
-                                    self._ref["rejected"][idx], self.spec.beta)
+            losses, _, _ = dpo_loss(
+                logps[k : k + n], logps[k + n :], self._ref["chosen"][idx], self._ref["rejected"][idx], self.spec.beta
+            )
             loss = loss + losses.sum() * w / n_pairs
         return loss, batch.tokens, batch.slots
 
@@ -171,8 +212,15 @@ class Objective:
         n = total(torch.tensor(len(rated) * w, device=device)).clamp(min=1)
         kl = (total((kl_logps - self._ref["kl"][idx]).sum() * w) / n).detach().clamp(min=0)
         desirable = torch.tensor([u.desirable for u in rated], device=device)
-        losses, _ = kto_loss(logps, self._ref["completion"][idx], desirable, kl, self.spec.beta,
-                             self.spec.kto_desirable_weight, self.spec.kto_undesirable_weight)
+        losses, _ = kto_loss(
+            logps,
+            self._ref["completion"][idx],
+            desirable,
+            kl,
+            self.spec.beta,
+            self.spec.kto_desirable_weight,
+            self.spec.kto_undesirable_weight,
+        )
         return losses.sum() * w / n, batch.tokens, batch.slots
 
     def evaluate(self, model, score: Score, pad_id: int, device: torch.device) -> dict[str, Any]:
@@ -185,12 +233,17 @@ class Objective:
         if "chosen" in policy:
             rc = beta * (policy["chosen"] - ref["chosen"])
             rr = beta * (policy["rejected"] - ref["rejected"])
-            out.update(reward_margin=_r((rc - rr).mean()), reward_accuracy=_r((rc > rr).float().mean()),
-                       rewards_chosen=_r(rc.mean()), rewards_rejected=_r(rr.mean()))
+            out.update(
+                reward_margin=_r((rc - rr).mean()),
+                reward_accuracy=_r((rc > rr).float().mean()),
+                rewards_chosen=_r(rc.mean()),
+                rewards_rejected=_r(rr.mean()),
+            )
         if "completion" in policy:
             rewards = beta * (policy["completion"] - ref["completion"])
-            up = torch.tensor([u.desirable for u in sorted((u for u in self.units if isinstance(u, Rated)),
-                                                           key=lambda u: u.index)])
+            up = torch.tensor(
+                [u.desirable for u in sorted((u for u in self.units if isinstance(u, Rated)), key=lambda u: u.index)]
+            )
             if up.any():
                 out["rewards_desirable"] = _r(rewards[up].mean())
             if (~up).any():

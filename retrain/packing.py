@@ -87,8 +87,9 @@ def collate_padded(batch: list[Example], pad_id: int, device: torch.device, with
     return Batch(_to(ids, device), _to(labels, device), _to(mask, device), None, int(mask.sum()), targets)
 
 
-def collate_packed(batch: list[Example], capacity: int, pad_id: int, device: torch.device,
-                   static_width: bool = False) -> Batch:
+def collate_packed(
+    batch: list[Example], capacity: int, pad_id: int, device: torch.device, static_width: bool = False
+) -> Batch:
     """The batch's examples packed into rows of at most `capacity` tokens, rows padded only to
     the fullest row (or, with `static_width`, to `capacity`: one shape for torch.compile). Each
     example restarts its position ids at 0; its first label is -100."""
@@ -104,9 +105,9 @@ def collate_packed(batch: list[Example], capacity: int, pad_id: int, device: tor
         at = 0
         for i in row:
             e, n = batch[i], len(batch[i].input_ids)
-            ids[r, at:at + n] = torch.tensor(e.input_ids)
-            labels[r, at + 1:at + n] = torch.tensor(e.labels[1:])  # never predict across a boundary
-            pos[r, at:at + n] = torch.arange(n)
+            ids[r, at : at + n] = torch.tensor(e.input_ids)
+            labels[r, at + 1 : at + n] = torch.tensor(e.labels[1:])  # never predict across a boundary
+            pos[r, at : at + n] = torch.arange(n)
             at += n
         tokens += at
         # Tail padding keeps position 0 (always a valid position): each pad token is a sequence

@@ -1,7 +1,7 @@
 """The one definition of a fine-tune's hyperparameters, shared by driftloop.yaml and the job spec.
 
 `TrainingParams` is a standard-library dataclass: the `retrain:` section of
-driftloop.yaml is built from its fields (`driftloop.config.RetrainConfig`), and
+driftloop.yaml is built from its fields (`driftloop.core.config.RetrainConfig`), and
 `retrain.spec.RetrainSpec`, the job a bare GPU worker reads, is a TrainingParams
 plus paths. A new training setting is added here once, with its documentation,
 and reaches the YAML, the job spec and the configuration reference.
@@ -40,12 +40,17 @@ def _doc(default: Any, doc: str, **kw: Any) -> Any:
 class TrainingParams:
     """How to fine-tune: method, adapter shape, optimisation and speed settings (no paths)."""
 
-    method: Literal["lora", "qlora", "full"] = _doc("lora", "lora: low-rank adapters; qlora: adapters on a 4-bit base (CUDA, bitsandbytes); full: every weight.")
+    method: Literal["lora", "qlora", "full"] = _doc(
+        "lora", "lora: low-rank adapters; qlora: adapters on a 4-bit base (CUDA, bitsandbytes); full: every weight."
+    )
     lora_r: int = _doc(16, "LoRA rank.")
     lora_alpha: int = _doc(32, "LoRA scaling numerator (the update is scaled by alpha / r).")
     lora_dropout: float = _doc(0.0, "Dropout on the LoRA path, in [0, 1).")
     # GPT-2 names: c_attn (qkv), c_proj (attention and MLP output), c_fc (MLP input).
-    target_modules: list[str] = _doc(lambda: ["c_attn", "c_proj", "c_fc"], "Module names that get adapters (the demo model's GPT-2 names by default).")
+    target_modules: list[str] = _doc(
+        lambda: ["c_attn", "c_proj", "c_fc"],
+        "Module names that get adapters (the demo model's GPT-2 names by default).",
+    )
     # Measured on the demo (150 billing items + 50% replay): lr 5e-3 x 10 epochs reaches 1.0
     # held-out billing accuracy with base topics kept at 1.0; 3e-3 x 6 reached only 0.74.
     learning_rate: float = _doc(5e-3, "Peak learning rate (AdamW).")
@@ -58,23 +63,54 @@ class TrainingParams:
     weight_decay: float = _doc(0.0, "AdamW weight decay.")
     max_grad_norm: float = _doc(1.0, "Gradient clipping norm.")
     # Must match the serving and evaluation format (driftloop.demo.world.format_example for the demo).
-    prompt_template: str = _doc("Q: {prompt}\nA:", "The text the model sees before the completion; must contain {prompt}.")
+    prompt_template: str = _doc(
+        "Q: {prompt}\nA:", "The text the model sees before the completion; must contain {prompt}."
+    )
     # Speed (tests/test_retrain_speed.py proves each is exact on CPU; benchmarks/finetune_gpu.py times them).
     # Auto packing is off on CPU, where the demo trained 12% slower packed (masked attention over
     # longer rows costs more there than the padding it saves).
-    packing: bool | None = _doc(None, "Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU.")
-    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = _doc("auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).")
-    chunked_loss: bool = _doc(True, "Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised.")
+    packing: bool | None = _doc(
+        None,
+        "Pack each step's examples into rows of max_length tokens (no padding between examples; same loss). null: on for CUDA, off on CPU.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "bf16-pure"] = _doc(
+        "auto",
+        "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere; bf16-pure: bf16 weights, activations and gradients with fp32 master copies in the optimizer (fastest for full fine-tuning on a GPU).",
+    )
+    chunked_loss: bool = _doc(
+        True, "Cross-entropy over chunks of hidden states, so full fp32 logits are never materialised."
+    )
     loss_chunk_tokens: int = _doc(0, "Tokens per loss chunk; 0: about 1 GiB of fp32 logits per chunk.")
-    compile: bool = _doc(False, "torch.compile the transformer backbone and the loss's per-chunk softmax (pays off on long GPU jobs).")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = _doc("sdpa", "Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package.")
-    checkpoint_every: int = _doc(0, "Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.")
+    compile: bool = _doc(
+        False, "torch.compile the transformer backbone and the loss's per-chunk softmax (pays off on long GPU jobs)."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = _doc(
+        "sdpa", "Attention kernel passed to transformers; flash_attention_2 needs the flash-attn package."
+    )
+    checkpoint_every: int = _doc(
+        0,
+        "Write a resumable checkpoint every N optimizer steps (0: never); a rerun of the same job spec resumes from it.",
+    )
     # Objectives (retrain/objectives.py; each loss equals TRL's, tests/test_retrain_objectives.py).
-    objective: Literal["auto", "sft", "dpo", "kto", "mixed"] = _doc("auto", "sft: cross-entropy on corrections (rows with a completion); dpo: sigmoid DPO on pairs (rows with chosen and rejected); kto: KTO on single rated completions (rows with a label); mixed: SFT on the corrections plus DPO on the pairs; auto: chosen from the data (pairs: dpo, or mixed with corrections too; else labelled rows: kto; else sft); the loop's curation resolves it first: at least retrain.min_train_items corrections train SFT as before, else pairs train dpo, else thumbs and ratings kto. dpo, kto and mixed train without dropout and without packing, against the base (LoRA: adapters off; full: log-probs taken once before the first step).")
-    beta: float = _doc(0.1, "dpo, kto, mixed: strength of the pull towards the reference model (DPO's and KTO's beta); higher stays closer to the base.")
-    kto_desirable_weight: float = _doc(1.0, "kto: weight of the loss on thumbs-up completions. Set with kto_undesirable_weight from the up/down balance, so that desirable_weight x n_up / (undesirable_weight x n_down) lies in [1, 4/3] (the KTO paper's range, as TRL recommends; retrain.params.kto_weights gives such a pair).")
-    kto_undesirable_weight: float = _doc(1.0, "kto: weight of the loss on thumbs-down completions (see kto_desirable_weight).")
-    sft_weight: float = _doc(1.0, "mixed: weight of the SFT loss (mean cross-entropy over the corrections' completion tokens) added to the DPO loss.")
+    objective: Literal["auto", "sft", "dpo", "kto", "mixed"] = _doc(
+        "auto",
+        "sft: cross-entropy on corrections (rows with a completion); dpo: sigmoid DPO on pairs (rows with chosen and rejected); kto: KTO on single rated completions (rows with a label); mixed: SFT on the corrections plus DPO on the pairs; auto: chosen from the data (pairs: dpo, or mixed with corrections too; else labelled rows: kto; else sft); the loop's curation resolves it first: at least retrain.min_train_items corrections train SFT as before, else pairs train dpo, else thumbs and ratings kto. dpo, kto and mixed train without dropout and without packing, against the base (LoRA: adapters off; full: log-probs taken once before the first step).",
+    )
+    beta: float = _doc(
+        0.1,
+        "dpo, kto, mixed: strength of the pull towards the reference model (DPO's and KTO's beta); higher stays closer to the base.",
+    )
+    kto_desirable_weight: float = _doc(
+        1.0,
+        "kto: weight of the loss on thumbs-up completions. Set with kto_undesirable_weight from the up/down balance, so that desirable_weight x n_up / (undesirable_weight x n_down) lies in [1, 4/3] (the KTO paper's range, as TRL recommends; retrain.params.kto_weights gives such a pair).",
+    )
+    kto_undesirable_weight: float = _doc(
+        1.0, "kto: weight of the loss on thumbs-down completions (see kto_desirable_weight)."
+    )
+    sft_weight: float = _doc(
+        1.0,
+        "mixed: weight of the SFT loss (mean cross-entropy over the corrections' completion tokens) added to the DPO loss.",
+    )
 
     def check(self) -> None:
         """Raise ValueError naming the first hyperparameter out of range."""
@@ -128,7 +164,5 @@ def kto_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
 
 
 def training_fields() -> list[dataclasses.Field]:
-    """The fields of TrainingParams, in order (what `driftloop.config.RetrainConfig` is built from)."""
+    """The fields of TrainingParams, in order (what `driftloop.core.config.RetrainConfig` is built from)."""
     return list(dataclasses.fields(TrainingParams))
-
-

@@ -76,8 +76,12 @@ def count_kinds(rows: list[dict[str, Any]]) -> dict[str, int]:
 def count_units(units: list[Unit]) -> dict[str, int]:
     """Training units per kind: SFT examples, pairs, desirable and undesirable rated examples."""
     rated = [u for u in units if isinstance(u, Rated)]
-    return {"sft": sum(isinstance(u, Encoded) for u in units), "pairs": sum(isinstance(u, Pair) for u in units),
-            "desirable": sum(u.desirable for u in rated), "undesirable": sum(not u.desirable for u in rated)}
+    return {
+        "sft": sum(isinstance(u, Encoded) for u in units),
+        "pairs": sum(isinstance(u, Pair) for u in units),
+        "desirable": sum(u.desirable for u in rated),
+        "undesirable": sum(not u.desirable for u in rated),
+    }
 
 
 def resolve_objective(requested: str, rows: list[dict[str, Any]]) -> str:
@@ -88,8 +92,11 @@ def resolve_objective(requested: str, rows: list[dict[str, Any]]) -> str:
     objective = requested
     if requested == "auto":
         objective = ("mixed" if counts["sft"] else "dpo") if counts["pair"] else "kto" if counts["kto"] else "sft"
-    names = {"sft": "corrections (rows with a completion and no label)", "pair": "pairs",
-             "kto": "rated rows (with a true/false label)"}
+    names = {
+        "sft": "corrections (rows with a completion and no label)",
+        "pair": "pairs",
+        "kto": "rated rows (with a true/false label)",
+    }
     for kind in USES[objective]:
         if counts[kind] == 0:
             raise DataError(f"{objective}: 0 {names[kind]} in the training data")
@@ -122,7 +129,7 @@ def build_units(tokenizer, rows: list[dict[str, Any]], objective: str, spec) -> 
             units.append(seqs[0])
     group = max(1, spec.batch_size)
     for start in range(0, len(rated), group):
-        block = rated[start:start + group]
+        block = rated[start : start + group]
         for k, (row, enc) in enumerate(block):
             other = block[k - 1][1]  # k = 0 takes the block's last: TRL's rotation by one
             units.append(Rated(row, enc, row["label"], _kl_sequence(enc, other, spec.max_length), start + k))
@@ -147,8 +154,9 @@ def _prompt_length(e: Encoded) -> int:
 Score = Callable[[Batch], torch.Tensor]  # a padded batch -> summed completion log-prob per row
 
 
-def score_units(model, units: list[Unit], score: Score, batch_size: int, pad_id: int, device: torch.device,
-                reference: bool = True) -> dict[str, torch.Tensor]:
+def score_units(
+    model, units: list[Unit], score: Score, batch_size: int, pad_id: int, device: torch.device, reference: bool = True
+) -> dict[str, torch.Tensor]:
     """Summed completion log-probabilities of every preference sequence (fp32, on the CPU):
     {"chosen", "rejected"} per pair and {"completion", "kl"} per rated example, indexed by the
     units' `index`. `reference`: of the reference model (with adapters, peft, they are
@@ -156,8 +164,12 @@ def score_units(model, units: list[Unit], score: Score, batch_size: int, pad_id:
     mode it was in."""
     pairs = sorted((u for u in units if isinstance(u, Pair)), key=lambda u: u.index)
     rated = sorted((u for u in units if isinstance(u, Rated)), key=lambda u: u.index)
-    named = {"chosen": [u.chosen for u in pairs], "rejected": [u.rejected for u in pairs],
-             "completion": [u.completion for u in rated], "kl": [u.kl for u in rated]}
+    named = {
+        "chosen": [u.chosen for u in pairs],
+        "rejected": [u.rejected for u in pairs],
+        "completion": [u.completion for u in rated],
+        "kl": [u.kl for u in rated],
+    }
     flat = [(name, e) for name, seqs in named.items() for e in seqs]
     if not flat:
         raise DataError("no preference examples to score")
@@ -169,7 +181,7 @@ def score_units(model, units: list[Unit], score: Score, batch_size: int, pad_id:
         with torch.no_grad(), adapters_off:
             step = max(1, 2 * batch_size)
             for s in range(0, len(flat), step):
-                chunk = flat[s:s + step]
+                chunk = flat[s : s + step]
                 logps = score(collate_padded([e for _, e in chunk], pad_id, device, with_targets=True)).float().cpu()
                 for (name, _), v in zip(chunk, logps):
                     out[name].append(v)

@@ -38,15 +38,17 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from retrain import distributed
 from retrain.attention import use_causal_sdpa
 from retrain.checkpoint import Checkpoint
+
 # The data rows live in retrain/data.py, re-exported: `from retrain.trainer import Encoded` still works.
 from retrain.data import DataError, Encoded, encode_example, load_examples, row_hash, rows_digest
 from retrain.loss import causal_lm_loss, decoder_backbone
@@ -56,8 +58,20 @@ from retrain.precision import MasterWeights, lora_input_cast
 from retrain.preference import USES, Unit, build_units, count_kinds, count_units, resolve_objective
 from retrain.spec import RetrainSpec
 
-__all__ = ["DataError", "Encoded", "Progress", "TrainResult", "encode_example", "fit", "load_examples",
-           "load_model", "prepare_model", "resolve_device", "resolve_precision", "train"]
+__all__ = [
+    "DataError",
+    "Encoded",
+    "Progress",
+    "TrainResult",
+    "encode_example",
+    "fit",
+    "load_examples",
+    "load_model",
+    "prepare_model",
+    "resolve_device",
+    "resolve_precision",
+    "train",
+]
 
 Progress = Callable[[int, int, float], None]
 
@@ -83,7 +97,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(spec: RetrainSpec, device: torch.device) -> str:
-    """"bf16" (bf16 autocast, fp32 trainable weights), "bf16-pure" (bf16 weights, fp32 master
+    """ "bf16" (bf16 autocast, fp32 trainable weights), "bf16-pure" (bf16 weights, fp32 master
     copies in the optimizer) or "fp32" for a spec's `precision`: auto picks bf16 on a GPU that
     supports it; bf16 on a CPU is refused (slow there); bf16-pure runs anywhere but on a GPU
     without bf16."""
@@ -109,10 +123,15 @@ def load_model(spec: RetrainSpec, device: torch.device):
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
 
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(spec.base_model, quantization_config=quant,
-                                                     device_map={"": device.index or 0}, **attn)
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.base_model, quantization_config=quant, device_map={"": device.index or 0}, **attn
+        )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         # A frozen LoRA base can live in bf16 (half the memory, no optimizer state); weights that
@@ -120,7 +139,8 @@ def load_model(spec: RetrainSpec, device: torch.device):
         precision = resolve_precision(spec, device)
         bf16_base = precision == "bf16-pure" or (precision == "bf16" and spec.method == "lora")
         model = AutoModelForCausalLM.from_pretrained(
-            spec.base_model, dtype=torch.bfloat16 if bf16_base else torch.float32, **attn).to(device)
+            spec.base_model, dtype=torch.bfloat16 if bf16_base else torch.float32, **attn
+        ).to(device)
     return prepare_model(model, spec), tokenizer
 
 
@@ -136,16 +156,30 @@ def prepare_model(model, spec: RetrainSpec):
     from transformers.pytorch_utils import Conv1D
 
     # GPT-2 stores its projections as Conv1D, weight shaped (in, out): peft must transpose.
-    conv1d = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in spec.target_modules
-                 for name, m in model.named_modules())
-    cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                     target_modules=list(spec.target_modules), task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
+    conv1d = any(
+        isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in spec.target_modules for name, m in model.named_modules()
+    )
+    cfg = LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=list(spec.target_modules),
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=conv1d,
+    )
     torch.manual_seed(spec.seed)  # LoRA's A matrices are drawn at random
     return get_peft_model(model, cfg)
 
 
-def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad_id: int,
-        progress: Progress | None = None, objective: Objective | None = None) -> dict[str, Any]:
+def fit(
+    model,
+    encoded: list[Unit],
+    spec: RetrainSpec,
+    device: torch.device,
+    pad_id: int,
+    progress: Progress | None = None,
+    objective: Objective | None = None,
+) -> dict[str, Any]:
     """Train `model` in place on `encoded` (SFT examples; with a preference `objective`, its
     units: pairs, rated examples, SFT examples): AdamW (fused on CUDA) on the trainable parameters
     (or on their fp32 masters, bf16-pure), linear warmup then linear decay to zero, gradient
@@ -160,8 +194,9 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
     params = [p for p in model.parameters() if p.requires_grad]
     masters = MasterWeights(params) if precision == "bf16-pure" else None
     opt_params = masters.masters if masters else params
-    opt = torch.optim.AdamW(opt_params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        opt_params, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=device.type == "cuda"
+    )
     per_epoch = math.ceil(len(encoded) / spec.batch_size)
     total = max(1, math.ceil(spec.epochs * per_epoch))
     if spec.max_steps is not None:
@@ -169,7 +204,8 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
     warmup = int(spec.warmup_ratio * total)
     # lr factor of update s (0-based): ramps 1/w .. 1, then falls to 1/(total - w) on the last step.
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup))
+        opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup)
+    )
     rank, world = distributed.rank(), distributed.world_size()
     ckpt = Checkpoint.for_spec(spec)
     state = ckpt.load(model, opt, sched, masters.masters if masters else None) if ckpt else {}
@@ -196,8 +232,9 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
                 ready.synchronize()  # the copy was queued right after that step's forward: long done
             loss_val = last["loss"] = float(value)
             if not math.isfinite(loss_val):
-                raise FloatingPointError(f"loss is {loss_val} at step {at}: training diverged "
-                                         f"(learning_rate {spec.learning_rate} too high?)")
+                raise FloatingPointError(
+                    f"loss is {loss_val} at step {at}: training diverged (learning_rate {spec.learning_rate} too high?)"
+                )
             if at % stride == 0 or at == total:
                 curve.append([at, round(loss_val, 5)])
             if progress is not None and rank == 0:
@@ -206,29 +243,46 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
     tokens = slots = 0
     model.train()
     t0 = time.monotonic()
-    with use_causal_sdpa(model) as declare_plain, \
-            lora_input_cast(model, enabled=precision != "bf16"), \
-            (without_dropout(model) if objective is not None else contextlib.nullcontext()):
+    with (
+        use_causal_sdpa(model) as declare_plain,
+        lora_input_cast(model, enabled=precision != "bf16"),
+        without_dropout(model) if objective is not None else contextlib.nullcontext(),
+    ):
         while step < total:
             epoch, first = divmod(step, per_epoch)
             order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch))
             for b in range(first, per_epoch):
-                step_rows = [encoded[j] for j in order[b * spec.batch_size:(b + 1) * spec.batch_size].tolist()]
+                step_rows = [encoded[j] for j in order[b * spec.batch_size : (b + 1) * spec.batch_size].tolist()]
                 rows = step_rows[rank::world] or step_rows[:1]  # this process's share (none: a stand-in, weight 0)
                 if objective is None:
                     # Under torch.compile a new row width means a recompile: packed rows get one width.
-                    batch = (collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile)
-                             if packing else collate_padded(rows, pad_id, device))
+                    batch = (
+                        collate_packed(rows, spec.max_length, pad_id, device, static_width=spec.compile)
+                        if packing
+                        else collate_padded(rows, pad_id, device)
+                    )
                     declare_plain(batch.position_ids is None and batch.attention_mask is None)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                         if spec.chunked_loss:
-                            loss = causal_lm_loss(model, batch.input_ids, batch.labels, batch.attention_mask,
-                                                  batch.position_ids, chunk_tokens=spec.loss_chunk_tokens,
-                                                  backbone=backbone, compiled_loss=spec.compile)
+                            loss = causal_lm_loss(
+                                model,
+                                batch.input_ids,
+                                batch.labels,
+                                batch.attention_mask,
+                                batch.position_ids,
+                                chunk_tokens=spec.loss_chunk_tokens,
+                                backbone=backbone,
+                                compiled_loss=spec.compile,
+                            )
                         else:
-                            loss = causal_lm_loss(model if backbone is None else backbone, batch.input_ids,
-                                                  batch.labels, batch.attention_mask, batch.position_ids,
-                                                  chunked=False)
+                            loss = causal_lm_loss(
+                                model if backbone is None else backbone,
+                                batch.input_ids,
+                                batch.labels,
+                                batch.attention_mask,
+                                batch.position_ids,
+                                chunked=False,
+                            )
                     if world > 1:
                         # Weight each process's mean by its share of the step's target tokens, so that the
                         # summed gradients are those of the mean over the whole step.
@@ -240,8 +294,13 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                         # Normalised by the step's global counts: the summed gradients are the whole step's.
                         loss, batch_tokens, batch_slots = objective.loss(
-                            rows, score, pad_id, device, real=rank < len(step_rows),
-                            total=distributed.sum_ if world > 1 else _identity)
+                            rows,
+                            score,
+                            pad_id,
+                            device,
+                            real=rank < len(step_rows),
+                            total=distributed.sum_ if world > 1 else _identity,
+                        )
                 reported = distributed.sum_(loss.detach()) if world > 1 else loss.detach()
                 pending.append((step + 1, *_start_read(reported)))
                 loss.backward()
@@ -275,11 +334,20 @@ def fit(model, encoded: list[Unit], spec: RetrainSpec, device: torch.device, pad
         masters.release()  # the model keeps the fp32 masters: what is saved is what trained
     tokens, slots = (int(v) for v in distributed.sum_(torch.tensor([tokens, slots], device=device)).tolist())
     model.eval()
-    loop = {"steps": step, "resumed_from_step": resumed, "loss_curve": curve, "final_loss": last["loss"],
-            "train_seconds": round(seconds, 3), "tokens": tokens_before + tokens,
-            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-            "padding_fraction": round(1 - tokens / max(slots, 1), 4), "precision": precision,
-            "packing": packing, "chunked_loss": spec.chunked_loss, "compile": spec.compile}
+    loop = {
+        "steps": step,
+        "resumed_from_step": resumed,
+        "loss_curve": curve,
+        "final_loss": last["loss"],
+        "train_seconds": round(seconds, 3),
+        "tokens": tokens_before + tokens,
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        "padding_fraction": round(1 - tokens / max(slots, 1), 4),
+        "precision": precision,
+        "packing": packing,
+        "chunked_loss": spec.chunked_loss,
+        "compile": spec.compile,
+    }
     if objective is not None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loop.update(objective.evaluate(model, score, pad_id, device))
@@ -345,13 +413,20 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
         loop = fit(model, kept, spec, device, pad_id, progress, objective)
         trained = [e.example for e in kept]
         metrics = {
-            "method": spec.method, "objective": name, "objective_requested": spec.objective,
-            "device": str(device), "processes": distributed.world_size(),
-            "examples": len(kept), "dropped_too_long": dropped, "counts": count_units(kept),
-            "unused_rows": {k: n for k, n in count_kinds(rows).items() if n and k not in USES[name]}, **loop,
+            "method": spec.method,
+            "objective": name,
+            "objective_requested": spec.objective,
+            "device": str(device),
+            "processes": distributed.world_size(),
+            "examples": len(kept),
+            "dropped_too_long": dropped,
+            "counts": count_units(kept),
+            "unused_rows": {k: n for k, n in count_kinds(rows).items() if n and k not in USES[name]},
+            **loop,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
-            **_peak_memory(device), "wall_seconds": round(time.monotonic() - t0, 3),
+            **_peak_memory(device),
+            "wall_seconds": round(time.monotonic() - t0, 3),
         }
         if tmp is not None:
             if spec.method == "full":
@@ -361,9 +436,13 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
                 tokenizer.save_pretrained(tmp / "adapter")
                 _merge(spec.base_model, tmp / "adapter", tmp / "model")
             tokenizer.save_pretrained(tmp / "model")
-            manifest = {"n": len(trained), "objective": name, "digest": rows_digest(trained),
-                        "hashes": sorted(row_hash(e) for e in trained),
-                        "ids": sorted(e["id"] for e in trained)}
+            manifest = {
+                "n": len(trained),
+                "objective": name,
+                "digest": rows_digest(trained),
+                "hashes": sorted(row_hash(e) for e in trained),
+                "ids": sorted(e["id"] for e in trained),
+            }
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             spec.to_json(tmp / "spec.json")
@@ -377,8 +456,12 @@ def train(spec: RetrainSpec, progress: Progress | None = None) -> TrainResult:
         raise
     finally:
         distributed.teardown()
-    return TrainResult(output_dir=str(out), model_dir=str(out / "model"),
-                       adapter_dir=None if spec.method == "full" else str(out / "adapter"), metrics=metrics)
+    return TrainResult(
+        output_dir=str(out),
+        model_dir=str(out / "model"),
+        adapter_dir=None if spec.method == "full" else str(out / "adapter"),
+        metrics=metrics,
+    )
 
 
 def _check_qlora(device: torch.device) -> None:
@@ -388,8 +471,9 @@ def _check_qlora(device: torch.device) -> None:
     if device.type != "cuda" or not torch.cuda.is_available():
         missing.append("no CUDA GPU is in use")
     if missing:
-        raise RuntimeError(f"qlora needs bitsandbytes and a CUDA GPU: {'; '.join(missing)} "
-                           "(use method 'lora' on this machine)")
+        raise RuntimeError(
+            f"qlora needs bitsandbytes and a CUDA GPU: {'; '.join(missing)} (use method 'lora' on this machine)"
+        )
 
 
 def _merge(base_model: str, adapter_dir: Path, model_dir: Path) -> None:

@@ -26,26 +26,28 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 # ------------------------------------------------------------------ environment
 _PREFECT_HOME = tempfile.mkdtemp(prefix="driftloop-prefect-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, True)
-os.environ.update({
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    # Synchronous MLflow logging: a test reads back what it logged at once.
-    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-})
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_HOME": _PREFECT_HOME,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Synchronous MLflow logging: a test reads back what it logged at once.
+        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    }
+)
 # Tests choose their own servers: never reach one configured in the shell.
 for _k in list(os.environ):
     if _k.startswith("DRIFTLOOP_") or _k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
@@ -92,17 +94,35 @@ def pg_port() -> int:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, log = root / "data", root / "server.log"
-    subprocess.run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                             "-E", "UTF8", "--locale=C", "--no-sync"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        prefix
+        + [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = 0
     for _ in range(3):  # another process may take the free port before the server binds it
         port = _free_port()
         # A throwaway cluster: durability is not needed, speed is.
-        opts = (f"-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
-                f"-c listen_addresses=127.0.0.1 -p {port} -k {root}")
-        started = subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log),
-                                           "-o", opts, "-w", "-t", "60", "start"], capture_output=True)
+        opts = (
+            f"-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+        )
+        started = subprocess.run(
+            prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"],
+            capture_output=True,
+        )
         if started.returncode == 0:
             break
     else:
@@ -112,8 +132,9 @@ def pg_port() -> int:
     try:
         yield port
     finally:
-        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -225,6 +246,7 @@ def one_torch_thread():
 def make_tiny_gpt2(tmp_path_factory):
     """Factory: a random-init 1-layer GPT-2 with the demo's tokenizer, saved to a fresh folder.
     Keyword arguments override GPT2Config fields (e.g. dropout for exact-resume tests)."""
+
     def make(**overrides) -> Path:
         import torch
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -235,9 +257,17 @@ def make_tiny_gpt2(tmp_path_factory):
         path = tmp_path_factory.mktemp("tiny-base")
         tok = build_tokenizer(world.tokenizer_corpus(0))
         torch.manual_seed(0)
-        cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.eos_token_id, **overrides)
+        cfg = GPT2Config(
+            vocab_size=len(tok),
+            n_positions=64,
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.eos_token_id,
+            **overrides,
+        )
         GPT2LMHeadModel(cfg).save_pretrained(path)
         tok.save_pretrained(path)
         return path
@@ -249,6 +279,7 @@ def make_tiny_gpt2(tmp_path_factory):
 def e2e_config():
     """Factory: write a driftloop.yaml for a whole-loop run on `model_dir` into `folder`
     (feedback under folder/feedback, state under folder/state); `extra` adds YAML lines."""
+
     def write(folder: Path, model_dir: Path, extra: str = "") -> Path:
         p = folder / "driftloop.yaml"
         p.write_text(f"""
@@ -272,8 +303,9 @@ def data_file(tmp_path) -> Path:
     from retrain.curate import write_jsonl
 
     pairs = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
-    return write_jsonl([{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)],
-                       tmp_path / "train.jsonl")
+    return write_jsonl(
+        [{"id": f"x{k}", "prompt": q, "completion": a} for k, (q, a) in enumerate(pairs)], tmp_path / "train.jsonl"
+    )
 
 
 @contextmanager
@@ -285,9 +317,21 @@ def evidently_ui(workspace: str | Path) -> Iterator[tuple[str, list[dict]]]:
     import httpx
 
     port = _free_port()
-    ui = subprocess.Popen([str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(workspace),
-                           "--host", "127.0.0.1", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("evidently")),
+            "ui",
+            "--workspace",
+            str(workspace),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 90

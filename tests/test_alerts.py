@@ -15,12 +15,12 @@ import pytest
 
 from driftloop.alerts import EVENT_TYPES, make_event, notify, resend
 from driftloop.alerts import receiver as recipe
-from driftloop.alerts.deliver import backoff, post
+from driftloop.alerts.deliver import backoff
 from driftloop.alerts.events import TITLES
 from driftloop.alerts.signing import sign_headers, verify
-from driftloop.cli import main
-from driftloop.config import load_config
-from driftloop.errors import ConfigError
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.errors import ConfigError
 from driftloop.store import Store, deadletter
 
 SECRET = "s3cret-Hx9-never-logged"
@@ -81,8 +81,14 @@ def write_cfg(folder: Path, webhooks: list[dict], **alerts) -> Path:
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    body = {"retries": 2, "backoff_seconds": 0.0, "backoff_jitter": False, "timeout_seconds": 2.0, **alerts,
-            "webhooks": [{"secret_env": "HOOK_SECRET", **w} for w in webhooks]}
+    body = {
+        "retries": 2,
+        "backoff_seconds": 0.0,
+        "backoff_jitter": False,
+        "timeout_seconds": 2.0,
+        **alerts,
+        "webhooks": [{"secret_env": "HOOK_SECRET", **w} for w in webhooks],
+    }
     p = folder / "driftloop.yaml"
     p.write_text(yaml.safe_dump({"project": "shop", "state_dir": "st", "alerts": body}))
     return p
@@ -101,18 +107,30 @@ def setup(tmp_path, webhooks, **alerts):
 
 
 def sample_event(cfg, type_: str):
-    return make_event(cfg, type_, model_version="2", previous_version="1", cycle="20261126-0300-ab12",
-                      reasons=["thumbs-up rate in topic=billing fell 0.81 [0.79,0.83] -> 0.62 [0.58,0.66]",
-                               "golden: challenger +0.31 [0.22, 0.40], p<0.001"],
-                      run_id="0f3c9d", experiment_id="1", data={"n": 120})
+    return make_event(
+        cfg,
+        type_,
+        model_version="2",
+        previous_version="1",
+        cycle="20261126-0300-ab12",
+        reasons=[
+            "thumbs-up rate in topic=billing fell 0.81 [0.79,0.83] -> 0.62 [0.58,0.66]",
+            "golden: challenger +0.31 [0.22, 0.40], p<0.001",
+        ],
+        run_id="0f3c9d",
+        experiment_id="1",
+        data={"n": 120},
+    )
 
 
 # ------------------------------------------------------------------ payloads and signatures
 def test_every_event_type_in_both_formats_arrives_signed(tmp_path, hook_factory, secret_env):
     hook = hook_factory()
-    cfg, store = setup(tmp_path, [{"name": "generic", "url": hook.url, "format": "json"},
-                                  {"name": "chat", "url": hook.url, "format": "slack"}],
-                       mlflow_ui_url="http://mlflow.internal:5000/")
+    cfg, store = setup(
+        tmp_path,
+        [{"name": "generic", "url": hook.url, "format": "json"}, {"name": "chat", "url": hook.url, "format": "slack"}],
+        mlflow_ui_url="http://mlflow.internal:5000/",
+    )
     sent = {}
     for t in EVENT_TYPES:
         ev = sample_event(cfg, t)
@@ -131,15 +149,22 @@ def test_every_event_type_in_both_formats_arrives_signed(tmp_path, hook_factory,
         payload = json.loads(body)
         if webhook == "generic":
             assert payload == json.loads(ev.model_dump_json())
-            assert payload["version"] == 1 and payload["model"] == {"name": "driftloop-model", "version": "2",
-                                                                     "previous_version": "1"}
+            assert payload["version"] == 1 and payload["model"] == {
+                "name": "driftloop-model",
+                "version": "2",
+                "previous_version": "1",
+            }
             assert payload["mlflow"]["url"] == "http://mlflow.internal:5000/#/experiments/1/runs/0f3c9d"
             formats["json"].add(ev.type)
         else:
             assert payload["text"].endswith(ev.summary) and payload["blocks"][0]["text"]["text"] == TITLES[ev.type]
             text = json.dumps(payload["blocks"], ensure_ascii=False)
             # Escaped for Slack's mrkdwn, where "<" and ">" delimit links.
-            assert "fell 0.81 [0.79,0.83] -&gt; 0.62" in text and "p&lt;0.001" in text and "<http://mlflow.internal:5000/#/experiments/1/runs/0f3c9d|MLflow run>" in text
+            assert (
+                "fell 0.81 [0.79,0.83] -&gt; 0.62" in text
+                and "p&lt;0.001" in text
+                and "<http://mlflow.internal:5000/#/experiments/1/runs/0f3c9d|MLflow run>" in text
+            )
             formats["slack"].add(ev.type)
     assert formats == {"json": set(EVENT_TYPES), "slack": set(EVENT_TYPES)}
     assert deadletter.rows(store, include_delivered=True) == []
@@ -147,8 +172,10 @@ def test_every_event_type_in_both_formats_arrives_signed(tmp_path, hook_factory,
 
 def test_run_link_comes_from_an_http_tracking_uri_and_is_absent_otherwise(tmp_path):
     cfg = load_config(write_cfg(tmp_path, []), env={}, overrides={"tracking": {"uri": "https://mlflow.example.com/"}})
-    assert make_event(cfg, "retrain.started", run_id="r1", experiment_id="7").mlflow.url == \
-        "https://mlflow.example.com/#/experiments/7/runs/r1"
+    assert (
+        make_event(cfg, "retrain.started", run_id="r1", experiment_id="7").mlflow.url
+        == "https://mlflow.example.com/#/experiments/7/runs/r1"
+    )
     local = load_config(write_cfg(tmp_path, []), env={})
     assert make_event(local, "retrain.started", run_id="r1", experiment_id="7").mlflow.url is None
 
@@ -177,12 +204,15 @@ def test_verification_fails_for_tampered_replayed_or_unsigned_deliveries(mutate)
 
 
 # ------------------------------------------------------------------ retries and dead letters
-@pytest.mark.parametrize("script,ok,attempts,codes", [
-    ((500, 500, 200), True, 3, [500, 500, 200]),
-    ((429, 503, 200), True, 3, [429, 503, 200]),
-    ((404,), False, 1, [404]),          # a client error is final: never retried
-    ((500, 500, 500, 200), False, 3, [500, 500, 500]),   # retries: 2 -> 3 attempts, then a dead letter
-])
+@pytest.mark.parametrize(
+    "script,ok,attempts,codes",
+    [
+        ((500, 500, 200), True, 3, [500, 500, 200]),
+        ((429, 503, 200), True, 3, [429, 503, 200]),
+        ((404,), False, 1, [404]),  # a client error is final: never retried
+        ((500, 500, 500, 200), False, 3, [500, 500, 500]),  # retries: 2 -> 3 attempts, then a dead letter
+    ],
+)
 def test_retries_with_backoff_then_dead_letter(tmp_path, hook_factory, secret_env, script, ok, attempts, codes):
     hook = hook_factory(*script)
     cfg, store = setup(tmp_path, [{"name": "ops", "url": hook.url}], backoff_seconds=0.01)
@@ -192,7 +222,7 @@ def test_retries_with_backoff_then_dead_letter(tmp_path, hook_factory, secret_en
     assert (o.ok, o.attempts) == (ok, attempts)
     assert [s for _, _, s in hook.requests] == codes
     assert sum(s == 200 for _, _, s in hook.requests) == int(ok)  # exactly one successful delivery
-    assert waits == [0.01 * 2 ** k for k in range(attempts - 1)]  # exponential, jitter off
+    assert waits == [0.01 * 2**k for k in range(attempts - 1)]  # exponential, jitter off
     # One delivery id for every attempt (receivers dedupe on it); each attempt signed afresh.
     assert {h["X-Driftloop-Delivery"] for h, _, _ in hook.requests} == {f"{ev.id}.ops"}
     assert all(recipe.verify(SECRET, h, b) for h, b, _ in hook.requests)
@@ -202,8 +232,13 @@ def test_retries_with_backoff_then_dead_letter(tmp_path, hook_factory, secret_en
     else:
         assert len(rows) == 1 and o.dead_letter_id == rows[0]["id"]
         r = rows[0]
-        assert (r["webhook"], r["event_type"], r["event_id"], r["attempts"], r["delivered_at"]) == \
-            ("ops", "retrain.failed", ev.id, attempts, None)
+        assert (r["webhook"], r["event_type"], r["event_id"], r["attempts"], r["delivered_at"]) == (
+            "ops",
+            "retrain.failed",
+            ev.id,
+            attempts,
+            None,
+        )
         assert r["last_error"] == f"HTTP {codes[-1]}" and json.loads(r["body"]) == json.loads(ev.model_dump_json())
 
 
@@ -230,7 +265,7 @@ def test_down_receiver_leaves_a_dead_letter_that_retry_delivers(store, tmp_path,
     fixed = load_config(write_cfg(tmp_path / "b", [{"name": "ops", "url": hook.url, "format": "slack"}]), env={})
     (again,) = resend(fixed, store)
     assert again.ok and again.dead_letter_id == row["id"]
-    (h, body, _), = hook.requests
+    ((h, body, _),) = hook.requests
     assert body.decode() == row["body"] and recipe.verify(SECRET, h, body)
     assert h["X-Driftloop-Delivery"] == f"{ev.id}.ops"
     assert deadletter.pending(store) == []
@@ -240,8 +275,15 @@ def test_down_receiver_leaves_a_dead_letter_that_retry_delivers(store, tmp_path,
 
 def test_event_filter_and_a_slow_receiver_never_block(tmp_path, hook_factory, secret_env):
     fast, slow = hook_factory(), hook_factory(delay_s=1.0)
-    cfg, store = setup(tmp_path, [{"name": "only-promotions", "url": fast.url, "events": ["candidate.promoted"]},
-                                  {"name": "slow", "url": slow.url}], timeout_seconds=0.2, retries=1)
+    cfg, store = setup(
+        tmp_path,
+        [
+            {"name": "only-promotions", "url": fast.url, "events": ["candidate.promoted"]},
+            {"name": "slow", "url": slow.url},
+        ],
+        timeout_seconds=0.2,
+        retries=1,
+    )
     t0 = time.monotonic()
     outcomes = notify(cfg, store, sample_event(cfg, "retrain.started"))
     assert time.monotonic() - t0 < 3  # 2 attempts x 0.2 s timeout, not 2 x 1 s
@@ -261,8 +303,14 @@ def test_notify_never_raises_even_when_the_store_cannot_record(tmp_path, secret_
 def test_the_secret_appears_in_no_log_line_or_output(tmp_path, hook_factory, secret_env, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     hook = hook_factory(500, 500, 500, 401)
-    cfg_path = write_cfg(tmp_path, [{"name": "a", "url": hook.url}, {"name": "b", "url": down_url()},
-                                    {"name": "c", "url": hook.url, "format": "slack"}])
+    cfg_path = write_cfg(
+        tmp_path,
+        [
+            {"name": "a", "url": hook.url},
+            {"name": "b", "url": down_url()},
+            {"name": "c", "url": hook.url, "format": "slack"},
+        ],
+    )
     cfg = load_config(cfg_path, env={})
     store = Store(cfg.store_url)
     store.migrate()
@@ -280,13 +328,19 @@ def test_the_secret_appears_in_no_log_line_or_output(tmp_path, hook_factory, sec
 
 
 # ------------------------------------------------------------------ configuration
-@pytest.mark.parametrize("url,msg", [
-    ("file:///etc/passwd", "alerts.webhooks.0: url: only http:// and https:// URLs with a host are accepted, got scheme 'file'"),
-    ("ftp://hooks.example.com/x", "got scheme 'ftp'"),
-    ("javascript:alert(1)", "got scheme 'javascript'"),
-    ("http:///no-host", "URLs with a host are accepted"),
-    ("http://hooks.example.com:99999/x", "url: not a valid URL"),
-])
+@pytest.mark.parametrize(
+    "url,msg",
+    [
+        (
+            "file:///etc/passwd",
+            "alerts.webhooks.0: url: only http:// and https:// URLs with a host are accepted, got scheme 'file'",
+        ),
+        ("ftp://hooks.example.com/x", "got scheme 'ftp'"),
+        ("javascript:alert(1)", "got scheme 'javascript'"),
+        ("http:///no-host", "URLs with a host are accepted"),
+        ("http://hooks.example.com:99999/x", "url: not a valid URL"),
+    ],
+)
 def test_config_refuses_non_http_urls(tmp_path, secret_env, url, msg):
     with pytest.raises(ConfigError) as e:
         load_config(write_cfg(tmp_path, [{"name": "x", "url": url}]), env={})
@@ -294,11 +348,15 @@ def test_config_refuses_non_http_urls(tmp_path, secret_env, url, msg):
 
 
 def test_config_honours_the_host_allow_list(tmp_path, secret_env, capsys):
-    hooks = [{"name": "ok", "url": "https://hooks.slack.com/services/X"},
-             {"name": "sub", "url": "https://alerts.corp.example/h"},
-             {"name": "evil", "url": "https://evil.example.net/h"}]
+    hooks = [
+        {"name": "ok", "url": "https://hooks.slack.com/services/X"},
+        {"name": "sub", "url": "https://alerts.corp.example/h"},
+        {"name": "evil", "url": "https://evil.example.net/h"},
+    ]
     path = write_cfg(tmp_path, hooks, allow_hosts=["hooks.slack.com", "*.corp.example"])
-    with pytest.raises(ConfigError, match=r"alerts: webhooks.2.url: host 'evil.example.net' is not in alerts.allow_hosts$"):
+    with pytest.raises(
+        ConfigError, match=r"alerts: webhooks.2.url: host 'evil.example.net' is not in alerts.allow_hosts$"
+    ):
         load_config(path, env={})
     assert main(["--config", str(path), "alerts", "list"]) == 2
     err = capsys.readouterr().err
@@ -307,14 +365,20 @@ def test_config_honours_the_host_allow_list(tmp_path, secret_env, capsys):
     assert [w.name for w in cfg.alerts.webhooks] == ["ok", "sub"]
 
 
-@pytest.mark.parametrize("hook,msg", [
-    ({"secret_env": "NOT_SET_ANYWHERE"}, "alerts.webhooks.0.secret_env: environment variable NOT_SET_ANYWHERE is not set"),
-    ({"secret_env": None, "secret_file": "missing.key"}, "alerts.webhooks.0.secret_file: cannot read"),
-    ({"secret_file": "k"}, "give exactly one of secret_env and secret_file"),
-    ({"secret_env": "DRIFTLOOP_HOOK"}, "DRIFTLOOP_* variables are read as config keys"),
-    ({"secret": "inline"}, "alerts.webhooks.0.secret: unknown key"),
-    ({"name": "bad name"}, "alerts.webhooks.0.name"),
-])
+@pytest.mark.parametrize(
+    "hook,msg",
+    [
+        (
+            {"secret_env": "NOT_SET_ANYWHERE"},
+            "alerts.webhooks.0.secret_env: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        ({"secret_env": None, "secret_file": "missing.key"}, "alerts.webhooks.0.secret_file: cannot read"),
+        ({"secret_file": "k"}, "give exactly one of secret_env and secret_file"),
+        ({"secret_env": "DRIFTLOOP_HOOK"}, "DRIFTLOOP_* variables are read as config keys"),
+        ({"secret": "inline"}, "alerts.webhooks.0.secret: unknown key"),
+        ({"name": "bad name"}, "alerts.webhooks.0.name"),
+    ],
+)
 def test_config_refuses_a_missing_or_inline_secret(tmp_path, secret_env, hook, msg):
     with pytest.raises(ConfigError) as e:
         load_config(write_cfg(tmp_path, [{"name": "x", "url": "https://h.example/x", **hook}]), env={})
@@ -334,7 +398,7 @@ def test_cli_test_list_and_retry(tmp_path, hook_factory, secret_env, capsys):
     hook = hook_factory()
     path = write_cfg(tmp_path, [{"name": "ops", "url": hook.url}])
     assert main(["--config", str(path), "alerts", "test"]) == 0
-    (h, body, _), = hook.requests
+    ((h, body, _),) = hook.requests
     assert h["X-Driftloop-Event"] == "alert.test" and recipe.verify(SECRET, h, body)
     assert "ops (127.0.0.1" in capsys.readouterr().out
     assert main(["--config", str(path), "alerts", "test", "--webhook", "nope"]) == 2
@@ -406,7 +470,8 @@ def test_cli_rollback_and_manual_promote_alert(tmp_path, hook_factory, secret_en
     got = [json.loads(b) for _, b, _ in hook.requests]
     assert [(p["type"], p["model"]["version"], p["model"]["previous_version"], p["reasons"]) for p in got] == [
         ("candidate.promoted", versions[1], versions[0], ["manual by ana: hotfix"]),
-        ("champion.rolled_back", versions[0], versions[1], ["rollback by bo: complaints"])]
+        ("champion.rolled_back", versions[0], versions[1], ["rollback by bo: complaints"]),
+    ]
     history = tr.champion_history()
     assert got[1]["mlflow"]["run_id"] == history[0]["run_id"]
     assert got[1]["mlflow"]["url"].startswith("http://ui:5000/#/experiments/")
@@ -440,10 +505,15 @@ def test_alerts_page_shows_the_tested_receiver_verbatim():
 def _api(tmp_path, hook, window_s: float):
     from fastapi.testclient import TestClient
 
-    from driftloop.api import create_app
+    from driftloop.app.api import create_app
 
-    path = write_cfg(tmp_path, [{"name": "ops", "url": hook.url}], quarantine_threshold=0.2,
-                     api_quarantine_window_seconds=window_s, api_quarantine_min_rows=10)
+    path = write_cfg(
+        tmp_path,
+        [{"name": "ops", "url": hook.url}],
+        quarantine_threshold=0.2,
+        api_quarantine_window_seconds=window_s,
+        api_quarantine_min_rows=10,
+    )
     cfg = load_config(path, env={"DRIFTLOOP_API__TOKEN": "t0ken-for-the-tests"})
     store = Store(cfg.store_url)
     store.migrate()
@@ -461,8 +531,9 @@ def test_the_feedback_api_sends_one_quarantine_alert_per_breaching_window(tmp_pa
         watch = client.app.state.quarantine_watch
         # Window 1: 3 requests, 6 of 21 judged events quarantined (29% > 20%): one alert for the window.
         for k in range(3):
-            got = client.post("/v1/feedback", json=GOOD_EVENTS[5 * k:5 * k + 5] + [BAD_EVENT] * 2,
-                              headers=API_AUTH).json()
+            got = client.post(
+                "/v1/feedback", json=GOOD_EVENTS[5 * k : 5 * k + 5] + [BAD_EVENT] * 2, headers=API_AUTH
+            ).json()
             assert (got["accepted"], got["quarantined"]) == (5, 2)
         assert [o.ok for o in watch.flush()] == [True]
         assert watch.flush() == []  # an empty window sends nothing

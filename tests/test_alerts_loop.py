@@ -5,16 +5,16 @@ threshold fires `ingest.quarantine`. Real demo model, lm-eval, MLflow on SQLite,
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_alerts import SECRET, down_url, hook_factory  # noqa: F401 - hook_factory is a fixture (tests/ is on sys.path)
 
 from driftloop.alerts import receiver as recipe
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.store import Store, deadletter
-from test_alerts import SECRET, down_url, hook_factory  # noqa: F401 - hook_factory is a fixture (tests/ is on sys.path)
 
 # One torch thread: the shared 2-core machine runs other test processes beside this one.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -38,14 +38,15 @@ def _write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def test_a_cycle_completes_with_the_receiver_down_and_retry_delivers(
-        tmp_path, demo_model, prefect_harness, e2e_config, hook_factory, monkeypatch):
+    tmp_path, demo_model, prefect_harness, e2e_config, hook_factory, monkeypatch
+):
     from driftloop.demo.world import simulate
     from flows.common import StageParams
     from flows.loop import loop
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     # The baseline week and the shifted day at once: one cycle sees the billing regression and retrains.
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     _write_jsonl(simulate(seed=0, start=start), tmp_path / "feedback" / "demo.jsonl")
     _write_jsonl([{"ts": "not a time", "prompt": f"q{k}"} for k in range(12)], tmp_path / "feedback" / "bad.jsonl")
     down = down_url()
@@ -90,13 +91,14 @@ def test_a_cycle_completes_with_the_receiver_down_and_retry_delivers(
 
 
 def test_a_cycle_that_loses_the_loop_to_another_cycle_sends_no_regression_alert(
-        tmp_path, demo_model, prefect_harness, e2e_config, hook_factory, monkeypatch):
+    tmp_path, demo_model, prefect_harness, e2e_config, hook_factory, monkeypatch
+):
     from driftloop.demo.world import simulate
     from flows.common import StageParams
     from flows.loop import loop
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     _write_jsonl(simulate(seed=0, start=start), tmp_path / "feedback" / "demo.jsonl")
     hook = hook_factory()
     cfg_path = e2e_config(tmp_path, demo_model, ALERTS.format(threshold=0.5, url=hook.url))
@@ -122,15 +124,19 @@ def test_ingest_quarantine_alert_respects_the_threshold(tmp_path, prefect_harnes
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     hook = hook_factory()
-    good = [{"ts": f"2026-11-0{1 + k % 5}T10:00:00+00:00", "prompt": f"question {k}", "response": "a", "rating": 4}
-            for k in range(7)]
+    good = [
+        {"ts": f"2026-11-0{1 + k % 5}T10:00:00+00:00", "prompt": f"question {k}", "response": "a", "rating": 4}
+        for k in range(7)
+    ]
     _write_jsonl(good + [{"ts": "yesterday", "prompt": "x"}] * 3, tmp_path / "feedback" / "f.jsonl")
     for threshold, sent in ((0.5, 0), (0.25, 2)):  # 3 of 10 quarantined = 0.3
         folder = tmp_path / f"t{threshold}"
         (folder / "feedback").mkdir(parents=True)
         (folder / "feedback" / "f.jsonl").write_text((tmp_path / "feedback" / "f.jsonl").read_text())
         (folder / "driftloop.yaml").write_text(
-            "project: q\nstate_dir: st\nsources: [{path: feedback/*.jsonl}]\n" + ALERTS.format(threshold=threshold, url=hook.url))
+            "project: q\nstate_dir: st\nsources: [{path: feedback/*.jsonl}]\n"
+            + ALERTS.format(threshold=threshold, url=hook.url)
+        )
         before = len(hook.requests)
         summary = ingest(StageParams(config=str(folder / "driftloop.yaml")))
         assert (summary["accepted"], summary["quarantined"]) == (7, 3)
@@ -142,34 +148,61 @@ def test_ingest_quarantine_alert_respects_the_threshold(tmp_path, prefect_harnes
     assert "yesterday" not in json.dumps(generic)  # reasons name the field and problem, never the value
 
 
-def test_a_failed_fine_tune_alerts_started_then_failed(tmp_path, make_tiny_gpt2, prefect_harness, e2e_config,
-                                                       hook_factory, monkeypatch):
+def test_a_failed_fine_tune_alerts_started_then_failed(
+    tmp_path, make_tiny_gpt2, prefect_harness, e2e_config, hook_factory, monkeypatch
+):
     """The shared retrain tail (inline loop and event-driven deployment) reports a crashed fine-tune."""
-    from driftloop.errors import StageError
+    from driftloop.core.errors import StageError
+    from driftloop.core.loopstate import LoopMemory
     from flows.common import StageParams, context
-    from driftloop.loopstate import LoopMemory
     from flows.loop import CycleSummary, _Clock, finish_retrain
     from flows.registry import ensure_champion
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     hook = hook_factory()
     # An impossible spec (no example fits in 8 tokens) makes the fine-tune fail fast.
-    cfg_path = e2e_config(tmp_path, make_tiny_gpt2(), "retrain: {max_length: 8}" + ALERTS.format(threshold=0.5, url=hook.url))
+    cfg_path = e2e_config(
+        tmp_path, make_tiny_gpt2(), "retrain: {max_length: 8}" + ALERTS.format(threshold=0.5, url=hook.url)
+    )
     _write_jsonl([], tmp_path / "feedback" / "none.jsonl")
     params = StageParams(config=str(cfg_path))
     assert ensure_champion(params) == "1"
     ctx = context(params)
-    ctx.store.add_items([{"item_id": f"t{k}", "prompt_key": f"k{k}", "split": "train", "answer": "track it online.",
-                          "prompt": f"where is my order number {k}, it has been a week"} for k in range(6)])
+    ctx.store.add_items(
+        [
+            {
+                "item_id": f"t{k}",
+                "prompt_key": f"k{k}",
+                "split": "train",
+                "answer": "track it online.",
+                "prompt": f"where is my order number {k}, it has been a week",
+            }
+            for k in range(6)
+        ]
+    )
     assert ctx.store.begin_retrain("e2e", "cycle-test", "test", {}, 600)
-    summary = CycleSummary(cycle="20261126-000000-test", run_id=ctx.tracker.start_run("cycle-test"),
-                           champion_version="1", decision_reasons=["thumbs-up rate fell"])
+    summary = CycleSummary(
+        cycle="20261126-000000-test",
+        run_id=ctx.tracker.start_run("cycle-test"),
+        champion_version="1",
+        decision_reasons=["thumbs-up rate fell"],
+    )
     with pytest.raises(StageError):
-        finish_retrain(ctx, "cycle-test", StageParams(config=params.config, parent_run_id=summary.run_id), summary,
-                       _Clock(summary), None, LoopMemory(), None)
+        finish_retrain(
+            ctx,
+            "cycle-test",
+            StageParams(config=params.config, parent_run_id=summary.run_id),
+            summary,
+            _Clock(summary),
+            None,
+            LoopMemory(),
+            None,
+        )
     got = [json.loads(b) for _, b, _ in hook.requests if "type" in json.loads(b)]
     assert [(p["type"], p["model"]["version"], p["cycle"]) for p in got] == [
-        ("retrain.started", "1", summary.cycle), ("retrain.failed", "1", summary.cycle)]
+        ("retrain.started", "1", summary.cycle),
+        ("retrain.failed", "1", summary.cycle),
+    ]
     assert got[0]["reasons"] == ["thumbs-up rate fell"]
     assert "longer than max_length=8" in got[1]["reasons"][0]
     assert ctx.store.get_state("e2e")["state"] == "cooldown"

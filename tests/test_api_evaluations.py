@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-
-from driftloop.api import create_app
-from driftloop.config import load_config
-from driftloop.tracking import Tracker
 from test_api_feedback import free_port
 from test_evaluate import CANARY, make_world
+
+from driftloop.app.api import create_app
+from driftloop.core.config import load_config
+from driftloop.tracking import Tracker
 
 TOKEN = "eval-t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,8 +28,11 @@ class Server:
         cfg = load_config(cfg_path, overrides={"api": {"token": TOKEN, **api}})
         self.app = create_app(cfg, config_path=cfg_path)
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.srv = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
-                                                 log_level="warning", access_log=False))
+        self.srv = uvicorn.Server(
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning", access_log=False
+            )
+        )
         self.thread = threading.Thread(target=self.srv.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20
@@ -65,8 +68,9 @@ def world(tmp_path_factory, demo_model: Path, prefect_harness, one_torch_thread)
 def server(world: Path, tmp_path_factory):
     # One running, none waiting: a second request while the first runs gets 429. Model folders
     # are accepted under the tests' temporary folder only.
-    s = Server(world, max_concurrent_evaluations=1, max_queued_evaluations=0,
-               model_roots=[str(tmp_path_factory.getbasetemp())])
+    s = Server(
+        world, max_concurrent_evaluations=1, max_queued_evaluations=0, model_roots=[str(tmp_path_factory.getbasetemp())]
+    )
     yield s
     s.stop()
 
@@ -95,15 +99,18 @@ def test_without_a_token_nothing_starts(server: Server, world: Path) -> None:
     assert evaluation_runs(world) == []
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"model": "7"}, 422, "version 7 of 'driftloop-model' does not exist"),
-    ({"model": "staging"}, 422, "model 'staging': no such alias"),
-    ({"model": "/etc"}, 422, "model: not an alias, a version number or a model folder under api.model_roots"),
-    ({"model": "1", "window": "fortnight"}, 422, "window 'fortnight': expected Nd, Nh"),
-    ({"model": "1", "suites": ["canry"]}, 422, "suite 'canry' is not configured; did you mean canary?"),
-    ({"model": "1", "colour": "red"}, 422, "colour: unknown key"),
-    (b"{not json", 400, "body: malformed JSON"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"model": "7"}, 422, "version 7 of 'driftloop-model' does not exist"),
+        ({"model": "staging"}, 422, "model 'staging': no such alias"),
+        ({"model": "/etc"}, 422, "model: not an alias, a version number or a model folder under api.model_roots"),
+        ({"model": "1", "window": "fortnight"}, 422, "window 'fortnight': expected Nd, Nh"),
+        ({"model": "1", "suites": ["canry"]}, 422, "suite 'canry' is not configured; did you mean canary?"),
+        ({"model": "1", "colour": "red"}, 422, "colour: unknown key"),
+        (b"{not json", 400, "body: malformed JSON"),
+    ],
+)
 def test_bad_requests_get_one_line_and_start_nothing(server: Server, world: Path, body, status, message) -> None:
     kw = {"content": body} if isinstance(body, bytes) else {"json": body}
     r = httpx.post(f"{server.url}/v1/evaluations", headers=AUTH, timeout=30, **kw)
@@ -118,8 +125,12 @@ def test_unknown_id_is_404(server: Server) -> None:
 @pytest.mark.slow
 def test_post_returns_an_id_whose_results_arrive_and_match_mlflow(server: Server, world: Path) -> None:
     t0 = time.monotonic()
-    r = httpx.post(f"{server.url}/v1/evaluations", headers=AUTH, timeout=30,
-                   json={"model": "champion", "suites": ["canary"], "window": "2d"})
+    r = httpx.post(
+        f"{server.url}/v1/evaluations",
+        headers=AUTH,
+        timeout=30,
+        json={"model": "champion", "suites": ["canary"], "window": "2d"},
+    )
     assert r.status_code == 202, r.text
     assert time.monotonic() - t0 < 10  # answered at once, not after the evaluation
     run_id = r.json()["id"]
@@ -142,8 +153,11 @@ def test_post_returns_an_id_whose_results_arrive_and_match_mlflow(server: Server
     run = tr.client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["driftloop.kind"] == "evaluation"
     m = run.data.metrics
-    assert (m[f"benchmark/{CANARY}"], m[f"benchmark/{CANARY}/ci_low"], m[f"benchmark/{CANARY}/ci_high"]) == \
-        (canary["value"], canary["ci_low"], canary["ci_high"])
+    assert (m[f"benchmark/{CANARY}"], m[f"benchmark/{CANARY}/ci_low"], m[f"benchmark/{CANARY}/ci_high"]) == (
+        canary["value"],
+        canary["ci_low"],
+        canary["ci_high"],
+    )
     assert len(evaluation_runs(world)) == 1
 
     # The status lives in MLflow: a new server process (here: a new app) answers the same.
@@ -160,7 +174,7 @@ def test_a_failed_evaluation_reports_its_reason(server: Server, world: Path, tmp
     """A model folder whose weights are unreadable passes validation but fails when lm-eval loads it."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text("{\"model_type\": \"gpt2\", \"n_layer\": \"many\"}")
+    (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": "many"}')
     r = post_when_free(server.url, {"model": str(broken), "suites": ["canary"]})
     assert r.status_code == 202, r.text
     body = wait_done(server.url, r.json()["id"])
@@ -185,13 +199,16 @@ def test_an_evaluation_whose_api_process_died_is_answered_failed_and_marked_kill
 
 
 def test_the_runner_marks_the_evaluations_it_holds_alive(world: Path) -> None:
-    from driftloop.api.evaluations import HEARTBEAT, EvaluationRunner
+    from driftloop.app.api.evaluations import HEARTBEAT, EvaluationRunner
 
-    cfg = load_config(world, overrides={"api": {"token": TOKEN, "evaluation_heartbeat_seconds": 0.2,
-                                                "evaluation_lost_after_seconds": 1}})
+    cfg = load_config(
+        world,
+        overrides={"api": {"token": TOKEN, "evaluation_heartbeat_seconds": 0.2, "evaluation_lost_after_seconds": 1}},
+    )
     runner = EvaluationRunner(cfg, str(world))
-    run_id = runner.tracker.start_run("evaluate-champion", tags={"driftloop.kind": "evaluation",
-                                                                 HEARTBEAT: f"{time.time() - 5:.0f}"})
+    run_id = runner.tracker.start_run(
+        "evaluate-champion", tags={"driftloop.kind": "evaluation", HEARTBEAT: f"{time.time() - 5:.0f}"}
+    )
     runner._queued[run_id] = None  # held by this process, as submit() holds a queued evaluation
     runner.start()
     try:

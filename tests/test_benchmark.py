@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.config import GoldenConfig, TaskSpec
+from driftloop.core.config import GoldenConfig, TaskSpec
+from driftloop.core.errors import InputError
 from driftloop.demo import world
-from driftloop.errors import InputError
 from evaluators.benchmark import TASKS_DIR, make_task_manager, run_tasks, task_hash
 from evaluators.golden import split_corrections, write_golden_task
 from evaluators.tasks.make_canary import canary_jsonl
@@ -106,14 +106,20 @@ def test_canary_task_hash_follows_its_data(tmp_path: Path) -> None:
 
 
 def test_generated_golden_task_runs_with_per_task_limits(demo_model: Path, tmp_path: Path) -> None:
-    rows = [{**e, "event_id": str(i)} for i, e in enumerate(world.simulate(seed=3, per_day=60, shifted_per_day=300))
-            if e["correction"]]
+    rows = [
+        {**e, "event_id": str(i)}
+        for i, e in enumerate(world.simulate(seed=3, per_day=60, shifted_per_day=300))
+        if e["correction"]
+    ]
     golden, _ = split_corrections(rows, {}, GoldenConfig())
     task = write_golden_task(golden, tmp_path / "golden", num_choices=4)
     assert task.n >= 20
-    out = run_tasks(demo_model, [TaskSpec(name="driftloop_golden", kind="golden"),
-                                 TaskSpec(name="driftloop_canary", limit=10)],
-                    [TASKS_DIR, task.yaml_path.parent], batch_size=8)
+    out = run_tasks(
+        demo_model,
+        [TaskSpec(name="driftloop_golden", kind="golden"), TaskSpec(name="driftloop_canary", limit=10)],
+        [TASKS_DIR, task.yaml_path.parent],
+        batch_size=8,
+    )
     by_task = {s.task: s for s in out.samples}
     assert list(by_task["driftloop_golden"].items) == _ids(task.data_path)
     assert by_task["driftloop_golden"].task_hash == task.task_hash
@@ -160,7 +166,9 @@ def test_unparsable_yaml_is_named_when_its_task_is_not_found(fake_model: Path, t
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "broken.yaml").write_text("task: driftloop_canary\n  output_type: [multiple_choice\n")
-    with pytest.raises(InputError, match=rf"unknown task 'driftloop_canary'.*unreadable task file\(s\): {tasks / 'broken.yaml'}"):
+    with pytest.raises(
+        InputError, match=rf"unknown task 'driftloop_canary'.*unreadable task file\(s\): {tasks / 'broken.yaml'}"
+    ):
         run_tasks(fake_model, [TaskSpec(name="driftloop_canary")], [tasks])
 
 

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.config import TaskSpec
-from driftloop.errors import InputError
+from driftloop.core.config import TaskSpec
+from driftloop.core.errors import InputError
 from evaluators.benchmark import run_tasks
 from evaluators.builtin import builtin_hash, builtin_task_dir, builtin_tasks_root, local_dataset
 
 BBQ_DIR = Path(os.environ.get("DRIFTLOOP_BBQ_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"))
-needs_bbq = pytest.mark.skipif(not (BBQ_DIR / "Religion.jsonl").is_file(),
-                               reason=f"BBQ data not found at {BBQ_DIR} (set DRIFTLOOP_BBQ_DIR)")
+needs_bbq = pytest.mark.skipif(
+    not (BBQ_DIR / "Religion.jsonl").is_file(), reason=f"BBQ data not found at {BBQ_DIR} (set DRIFTLOOP_BBQ_DIR)"
+)
 N = 24  # items: 12 ambiguous + 12 disambiguated (the file alternates them), 12 choices each
 
 
@@ -51,12 +52,18 @@ def test_builtin_task_folder_is_found_without_the_full_index() -> None:
 def test_local_dataset_maps_split_named_files_and_otherwise_all_files_to_test(tmp_path: Path) -> None:
     (tmp_path / "test.jsonl").write_text("{}\n")
     (tmp_path / "validation.jsonl").write_text("{}\n")
-    cfg = {"dataset_path": "org/x", "dataset_name": "all", "test_split": "test", "validation_split": "validation",
-           "dataset_kwargs": {"revision": "abc"}}
+    cfg = {
+        "dataset_path": "org/x",
+        "dataset_name": "all",
+        "test_split": "test",
+        "validation_split": "validation",
+        "dataset_kwargs": {"revision": "abc"},
+    }
     out = local_dataset(cfg, tmp_path, None, "x")
     assert out["dataset_path"] == "json" and out["dataset_name"] is None
-    assert out["dataset_kwargs"] == {"data_files": {"test": str(tmp_path / "test.jsonl"),
-                                                    "validation": str(tmp_path / "validation.jsonl")}}
+    assert out["dataset_kwargs"] == {
+        "data_files": {"test": str(tmp_path / "test.jsonl"), "validation": str(tmp_path / "validation.jsonl")}
+    }
     out = local_dataset({"dataset_path": "org/x", "test_split": "test"}, tmp_path, ["val*.jsonl"], "x")
     assert out["dataset_kwargs"]["data_files"] == {"test": [str(tmp_path / "validation.jsonl")]}
 
@@ -81,8 +88,15 @@ def test_bbq_task_hash_follows_the_chosen_files() -> None:
 @needs_bbq
 def test_bbq_reports_accuracy_and_both_bias_scores(bbq_run) -> None:
     m = {x.name: x for x in bbq_run.metrics}
-    for name in ("bbq/acc", "bbq/accuracy_amb", "bbq/accuracy_disamb", "bbq/amb_bias_score", "bbq/disamb_bias_score",
-                 "bbq/amb_bias_score_Religion", "bbq/disamb_bias_score_Religion"):
+    for name in (
+        "bbq/acc",
+        "bbq/accuracy_amb",
+        "bbq/accuracy_disamb",
+        "bbq/amb_bias_score",
+        "bbq/disamb_bias_score",
+        "bbq/amb_bias_score_Religion",
+        "bbq/disamb_bias_score_Religion",
+    ):
         assert name in m and m[name].n == N, sorted(m)
     # Categories absent from the data give NaN in lm-eval; they are left out, not reported as numbers.
     assert "bbq/amb_bias_score_Age" not in m

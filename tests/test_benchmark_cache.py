@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.config import TaskSpec
-from driftloop.errors import InputError
-from driftloop.types import MetricResult, SampleResults
+from driftloop.core.config import TaskSpec
+from driftloop.core.errors import InputError
+from driftloop.core.types import MetricResult, SampleResults
 from evaluators.benchmark import TASKS_DIR, task_hash
 from evaluators.cache import cache_key, evaluate_cached, load_cached, model_fingerprint, save_cached, spec_hash
 
@@ -20,15 +20,18 @@ CANARY = TaskSpec(name="driftloop_canary", limit=8)
 BASE = dict(fingerprint="f" * 64, thash="t" * 64, spec=TaskSpec(name="x", limit=10), lm_eval_version="0.4.13", seed=0)
 
 
-@pytest.mark.parametrize("change", [
-    {"fingerprint": "g" * 64},
-    {"thash": "u" * 64},
-    {"lm_eval_version": "0.4.14"},
-    {"spec": TaskSpec(name="x", limit=11)},
-    {"spec": TaskSpec(name="x", limit=10, num_fewshot=1)},
-    {"spec": TaskSpec(name="x", limit=10, metric="acc_norm")},
-    {"seed": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fingerprint": "g" * 64},
+        {"thash": "u" * 64},
+        {"lm_eval_version": "0.4.14"},
+        {"spec": TaskSpec(name="x", limit=11)},
+        {"spec": TaskSpec(name="x", limit=10, num_fewshot=1)},
+        {"spec": TaskSpec(name="x", limit=10, metric="acc_norm")},
+        {"seed": 1},
+    ],
+)
 def test_each_part_of_the_key_changes_it(change: dict) -> None:
     assert cache_key(**BASE) == cache_key(**BASE)
     assert cache_key(**{**BASE, **change}) != cache_key(**BASE)
@@ -61,12 +64,22 @@ def test_spec_hash_of_a_project_task_is_its_yaml_hash_and_unknown_names_get_sugg
 
 
 def test_samples_and_aggregates_round_trip_through_the_store(store) -> None:
-    s = SampleResults(task="t", model="v1", metric="acc", items={"a": 1.0, "b": 0.0},
-                      detail={"a": {"chosen": 2, "label": 2, "loglikelihoods": [-3.5, -2.25, -0.5]},
-                              "b": {"chosen": 0, "label": 1, "loglikelihoods": [-1.0, -4.0]}})
-    ms = [MetricResult(name="t/acc", value=0.5, ci_low=0.09, ci_high=0.91, n=2, source="benchmark",
-                       note="95% CI: Wilson score"),
-          MetricResult(name="t/amb_bias_score", value=-0.25, n=2, source="benchmark", higher_is_better=False)]
+    s = SampleResults(
+        task="t",
+        model="v1",
+        metric="acc",
+        items={"a": 1.0, "b": 0.0},
+        detail={
+            "a": {"chosen": 2, "label": 2, "loglikelihoods": [-3.5, -2.25, -0.5]},
+            "b": {"chosen": 0, "label": 1, "loglikelihoods": [-1.0, -4.0]},
+        },
+    )
+    ms = [
+        MetricResult(
+            name="t/acc", value=0.5, ci_low=0.09, ci_high=0.91, n=2, source="benchmark", note="95% CI: Wilson score"
+        ),
+        MetricResult(name="t/amb_bias_score", value=-0.25, n=2, source="benchmark", higher_is_better=False),
+    ]
     save_cached(store, "k1", s, ms)
     got, metrics = load_cached(store, "k1", "h")
     assert got.items == s.items and got.detail == s.detail and got.task_hash == "h"
@@ -82,7 +95,8 @@ def model_copy(demo_model: Path, tmp_path: Path) -> Path:  # noqa: F811
 
 
 def test_unchanged_model_and_task_hit_without_the_model_and_changes_miss(
-        model_copy: Path, tmp_path: Path, sqlite_store) -> None:
+    model_copy: Path, tmp_path: Path, sqlite_store
+) -> None:
     fp = model_fingerprint(model_copy)
     plan = [("canary", CANARY)]
     first, ran = evaluate_cached(sqlite_store, model_copy, fp, plan, [TASKS_DIR], model_id="v1", batch_size=8)
@@ -104,8 +118,9 @@ def test_unchanged_model_and_task_hit_without_the_model_and_changes_miss(
     again, ran = evaluate_cached(sqlite_store, model_copy, fp, plan, [TASKS_DIR], model_id="v1", batch_size=8)
     assert ran is None and again[0].cached
     assert again[0].samples.items == first[0].samples.items and again[0].samples.detail == first[0].samples.detail
-    assert [(m.name, m.value, m.ci_low, m.ci_high, m.n) for m in again[0].metrics] == \
-           [(m.name, m.value, m.ci_low, m.ci_high, m.n) for m in first[0].metrics]
+    assert [(m.name, m.value, m.ci_low, m.ci_high, m.n) for m in again[0].metrics] == [
+        (m.name, m.value, m.ci_low, m.ci_high, m.n) for m in first[0].metrics
+    ]
     assert {m.note for m in again[0].metrics} == {"cached"}
 
     # A changed task misses, so lm-eval must run and asks for the (missing) model.
@@ -120,8 +135,15 @@ def test_unchanged_model_and_task_hit_without_the_model_and_changes_miss(
         evaluate_cached(sqlite_store, model_copy, fp, plan, [tasks], model_id="v1", batch_size=8)
     # So does another limit (part of the key) on the unchanged task.
     with pytest.raises(InputError, match="model path does not exist"):
-        evaluate_cached(sqlite_store, model_copy, fp, [("canary", TaskSpec(name="driftloop_canary", limit=9))],
-                        [TASKS_DIR], model_id="v1", batch_size=8)
+        evaluate_cached(
+            sqlite_store,
+            model_copy,
+            fp,
+            [("canary", TaskSpec(name="driftloop_canary", limit=9))],
+            [TASKS_DIR],
+            model_id="v1",
+            batch_size=8,
+        )
 
 
 @pytest.fixture(autouse=True, scope="module")

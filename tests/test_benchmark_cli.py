@@ -7,19 +7,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_benchmark_bbq import BBQ_DIR, needs_bbq
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.tracking import Tracker
 from evaluators.benchmark import TASKS_DIR
-from test_benchmark_bbq import BBQ_DIR, needs_bbq
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftloop.commands import benchmark as cmd
+    from driftloop.app.commands import benchmark as cmd
 
     monkeypatch.setattr(cmd.console, "width", 250)  # rich wraps cells at 80 columns under capture
 
@@ -40,8 +40,11 @@ def error_line(capsys) -> str:
 
 
 def test_list_shows_suites_and_tasks(tmp_path: Path, capsys) -> None:
-    cfg = write_config(tmp_path, CANARY_SUITE + "    bias: {role: bias, tasks: [{name: bbq, kind: builtin, "
-                                  "data_dir: data/bbq, data_files: [Religion.jsonl], limit: 50}]}\n")
+    cfg = write_config(
+        tmp_path,
+        CANARY_SUITE + "    bias: {role: bias, tasks: [{name: bbq, kind: builtin, "
+        "data_dir: data/bbq, data_files: [Religion.jsonl], limit: 50}]}\n",
+    )
     assert main(["--config", str(cfg), "benchmark", "--list"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "driftloop_canary" in line or "bbq" in line]
@@ -53,7 +56,8 @@ def test_list_shows_suites_and_tasks(tmp_path: Path, capsys) -> None:
 
 
 def test_run_prints_a_table_logs_samples_to_mlflow_and_reruns_from_the_cache(
-        demo_model: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    demo_model: Path, tmp_path: Path, capsys
+) -> None:  # noqa: F811
     from flows.benchmark import BenchmarkParams, benchmark
 
     cfg = write_config(tmp_path, CANARY_SUITE)
@@ -75,13 +79,23 @@ def test_run_prints_a_table_logs_samples_to_mlflow_and_reruns_from_the_cache(
 
 @needs_bbq
 def test_bias_suite_reports_bbq_scores_through_the_cli(demo_model: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
-    cfg = write_config(tmp_path, f"    bias: {{role: bias, tasks: [{{name: bbq, kind: builtin, data_dir: {BBQ_DIR}, "
-                                 "data_files: [Sexual_orientation.jsonl], limit: 4}]}\n")
-    assert main(["--config", str(cfg), "benchmark", "--suite", "bias", "--model", str(demo_model),
-                 "--batch-size", "auto"]) == 0
+    cfg = write_config(
+        tmp_path,
+        f"    bias: {{role: bias, tasks: [{{name: bbq, kind: builtin, data_dir: {BBQ_DIR}, "
+        "data_files: [Sexual_orientation.jsonl], limit: 4}]}\n",
+    )
+    assert (
+        main(["--config", str(cfg), "benchmark", "--suite", "bias", "--model", str(demo_model), "--batch-size", "auto"])
+        == 0
+    )
     out = capsys.readouterr().out
-    for name in ("bbq/acc ", "bbq/accuracy_amb", "bbq/accuracy_disamb", "bbq/amb_bias_score (lower is better)",
-                 "bbq/disamb_bias_score (lower is better)"):
+    for name in (
+        "bbq/acc ",
+        "bbq/accuracy_amb",
+        "bbq/accuracy_disamb",
+        "bbq/amb_bias_score (lower is better)",
+        "bbq/disamb_bias_score (lower is better)",
+    ):
         assert name in out, out
 
 
@@ -97,16 +111,22 @@ def test_unknown_task_exits_2_with_suggestions_and_writes_nothing(tmp_path: Path
     cfg = write_config(tmp_path, "    canary: {role: canary, tasks: [{name: driftloop_canry}]}\n")
     assert main(["--config", str(cfg), "benchmark", "--model", str(fake_model)]) == 2
     line = error_line(capsys)
-    assert line.startswith("driftloop: error: unknown task 'driftloop_canry'") and "did you mean driftloop_canary" in line
+    assert (
+        line.startswith("driftloop: error: unknown task 'driftloop_canry'") and "did you mean driftloop_canary" in line
+    )
     assert not (tmp_path / "state").exists()
 
 
 def test_missing_data_file_exits_2_naming_it(tmp_path: Path, fake_model: Path, capsys) -> None:
     (tmp_path / "bbq").mkdir()
-    cfg = write_config(tmp_path, "    bias: {role: bias, tasks: [{name: bbq, kind: builtin, data_dir: bbq, "
-                                 "data_files: [Age.jsonl]}]}\n")
+    cfg = write_config(
+        tmp_path,
+        "    bias: {role: bias, tasks: [{name: bbq, kind: builtin, data_dir: bbq, data_files: [Age.jsonl]}]}\n",
+    )
     assert main(["--config", str(cfg), "benchmark", "--model", str(fake_model)]) == 2
-    assert error_line(capsys) == f"driftloop: error: missing data file: no file matches {tmp_path / 'bbq' / 'Age.jsonl'}"
+    assert (
+        error_line(capsys) == f"driftloop: error: missing data file: no file matches {tmp_path / 'bbq' / 'Age.jsonl'}"
+    )
 
 
 def test_task_yaml_with_a_bad_field_exits_2_naming_file_and_field(tmp_path: Path, fake_model: Path, capsys) -> None:
@@ -114,8 +134,9 @@ def test_task_yaml_with_a_bad_field_exits_2_naming_file_and_field(tmp_path: Path
     tasks.mkdir()
     shutil.copy(TASKS_DIR / "canary.jsonl", tasks / "canary.jsonl")
     text = (TASKS_DIR / "driftloop_canary.yaml").read_text()
-    (tasks / "mine.yaml").write_text(text.replace("task: driftloop_canary", "task: my_task")
-                                     .replace("doc_to_text:", "doc_to_txt:"))
+    (tasks / "mine.yaml").write_text(
+        text.replace("task: driftloop_canary", "task: my_task").replace("doc_to_text:", "doc_to_txt:")
+    )
     cfg = write_config(tmp_path, "    mine: {role: canary, tasks: [{name: my_task}]}\n", "  task_dirs: [tasks]\n")
     assert main(["--config", str(cfg), "benchmark", "--model", str(fake_model)]) == 2
     assert error_line(capsys) == f"driftloop: error: {tasks / 'mine.yaml'}: unknown field 'doc_to_txt'"

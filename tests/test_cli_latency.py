@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prefect import flow, task
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from flows import common
 from flows.common import plain_calls, prefect_api_url, run_flow, use_engine
 
@@ -36,15 +36,18 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_help_and_the_parser_import_nothing_heavy() -> None:
-    code = ("import sys\nfrom driftloop.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = ('prefect', 'mlflow', 'torch', 'evidently', 'lm_eval', 'pandas', 'scipy', 'sqlalchemy')\n"
-            "print(sorted(m for m in heavy if m in sys.modules))")
+    code = (
+        "import sys\nfrom driftloop.app.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('prefect', 'mlflow', 'torch', 'evidently', 'lm_eval', 'pandas', 'scipy', 'sqlalchemy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_prefect_api_comes_from_the_environment_or_prefect_settings(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prefect_api_comes_from_the_environment_or_prefect_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://prefect.internal:4200/api")
     assert prefect_api_url() == "http://prefect.internal:4200/api" and use_engine()
     monkeypatch.delenv("PREFECT_API_URL")
@@ -58,8 +61,9 @@ def test_the_prefect_api_comes_from_the_environment_or_prefect_settings(tmp_path
         assert use_engine(cfg)  # prefect-dask's task runner needs the engine
 
 
-def test_settings_files_are_read_only_where_they_may_name_an_api(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_files_are_read_only_where_they_may_name_an_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
@@ -126,11 +130,16 @@ def test_ingest_command_runs_plain_and_logs_its_mlflow_run(tmp_path: Path, no_en
     fb = tmp_path / "fb"
     fb.mkdir()
     ts = "2026-11-01T10:00:00+00:00"
-    (fb / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
-        {"event_id": "e1", "ts": ts, "prompt": "hello", "rating": 5},
-        {"event_id": "e1", "ts": ts, "prompt": "hello", "rating": 5},
-        {"event_id": "e2", "ts": ts, "prompt": "bye", "rating": 1},
-    ]))
+    (fb / "a.jsonl").write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"event_id": "e1", "ts": ts, "prompt": "hello", "rating": 5},
+                {"event_id": "e1", "ts": ts, "prompt": "hello", "rating": 5},
+                {"event_id": "e2", "ts": ts, "prompt": "bye", "rating": 1},
+            ]
+        )
+    )
     cfg_path = _write(tmp_path / "driftloop.yaml", "sources:\n  - path: fb/*.jsonl\n")
     assert main(["--config", str(cfg_path), "ingest"]) == 0
     assert "read 3 = accepted 2 + duplicates 1 + quarantined 0" in capsys.readouterr().out
@@ -150,8 +159,10 @@ def test_with_a_prefect_api_the_command_runs_its_flow_there(tmp_path: Path, pref
             return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["ingest"])))
 
     assert prefect_api_url() is not None and use_engine()
-    fb = _write(tmp_path / "fb" / "a.jsonl", json.dumps({"event_id": "p1", "ts": "2026-11-01T10:00:00+00:00",
-                                                         "prompt": "hi", "rating": 4}) + "\n")
+    fb = _write(
+        tmp_path / "fb" / "a.jsonl",
+        json.dumps({"event_id": "p1", "ts": "2026-11-01T10:00:00+00:00", "prompt": "hi", "rating": 4}) + "\n",
+    )
     cfg_path = _write(tmp_path / "driftloop.yaml", f"sources:\n  - path: {fb.parent}/*.jsonl\n")
     before = {r.id for r in ingest_runs()}
     assert main(["--config", str(cfg_path), "ingest"]) == 0
@@ -175,8 +186,11 @@ def test_status_reads_the_aliases_mlflow_gives(tmp_path: Path, capsys) -> None:
     tr.set_alias("champion", v2)
     tr.set_alias("previous", v1)
     names = ["champion", "previous", "challenger"]
-    assert _read_aliases(cfg.tracking_uri, cfg.tracking.registered_model, names) == {
-        a: tr.alias_version(a) for a in names} == {"champion": v2, "previous": v1, "challenger": None}
+    assert (
+        _read_aliases(cfg.tracking_uri, cfg.tracking.registered_model, names)
+        == {a: tr.alias_version(a) for a in names}
+        == {"champion": v2, "previous": v1, "challenger": None}
+    )
     assert _read_aliases("http://mlflow.internal:5000", "m", names) is None  # not a SQL store: ask MLflow
     from driftloop.store import Store
 
@@ -187,18 +201,22 @@ def test_status_reads_the_aliases_mlflow_gives(tmp_path: Path, capsys) -> None:
     assert f"champion: version {v2} of {cfg.tracking.registered_model}" in out and "challenger: version -" in out
 
 
-def test_a_cached_benchmark_is_answered_from_the_cache_alone(tmp_path: Path, no_engine, capsys,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftloop.commands import benchmark as cmd
+def test_a_cached_benchmark_is_answered_from_the_cache_alone(
+    tmp_path: Path, no_engine, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftloop.app.commands import benchmark as cmd
+    from driftloop.core.types import MetricResult, SampleResults
     from driftloop.store import Store
-    from driftloop.types import MetricResult, SampleResults
     from evaluators.cache import cache_key, model_fingerprint, save_cached, spec_hash
     from evaluators.tasks import TASKS_DIR
 
     monkeypatch.setattr(cmd.console, "width", 250)
-    cfg_path = _write(tmp_path / "driftloop.yaml", "state_dir: state\nbenchmark:\n  suites:\n"
-                      "    canary: {role: canary, tasks: [{name: driftloop_canary, limit: 6}]}\n"
-                      "    golden: {role: target, tasks: [{name: driftloop_golden, kind: golden}]}\n")
+    cfg_path = _write(
+        tmp_path / "driftloop.yaml",
+        "state_dir: state\nbenchmark:\n  suites:\n"
+        "    canary: {role: canary, tasks: [{name: driftloop_canary, limit: 6}]}\n"
+        "    golden: {role: target, tasks: [{name: driftloop_golden, kind: golden}]}\n",
+    )
     cfg = load_config(cfg_path)
     model = _write(tmp_path / "model" / "model.safetensors", "weights").parent
     assert cmd.from_cache(cfg, str(model), ["canary"]) is None  # no store yet: the flow runs
@@ -207,9 +225,15 @@ def test_a_cached_benchmark_is_answered_from_the_cache_alone(tmp_path: Path, no_
     with Store(cfg.store_url) as store:
         store.migrate()
         key = cache_key(model_fingerprint(model), spec_hash(spec, [TASKS_DIR]), spec)
-        samples = SampleResults(task="driftloop_canary", model="m", metric="acc", items={f"i{k}": 1.0 for k in range(6)})
-        save_cached(store, key, samples, [MetricResult(name="driftloop_canary/acc", value=1.0, n=6, ci_low=0.61,
-                                                       ci_high=1.0, source="benchmark")])
+        samples = SampleResults(
+            task="driftloop_canary", model="m", metric="acc", items={f"i{k}": 1.0 for k in range(6)}
+        )
+        save_cached(
+            store,
+            key,
+            samples,
+            [MetricResult(name="driftloop_canary/acc", value=1.0, n=6, ci_low=0.61, ci_high=1.0, source="benchmark")],
+        )
     got = cmd.from_cache(cfg, str(model), ["canary"])
     assert got is not None and got.model == str(model)
     [m] = got.metrics["canary"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-
 from conftest import new_pg_database, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -39,10 +38,25 @@ def mlflow_server(pg_port, tmp_path_factory):
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            [
+                str(mlflow_bin),
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                str(artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{url}/health", proc, log)  # the first start migrates the PostgreSQL schema
@@ -59,8 +73,9 @@ def _pg(url: str):
     return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
 
 
-def test_a_cycle_against_an_mlflow_server_on_postgresql(mlflow_server, pg_port, tmp_path, demo_model,
-                                                         prefect_harness, e2e_config, one_torch_thread):
+def test_a_cycle_against_an_mlflow_server_on_postgresql(
+    mlflow_server, pg_port, tmp_path, demo_model, prefect_harness, e2e_config, one_torch_thread
+):
     from flows.common import _CACHE
     from flows.demo import run_demo
 
@@ -75,14 +90,16 @@ def test_a_cycle_against_an_mlflow_server_on_postgresql(mlflow_server, pg_port, 
     assert second.outcome == "promoted version 2", second.gate_reasons
 
     # The registry, asked over the server's REST API: the gate moved the alias.
-    r = httpx.get(f"{url}/api/2.0/mlflow/registered-models/alias",
-                  params={"name": "driftloop-model", "alias": "champion"}, timeout=10)
+    r = httpx.get(
+        f"{url}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "driftloop-model", "alias": "champion"},
+        timeout=10,
+    )
     assert r.status_code == 200 and r.json()["model_version"]["version"] == "2"
 
     # MLflow's own tables on PostgreSQL hold both cycles with their outcomes and every stage.
     with _pg(backend) as c:
-        outcomes = {row[0] for row in c.execute(
-            "select value from tags where key = 'driftloop.outcome'").fetchall()}
+        outcomes = {row[0] for row in c.execute("select value from tags where key = 'driftloop.outcome'").fetchall()}
         stages = {row[0] for row in c.execute("select value from tags where key = 'driftloop.stage'").fetchall()}
         versions = c.execute("select count(*) from model_versions where name = 'driftloop-model'").fetchone()[0]
     assert {"no retrain needed", "promoted version 2"} <= outcomes

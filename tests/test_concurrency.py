@@ -26,13 +26,13 @@ def _cycle(url: str, owner: str, lease_s: float, start_at: float, hold_s: float,
     time.sleep(max(0.0, start_at - time.time()))
     st = s.rearm(PROJECT, owner, cooldown_seconds=0)
     data = dict(st["data"], breaches=[True])
-    started = s.begin_retrain(PROJECT, owner, "thumbs_up_rate below the floor", data, lease_s,
-                              expected_version=st["version"])
+    started = s.begin_retrain(
+        PROJECT, owner, "thumbs_up_rate below the floor", data, lease_s, expected_version=st["version"]
+    )
     queue.put((owner, started))
     if started:
         time.sleep(hold_s)  # the retrain; a SIGKILL lands here
-        for to, expected in (("evaluating", {"retraining"}), ("rejected", {"evaluating"}),
-                             ("cooldown", {"rejected"})):
+        for to, expected in (("evaluating", {"retraining"}), ("rejected", {"evaluating"}), ("cooldown", {"rejected"})):
             assert s.transition(PROJECT, to, f"{owner} {to}", owner, lease_s, expected=expected, data=data)
         s.release(PROJECT, owner)
     s.close()
@@ -84,6 +84,10 @@ def test_a_killed_lease_holder_is_recovered_by_the_next_cycle(store):
     assert st["data"]["breaches"] == [True]  # resumed from the recorded data
     assert store.begin_retrain(PROJECT, "next", "breach", st["data"], 30)
     hist = [(h["from_state"], h["to_state"], h["owner"]) for h in reversed(store.history(PROJECT))]
-    assert hist == [("armed", "triggered", "victim"), ("triggered", "retraining", "victim"),
-                    ("retraining", "armed", "next"), ("armed", "triggered", "next"),
-                    ("triggered", "retraining", "next")]
+    assert hist == [
+        ("armed", "triggered", "victim"),
+        ("triggered", "retraining", "victim"),
+        ("retraining", "armed", "next"),
+        ("armed", "triggered", "next"),
+        ("triggered", "retraining", "next"),
+    ]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
-from driftloop.errors import ConfigError
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,22 +28,27 @@ def test_repo_default_config_loads():
     assert cfg.store_url == f"sqlite:///{REPO / '.driftloop' / 'store.db'}"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("polcy:\n  alpha: 0.1\n", "polcy: unknown key"),
-    ("policy:\n  alpa: 0.1\n", "policy.alpa: unknown key"),
-    ("policy:\n  alpha: lots\n", "policy.alpha: Input should be a valid number"),
-    ("policy:\n  alpha: 1.5\n", "policy.alpha: Input should be less than 1"),
-    ("retrain:\n  lora_r: zero\n", "retrain.lora_r: Input should be a valid integer"),
-    ("retrain:\n  lora_r: 0\n", "retrain: Value error, lora_r: must be >= 1, got 0"),
-    ("retrain:\n  lora: {r: 8}\n", "retrain.lora: unknown key"),
-    ("benchmark:\n  suites:\n    x:\n      role: judge\n      tasks: []\n", "benchmark.suites.x.role"),
-    ("policy:\n  debounce_m: 3\n  debounce_n: 2\n", "debounce_m (3) must not exceed debounce_n (2)"),
-    ("api:\n  evaluation_heartbeat_seconds: 60\n  evaluation_lost_after_seconds: 30\n",
-     "api: evaluation_lost_after_seconds (30) must exceed evaluation_heartbeat_seconds (60)"),
-    ("sources:\n  - path: x.jsonl\n    id_namespace: ''\n", "sources.0.files.id_namespace"),
-    ("- a\n- b\n", "top level must be a mapping"),
-    ("policy: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("polcy:\n  alpha: 0.1\n", "polcy: unknown key"),
+        ("policy:\n  alpa: 0.1\n", "policy.alpa: unknown key"),
+        ("policy:\n  alpha: lots\n", "policy.alpha: Input should be a valid number"),
+        ("policy:\n  alpha: 1.5\n", "policy.alpha: Input should be less than 1"),
+        ("retrain:\n  lora_r: zero\n", "retrain.lora_r: Input should be a valid integer"),
+        ("retrain:\n  lora_r: 0\n", "retrain: Value error, lora_r: must be >= 1, got 0"),
+        ("retrain:\n  lora: {r: 8}\n", "retrain.lora: unknown key"),
+        ("benchmark:\n  suites:\n    x:\n      role: judge\n      tasks: []\n", "benchmark.suites.x.role"),
+        ("policy:\n  debounce_m: 3\n  debounce_n: 2\n", "debounce_m (3) must not exceed debounce_n (2)"),
+        (
+            "api:\n  evaluation_heartbeat_seconds: 60\n  evaluation_lost_after_seconds: 30\n",
+            "api: evaluation_lost_after_seconds (30) must exceed evaluation_heartbeat_seconds (60)",
+        ),
+        ("sources:\n  - path: x.jsonl\n    id_namespace: ''\n", "sources.0.files.id_namespace"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("policy: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text), env={}, check_files=False)
@@ -54,8 +59,9 @@ def test_bad_config_names_the_key(tmp_path, text, fragment):
 
 def test_env_overrides_yaml(tmp_path):
     p = write(tmp_path, "policy:\n  alpha: 0.1\n")
-    cfg = load_config(p, env={"DRIFTLOOP_POLICY__ALPHA": "0.01", "DRIFTLOOP_STORE__URL": "sqlite:///x.db"},
-                      check_files=False)
+    cfg = load_config(
+        p, env={"DRIFTLOOP_POLICY__ALPHA": "0.01", "DRIFTLOOP_STORE__URL": "sqlite:///x.db"}, check_files=False
+    )
     assert cfg.policy.alpha == 0.01
     assert cfg.store_url == "sqlite:///x.db"
 
@@ -82,12 +88,15 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     assert cfg.state_path == tmp_path / "st"
 
 
-@pytest.mark.parametrize("text", [
-    "polcy: {}\n",
-    "policy:\n  alpha: lots\n",
-    "model:\n  base: ./missing-model\n",
-    "sources:\n  - path: nothing/*.jsonl\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "polcy: {}\n",
+        "policy:\n  alpha: lots\n",
+        "model:\n  base: ./missing-model\n",
+        "sources:\n  - path: nothing/*.jsonl\n",
+    ],
+)
 def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, text, capsys):
     p = write(tmp_path, text)
     before = sorted(tmp_path.rglob("*"))
@@ -108,8 +117,9 @@ def test_cli_demo_bad_config_exits_2_and_writes_nothing(tmp_path, text, capsys):
 
 def test_cli_process_exit_code(tmp_path):
     p = write(tmp_path, "polcy: {}\n")
-    r = subprocess.run([sys.executable, "-m", "driftloop.cli", "--config", str(p), "validate"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "driftloop.app.cli", "--config", str(p), "validate"], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert r.stderr.strip().endswith("polcy: unknown key")
 
@@ -123,33 +133,42 @@ def test_validate_checks_config_tasks_and_prefect_yaml(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "lm-eval project tasks: ok (driftloop_canary)" in out
     assert "loop/daily" in out and "retrain/gpu" in out
-    bad = write(tmp_path, "sources:\n  - path: fb/*.jsonl\nbenchmark:\n  suites:\n    c:\n      role: canary\n"
-                          "      tasks: [{name: driftloop_canery}]\n")
+    bad = write(
+        tmp_path,
+        "sources:\n  - path: fb/*.jsonl\nbenchmark:\n  suites:\n    c:\n      role: canary\n"
+        "      tasks: [{name: driftloop_canery}]\n",
+    )
     assert main(["--config", str(bad), "validate"]) == 2
     assert "did you mean driftloop_canary" in capsys.readouterr().err
 
 
 def test_configuration_reference_page_matches_the_code():
-    from driftloop.config_doc import END, START, reference_markdown
+    from driftloop.app.config_doc import END, START, reference_markdown
 
     page = (REPO / "docs" / "reference" / "configuration.md").read_text(encoding="utf-8")
     documented = page.split(START, 1)[1].split(END, 1)[0].strip()
-    assert documented == reference_markdown(), "run: python -m driftloop.config_doc --write"
+    assert documented == reference_markdown(), "run: python -m driftloop.app.config_doc --write"
 
 
 def test_env_values_are_parsed_by_the_type_of_their_field(tmp_path):
     p = write(tmp_path, "policy:\n  alpha: 0.1\n  floors: {mean_rating: 0.5}\n")
-    cfg = load_config(p, check_files=False, env={
-        "DRIFTLOOP_POLICY__VERSION": "2",                       # a string field keeps the string "2"
-        "DRIFTLOOP_PROJECT": "2026",
-        "DRIFTLOOP_POLICY__ALPHA": "0.01",                      # a float
-        "DRIFTLOOP_POLICY__MIN_N": "40",                        # an int
-        "DRIFTLOOP_MONITOR__PROFILE_CACHE": "false",            # a bool
-        "DRIFTLOOP_MONITOR__FEATURES": '["a","b"]',             # a list, as JSON
-        "DRIFTLOOP_MONITOR__SEGMENT_FIELDS": "[topic, tier]",   # or as YAML
-        "DRIFTLOOP_POLICY__FLOORS__THUMBS_UP_RATE": "0.6",      # one key of a mapping, beside the file's
-        "DRIFTLOOP_CONFIG": str(p), "DRIFTLOOP_LOG_LEVEL": "debug", "DRIFTLOOP_HOME": "/srv",  # not config keys
-    })
+    cfg = load_config(
+        p,
+        check_files=False,
+        env={
+            "DRIFTLOOP_POLICY__VERSION": "2",  # a string field keeps the string "2"
+            "DRIFTLOOP_PROJECT": "2026",
+            "DRIFTLOOP_POLICY__ALPHA": "0.01",  # a float
+            "DRIFTLOOP_POLICY__MIN_N": "40",  # an int
+            "DRIFTLOOP_MONITOR__PROFILE_CACHE": "false",  # a bool
+            "DRIFTLOOP_MONITOR__FEATURES": '["a","b"]',  # a list, as JSON
+            "DRIFTLOOP_MONITOR__SEGMENT_FIELDS": "[topic, tier]",  # or as YAML
+            "DRIFTLOOP_POLICY__FLOORS__THUMBS_UP_RATE": "0.6",  # one key of a mapping, beside the file's
+            "DRIFTLOOP_CONFIG": str(p),
+            "DRIFTLOOP_LOG_LEVEL": "debug",
+            "DRIFTLOOP_HOME": "/srv",  # not config keys
+        },
+    )
     assert (cfg.policy.version, cfg.project, cfg.policy.alpha, cfg.policy.min_n) == ("2", "2026", 0.01, 40)
     assert cfg.monitor.profile_cache is False
     assert (cfg.monitor.features, cfg.monitor.segment_fields) == (["a", "b"], ["topic", "tier"])
@@ -164,12 +183,15 @@ def test_precedence_is_defaults_then_yaml_then_env_then_overrides(tmp_path):
     assert cfg.state_path == tmp_path / "st"  # relative to the file, whatever the working directory
 
 
-@pytest.mark.parametrize("env, fragment", [
-    ({"DRIFTLOOP_POLICY__ALPHA": "lots"}, "(+DRIFTLOOP_* env): policy.alpha: Input should be a valid number"),
-    ({"DRIFTLOOP_POLCY__ALPHA": "0.1"}, "(+DRIFTLOOP_* env): polcy: unknown key"),
-    ({"DRIFTLOOP_BASE_DIR": "/elsewhere"}, "base_dir: unknown key"),
-    ({"DRIFTLOOP_MONITOR__FEATURES": "[a, b"}, "DRIFTLOOP_MONITOR__FEATURES: neither JSON nor YAML"),
-])
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"DRIFTLOOP_POLICY__ALPHA": "lots"}, "(+DRIFTLOOP_* env): policy.alpha: Input should be a valid number"),
+        ({"DRIFTLOOP_POLCY__ALPHA": "0.1"}, "(+DRIFTLOOP_* env): polcy: unknown key"),
+        ({"DRIFTLOOP_BASE_DIR": "/elsewhere"}, "base_dir: unknown key"),
+        ({"DRIFTLOOP_MONITOR__FEATURES": "[a, b"}, "DRIFTLOOP_MONITOR__FEATURES: neither JSON nor YAML"),
+    ],
+)
 def test_a_bad_env_value_is_one_line_naming_the_key(tmp_path, env, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, ""), env=env, check_files=False)

@@ -10,13 +10,22 @@ def ev(eid, prompt, response, thumbs=None, rating=None):
 
 
 def test_each_kind_of_feedback_feeds_its_objective_with_its_sources():
-    corrected = [{"item_id": "c1", "prompt": "refund?", "answer": "refunds take 5 days.", "response": "track it.",
-                  "source_event_id": "e-c1"}]
-    rated = [ev("a1", "where is my order", "track it online.", thumbs=True),
-             ev("a2", "Where is  my order", "no idea.", thumbs=False),      # same prompt, opposite thumbs
-             ev("b1", "reset password", "use the link.", rating=0.9),
-             ev("b2", "cancel plan", "cannot help.", rating=0.1),
-             ev("b3", "change email", "maybe.", rating=0.5)]                 # neutral: says nothing
+    corrected = [
+        {
+            "item_id": "c1",
+            "prompt": "refund?",
+            "answer": "refunds take 5 days.",
+            "response": "track it.",
+            "source_event_id": "e-c1",
+        }
+    ]
+    rated = [
+        ev("a1", "where is my order", "track it online.", thumbs=True),
+        ev("a2", "Where is  my order", "no idea.", thumbs=False),  # same prompt, opposite thumbs
+        ev("b1", "reset password", "use the link.", rating=0.9),
+        ev("b2", "cancel plan", "cannot help.", rating=0.1),
+        ev("b3", "change email", "maybe.", rating=0.5),
+    ]  # neutral: says nothing
     rows, m = build_preference_set(rated, corrected)
     by_id = {r["id"]: r for r in rows}
     assert by_id["sft-c1"]["completion"] == "refunds take 5 days." and by_id["sft-c1"]["sources"] == ["e-c1"]

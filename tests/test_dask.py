@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
-from driftloop.errors import ConfigError, StageError
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.errors import ConfigError, StageError
 from driftloop.tracking import Tracker
 from evaluators.benchmark import TASKS_DIR
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "one_torch_thread")
-needs_dask = pytest.mark.skipif(importlib.util.find_spec("prefect_dask") is None, reason="prefect-dask is not installed")
+needs_dask = pytest.mark.skipif(
+    importlib.util.find_spec("prefect_dask") is None, reason="prefect-dask is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,10 @@ def task_dir(tmp_path_factory) -> Path:
     (d / "canary_b.jsonl").write_text("\n".join(rows[60:100]) + "\n")
     yaml_text = (TASKS_DIR / "driftloop_canary.yaml").read_text()
     (d / "driftloop_canary_b.yaml").write_text(
-        yaml_text.replace("task: driftloop_canary", "task: driftloop_canary_b").replace("canary.jsonl", "canary_b.jsonl"))
+        yaml_text.replace("task: driftloop_canary", "task: driftloop_canary_b").replace(
+            "canary.jsonl", "canary_b.jsonl"
+        )
+    )
     return d
 
 
@@ -56,8 +61,10 @@ def cluster():
     distributed = pytest.importorskip("distributed", reason="distributed (Dask) is not installed")
     # set_as_default=False: prefect-dask joins a current client's cluster, which would hide the
     # flow's own LocalCluster from the test that needs one.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
-            distributed.Client(lc, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
+        distributed.Client(lc, set_as_default=False) as client,
+    ):
         yield lc.scheduler_address, set(client.run(os.getpid).values())
 
 
@@ -82,7 +89,8 @@ def same_results(got, want) -> None:
 @needs_dask
 @pytest.mark.slow
 def test_two_suites_on_a_local_dask_cluster_match_the_serial_run_and_ran_in_its_workers(
-        demo_model: Path, task_dir: Path, tmp_path: Path, serial, cluster) -> None:
+    demo_model: Path, task_dir: Path, tmp_path: Path, serial, cluster
+) -> None:
     from flows.benchmark import BenchmarkParams, benchmark
 
     address, worker_pids = cluster
@@ -108,7 +116,8 @@ def test_two_suites_on_a_local_dask_cluster_match_the_serial_run_and_ran_in_its_
 @needs_dask
 @pytest.mark.slow
 def test_without_an_address_the_flow_starts_and_closes_its_own_local_cluster(
-        demo_model: Path, task_dir: Path, tmp_path: Path, serial) -> None:
+    demo_model: Path, task_dir: Path, tmp_path: Path, serial
+) -> None:
     import psutil
 
     from flows.benchmark import BenchmarkParams, benchmark
@@ -131,9 +140,12 @@ def test_without_an_address_the_flow_starts_and_closes_its_own_local_cluster(
 
 
 def test_dask_without_prefect_dask_is_a_config_error_naming_the_key(
-        tmp_path: Path, task_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    tmp_path: Path, task_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prefect_dask" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "prefect_dask" else real(name, *a)
+    )
     cfg = write_config(tmp_path, task_dir, "{kind: dask}")
     with pytest.raises(ConfigError, match=r"runner: kind: dask needs the prefect-dask package"):
         load_config(str(cfg))
@@ -143,11 +155,14 @@ def test_dask_without_prefect_dask_is_a_config_error_naming_the_key(
     assert not (tmp_path / "state").exists()
 
 
-@pytest.mark.parametrize("runner, message", [
-    ("{kind: serial, address: 'tcp://127.0.0.1:8786'}", "runner: address applies to kind: dask only"),
-    ("{kind: dask, n_workers: 0}", "runner.n_workers: Input should be greater than or equal to 1"),
-    ("{kind: threads}", "runner.kind: Input should be 'serial' or 'dask'"),
-])
+@pytest.mark.parametrize(
+    "runner, message",
+    [
+        ("{kind: serial, address: 'tcp://127.0.0.1:8786'}", "runner: address applies to kind: dask only"),
+        ("{kind: dask, n_workers: 0}", "runner.n_workers: Input should be greater than or equal to 1"),
+        ("{kind: threads}", "runner.kind: Input should be 'serial' or 'dask'"),
+    ],
+)
 def test_bad_runner_section_names_the_key(tmp_path: Path, task_dir: Path, runner: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(str(write_config(tmp_path, task_dir, runner)))
@@ -159,12 +174,24 @@ def test_runner_kind_from_the_environment(tmp_path: Path, task_dir: Path) -> Non
 
 
 def test_a_worker_whose_config_names_another_store_refuses_to_run(tmp_path: Path, task_dir: Path) -> None:
-    from driftloop.config import TaskSpec
+    from driftloop.core.config import TaskSpec
     from flows.benchmark import evaluate_suite
 
     cfg = write_config(tmp_path, task_dir, "{kind: dask}")
     flow_store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    with pytest.raises(StageError, match=r"suite canary: this worker's config gives store sqlite:///.*/state/store\.db, "
-                                         r"the flow uses sqlite:///.*/elsewhere\.db"):
-        evaluate_suite(str(cfg), "canary", [TaskSpec(name="driftloop_canary", limit=2)], str(tmp_path), "0" * 64,
-                       "m", [str(TASKS_DIR)], flow_store, {"batch_size": 4, "device": "cpu"})
+    with pytest.raises(
+        StageError,
+        match=r"suite canary: this worker's config gives store sqlite:///.*/state/store\.db, "
+        r"the flow uses sqlite:///.*/elsewhere\.db",
+    ):
+        evaluate_suite(
+            str(cfg),
+            "canary",
+            [TaskSpec(name="driftloop_canary", limit=2)],
+            str(tmp_path),
+            "0" * 64,
+            "m",
+            [str(TASKS_DIR)],
+            flow_store,
+            {"batch_size": 4, "device": "cpu"},
+        )

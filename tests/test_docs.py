@@ -24,8 +24,14 @@ def test_mkdocs_site_builds_strict_without_warnings(tmp_path):
         pytest.skip("mkdocs-material is not installed (it is in the dev extra: pip install -e '.[dev]')")
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     warnings = [line for line in out.splitlines() if line.startswith(("WARNING", "ERROR"))]
@@ -35,12 +41,12 @@ def test_mkdocs_site_builds_strict_without_warnings(tmp_path):
 
 
 def test_cli_reference_matches_the_parser():
-    from driftloop.cli_doc import END, PAGE, START, reference_markdown
+    from driftloop.app.cli_doc import END, PAGE, START, reference_markdown
 
     page = PAGE.read_text(encoding="utf-8")
     assert START in page and END in page, f"{PAGE}: the markers are missing"
     documented = page.split(START, 1)[1].split(END, 1)[0].strip()
-    assert documented == reference_markdown(), "run: python -m driftloop.cli_doc --write"
+    assert documented == reference_markdown(), "run: python -m driftloop.app.cli_doc --write"
 
 
 def test_readme_links_resolve_and_keep_its_two_commands():

@@ -6,33 +6,42 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.config import MonitorConfig
+from driftloop.core.config import MonitorConfig
 from evaluators import registry
 from evaluators.drift import DriftOutput, drift_report
 
 FEATURES = ["prompt_len", "response_len", "latency_ms", "tokens_in", "tokens_out", "model_version", "topic"]
 
 
-def window(n: int, seed: int, *, latency_shift: float = 0.0, topics=("account", "shipping", "returns"),
-           versions=("3",), topic_p=None) -> pd.DataFrame:
+def window(
+    n: int,
+    seed: int,
+    *,
+    latency_shift: float = 0.0,
+    topics=("account", "shipping", "returns"),
+    versions=("3",),
+    topic_p=None,
+) -> pd.DataFrame:
     """A window frame shaped like the store's, with the knobs the tests turn."""
     rng = np.random.default_rng(seed)
     tokens_in = rng.integers(5, 60, n).astype(float)
-    return pd.DataFrame({
-        "event_id": [f"e{seed}-{i}" for i in range(n)],
-        "ts": pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
-        "model_version": rng.choice(list(versions), n),
-        "prompt_len": rng.integers(10, 200, n),
-        "response_len": rng.integers(20, 400, n),
-        "latency_ms": np.where(rng.random(n) < 0.05, np.nan, rng.normal(300 + latency_shift, 50, n)),
-        "tokens_in": tokens_in,
-        "tokens_out": tokens_in * 2 + rng.integers(0, 10, n),
-        "rating": rng.choice([0.0, 0.5, 1.0, np.nan], n),
-        "thumbs_up": rng.choice([1.0, 0.0, np.nan], n),
-        "has_correction": rng.random(n) < 0.1,
-        "topic": rng.choice(list(topics), n, p=topic_p),
-        "locale": rng.choice(["en", "de"], n),
-    })
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{seed}-{i}" for i in range(n)],
+            "ts": pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+            "model_version": rng.choice(list(versions), n),
+            "prompt_len": rng.integers(10, 200, n),
+            "response_len": rng.integers(20, 400, n),
+            "latency_ms": np.where(rng.random(n) < 0.05, np.nan, rng.normal(300 + latency_shift, 50, n)),
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_in * 2 + rng.integers(0, 10, n),
+            "rating": rng.choice([0.0, 0.5, 1.0, np.nan], n),
+            "thumbs_up": rng.choice([1.0, 0.0, np.nan], n),
+            "has_correction": rng.random(n) < 0.1,
+            "topic": rng.choice(list(topics), n, p=topic_p),
+            "locale": rng.choice(["en", "de"], n),
+        }
+    )
 
 
 def by_column(out: DriftOutput) -> dict[str, object]:
@@ -65,10 +74,16 @@ def test_no_shift_gives_no_drift_verdict_on_any_column(regime):
         ("p-values (ref 600)", {"latency_shift": 40.0}, "latency_ms"),
         ("distances (ref 2500)", {"latency_shift": 40.0}, "latency_ms"),
         # a new topic taking a fifth of the traffic
-        ("p-values (ref 600)", {"topics": ("account", "shipping", "returns", "billing"),
-                                "topic_p": [0.27, 0.27, 0.26, 0.2]}, "topic"),
-        ("distances (ref 2500)", {"topics": ("account", "shipping", "returns", "billing"),
-                                  "topic_p": [0.27, 0.27, 0.26, 0.2]}, "topic"),
+        (
+            "p-values (ref 600)",
+            {"topics": ("account", "shipping", "returns", "billing"), "topic_p": [0.27, 0.27, 0.26, 0.2]},
+            "topic",
+        ),
+        (
+            "distances (ref 2500)",
+            {"topics": ("account", "shipping", "returns", "billing"), "topic_p": [0.27, 0.27, 0.26, 0.2]},
+            "topic",
+        ),
         # a new model version serving part of the current window
         ("distances (ref 2500)", {"versions": ("3", "4")}, "model_version"),
     ],
@@ -121,7 +136,9 @@ def test_an_empty_window_gives_insufficient_data_not_a_crash(n_ref, n_cur, expec
 def test_an_empty_frame_without_columns_is_insufficient_data():
     out = drift_report(pd.DataFrame(), pd.DataFrame(), ["latency_ms"])
     assert [(m.label(), m.value, m.passed) for m in out.metrics] == [
-        ("drift_score[column=latency_ms]", None, None), ("drifted_share", None, None)]
+        ("drift_score[column=latency_ms]", None, None),
+        ("drifted_share", None, None),
+    ]
 
 
 def _null_latency(frame: pd.DataFrame) -> pd.DataFrame:

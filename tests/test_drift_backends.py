@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.config import MonitorConfig
-from driftloop.errors import InputError
-from driftloop.types import MetricResult
+from driftloop.core.config import MonitorConfig
+from driftloop.core.errors import InputError
+from driftloop.core.types import MetricResult
 from evaluators import drift_profiles, registry
 from evaluators.drift import drift_report
 from evaluators.drift_spec import ColumnStats, Comparison, DriftSpec
@@ -25,8 +25,13 @@ COLUMNS = ["latency_ms", "prompt_len", "topic", "model_version"]
 
 
 def test_the_spec_comes_from_the_monitor_section():
-    mon = MonitorConfig(features=["latency_ms", "topic"], segment_fields=["topic", "locale"], drift_share_alert=0.3,
-                        exact_rows=100, report_rows=2000)
+    mon = MonitorConfig(
+        features=["latency_ms", "topic"],
+        segment_fields=["topic", "locale"],
+        drift_share_alert=0.3,
+        exact_rows=100,
+        report_rows=2000,
+    )
     spec = DriftSpec.from_monitor(mon, min_n=10)
     assert spec.columns == ["latency_ms", "topic", "locale"]  # features, then segment fields, repeats dropped
     assert (spec.drift_share, spec.min_n, spec.exact_rows, spec.report_rows) == (0.3, 10, 100, 2000)
@@ -40,17 +45,27 @@ def test_the_spec_comes_from_the_monitor_section():
         ({"missing_from": ["current"]}, "skipped: column missing from the current window"),
         ({"missing_from": ["reference", "current"]}, "skipped: column missing from both windows"),
         ({"n_reference": 0, "n_current": 5}, "insufficient data (n=0): all values are null in the reference window"),
-        ({"n_reference": 40, "n_current": 12},
-         "insufficient data (n=12): non-null values reference=40, current=12, need 30 each"),
-        ({"kind_current": "categorical"},
-         "skipped: column is numerical in the reference window and categorical in the current one"),
+        (
+            {"n_reference": 40, "n_current": 12},
+            "insufficient data (n=12): non-null values reference=40, current=12, need 30 each",
+        ),
+        (
+            {"kind_current": "categorical"},
+            "skipped: column is numerical in the reference window and categorical in the current one",
+        ),
         ({"distinct": [3.0]}, "skipped: one distinct value (3.0) in both windows, so drift is undefined"),
         ({}, ""),
     ],
 )
 def test_the_skip_rules_and_their_wording(stats, reason):
-    base = {"column": "x", "kind_reference": "numerical", "kind_current": "numerical", "n_reference": 40,
-            "n_current": 40, "distinct": [1.0, 2.0]}
+    base = {
+        "column": "x",
+        "kind_reference": "numerical",
+        "kind_current": "numerical",
+        "n_reference": 40,
+        "n_current": 40,
+        "distinct": [1.0, 2.0],
+    }
     assert ColumnStats(**{**base, **stats}).skip_reason(min_n=30) == reason
 
 
@@ -74,8 +89,15 @@ def test_both_backends_give_the_same_typed_verdicts():
     for out in (exact, large):
         _check_verdicts_match_metrics(out)
     for e, g in zip(exact.verdicts, large.verdicts):
-        assert (e.column, e.kind, e.score_kind, e.drifted, e.skipped, e.n_reference, e.n_current) == \
-               (g.column, g.kind, g.score_kind, g.drifted, g.skipped, g.n_reference, g.n_current)
+        assert (e.column, e.kind, e.score_kind, e.drifted, e.skipped, e.n_reference, e.n_current) == (
+            g.column,
+            g.kind,
+            g.score_kind,
+            g.drifted,
+            g.skipped,
+            g.n_reference,
+            g.n_current,
+        )
     lat = {v.column: v for v in large.verdicts}["latency_ms"]
     assert lat.kind == "numerical" and lat.method == "wasserstein" and lat.drifted is True
     assert lat.n_reference == int(ref["latency_ms"].notna().sum()) and lat.error_bound == 0.0
@@ -142,8 +164,11 @@ def test_monitor_frames_runs_what_the_registry_holds(monkeypatch):
     out = monitor_frames(window(400, 1), window(300, 2), mon, min_n=20)
     assert seen == [(["topic"], 20, 300)]
     assert [m.name for m in out.bias] == ["segment_gap"]
-    assert [m.label() for m in out.drift.metrics] == ["drift_score[column=latency_ms]", "drift_score[column=topic]",
-                                                      "drifted_share"]
+    assert [m.label() for m in out.drift.metrics] == [
+        "drift_score[column=latency_ms]",
+        "drift_score[column=topic]",
+        "drifted_share",
+    ]
     assert set(out.seconds) == {"quality_reference", "drift", "quality_current", "total"}
 
 

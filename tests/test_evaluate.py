@@ -3,21 +3,21 @@ on the demo model (real lm-eval, MLflow on SQLite, Prefect's harness, the SQLite
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
-from driftloop.errors import InputError
-from driftloop.evaluation import check_model_ref, parse_window
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.errors import InputError
+from driftloop.core.types import FeedbackEvent
+from driftloop.services.evaluation import check_model_ref, parse_window
 from driftloop.store import Store
 from driftloop.tracking import Tracker
-from driftloop.types import FeedbackEvent
 
-T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
 CANARY = "driftloop_canary/acc"
 
 
@@ -31,10 +31,21 @@ def feedback(n: int = 240, days: float = 8.0, seed: int = 0) -> list[FeedbackEve
         ts = T0 + timedelta(days=days * i / n)
         bad = topic == "billing" and ts >= T0 + timedelta(days=days - 1)
         up = bool(rng.random() < (0.2 if bad else 0.85))
-        out.append(FeedbackEvent(event_id=f"e{seed}-{i}", ts=ts, model_version="1", prompt=f"question {i} about {topic}",
-                                 response="ok " * int(rng.integers(3, 30)), thumbs_up=up, rating=1.0 if up else 0.0,
-                                 segment={"topic": topic}, latency_ms=float(rng.normal(300, 30)),
-                                 tokens_in=int(rng.integers(5, 50)), tokens_out=int(rng.integers(5, 80))))
+        out.append(
+            FeedbackEvent(
+                event_id=f"e{seed}-{i}",
+                ts=ts,
+                model_version="1",
+                prompt=f"question {i} about {topic}",
+                response="ok " * int(rng.integers(3, 30)),
+                thumbs_up=up,
+                rating=1.0 if up else 0.0,
+                segment={"topic": topic},
+                latency_ms=float(rng.normal(300, 30)),
+                tokens_in=int(rng.integers(5, 50)),
+                tokens_out=int(rng.integers(5, 80)),
+            )
+        )
     return out
 
 
@@ -76,25 +87,35 @@ def error_line(capsys) -> str:
 
 
 # ------------------------------------------------------------------ window specs and model refs
-@pytest.mark.parametrize("spec, days, start, end", [
-    ("7d", 7.0, None, None),
-    ("24h", 1.0, None, None),
-    (" 1.5d ", 1.5, None, None),
-    ("2025-01-01..2025-01-08", None, datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 8, tzinfo=timezone.utc)),
-    ("2025-01-01T12:00+02:00..2025-01-02", None, datetime(2025, 1, 1, 10, tzinfo=timezone.utc),
-     datetime(2025, 1, 2, tzinfo=timezone.utc)),
-])
+@pytest.mark.parametrize(
+    "spec, days, start, end",
+    [
+        ("7d", 7.0, None, None),
+        ("24h", 1.0, None, None),
+        (" 1.5d ", 1.5, None, None),
+        ("2025-01-01..2025-01-08", None, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 8, tzinfo=UTC)),
+        (
+            "2025-01-01T12:00+02:00..2025-01-02",
+            None,
+            datetime(2025, 1, 1, 10, tzinfo=UTC),
+            datetime(2025, 1, 2, tzinfo=UTC),
+        ),
+    ],
+)
 def test_window_specs_parse(spec, days, start, end) -> None:
     w = parse_window(spec)
     assert (w.days, w.start, w.end) == (days, start, end)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("7w", "expected Nd, Nh"),
-    ("0d", "must be positive"),
-    ("2025-01-08..2025-01-01", "start must be before the end"),
-    ("yesterday..today", "'yesterday' is not an ISO 8601"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("7w", "expected Nd, Nh"),
+        ("0d", "must be positive"),
+        ("2025-01-08..2025-01-01", "start must be before the end"),
+        ("yesterday..today", "'yesterday' is not an ISO 8601"),
+    ],
+)
 def test_bad_window_specs_name_the_problem(spec, message) -> None:
     with pytest.raises(InputError, match=message) as e:
         parse_window(spec)
@@ -140,7 +161,7 @@ def world(tmp_path_factory, demo_model: Path, prefect_harness, one_torch_thread)
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftloop.report import console
+    from driftloop.app.report import console
 
     monkeypatch.setattr(console, "width", 250)  # rich wraps cells at 80 columns under capture
 
@@ -163,7 +184,11 @@ def test_cli_evaluates_the_champion_and_logs_one_run(world: Path, capsys) -> Non
     assert f"MLflow run {run.info.run_id}" in out
     assert run.info.status == "FINISHED"
     tags = run.data.tags
-    assert (tags["driftloop.model"], tags["driftloop.model_version"], tags["driftloop.window"]) == ("champion", "1", "1d")
+    assert (tags["driftloop.model"], tags["driftloop.model_version"], tags["driftloop.window"]) == (
+        "champion",
+        "1",
+        "1d",
+    )
     m = run.data.metrics
     assert 0 <= m[f"benchmark/{CANARY}/ci_low"] <= m[f"benchmark/{CANARY}"] <= m[f"benchmark/{CANARY}/ci_high"] <= 1
     # Only the last day is current: its billing thumbs-up rate (~0.2) is far below the reference's (~0.85).
@@ -183,19 +208,26 @@ def test_flow_on_a_date_range_and_a_model_folder(world: Path, demo_model: Path) 
 
     res = evaluate(model=str(demo_model), suites=["canary"], window="2025-03-05..2025-03-06", config=str(world))
     w = res.monitor["windows"]
-    assert (w["current_start"][:10], w["current_end"][:10], w["reference_start"][:10]) == ("2025-03-05", "2025-03-06", "2025-02-26")
+    assert (w["current_start"][:10], w["current_end"][:10], w["reference_start"][:10]) == (
+        "2025-03-05",
+        "2025-03-06",
+        "2025-02-26",
+    )
     assert res.monitor["n_current"] == 30 and res.monitor["n_reference"] == 120
     assert res.version == "" and res.model_path == str(demo_model)
     assert res.suites["canary"][0].n == 6
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "./no-such-model"], "model ./no-such-model: no such folder"),
-    (["--model", "99"], "version 99 of 'driftloop-model' does not exist"),
-    (["--model", "staging"], "model 'staging': no such alias"),
-    (["--window", "last week"], "window 'last week': expected Nd, Nh"),
-    (["--suite", "canry"], "suite 'canry' is not configured; did you mean canary?"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "./no-such-model"], "model ./no-such-model: no such folder"),
+        (["--model", "99"], "version 99 of 'driftloop-model' does not exist"),
+        (["--model", "staging"], "model 'staging': no such alias"),
+        (["--window", "last week"], "window 'last week': expected Nd, Nh"),
+        (["--suite", "canry"], "suite 'canry' is not configured; did you mean canary?"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(world: Path, capsys, argv, message) -> None:
     before = _evaluation_runs(world)
     assert main(["--config", str(world), "evaluate", *argv]) == 2

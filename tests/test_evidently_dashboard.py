@@ -4,18 +4,18 @@ request per panel)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import evidently_ui  # tests/ is on sys.path
 
 from dashboards.evidently_workspace import add_panels, benchmark_figures, figure_labels, panels, save_snapshot
-from driftloop.config import MonitorConfig
-from driftloop.types import MetricResult
+from driftloop.core.config import MonitorConfig
+from driftloop.core.types import MetricResult
 from evaluators.monitoring import monitor_frames
-from conftest import evidently_ui  # tests/ is on sys.path
 
 BILLING_DROP = [0.0, 0.2, 0.5]  # how far billing's thumbs-up probability falls in windows 1..3
 
@@ -25,9 +25,16 @@ def frame(n: int, seed: int, billing_drop: float = 0.0, slow: bool = False) -> p
     rng = np.random.default_rng(seed)
     topic = np.array(["billing", "account", "shipping"])[np.arange(n) % 3]
     up = rng.random(n) < np.where(topic == "billing", 0.85 - billing_drop, 0.85)
-    return pd.DataFrame({"thumbs_up": up, "rating": np.where(up, 1.0, 0.25), "topic": topic,
-                         "latency_ms": rng.normal(900 if slow else 300, 40, n),
-                         "tokens_in": rng.integers(5, 60, n), "tokens_out": rng.integers(10, 90, n)})
+    return pd.DataFrame(
+        {
+            "thumbs_up": up,
+            "rating": np.where(up, 1.0, 0.25),
+            "topic": topic,
+            "latency_ms": rng.normal(900 if slow else 300, 40, n),
+            "tokens_in": rng.integers(5, 60, n),
+            "tokens_out": rng.integers(10, 90, n),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +46,16 @@ def workspace(tmp_path_factory):
     runs = []
     for i, drop in enumerate(BILLING_DROP):
         out = monitor_frames(reference, frame(300, i + 1, drop, slow=i == 2), mon, min_n=30)
-        saved = save_snapshot(ws, "shop", out.drift.snapshot, name=f"monitor {i}",
-                              timestamp=datetime(2026, 1, 1 + i, tzinfo=timezone.utc),
-                              metadata={"mlflow_run_id": f"run{i}"}, tags=["monitor"], figures=out.current + out.bias)
+        saved = save_snapshot(
+            ws,
+            "shop",
+            out.drift.snapshot,
+            name=f"monitor {i}",
+            timestamp=datetime(2026, 1, 1 + i, tzinfo=UTC),
+            metadata={"mlflow_run_id": f"run{i}"},
+            tags=["monitor"],
+            figures=out.current + out.bias,
+        )
         runs.append((saved, out))
     return ws, runs
 
@@ -56,29 +70,47 @@ def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(wor
         titles = {p["id"]: p["title"] for p in dash["panels"]}
         assert sorted(titles.values()) == sorted(p.title for _, p in panels())
         tabs = {t["title"]: [titles[i] for i in t["panels"]] for t in dash["tabs"]}
-        assert tabs == {"Drift": ["Drifted columns, last run", "Share of drifted columns over time"],
-                        "Quality": ["Thumbs-up rate per segment over time", "Mean rating per segment over time"],
-                        "Bias": ["Largest segment gap over time"]}
+        assert tabs == {
+            "Drift": ["Drifted columns, last run", "Share of drifted columns over time"],
+            "Quality": ["Thumbs-up rate per segment over time", "Mean rating per segment over time"],
+            "Bias": ["Largest segment gap over time"],
+        }
 
         series = {}
         for p in dash["panels"]:  # what the web page asks for each panel
-            body = {"series_filter": [{"tags": v["tags"], "metadata": v["metadata"], "metric": v["metric"],
-                                       "metric_labels": v["metric_labels"]} for v in p["values"]]}
+            body = {
+                "series_filter": [
+                    {
+                        "tags": v["tags"],
+                        "metadata": v["metadata"],
+                        "metric": v["metric"],
+                        "metric_labels": v["metric_labels"],
+                    }
+                    for v in p["values"]
+                ]
+            }
             r = httpx.post(f"{api}/v2/snapshots/{project_id}/data_series_batch", json=body, timeout=30)
             assert r.status_code in (200, 201), r.text
             data = r.json()
             assert [s["metadata"]["mlflow_run_id"] for s in data["sources"]] == ["run0", "run1", "run2"], p["title"]
-            series[p["title"]] = {s["params"].get("group", s["params"].get("value_type")): s["values"]
-                                  for s in data["series"]}
+            series[p["title"]] = {
+                s["params"].get("group", s["params"].get("value_type")): s["values"] for s in data["series"]
+            }
         for title, by_label in series.items():
             assert by_label, f"panel {title!r} has no series"
             assert all(len(v) == 3 and None not in v for v in by_label.values()), (title, by_label)
 
         # The plotted values are the monitor's own figures, in window order.
-        billing = [next(m.value for m in out.current if m.label() == "thumbs_up_rate[topic=billing]") for _, out in runs]
+        billing = [
+            next(m.value for m in out.current if m.label() == "thumbs_up_rate[topic=billing]") for _, out in runs
+        ]
         assert series["Thumbs-up rate per segment over time"]["topic=billing"] == pytest.approx(billing)
-        assert set(series["Thumbs-up rate per segment over time"]) == {"overall", "topic=billing", "topic=account",
-                                                                       "topic=shipping"}
+        assert set(series["Thumbs-up rate per segment over time"]) == {
+            "overall",
+            "topic=billing",
+            "topic=account",
+            "topic=shipping",
+        }
         gaps = series["Largest segment gap over time"]["gap"]
         assert gaps == pytest.approx([out.bias[0].value for _, out in runs])
         assert gaps[2] > gaps[0] + 0.3  # billing fell 0.5 by the third window
@@ -108,13 +140,16 @@ def test_panels_are_added_once_and_tabs_listing_a_panel_twice_are_repaired(tmp_p
     assert len(ws.get_project(proj.id).dashboard.model().panels) == len(panels()) + 1
 
 
-@pytest.mark.parametrize("segment, source, labels", [
-    ({}, "quality", {"field": "overall", "group": "overall"}),
-    ({"topic": "billing"}, "quality", {"field": "topic", "group": "topic=billing"}),
-    ({"field": "topic", "worst": "billing", "best": "account"}, "bias", {"field": "topic", "group": "gap"}),
-    ({"suite": "bbq", "role": "bias"}, "benchmark", {"field": "bias", "group": "bbq"}),
-    ({"locale": "de", "tier": "pro"}, "quality", {"field": "locale,tier", "group": "locale=de,tier=pro"}),
-])
+@pytest.mark.parametrize(
+    "segment, source, labels",
+    [
+        ({}, "quality", {"field": "overall", "group": "overall"}),
+        ({"topic": "billing"}, "quality", {"field": "topic", "group": "topic=billing"}),
+        ({"field": "topic", "worst": "billing", "best": "account"}, "bias", {"field": "topic", "group": "gap"}),
+        ({"suite": "bbq", "role": "bias"}, "benchmark", {"field": "bias", "group": "bbq"}),
+        ({"locale": "de", "tier": "pro"}, "quality", {"field": "locale,tier", "group": "locale=de,tier=pro"}),
+    ],
+)
 def test_figure_labels_keep_a_series_stable_from_run_to_run(segment, source, labels):
     m = MetricResult(name="x", value=0.5, source=source, segment=segment)
     assert figure_labels(m) == {"source": source, "name": "x", **labels}
@@ -128,18 +163,25 @@ def test_a_benchmark_only_snapshot_feeds_the_bias_panel(tmp_path):
     snap = next((tmp_path / saved.project_id / "snapshots").glob(f"{saved.snapshot_id}.json")).read_text()
     assert '"group": "bbq"' in snap and '"field": "bias"' in snap and "0.12" in snap
     with pytest.raises(ValueError, match="neither a snapshot nor any figure"):
-        save_snapshot(tmp_path, "shop", None, name="empty", figures=[MetricResult(name="x", value=None, source="quality")])
+        save_snapshot(
+            tmp_path, "shop", None, name="empty", figures=[MetricResult(name="x", value=None, source="quality")]
+        )
 
 
-def test_the_champions_benchmark_feeds_the_bias_panel_and_other_models_do_not(tmp_path, demo_model, prefect_harness,
-                                                                               one_torch_thread):
-    from flows.benchmark import BenchmarkParams, benchmark
+def test_the_champions_benchmark_feeds_the_bias_panel_and_other_models_do_not(
+    tmp_path, demo_model, prefect_harness, one_torch_thread
+):
     from test_evaluate import make_world
+
+    from flows.benchmark import BenchmarkParams, benchmark
 
     cfg_path = make_world(tmp_path, demo_model)
     # The canary task stands in for BBQ here: any suite with role `bias` is plotted on the Bias tab.
-    cfg_path.write_text(cfg_path.read_text().replace("workspace: false", "workspace: true")
-                        .replace("canary: {role: canary,", "fairness: {role: bias,"))
+    cfg_path.write_text(
+        cfg_path.read_text()
+        .replace("workspace: false", "workspace: true")
+        .replace("canary: {role: canary,", "fairness: {role: bias,")
+    )
     snapshots = lambda: sorted((tmp_path / "state" / "evidently").glob("*/snapshots/*.json"))  # noqa: E731
     out = benchmark(BenchmarkParams(config=str(cfg_path), model="champion", suites=["fairness"]))
     (snap,) = snapshots()

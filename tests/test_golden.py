@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftloop.config import GoldenConfig
+from driftloop.core.config import GoldenConfig
+from driftloop.core.errors import InputError
 from driftloop.demo import world
-from driftloop.errors import InputError
 from evaluators.golden import (
-    GOLDEN, TRAIN, exclude_near_duplicates, normalise_prompt, prompt_key, shingles, split_corrections,
+    GOLDEN,
+    TRAIN,
+    exclude_near_duplicates,
+    normalise_prompt,
+    prompt_key,
+    shingles,
+    split_corrections,
     write_golden_task,
 )
 
@@ -37,16 +43,24 @@ def corrected() -> list[dict]:
 
 
 def _row(prompt: str, correction: str = "use the link.", i: int = 0, response: str = "wrong.") -> dict:
-    return {"event_id": f"r{i}", "prompt": prompt, "response": response, "correction": correction,
-            "segment": {"topic": "account"}}
+    return {
+        "event_id": f"r{i}",
+        "prompt": prompt,
+        "response": response,
+        "correction": correction,
+        "segment": {"topic": "account"},
+    }
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("  How do I   reset\tmy PASSWORD?? ", "how do i reset my password"),
-    ("...hello, world!", "hello, world"),
-    ("Ｑuick question", "quick question"),  # full-width letter folds to ASCII (NFKC)
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("  How do I   reset\tmy PASSWORD?? ", "how do i reset my password"),
+        ("...hello, world!", "hello, world"),
+        ("Ｑuick question", "quick question"),  # full-width letter folds to ASCII (NFKC)
+        ("", ""),
+    ],
+)
 def test_normalise_prompt(raw: str, expected: str) -> None:
     assert normalise_prompt(raw) == expected
 
@@ -78,8 +92,7 @@ def test_golden_share_follows_holdout_fraction() -> None:
 def test_items_carry_the_documented_fields(corrected: list[dict]) -> None:
     golden, train = split_corrections(corrected, {}, CFG)
     item = (golden + train)[0]
-    assert set(item) == {"item_id", "prompt_key", "split", "prompt", "answer", "response", "segment",
-                         "source_event_id"}
+    assert set(item) == {"item_id", "prompt_key", "split", "prompt", "answer", "response", "segment", "source_event_id"}
     src = next(r for r in corrected if r["event_id"] == item["source_event_id"])
     assert item["answer"] == src["correction"] and item["response"] == src["response"]
     assert item["prompt_key"] == prompt_key(src["prompt"], CFG.salt)
@@ -87,8 +100,11 @@ def test_items_carry_the_documented_fields(corrected: list[dict]) -> None:
 
 
 def test_exact_duplicate_prompts_dedupe_to_the_first_row() -> None:
-    rows = [_row("Where is my laptop?", "first.", 0), _row("where is my   LAPTOP", "second.", 1),
-            _row("how do i delete my account", "third.", 2)]
+    rows = [
+        _row("Where is my laptop?", "first.", 0),
+        _row("where is my   LAPTOP", "second.", 1),
+        _row("how do i delete my account", "third.", 2),
+    ]
     split = split_corrections(rows, {}, GoldenConfig(near_dup_jaccard=1.0))
     items = split.golden + split.train
     assert len(items) == 2 and split.duplicates == 1
@@ -108,8 +124,9 @@ def test_existing_golden_stays_golden_when_new_feedback_arrives(corrected: list[
     first = split_corrections(corrected[:half], {}, CFG)
     existing = {i["prompt_key"]: i["split"] for i in first.golden + first.train}
     # More feedback arrives, and someone even lowers the holdout fraction: assignments must not move.
-    later = split_corrections(corrected, existing, GoldenConfig(holdout_fraction=0.01),
-                              golden_prompts=[i["prompt"] for i in first.golden])
+    later = split_corrections(
+        corrected, existing, GoldenConfig(holdout_fraction=0.01), golden_prompts=[i["prompt"] for i in first.golden]
+    )
     later_split = {i["prompt_key"]: i["split"] for i in later.golden + later.train}
     for key in (i["prompt_key"] for i in first.golden):
         assert later_split[key] == GOLDEN
@@ -240,9 +257,14 @@ def test_task_hash_changes_when_content_changes(golden_items: list[dict], tmp_pa
 
 
 def test_too_few_distinct_answers_fall_back_to_the_bad_response(tmp_path: Path) -> None:
-    items = split_corrections([_row("where is my laptop", "track it on the orders page.", 0, response="bad one."),
-                               _row("how do i delete my account", "use the help page.", 1, response="bad two.")],
-                              {}, GoldenConfig(holdout_fraction=0.99)).golden
+    items = split_corrections(
+        [
+            _row("where is my laptop", "track it on the orders page.", 0, response="bad one."),
+            _row("how do i delete my account", "use the help page.", 1, response="bad two."),
+        ],
+        {},
+        GoldenConfig(holdout_fraction=0.99),
+    ).golden
     task = write_golden_task(items, tmp_path, num_choices=4)
     docs = {d["id"]: d for d in _read_jsonl(task.data_path)}
     for it in items:
@@ -251,7 +273,8 @@ def test_too_few_distinct_answers_fall_back_to_the_bad_response(tmp_path: Path) 
 
 
 def test_a_set_without_any_distractor_is_an_input_error(tmp_path: Path) -> None:
-    items = split_corrections([_row("where is my laptop", "same.", response="same.")], {},
-                              GoldenConfig(holdout_fraction=0.99)).golden
+    items = split_corrections(
+        [_row("where is my laptop", "same.", response="same.")], {}, GoldenConfig(holdout_fraction=0.99)
+    ).golden
     with pytest.raises(InputError, match="no usable item"):
         write_golden_task(items, tmp_path, num_choices=4)

@@ -12,17 +12,16 @@ import json
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
-
-from driftloop.api import create_app
-from driftloop.api.evaluations import EvaluationRunner
-from driftloop.api.mlflow_hooks import sign
-from driftloop.config import load_config
 from test_api_feedback import free_port
+
+from driftloop.app.api import create_app
+from driftloop.app.api.evaluations import EvaluationRunner
+from driftloop.app.api.mlflow_hooks import sign
+from driftloop.core.config import load_config
 
 TOKEN = "hardening-t0ken-all-scopes"
 INGEST = "hardening-t0ken-ingest-only"
@@ -75,18 +74,33 @@ def api(store, tmp_path, monkeypatch):
     """(base URL, store, fake tracker, model root) of a server with three tokens and one model root."""
     monkeypatch.setenv("HARDENING_INGEST_TOKEN", INGEST)
     monkeypatch.setenv("HARDENING_EVALUATE_TOKEN", EVALUATE)
-    monkeypatch.setattr(EvaluationRunner, "_run", lambda self, run_id, req: (self._queued.pop(run_id, None),
-                                                                            self.slots.release()))
+    monkeypatch.setattr(
+        EvaluationRunner, "_run", lambda self, run_id, req: (self._queued.pop(run_id, None), self.slots.release())
+    )
     root = tmp_path / "models"
     (root / "good").mkdir(parents=True)
     (root / "good" / "config.json").write_text("{}")
-    cfg = load_config(None, env={}, check_files=False, overrides={
-        "tracking": {"registered_model": MODEL},
-        "api": {"token": TOKEN, "max_body_bytes": 64 * 1024, "max_evaluation_body_bytes": 4096,
-                "max_evaluation_window_days": 30, "model_roots": [str(root)], "max_queued_evaluations": 50,
+    cfg = load_config(
+        None,
+        env={},
+        check_files=False,
+        overrides={
+            "tracking": {"registered_model": MODEL},
+            "api": {
+                "token": TOKEN,
+                "max_body_bytes": 64 * 1024,
+                "max_evaluation_body_bytes": 4096,
+                "max_evaluation_window_days": 30,
+                "model_roots": [str(root)],
+                "max_queued_evaluations": 50,
                 "mlflow_webhook_secret": SECRET,
-                "tokens": [{"token_env": "HARDENING_INGEST_TOKEN", "scopes": ["ingest"]},
-                           {"token_env": "HARDENING_EVALUATE_TOKEN", "scopes": ["evaluate"]}]}})
+                "tokens": [
+                    {"token_env": "HARDENING_INGEST_TOKEN", "scopes": ["ingest"]},
+                    {"token_env": "HARDENING_EVALUATE_TOKEN", "scopes": ["evaluate"]},
+                ],
+            },
+        },
+    )
     app = create_app(cfg, store=store)
     tracker = FakeTracker()
     app.state.evaluations._tracker = tracker
@@ -116,28 +130,62 @@ def event(**kw) -> dict:
 
 
 CORPUS: list[bytes] = [
-    b"", b"   ", b"{", b"[", b"}", b"null", b"true", b"1", b'"text"', b"[]", b"{}", b"[[]]",
-    nested(1000), nested(100_000), nested_object(1000), nested(1000, "{}"),
+    b"",
+    b"   ",
+    b"{",
+    b"[",
+    b"}",
+    b"null",
+    b"true",
+    b"1",
+    b'"text"',
+    b"[]",
+    b"{}",
+    b"[[]]",
+    nested(1000),
+    nested(100_000),
+    nested_object(1000),
+    nested(1000, "{}"),
     json.dumps(event(metadata=json.loads(nested(900).decode()))).encode(),
     json.dumps({"events": [event(segment={"a": {"b": 1}})]}).encode(),
-    b"\xff\xfe\x00", b'{"prompt": "\xed\xa0\x80"}', b'{"model": "\xc3"}', '{"prompt": "\\ud800"}'.encode(),
-    b'{"model": NaN}', b'{"latency_ms": 1e999}', b'{"tokens_in": ' + b"9" * 400 + b"}",
-    json.dumps({"model": "m" * 300}).encode(), json.dumps({"model": "a/" * 300}).encode(),
-    json.dumps({"model": "x" * 100_000}).encode(), json.dumps({"model": "../../../../etc"}).encode(),
-    json.dumps({"model": "/etc/passwd"}).encode(), json.dumps({"model": "~root"}).encode(),
-    json.dumps({"model": "a\x00b"}).encode(), json.dumps({"model": 5}).encode(), json.dumps({"model": ["1"]}).encode(),
-    json.dumps({"model": None}).encode(), json.dumps({"model": {"a": 1}}).encode(),
-    json.dumps({"suites": "canary"}).encode(), json.dumps({"suites": [None, 1]}).encode(),
-    json.dumps({"window": 7}).encode(), json.dumps({"window": "9" * 400 + "d"}).encode(),
-    json.dumps({"window": "1e308d"}).encode(), json.dumps({"window": "0001-01-01..9999-12-31"}).encode(),
-    json.dumps({"window": "x" * 100_000}).encode(), json.dumps({"model": "1", "window": "2026-13-45..x"}).encode(),
-    json.dumps(event(event_id={"a": 1}, ts=[], prompt={})).encode(), json.dumps([1, "a", None, []]).encode(),
+    b"\xff\xfe\x00",
+    b'{"prompt": "\xed\xa0\x80"}',
+    b'{"model": "\xc3"}',
+    b'{"prompt": "\\ud800"}',
+    b'{"model": NaN}',
+    b'{"latency_ms": 1e999}',
+    b'{"tokens_in": ' + b"9" * 400 + b"}",
+    json.dumps({"model": "m" * 300}).encode(),
+    json.dumps({"model": "a/" * 300}).encode(),
+    json.dumps({"model": "x" * 100_000}).encode(),
+    json.dumps({"model": "../../../../etc"}).encode(),
+    json.dumps({"model": "/etc/passwd"}).encode(),
+    json.dumps({"model": "~root"}).encode(),
+    json.dumps({"model": "a\x00b"}).encode(),
+    json.dumps({"model": 5}).encode(),
+    json.dumps({"model": ["1"]}).encode(),
+    json.dumps({"model": None}).encode(),
+    json.dumps({"model": {"a": 1}}).encode(),
+    json.dumps({"suites": "canary"}).encode(),
+    json.dumps({"suites": [None, 1]}).encode(),
+    json.dumps({"window": 7}).encode(),
+    json.dumps({"window": "9" * 400 + "d"}).encode(),
+    json.dumps({"window": "1e308d"}).encode(),
+    json.dumps({"window": "0001-01-01..9999-12-31"}).encode(),
+    json.dumps({"window": "x" * 100_000}).encode(),
+    json.dumps({"model": "1", "window": "2026-13-45..x"}).encode(),
+    json.dumps(event(event_id={"a": 1}, ts=[], prompt={})).encode(),
+    json.dumps([1, "a", None, []]).encode(),
     json.dumps(event(event_id="e" * 100_000, model_version="v" * 300)).encode(),
-    json.dumps(event(segment={"k" * 10_000: "v"})).encode(), json.dumps({"events": "x"}).encode(),
-    json.dumps({"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "9" * 300}}).encode(),
+    json.dumps(event(segment={"k" * 10_000: "v"})).encode(),
+    json.dumps({"events": "x"}).encode(),
+    json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "9" * 300}}
+    ).encode(),
     json.dumps({"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": ["1"]}}).encode(),
-    json.dumps({"entity": "model_version_alias", "action": "created",
-                "data": {"name": MODEL, "version": "1", "alias": ["x"]}}).encode(),
+    json.dumps(
+        {"entity": "model_version_alias", "action": "created", "data": {"name": MODEL, "version": "1", "alias": ["x"]}}
+    ).encode(),
     json.dumps({"entity": [], "action": {}, "data": []}).encode(),
 ]
 
@@ -145,8 +193,12 @@ CORPUS: list[bytes] = [
 def signed_headers(body: bytes, delivery: str | None = None) -> dict:
     delivery = delivery or str(uuid.uuid4())
     ts = str(int(time.time()))
-    return {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": ts,
-            "X-MLflow-Signature": sign(SECRET, delivery, ts, body), "Content-Type": "application/json"}
+    return {
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign(SECRET, delivery, ts, body),
+        "Content-Type": "application/json",
+    }
 
 
 def test_a_corpus_of_bad_bodies_never_gets_a_5xx_and_writes_nothing_it_should_not(api):
@@ -155,8 +207,12 @@ def test_a_corpus_of_bad_bodies_never_gets_a_5xx_and_writes_nothing_it_should_no
     failures = []
     with httpx.Client(timeout=30) as c:
         for i, body in enumerate(CORPUS):
-            for route, headers in (("/v1/feedback", auth), ("/v1/evaluations", auth),
-                                   ("/v1/hooks/mlflow", signed_headers(body)), ("/v1/hooks/mlflow", auth)):
+            for route, headers in (
+                ("/v1/feedback", auth),
+                ("/v1/evaluations", auth),
+                ("/v1/hooks/mlflow", signed_headers(body)),
+                ("/v1/hooks/mlflow", auth),
+            ):
                 before = (store.count_events(), store.count_quarantine(), len(tracker.runs))
                 try:
                     r = c.post(url + route, content=body, headers=headers)
@@ -193,8 +249,16 @@ def test_model_folders_only_under_the_roots_and_refusals_say_nothing_of_the_file
     outside.mkdir()
     (outside / "config.json").write_text("{}")
     answers = set()
-    for model in (str(outside), str(tmp_path / "missing"), "/etc", str(root / ".." / "outside"), "../outside",
-                  str(root / "missing"), "m" * 300, str(root / "good" / "config.json")):
+    for model in (
+        str(outside),
+        str(tmp_path / "missing"),
+        "/etc",
+        str(root / ".." / "outside"),
+        "../outside",
+        str(root / "missing"),
+        "m" * 300,
+        str(root / "good" / "config.json"),
+    ):
         r = httpx.post(f"{url}/v1/evaluations", json={"model": model}, headers=auth, timeout=30)
         assert r.status_code == 422, (model, r.text)
         answers.add(r.json()["detail"])
@@ -225,7 +289,9 @@ def test_token_scopes_keep_a_feedback_client_from_starting_evaluations(api):
 
 def test_concurrent_deliveries_of_one_id_start_one_evaluation(api):
     url, store, tracker, _ = api
-    body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "2"}}).encode()
+    body = json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "2"}}
+    ).encode()
     delivery = str(uuid.uuid4())
     answers: list[httpx.Response] = []
     go = threading.Barrier(6)
@@ -250,7 +316,9 @@ def test_concurrent_deliveries_of_one_id_start_one_evaluation(api):
 
 def test_a_refused_delivery_gives_its_claim_up_for_the_retry(api):
     url, store, tracker, _ = api
-    body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "7"}}).encode()
+    body = json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "7"}}
+    ).encode()
     delivery = str(uuid.uuid4())
     r = httpx.post(f"{url}/v1/hooks/mlflow", content=body, headers=signed_headers(body, delivery), timeout=30)
     assert r.status_code == 422 and store.delivery_run(delivery) is None

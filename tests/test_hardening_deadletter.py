@@ -7,10 +7,10 @@ import json
 import socket
 
 from sqlalchemy import text
+from test_alerts import Hook, sample_event, setup
 
 from driftloop.alerts.notify import notify, resend
 from driftloop.store.deadletter import redact_url
-from test_alerts import Hook, sample_event, setup
 
 PASSWORD, PATH_TOKEN, QUERY_TOKEN = "hunter2pw", "XyZ0123456789abcdefSECRET", "q7token42x"
 
@@ -33,8 +33,8 @@ def test_dead_letters_keep_no_credentials_and_a_resend_uses_the_configured_url(t
     # The receiver comes up on that port: the re-send goes to the full URL of the config.
     hook = Hook()
     hook.server.server_close()
-    from http.server import ThreadingHTTPServer
     import threading
+    from http.server import ThreadingHTTPServer
 
     hook.server = ThreadingHTTPServer(("127.0.0.1", port), hook.server.RequestHandlerClass)
     paths: list[str] = []

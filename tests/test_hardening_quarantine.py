@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from driftloop.config import FileSource
+from driftloop.core.config import FileSource
 from driftloop.ingest import ingest_files
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.rows import RowError

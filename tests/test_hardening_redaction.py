@@ -9,16 +9,15 @@ are fed the same rows.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from driftloop.core.types import MetricResult
 from driftloop.ingest import ingest_files
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError
-from driftloop.types import MetricResult
 
 TS = "2026-11-01T10:00:00+00:00"
 SECRETS = {
@@ -78,10 +77,10 @@ def test_no_secret_in_any_field_reaches_the_store_the_quarantine_or_a_metric_lab
     assert report.balanced and report.read == len(ALL_ROWS)
     blob, segments = dump(store)
     assert leaks(blob) == []
-    labels = [MetricResult(name="thumbs_up_rate", value=1.0, source="quality", segment=seg).label()
-              for seg in segments]
+    labels = [MetricResult(name="thumbs_up_rate", value=1.0, source="quality", segment=seg).label() for seg in segments]
     assert leaks("\n".join(labels)) == []
     assert leaks(report.summary() + json.dumps(report.as_dict())) == []
+
     # Every id and version that held one was refused with the kind, never the value.
     def refused(field: str) -> int:
         return sum(n for k, n in report.reasons.items() if k.startswith(field + ":"))
@@ -105,10 +104,19 @@ def test_the_http_parser_refuses_and_redacts_alike():
     assert leaks("\n".join(out)) == []
 
 
-@pytest.mark.parametrize("value, ok", [
-    ("order-42", True), ("123e4567-e89b-12d3-a456-426614174000", True), ("g15", True), ("a/b:c@d", True),
-    ("has space", False), ("x" * 65, False), ("caf\u00e9", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("order-42", True),
+        ("123e4567-e89b-12d3-a456-426614174000", True),
+        ("g15", True),
+        ("a/b:c@d", True),
+        ("has space", False),
+        ("x" * 65, False),
+        ("caf\u00e9", False),
+        ("", False),
+    ],
+)
 def test_event_ids_are_of_a_safe_bounded_form(value, ok):
     row = {"ts": TS, "prompt": "q", "event_id": value}
     parser = RowParser(redactor=Redactor())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from driftloop.config import FieldMapping, FileSource
+from driftloop.core.config import FieldMapping, FileSource
 from driftloop.ingest import ingest_files
 
 TS = "2026-11-01T10:00:00+00:00"
@@ -21,12 +21,20 @@ def test_long_segment_values_many_keys_and_odd_keys_are_quarantined(sqlite_store
     if not fast:
         monkeypatch.setattr("driftloop.ingest.columnar.available", lambda: False)
     path = tmp_path / "f.jsonl"
-    path.write_text(row(0, {"tier": "x" * 3_000_000}) + row(1, {f"k{j}": "v" for j in range(17)})
-                    + row(2, {"k" * 65: "v"}) + row(3, {"a\nb": "v"}) + row(4, {"tier": "x" * 256, "locale": "de"}))
+    path.write_text(
+        row(0, {"tier": "x" * 3_000_000})
+        + row(1, {f"k{j}": "v" for j in range(17)})
+        + row(2, {"k" * 65: "v"})
+        + row(3, {"a\nb": "v"})
+        + row(4, {"tier": "x" * 256, "locale": "de"})
+    )
     report = ingest_files(sqlite_store, [path])
     assert (report.accepted, report.quarantined) == (1, 4)
-    assert report.reasons == {"segment: value longer than 256 characters": 1, "segment: more than 16 keys": 1,
-                              "segment: key not a safe name": 2}
+    assert report.reasons == {
+        "segment: value longer than 256 characters": 1,
+        "segment: more than 16 keys": 1,
+        "segment: key not a safe name": 2,
+    }
     assert sqlite_store.count_events() == 1
 
 

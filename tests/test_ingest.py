@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,14 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from driftloop.ingest import files as ingest
+from driftloop.core.errors import InputError
+from driftloop.core.types import FeedbackEvent
 from driftloop.demo.world import simulate
-from driftloop.errors import InputError
-from driftloop.ingest import KNOWN_FIELDS, RowError, decode_line, ingest_files, parse_row
+from driftloop.ingest import RowError, decode_line, ingest_files, parse_row
+from driftloop.ingest import files as ingest
 from driftloop.ingest.rows import SEGMENT_KEY
-from driftloop.types import FeedbackEvent
 
-NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -85,8 +85,12 @@ def test_bad_lines_are_quarantined_with_reasons_and_good_ones_kept(store, tmp_pa
     r = ingest_files(store, [path])
     assert (r.read, r.accepted, r.duplicates, r.quarantined) == (10, 2, 0, 8)
     assert r.reasons == {
-        "(line): malformed JSON": 2, "ts: no timezone": 1, "rating: not 1-5 stars": 1,
-        "(line): invalid UTF-8": 1, "prompt: missing": 1, "prompt: contains a NUL character": 1,
+        "(line): malformed JSON": 2,
+        "ts: no timezone": 1,
+        "rating: not 1-5 stars": 1,
+        "(line): invalid UTF-8": 1,
+        "prompt: missing": 1,
+        "prompt: contains a NUL character": 1,
         "(row): not a JSON object": 1,
     }
     assert store.count_quarantine() == 8 and store.count_events() == 2
@@ -156,13 +160,19 @@ def test_a_missing_file_is_an_input_error(sqlite_store, tmp_path):
 
 
 # ------------------------------------------------------------------ parse_row
-ROW = {"ts": "2026-11-01T12:00:00+02:00", "prompt": "where is my refund", "response": "soon",
-       "rating": 4, "thumbs_up": True, "segment": {"topic": "billing"}}
+ROW = {
+    "ts": "2026-11-01T12:00:00+02:00",
+    "prompt": "where is my refund",
+    "response": "soon",
+    "rating": 4,
+    "thumbs_up": True,
+    "segment": {"topic": "billing"},
+}
 
 
 def test_parse_row_normalises_time_and_rating_and_keeps_the_raw_value():
     e = parse_row({**ROW, "model_version": 3, "trace": "abc"}, "a.jsonl", now=NOW)
-    assert e.ts == datetime(2026, 11, 1, 10, tzinfo=timezone.utc) and e.ts.utcoffset() == timedelta(0)
+    assert e.ts == datetime(2026, 11, 1, 10, tzinfo=UTC) and e.ts.utcoffset() == timedelta(0)
     assert (e.rating, e.rating_raw, e.model_version) == (0.75, "4", "3")
     assert e.metadata == {"trace": "abc"}  # unknown keys are kept, not lost
     for stars, norm in [(1, 0.0), (5, 1.0), ("3", 0.5), (2.0, 0.25)]:
@@ -179,21 +189,24 @@ def test_event_id_hashes_the_namespace_and_content_not_the_file_or_offset_notati
     assert parse_row({**ROW, "event_id": "given-1"}, "a", now=NOW, id_namespace="app").event_id == "given-1"
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"ts": "2026-11-01 12:00"}, "ts: no timezone"),
-    ({"ts": "yesterday"}, "ts: not ISO-8601"),
-    ({"ts": "2026-11-22T00:00:00+00:00"}, "ts: more than 1 day in the future"),
-    ({"ts": "1969-12-31T23:59:59+00:00"}, "ts: before 1970"),
-    ({"rating": 0}, "rating: not 1-5 stars"),
-    ({"rating": 2.5}, "rating: not 1-5 stars"),
-    ({"rating": True}, "rating: not 1-5 stars"),
-    ({"thumbs_up": "maybe"}, "thumbs_up: not a boolean"),
-    ({"segment": {"tier": 1}}, "segment: values must be strings"),
-    ({"prompt": "  "}, "prompt: empty"),
-    ({"tokens_in": -1}, "tokens_in: out of range"),
-    ({"latency_ms": "fast"}, "latency_ms: not a number"),
-    ({"event_id": "x" * 65}, "event_id: longer than 64 characters"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"ts": "2026-11-01 12:00"}, "ts: no timezone"),
+        ({"ts": "yesterday"}, "ts: not ISO-8601"),
+        ({"ts": "2026-11-22T00:00:00+00:00"}, "ts: more than 1 day in the future"),
+        ({"ts": "1969-12-31T23:59:59+00:00"}, "ts: before 1970"),
+        ({"rating": 0}, "rating: not 1-5 stars"),
+        ({"rating": 2.5}, "rating: not 1-5 stars"),
+        ({"rating": True}, "rating: not 1-5 stars"),
+        ({"thumbs_up": "maybe"}, "thumbs_up: not a boolean"),
+        ({"segment": {"tier": 1}}, "segment: values must be strings"),
+        ({"prompt": "  "}, "prompt: empty"),
+        ({"tokens_in": -1}, "tokens_in: out of range"),
+        ({"latency_ms": "fast"}, "latency_ms: not a number"),
+        ({"event_id": "x" * 65}, "event_id: longer than 64 characters"),
+    ],
+)
 def test_parse_row_names_the_field_and_the_problem(change, key):
     with pytest.raises(RowError) as err:
         parse_row({**ROW, **change}, "a", now=NOW)
@@ -208,21 +221,31 @@ json_values = st.recursive(
 # Text a database cannot store (NUL, a lone surrogate) among ordinary text.
 wild_text = st.text(max_size=12) | st.text(st.sampled_from(["\x00", "\ud800", "a", "\u00e9", " "]), max_size=5)
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-past_ts = st.datetimes(max_value=datetime(2026, 11, 20)).map(lambda d: d.replace(tzinfo=timezone.utc).isoformat())
+past_ts = st.datetimes(max_value=datetime(2026, 11, 20)).map(lambda d: d.replace(tzinfo=UTC).isoformat())
 ts_strings = st.datetimes().flatmap(
-    lambda d: st.sampled_from([d.isoformat()]) | offsets.map(lambda tz: d.replace(tzinfo=tz).isoformat()))
+    lambda d: st.sampled_from([d.isoformat()]) | offsets.map(lambda tz: d.replace(tzinfo=tz).isoformat())
+)
 # Each field: mostly plausible values (so later checks are reached), sometimes any JSON.
 fields = {
-    "ts": past_ts | ts_strings, "prompt": wild_text, "response": wild_text, "correction": wild_text,
-    "model_version": wild_text | st.integers(), "event_id": wild_text | st.integers(),
-    "rating": st.integers(-2, 8) | st.floats() | st.text(max_size=3), "thumbs_up": st.booleans(),
+    "ts": past_ts | ts_strings,
+    "prompt": wild_text,
+    "response": wild_text,
+    "correction": wild_text,
+    "model_version": wild_text | st.integers(),
+    "event_id": wild_text | st.integers(),
+    "rating": st.integers(-2, 8) | st.floats() | st.text(max_size=3),
+    "thumbs_up": st.booleans(),
     "segment": st.dictionaries(wild_text, wild_text | json_values, max_size=3),
-    "latency_ms": st.floats() | st.integers(), "tokens_in": st.integers() | st.floats(),
-    "tokens_out": st.integers(), "metadata": st.dictionaries(wild_text, json_values, max_size=3),
+    "latency_ms": st.floats() | st.integers(),
+    "tokens_in": st.integers() | st.floats(),
+    "tokens_out": st.integers(),
+    "metadata": st.dictionaries(wild_text, json_values, max_size=3),
     "extra": json_values,
 }
-rows = st.fixed_dictionaries({"ts": past_ts, "prompt": st.text(min_size=1)},
-                             optional={k: v for k, v in fields.items() if k not in ("ts", "prompt")})
+rows = st.fixed_dictionaries(
+    {"ts": past_ts, "prompt": st.text(min_size=1)},
+    optional={k: v for k, v in fields.items() if k not in ("ts", "prompt")},
+)
 fields = {k: v | json_values for k, v in fields.items()}
 
 
@@ -237,7 +260,7 @@ def test_parse_row_raises_nothing_but_row_error(obj):
     else:
         event("accepted")
         assert isinstance(e, FeedbackEvent) and e.ts.tzinfo is not None and len(e.event_id) <= 64
-        assert datetime(1970, 1, 1, tzinfo=timezone.utc) <= e.ts <= NOW + timedelta(days=1)
+        assert datetime(1970, 1, 1, tzinfo=UTC) <= e.ts <= NOW + timedelta(days=1)
 
 
 clean_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
@@ -255,8 +278,15 @@ clean_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_chara
     tokens=st.none() | st.integers(0, 2**31 - 1),
 )
 def test_valid_rows_round_trip_through_a_jsonl_line(when, tz, prompt, response, stars, thumbs, segment, tokens):
-    row = {"ts": when.replace(tzinfo=tz).isoformat(), "prompt": prompt, "response": response,
-           "rating": stars, "thumbs_up": thumbs, "segment": segment, "tokens_in": tokens}
+    row = {
+        "ts": when.replace(tzinfo=tz).isoformat(),
+        "prompt": prompt,
+        "response": response,
+        "rating": stars,
+        "thumbs_up": thumbs,
+        "segment": segment,
+        "tokens_in": tokens,
+    }
     e = decode_line(json.dumps(row).encode(), "a.jsonl")
     assert e.ts == when.replace(tzinfo=tz) and e.ts.utcoffset() == timedelta(0)
     assert (e.prompt, e.response, e.thumbs_up, e.segment, e.tokens_in) == (prompt, response, thumbs, segment, tokens)
@@ -267,13 +297,25 @@ def test_valid_rows_round_trip_through_a_jsonl_line(when, tz, prompt, response, 
 
 def test_edge_rows_that_parse_row_accepts_can_be_stored(store):
     rows = [
-        {"ts": "1970-01-01T00:00:00+00:00", "prompt": "p\u00e9 \U0001F600", "event_id": "x" * 64,
-         "model_version": "v" * 128, "tokens_in": 2**31 - 1, "segment": {"locale": "d\u00e9"}},
-        {"ts": "2026-11-20T22:59:59.999999-00:30", "prompt": "q", "metadata": {"n": 10**30, "deep": [[{"k": "\u00e9"}]]},
-         "correction": "", "latency_ms": 1e300, "rating": "5"},
+        {
+            "ts": "1970-01-01T00:00:00+00:00",
+            "prompt": "p\u00e9 \U0001f600",
+            "event_id": "x" * 64,
+            "model_version": "v" * 128,
+            "tokens_in": 2**31 - 1,
+            "segment": {"locale": "d\u00e9"},
+        },
+        {
+            "ts": "2026-11-20T22:59:59.999999-00:30",
+            "prompt": "q",
+            "metadata": {"n": 10**30, "deep": [[{"k": "\u00e9"}]]},
+            "correction": "",
+            "latency_ms": 1e300,
+            "rating": "5",
+        },
     ]
     events = [parse_row(r, "edge", now=NOW) for r in rows]
     assert events[1].correction is None  # an empty correction is no correction
     assert store.add_events(events, "edge") == (2, 0)
-    df = store.read_window(datetime(1970, 1, 1, tzinfo=timezone.utc), NOW + timedelta(days=2), ["locale"])
+    df = store.read_window(datetime(1970, 1, 1, tzinfo=UTC), NOW + timedelta(days=2), ["locale"])
     assert df["prompt_len"].tolist() == [4, 1] and df["locale"].tolist() == ["d\u00e9", ""]

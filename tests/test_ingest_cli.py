@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.tracking import Tracker
 
 TS = "2026-11-01T10:00:00+00:00"
@@ -15,11 +15,16 @@ TS = "2026-11-01T10:00:00+00:00"
 def test_ingest_prints_the_identity_and_logs_it_to_mlflow_without_pii(tmp_path, prefect_harness, capsys):
     fb = tmp_path / "fb"
     fb.mkdir()
-    (fb / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
-        {"event_id": "j1", "ts": TS, "prompt": "mail zoe@example.net", "rating": 5},
-        {"event_id": "j1", "ts": TS, "prompt": "mail zoe@example.net", "rating": 5},   # duplicate
-        {"event_id": "j2", "ts": "2026-11-01T10:00:00", "prompt": "zoe@example.net"},  # no timezone
-    ]))
+    (fb / "a.jsonl").write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"event_id": "j1", "ts": TS, "prompt": "mail zoe@example.net", "rating": 5},
+                {"event_id": "j1", "ts": TS, "prompt": "mail zoe@example.net", "rating": 5},  # duplicate
+                {"event_id": "j2", "ts": "2026-11-01T10:00:00", "prompt": "zoe@example.net"},  # no timezone
+            ]
+        )
+    )
     (fb / "b.csv").write_text(f"id,when,text,thumb\nc1,{TS},call 415-555-0100,up\nc2,{TS},fine,meh\n")
     team = tmp_path / "team.db"
     with sqlite3.connect(team) as c:
@@ -50,10 +55,16 @@ sources:
 
     runs = mlflow.MlflowClient(cfg.tracking_uri).search_runs(
         [mlflow.MlflowClient(cfg.tracking_uri).get_experiment_by_name(cfg.tracking.experiment).experiment_id],
-        order_by=["attributes.start_time ASC"])
+        order_by=["attributes.start_time ASC"],
+    )
     first = runs[0].data.metrics
-    assert (first["ingest/read"], first["ingest/accepted"], first["ingest/duplicates"],
-            first["ingest/quarantined"], first["ingest/balanced"]) == (8, 5, 1, 2, 1.0)
+    assert (
+        first["ingest/read"],
+        first["ingest/accepted"],
+        first["ingest/duplicates"],
+        first["ingest/quarantined"],
+        first["ingest/balanced"],
+    ) == (8, 5, 1, 2, 1.0)
     assert first["ingest/redacted_email"] == 3 and tracker is not None
     store_db = cfg.state_path / "store.db"
     dump = b"".join(p.read_bytes() for p in cfg.state_path.rglob("*") if p.is_file())

@@ -18,14 +18,14 @@ from driftloop.store import Store
 
 ROWS = 20_000
 BATCH = 100  # rows per transaction: many commit points to be killed between
-CHILD = """
+CHILD = f"""
 import sys
 from pathlib import Path
 from driftloop.ingest import ingest_files
 from driftloop.store import Store
 print("ready", flush=True)
-ingest_files(Store(sys.argv[1]), [Path(p) for p in sys.argv[2:]], batch_lines=int({batch}))
-""".format(batch=BATCH)
+ingest_files(Store(sys.argv[1]), [Path(p) for p in sys.argv[2:]], batch_lines=int({BATCH}))
+"""
 
 
 def corpus(folder: Path) -> tuple[list[Path], set[str], int]:
@@ -40,13 +40,21 @@ def corpus(folder: Path) -> tuple[list[Path], set[str], int]:
             continue
         eid = f"e{rng.randrange(ROWS * 3 // 4)}"  # about a fifth are duplicates
         ids.add(eid)
-        lines.append(json.dumps({"event_id": eid, "ts": "2026-11-01T10:00:00+00:00",
-                                 "prompt": f"prompt {eid} mail me at u{i}@example.com", "rating": 1 + i % 5}))
+        lines.append(
+            json.dumps(
+                {
+                    "event_id": eid,
+                    "ts": "2026-11-01T10:00:00+00:00",
+                    "prompt": f"prompt {eid} mail me at u{i}@example.com",
+                    "rating": 1 + i % 5,
+                }
+            )
+        )
     a = folder / "a.jsonl"
     a.write_text("\n".join(lines[: ROWS // 2]) + "\n")
     b = folder / "b.csv"
     rows = ["event_id,ts,prompt,rating"]
-    for line in lines[ROWS // 2:]:
+    for line in lines[ROWS // 2 :]:
         try:
             d = json.loads(line)
         except ValueError:
@@ -66,8 +74,11 @@ def test_sigkill_mid_ingest_then_rerun_loses_and_duplicates_nothing(store_url, t
     rng = random.Random(11)
     kills, counts = 0, [0]
     for _ in range(4):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, store_url, *map(str, files)],
-                                 stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, store_url, *map(str, files)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert child.stdout.readline().strip() == b"ready"
         # Kill once this run has committed something new, after a random extra moment:
         # the kill lands between or inside transactions, never before the run started.

@@ -21,9 +21,19 @@ from driftloop.ingest.redact import Redactor
 from driftloop.store import Store
 
 TS = "2026-11-01T10:00:00+00:00"
-GOOD = {"event_id": "g1", "ts": TS, "model_version": "3", "prompt": "where is my refund", "response": "soon",
-        "rating": 4, "thumbs_up": True, "segment": {"topic": "billing", "locale": "en"}, "latency_ms": 120.5,
-        "tokens_in": 12, "tokens_out": 30}
+GOOD = {
+    "event_id": "g1",
+    "ts": TS,
+    "model_version": "3",
+    "prompt": "where is my refund",
+    "response": "soon",
+    "rating": 4,
+    "thumbs_up": True,
+    "segment": {"topic": "billing", "locale": "en"},
+    "latency_ms": 120.5,
+    "tokens_in": 12,
+    "tokens_out": 30,
+}
 
 
 @pytest.fixture
@@ -55,10 +65,13 @@ def tables(store: Store) -> dict[str, list[tuple]]:
     """Everything ingestion writes, as the database holds it (JSON columns as their text)."""
     with store.engine.connect() as c:
         return {
-            "feedback": c.execute(text(
-                "SELECT event_id, ts, model_version, prompt, response, rating, rating_raw, thumbs_up, correction, "
-                "CAST(segment AS TEXT), latency_ms, tokens_in, tokens_out, CAST(metadata AS TEXT), source "
-                "FROM feedback ORDER BY event_id")).all(),
+            "feedback": c.execute(
+                text(
+                    "SELECT event_id, ts, model_version, prompt, response, rating, rating_raw, thumbs_up, correction, "
+                    "CAST(segment AS TEXT), latency_ms, tokens_in, tokens_out, CAST(metadata AS TEXT), source "
+                    "FROM feedback ORDER BY event_id"
+                )
+            ).all(),
             "quarantine": c.execute(text("SELECT source, raw, field, reason FROM quarantine ORDER BY id")).all(),
             "checkpoint": c.execute(text("SELECT source_key, position FROM ingest_checkpoint ORDER BY 1")).all(),
         }
@@ -88,39 +101,85 @@ EDGE: list[bytes] = [
     line({**GOOD, "event_id": None}),  # no id: content hash
     line({k: v for k, v in GOOD.items() if k != "event_id"}),
     line({**GOOD, "event_id": "g2", "prompt": "mail me at bob@example.com", "response": "call +1 415 555 0100"}),
-    line({**GOOD, "event_id": None, "correction": "card 4111 1111 1111 1111, ip 10.0.0.1",
-          "segment": {"topic": "bob@example.com", "locale": "en"}}),
+    line(
+        {
+            **GOOD,
+            "event_id": None,
+            "correction": "card 4111 1111 1111 1111, ip 10.0.0.1",
+            "segment": {"topic": "bob@example.com", "locale": "en"},
+        }
+    ),
     line({**GOOD, "event_id": "g3", "prompt": "order 12345 on 2026-11-01 at 10:30"}),  # digits, no PII
     line({**GOOD, "event_id": "g4", "segment": {"locale": "de", "topic": "billing"}}),  # other key order
     line({**GOOD, "event_id": "g5", "segment": {"topic": "a", "locale": "b", "tier": "c"}}),
     line({**GOOD, "event_id": "g6", "segment": {"tier": "c", "topic": "a", "locale": "b"}}),
     line({**GOOD, "event_id": "g7", "segment": {}}),
     line({**GOOD, "event_id": "g8", "segment": None}),
-    line({**GOOD, "event_id": "g9", "segment": {"topic": "line\nbreak \"quoted\"", "locale": "caf\u00e9"}}),
+    line({**GOOD, "event_id": "g9", "segment": {"topic": 'line\nbreak "quoted"', "locale": "caf\u00e9"}}),
     line({**GOOD, "event_id": "g10", "segment": {"topic": 3}}),
     line({**GOOD, "event_id": "g11", "segment": {"topic": None, "locale": "en"}}),
     line({**GOOD, "event_id": "g12", "segment": ["x"]}),
     line({**GOOD, "event_id": "g13", "metadata": {"a": 1, "b": [1, 2]}}),
     line({**GOOD, "event_id": "g14", "extra": None}),  # unknown key: metadata
     line({**GOOD, "event_id": "g15", "metadata": None}),
-    *[line({**GOOD, "event_id": f"ts{i}", "ts": ts}) for i, ts in enumerate([
-        "2026-11-01T10:00:00Z", "2026-11-01T10:00:00.1+05:30", "2026-11-01 10:00:00.123-08:00",
-        "2026-11-01T10:00:00.123456Z", "2026-11-01T10:00:00.1234567Z", "2026-11-01T10:00:00",
-        "2099-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "2026-02-30T00:00:00Z", "2026-11-01T24:00:00Z",
-        "2026-11-01T10:00:00+24:00", " 2026-11-01T10:00:00Z", "2026-11-01t10:00:00Z", "20261101T100000Z",
-        "2026-11-01T10:00Z", "x", 5, None])],
-    *[line({**GOOD, "event_id": f"r{i}", "rating": r}) for i, r in enumerate(
-        [1, 5, 0, 6, 4.0, 4.5, "4", "4.0", True, None, 10**20, -1])],
-    *[line({**GOOD, "event_id": f"t{i}", "tokens_in": v}) for i, v in enumerate(
-        [5.0, 5.5, -1, 2**31, 2**31 - 1, "5", 10**20, None, True, -0.0])],
-    *[line({**GOOD, "event_id": f"l{i}", "latency_ms": v}) for i, v in enumerate(
-        [7, 0, -0.0, -1.5, 1e308, "fast", True, None, 10**20])],
+    *[
+        line({**GOOD, "event_id": f"ts{i}", "ts": ts})
+        for i, ts in enumerate(
+            [
+                "2026-11-01T10:00:00Z",
+                "2026-11-01T10:00:00.1+05:30",
+                "2026-11-01 10:00:00.123-08:00",
+                "2026-11-01T10:00:00.123456Z",
+                "2026-11-01T10:00:00.1234567Z",
+                "2026-11-01T10:00:00",
+                "2099-01-01T00:00:00Z",
+                "1969-12-31T23:59:59Z",
+                "2026-02-30T00:00:00Z",
+                "2026-11-01T24:00:00Z",
+                "2026-11-01T10:00:00+24:00",
+                " 2026-11-01T10:00:00Z",
+                "2026-11-01t10:00:00Z",
+                "20261101T100000Z",
+                "2026-11-01T10:00Z",
+                "x",
+                5,
+                None,
+            ]
+        )
+    ],
+    *[
+        line({**GOOD, "event_id": f"r{i}", "rating": r})
+        for i, r in enumerate([1, 5, 0, 6, 4.0, 4.5, "4", "4.0", True, None, 10**20, -1])
+    ],
+    *[
+        line({**GOOD, "event_id": f"t{i}", "tokens_in": v})
+        for i, v in enumerate([5.0, 5.5, -1, 2**31, 2**31 - 1, "5", 10**20, None, True, -0.0])
+    ],
+    *[
+        line({**GOOD, "event_id": f"l{i}", "latency_ms": v})
+        for i, v in enumerate([7, 0, -0.0, -1.5, 1e308, "fast", True, None, 10**20])
+    ],
     *[line({**GOOD, "event_id": f"u{i}", "thumbs_up": v}) for i, v in enumerate(["yes", 1, None, False])],
     *[line({**GOOD, "event_id": f"m{i}", "model_version": v}) for i, v in enumerate([3, 3.5, "v" * 129, None, ""])],
     *[line({**GOOD, "event_id": e}) for e in ["", "   ", "x" * 65, 42, "\u0000x", "caf\u00e9", "\x1c"]],
-    *[line({**GOOD, "event_id": f"p{i}", "prompt": p}) for i, p in enumerate(
-        ["", "   ", "\x1c\x1d", None, 5, "tab\there", "caf\u00e9", "\ud83d\ude00 ok", "nul \u0000",
-         "x" * 262_145, "x" * 262_144])],
+    *[
+        line({**GOOD, "event_id": f"p{i}", "prompt": p})
+        for i, p in enumerate(
+            [
+                "",
+                "   ",
+                "\x1c\x1d",
+                None,
+                5,
+                "tab\there",
+                "caf\u00e9",
+                "\ud83d\ude00 ok",
+                "nul \u0000",
+                "x" * 262_145,
+                "x" * 262_144,
+            ]
+        )
+    ],
     *[line({**GOOD, "event_id": f"c{i}", "correction": c}) for i, c in enumerate(["", "fix it", None, 7])],
     line({**GOOD, "event_id": "d1", "response": None}),
     b'{"event_id": "dupkey", "ts": "2026-11-01T10:00:00Z", "prompt": "a", "prompt": "b"}',
@@ -134,7 +193,12 @@ EDGE: list[bytes] = [
     b'{"event_id": "tail", "ts": "2026-11-01T10:00:00Z", "prompt": "a"} x',
     b'{"event_id": "trail", "ts": "2026-11-01T10:00:00Z", "prompt": "a",}',
     b"\xef\xbb\xbf" + line({**GOOD, "event_id": "bom-mid"}),
-    b"[1, 2]", b"42", b"null", b"{}", b"   ", b"",
+    b"[1, 2]",
+    b"42",
+    b"null",
+    b"{}",
+    b"   ",
+    b"",
     b'{"event_id":"compact","ts":"2026-11-01T10:00:00Z","prompt":"a","segment":{"topic":"x","locale":"y"}}',
     line(GOOD),  # a duplicate of the first row
     line({**GOOD, "prompt": "same id, other text"}),  # same id, other content: the first one wins
@@ -152,8 +216,9 @@ def test_edge_rows_are_stored_identically_by_both_paths(pair, tmp_path, batch_li
 
 
 def test_the_fast_path_takes_the_plain_rows(sqlite_store, tmp_path, monkeypatch):
-    rows = [{**GOOD, "event_id": f"e{i}", "prompt": f"question number {i}" if i % 10 else "mail a@b.io"}
-            for i in range(500)]
+    rows = [
+        {**GOOD, "event_id": f"e{i}", "prompt": f"question number {i}" if i % 10 else "mail a@b.io"} for i in range(500)
+    ]
     path = tmp_path / "plain.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     taken: list[int] = []
@@ -196,14 +261,36 @@ def test_redaction_off_and_user_patterns_match_the_row_path(pair, tmp_path):
 
 # --------------------------------------------------------------- hypothesis
 texts = st.one_of(
-    st.sampled_from(["plain words", "", "  ", "mail x@y.io", "call 020 7946 0958", "v1.2:3", "a\"b\\c", "\n"]),
-    st.text(alphabet=st.sampled_from(list("ab @:.-+19é\u0000\x1c\"\\\n\t\U0001F600\ud800")), max_size=12),
+    st.sampled_from(["plain words", "", "  ", "mail x@y.io", "call 020 7946 0958", "v1.2:3", 'a"b\\c', "\n"]),
+    st.text(alphabet=st.sampled_from(list('ab @:.-+19é\u0000\x1c"\\\n\t\U0001f600\ud800')), max_size=12),
 )
 values = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.sampled_from([4.0, 0.5, -0.0, 2**31, 1e20]), texts)
-stamps = st.sampled_from(["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5+02:00", "2026-11-01T10:00:00",
-                          "2099-01-01T00:00:00Z", "2026-11-01 10:00:00-01:00", "bad"])
-FIELDS = ["event_id", "ts", "model_version", "prompt", "response", "rating", "thumbs_up", "correction",
-          "segment", "latency_ms", "tokens_in", "tokens_out", "metadata", "other"]
+stamps = st.sampled_from(
+    [
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:00:00.5+02:00",
+        "2026-11-01T10:00:00",
+        "2099-01-01T00:00:00Z",
+        "2026-11-01 10:00:00-01:00",
+        "bad",
+    ]
+)
+FIELDS = [
+    "event_id",
+    "ts",
+    "model_version",
+    "prompt",
+    "response",
+    "rating",
+    "thumbs_up",
+    "correction",
+    "segment",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "metadata",
+    "other",
+]
 
 
 @st.composite
@@ -213,8 +300,14 @@ def rows(draw) -> bytes:
     row = {"ts": draw(stamps), "prompt": draw(texts)}
     for k in draw(st.lists(st.sampled_from(FIELDS), max_size=6, unique=True)):
         if k == "segment":
-            row[k] = draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(["topic", "locale", "tier"]),
-                                                               st.one_of(texts, st.none()), max_size=3)))
+            row[k] = draw(
+                st.one_of(
+                    st.none(),
+                    st.dictionaries(
+                        st.sampled_from(["topic", "locale", "tier"]), st.one_of(texts, st.none()), max_size=3
+                    ),
+                )
+            )
         elif k == "metadata":
             row[k] = draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b"]), values, max_size=2)))
         elif k == "ts":
@@ -248,8 +341,10 @@ def while_another_writer_holds_x1(store: Store, write):
 
     dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn) as other:
-        other.execute("INSERT INTO feedback (event_id, ts, model_version, prompt, response, segment, metadata, source, "
-                      "ingested_at) VALUES ('x1', now(), '', 'o', '', '{}', '{}', 'o', now())")
+        other.execute(
+            "INSERT INTO feedback (event_id, ts, model_version, prompt, response, segment, metadata, source, "
+            "ingested_at) VALUES ('x1', now(), '', 'o', '', '{}', '{}', 'o', now())"
+        )
         result: list = []
         worker = threading.Thread(target=lambda: result.append(write()))
         worker.start()
@@ -262,9 +357,9 @@ def while_another_writer_holds_x1(store: Store, write):
 
 @pytest.mark.postgres
 def test_postgres_copy_falls_back_when_another_writer_stores_an_id_first(pg_url):
+    from driftloop.core.types import FeedbackEvent
     from driftloop.store import Batch, Checkpoint
     from driftloop.store.models import utcnow
-    from driftloop.types import FeedbackEvent
 
     store = Store(pg_url)
     store.migrate()
@@ -295,7 +390,7 @@ def test_lines_across_read_chunks_and_over_long_lines_match_the_row_path(sqlite_
 
 
 def test_without_pyarrow_or_with_a_mapping_the_row_path_stores_the_same(sqlite_store, tmp_path, monkeypatch):
-    from driftloop.config import FieldMapping, FileSource
+    from driftloop.core.config import FieldMapping, FileSource
 
     path = tmp_path / "plain.jsonl"
     path.write_bytes(b"\n".join(EDGE[:12]) + b"\n")
@@ -321,8 +416,9 @@ def test_arrow_allocates_with_malloc_during_ingestion_and_gets_its_pool_back(sql
     before = pa.default_memory_pool().backend_name
     seen: list[str] = []
     real = columnar.block_parts
-    monkeypatch.setattr(columnar, "block_parts",
-                        lambda *a, **kw: seen.append(pa.default_memory_pool().backend_name) or real(*a, **kw))
+    monkeypatch.setattr(
+        columnar, "block_parts", lambda *a, **kw: seen.append(pa.default_memory_pool().backend_name) or real(*a, **kw)
+    )
     path = tmp_path / "plain.jsonl"
     path.write_bytes(b"\n".join(EDGE[:12]) + b"\n")
     assert ingest_files(sqlite_store, [path]).accepted == 11

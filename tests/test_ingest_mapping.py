@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from driftloop.cli import main
-from driftloop.config import FieldMapping, FileSource, SqlSource, load_config
-from driftloop.errors import ConfigError
+from driftloop.app.cli import main
+from driftloop.core.config import FieldMapping, FileSource, SqlSource, load_config
+from driftloop.core.errors import ConfigError
 from driftloop.ingest import RowError, RowParser, ingest_files
 from driftloop.ingest.sql import ingest_sql, source_key
 
@@ -48,14 +48,16 @@ def test_a_row_without_a_mapped_required_field_is_quarantined_naming_it(sqlite_s
     assert r.reasons == {"response: mapped field 'answer' (-> response) missing": 1}
     with sqlite_store.engine.connect() as c:
         assert c.execute(text("SELECT field, reason FROM quarantine")).all() == [
-            ("response", "mapped field 'answer' (-> response) missing")]
+            ("response", "mapped field 'answer' (-> response) missing")
+        ]
         # A null cell is a value (no response), not a missing field.
         assert c.execute(text("SELECT response FROM feedback WHERE event_id = 'e3'")).scalar_one() == ""
 
 
 def test_a_row_without_a_mapped_optional_field_is_kept_without_it(sqlite_store, tmp_path):
-    mapping = FieldMapping(fields={**MAPPING.fields, "correction": "fix", "latency_ms": "ms"},
-                           segment_fields=["locale"])
+    mapping = FieldMapping(
+        fields={**MAPPING.fields, "correction": "fix", "latency_ms": "ms"}, segment_fields=["locale"]
+    )
     rows = [row(0, fix="better", ms=12.5, locale="de"), {k: v for k, v in row(1).items() if k != "score"}]
     path = jsonl(tmp_path / "a.jsonl", rows)
     r = ingest_files(sqlite_store, [(path, FileSource(path=str(path), mapping=mapping))])
@@ -72,14 +74,18 @@ def test_the_parser_names_the_users_field_for_the_api_and_every_source():
     assert RowParser(MAPPING).event({"ts": TS, "question": "q", "answer": "a"}, "x").rating is None
 
 
-@pytest.mark.parametrize("fields, segments, named", [
-    ({"prompt": "question", "response": "respnse"}, [], "mapped field 'respnse' (-> response)"),
-    ({"prompt": "question", "rating": "scroe"}, [], "mapped field 'scroe' (-> rating)"),
-    ({"prompt": "question"}, ["locle"], "segment field 'locle'"),
-])
+@pytest.mark.parametrize(
+    "fields, segments, named",
+    [
+        ({"prompt": "question", "response": "respnse"}, [], "mapped field 'respnse' (-> response)"),
+        ({"prompt": "question", "rating": "scroe"}, [], "mapped field 'scroe' (-> rating)"),
+        ({"prompt": "question"}, ["locle"], "segment field 'locle'"),
+    ],
+)
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_a_mapped_field_in_no_row_of_the_first_batch_stops_the_file_before_anything_is_stored(
-        sqlite_store, tmp_path, fields, segments, named, fmt):
+    sqlite_store, tmp_path, fields, segments, named, fmt
+):
     rows = [row(i, locale="de") for i in range(5)] + [{"ts": "never"}]  # one bad row: no quarantine either
     path = tmp_path / f"a.{fmt}"
     if fmt == "jsonl":
@@ -126,8 +132,13 @@ def test_a_sql_mapping_typo_stores_nothing_and_keeps_the_watermark(sqlite_store,
     with sqlite3.connect(team) as c:
         c.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, ts TEXT, question TEXT, stars INTEGER)")
         c.executemany("INSERT INTO log VALUES (?, ?, ?, ?)", [(i, TS, f"q{i}", 4) for i in range(1, 6)])
-    src = SqlSource(url=f"sqlite:///{team}", table="log", watermark="id", batch_rows=2,
-                    mapping=FieldMapping(fields={"prompt": "question", "rating": "starz"}))
+    src = SqlSource(
+        url=f"sqlite:///{team}",
+        table="log",
+        watermark="id",
+        batch_rows=2,
+        mapping=FieldMapping(fields={"prompt": "question", "rating": "starz"}),
+    )
     with pytest.raises(ConfigError, match=r"^sql:log: mapped field 'starz' \(-> rating\) is in none of the 2 rows"):
         ingest_sql(sqlite_store, src)
     assert nothing_stored(sqlite_store, source_key(src))
@@ -139,12 +150,15 @@ def test_driftloop_ingest_exits_2_with_one_line_and_writes_nothing(tmp_path, pre
     (tmp_path / "fb").mkdir()
     jsonl(tmp_path / "fb" / "a.jsonl", [row(i) for i in range(3)])
     cfg_path = tmp_path / "driftloop.yaml"
-    cfg_path.write_text("sources:\n  - path: fb/*.jsonl\n"
-                        "    mapping: {fields: {prompt: question, response: respnse}}\n")
+    cfg_path.write_text(
+        "sources:\n  - path: fb/*.jsonl\n    mapping: {fields: {prompt: question, response: respnse}}\n"
+    )
     assert main(["--config", str(cfg_path), "ingest"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (f"driftloop: error: {tmp_path / 'fb' / 'a.jsonl'}: mapped field 'respnse' (-> response) "
-                   "is in none of the 3 rows of the first batch; nothing was stored")
+    assert err == (
+        f"driftloop: error: {tmp_path / 'fb' / 'a.jsonl'}: mapped field 'respnse' (-> response) "
+        "is in none of the 3 rows of the first batch; nothing was stored"
+    )
     from driftloop.store import Store
 
     cfg = load_config(cfg_path, check_files=False)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from driftloop.config import SqlSource, load_config
-from driftloop.errors import InputError
+from driftloop.core.config import SqlSource, load_config
+from driftloop.core.errors import InputError
 from driftloop.ingest import ingest_config
 from driftloop.ingest.sql import dump_watermark, ingest_sql, load_watermark
 
-T0 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-MAPPING = {"fields": {"event_id": "id", "prompt": "question", "rating": "stars", "ts": "created"},
-           "segment_fields": ["locale"]}
+T0 = datetime(2026, 11, 1, 10, tzinfo=UTC)
+MAPPING = {
+    "fields": {"event_id": "id", "prompt": "question", "rating": "stars", "ts": "created"},
+    "segment_fields": ["locale"],
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -28,8 +30,12 @@ def team_db(request, tmp_path):
         url, ts_type = request.getfixturevalue("pg_url"), "TIMESTAMPTZ"
     eng = create_engine(url)
     with eng.begin() as c:
-        c.execute(text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, created {ts_type} NOT NULL, "
-                       f"question TEXT, stars INTEGER, locale TEXT, contact TEXT)"))
+        c.execute(
+            text(
+                f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, created {ts_type} NOT NULL, "
+                f"question TEXT, stars INTEGER, locale TEXT, contact TEXT)"
+            )
+        )
     eng.dispose()
     return url, name
 
@@ -39,9 +45,17 @@ def insert(url: str, table: str, ids: range, ts=lambda i: T0 + timedelta(minutes
     with eng.begin() as c:
         for i in ids:
             t = ts(i)
-            c.execute(text(f"INSERT INTO {table} VALUES (:id, :ts, :q, :s, :l, :m)"),
-                      {"id": i, "ts": t.isoformat() if eng.dialect.name == "sqlite" else t, "q": f"q{i}",
-                       "s": stars(i), "l": "de" if i % 2 else "fr", "m": f"user{i}@example.com"})
+            c.execute(
+                text(f"INSERT INTO {table} VALUES (:id, :ts, :q, :s, :l, :m)"),
+                {
+                    "id": i,
+                    "ts": t.isoformat() if eng.dialect.name == "sqlite" else t,
+                    "q": f"q{i}",
+                    "s": stars(i),
+                    "l": "de" if i % 2 else "fr",
+                    "m": f"user{i}@example.com",
+                },
+            )
     eng.dispose()
 
 
@@ -57,8 +71,9 @@ def test_table_is_read_incrementally_by_id_and_reruns_add_nothing(store, team_db
     again = ingest_sql(store, src)
     assert (again.read, again.accepted) == (5, 5) and store.count_events() == 24
     with store.engine.connect() as c:
-        row = c.execute(text("SELECT event_id, prompt, rating, segment, metadata FROM feedback "
-                             "WHERE event_id = '3'")).one()
+        row = c.execute(
+            text("SELECT event_id, prompt, rating, segment, metadata FROM feedback WHERE event_id = '3'")
+        ).one()
     assert row[1:3] == ("q3", 0.75) and "de" in str(row[3]) and "[EMAIL]" in str(row[4])
     assert "example.com" not in str(row[4])
 
@@ -78,12 +93,21 @@ def test_a_timestamp_watermark_never_splits_rows_that_share_it(store, team_db):
 def test_a_query_source_reads_only_its_rows_and_keeps_its_own_checkpoint(store, team_db):
     url, table = team_db
     insert(url, table, range(1, 11))
-    q = SqlSource(url=url, query=f"SELECT id, created, question, stars FROM {table} WHERE locale = 'de'",
-                  watermark="id", name="german", mapping={**MAPPING, "segment_fields": []})
+    q = SqlSource(
+        url=url,
+        query=f"SELECT id, created, question, stars FROM {table} WHERE locale = 'de'",
+        watermark="id",
+        name="german",
+        mapping={**MAPPING, "segment_fields": []},
+    )
     r = ingest_sql(store, q)
     assert (r.read, r.accepted) == (5, 5) and store.get_checkpoint("sql:german") is not None
-    cfg = load_config(None, env={}, check_files=False, overrides={"sources": [
-        {"kind": "sql", "url": url, "table": table, "watermark": "id", "mapping": MAPPING}]})
+    cfg = load_config(
+        None,
+        env={},
+        check_files=False,
+        overrides={"sources": [{"kind": "sql", "url": url, "table": table, "watermark": "id", "mapping": MAPPING}]},
+    )
     both = ingest_config(cfg, store)
     assert (both.read, both.accepted, both.duplicates) == (10, 5, 5)
 
@@ -103,8 +127,12 @@ def test_watermarks_round_trip_with_their_type(value):
 
 
 def test_sql_source_config_needs_exactly_one_of_table_and_query():
-    from driftloop.errors import ConfigError
+    from driftloop.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"sources.0.sql: Value error, give exactly one of `table` and `query`"):
-        load_config(None, env={}, check_files=False,
-                    overrides={"sources": [{"kind": "sql", "url": "sqlite://", "watermark": "id"}]})
+        load_config(
+            None,
+            env={},
+            check_files=False,
+            overrides={"sources": [{"kind": "sql", "url": "sqlite://", "watermark": "id"}]},
+        )

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from test_ingest_fast import EDGE, GOOD, counts, ingest, line, pair, same_both_ways, tables  # noqa: F401
 
 from driftloop.ingest import ingest_files, worker
 from driftloop.ingest.redact import Redactor
 from driftloop.store import Store
-from test_ingest_fast import EDGE, GOOD, counts, ingest, line, pair, same_both_ways, tables  # noqa: F401
 
 
 @pytest.fixture(params=[0, 1000], ids=["all-in-child", "head-here"])
@@ -72,8 +72,9 @@ def test_a_corrupt_gzip_and_user_patterns_in_a_child_match_the_row_path(pair, tm
     assert 0 < fast.accepted < 3000 and fast.redacted["employee"] == fast.accepted and fast.errors
 
 
-def test_a_child_that_cannot_start_or_dies_hands_the_rest_to_the_thread_path(sqlite_store, tmp_path, monkeypatch,
-                                                                             in_child):
+def test_a_child_that_cannot_start_or_dies_hands_the_rest_to_the_thread_path(
+    sqlite_store, tmp_path, monkeypatch, in_child
+):
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"\n".join(line({**GOOD, "event_id": f"k{i}", "prompt": f"q {i}"}) for i in range(3000)))
     ctx = multiprocessing.get_context("spawn")
@@ -128,9 +129,11 @@ def test_sigkill_of_the_parent_ends_the_child_and_the_rerun_loses_and_duplicates
     script.write_text(CHILD)
     store = Store(store_url)
     store.migrate()
-    parent = subprocess.Popen([sys.executable, str(script), store_url, str(path)], stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                   "PYTHONPATH": os.pathsep.join(sys.path)})
+    parent = subprocess.Popen(
+        [sys.executable, str(script), store_url, str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert parent.stdout.readline().strip() == b"ready"
     deadline = time.monotonic() + 60
     while parent.poll() is None and store.count_events() == 0 and time.monotonic() < deadline:
@@ -141,8 +144,10 @@ def test_sigkill_of_the_parent_ends_the_child_and_the_rerun_loses_and_duplicates
     parent.wait()
     assert 0 < store.count_events() < len(ids) and kids
     deadline = time.monotonic() + 30  # the child ends on its broken pipe
-    while any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]
-              for k in kids) and time.monotonic() < deadline:
+    while (
+        any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     assert time.monotonic() < deadline, "the parse child outlived its killed parent"
     r = ingest_files(store, [path], batch_lines=200)

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "k8s" / "gpu-work-pool.json"
 needs_k8s = pytest.mark.skipif(
     importlib.util.find_spec("prefect_kubernetes") is None,
-    reason="prefect-kubernetes is not installed (pip install prefect-kubernetes==0.8.0)")
+    reason="prefect-kubernetes is not installed (pip install prefect-kubernetes==0.8.0)",
+)
 
 
 def template() -> dict:
@@ -136,9 +137,16 @@ def test_a_flow_run_gets_a_kubernetes_job_that_requests_gpus_on_gpu_nodes():
 
 @needs_k8s
 def test_job_variables_change_gpus_nodes_and_tolerations():
-    manifest = flow_run_manifest(template(), {
-        "gpu_count": 4, "node_selector": {"gpu-type": "h100"}, "cpu_limit": "16", "memory_limit": "64Gi",
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]})
+    manifest = flow_run_manifest(
+        template(),
+        {
+            "gpu_count": 4,
+            "node_selector": {"gpu-type": "h100"},
+            "cpu_limit": "16",
+            "memory_limit": "64Gi",
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        },
+    )
     assert unknown_fields(manifest, "V1Job", "job") == []
     pod = as_v1_job(manifest).spec.template.spec
     limits = pod.containers[0].resources.limits
@@ -155,7 +163,9 @@ def test_the_field_check_catches_fields_kubernetes_would_drop():
 
     manifest = flow_run_manifest(KubernetesWorker.get_default_base_job_template())
     assert sorted(unknown_fields(manifest, "V1Job", "job")) == [
-        "job.spec.template.spec.completions", "job.spec.template.spec.parallelism"]
+        "job.spec.template.spec.completions",
+        "job.spec.template.spec.parallelism",
+    ]
 
 
 @needs_k8s
@@ -166,9 +176,25 @@ def test_readme_command_creates_the_gpu_pool_on_a_prefect_server(tmp_path):
 
     name = f"gpu-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", name, "--type", "kubernetes",
-                           "--base-job-template", str(TEMPLATE)], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "work-pool",
+            "create",
+            name,
+            "--type",
+            "kubernetes",
+            "--base-job-template",
+            str(TEMPLATE),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     async def read():

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
@@ -47,7 +47,10 @@ def test_demo_loop_promotes_the_challenger(demo_run):
     assert info["description"].startswith("Promoted by the gate")
     # The gate's figures per suite on the version, for the MLflow UI's "why is it the champion?".
     assert info["tags"]["driftloop.gate.verdict"] == "promote"
-    assert {k for k in info["tags"] if k.startswith("driftloop.gate.")} >= {"driftloop.gate.golden", "driftloop.gate.canary"}
+    assert {k for k in info["tags"] if k.startswith("driftloop.gate.")} >= {
+        "driftloop.gate.golden",
+        "driftloop.gate.canary",
+    }
 
     # One parent run per cycle with a nested run per stage; the decision is logged with its reasons.
     runs = tr.client.search_runs([tr.experiment_id], filter_string=f"attributes.run_id = '{second.run_id}'")
@@ -68,7 +71,7 @@ def test_demo_loop_promotes_the_challenger(demo_run):
     assert store.get_state("e2e")["state"] == "cooldown"
     path = [h["to_state"] for h in reversed(store.history("e2e", limit=20))]
     i = path.index("triggered")
-    assert path[i:i + 5] == ["triggered", "retraining", "evaluating", "promoted", "cooldown"]
+    assert path[i : i + 5] == ["triggered", "retraining", "evaluating", "promoted", "cooldown"]
 
     # Leakage safety on the real run: nothing the challenger trained on is golden.
     golden = {i["prompt_key"] for i in store.items("golden")}
@@ -79,7 +82,7 @@ def test_demo_loop_promotes_the_challenger(demo_run):
 
 
 def test_cli_tables_and_status(demo_run, capsys):
-    from driftloop import report
+    from driftloop.app import report
 
     cfg_path, summaries = demo_run
     report.demo_table(summaries, load_config(cfg_path))

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from driftloop.config import load_config
-from driftloop.errors import ConfigError
-from driftloop.validate import _prefect
-
-REPO = Path(__file__).resolve().parents[1]
+from driftloop.app.validate import _prefect
+from driftloop.core.config import load_config
+from driftloop.core.errors import ConfigError
 from driftloop.store import Store
 from driftloop.tracking import Tracker
+
+REPO = Path(__file__).resolve().parents[1]
 
 EVENT = "driftloop.regression.detected"
 
@@ -70,7 +70,7 @@ def triggered(tmp_path_factory, demo_model, prefect_harness, e2e_config):
     text = path.read_text().replace("project: e2e", f"project: {project}")
     path.write_text(text.replace("policy: {", "policy: {retrain_via: event, cooldown_hours: 1, "))
     (tmp / "feedback").mkdir()
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     import json
 
     # 7 baseline days then the shifted day, at once: the first cycle already sees the regression.
@@ -185,8 +185,9 @@ def test_validate_refuses_event_mode_without_an_automation(tmp_path):
             d.pop("triggers", None)
 
     path = _copy(tmp_path, drop_triggers)
-    with pytest.raises(ConfigError, match="retrain_via is 'event' but no deployment trigger expects "
-                                          "driftloop.regression.detected"):
+    with pytest.raises(
+        ConfigError, match="retrain_via is 'event' but no deployment trigger expects driftloop.regression.detected"
+    ):
         _prefect(path, _cfg(tmp_path, "{retrain_via: event, cooldown_hours: 1}"))
 
 
@@ -194,8 +195,11 @@ def test_validate_refuses_file_entrypoints_that_would_shadow_the_retrain_package
     def file_form(doc):
         doc["deployments"][3]["entrypoint"] = "flows/loop.py:loop"
 
-    with pytest.raises(ConfigError, match=r"deployments\.3\.entrypoint: 'flows/loop.py:loop' is a file path; "
-                                          r"use the module form flows.loop:loop"):
+    with pytest.raises(
+        ConfigError,
+        match=r"deployments\.3\.entrypoint: 'flows/loop.py:loop' is a file path; "
+        r"use the module form flows.loop:loop",
+    ):
         _prefect(_copy(tmp_path, file_form))
 
 
@@ -217,8 +221,15 @@ def test_a_trigger_nobody_acts_on_is_rearmed_once_its_lease_expires(tmp_path):
     p.write_text("project: lost\nstate_dir: state\npolicy: {retrain_via: event, cooldown_hours: 1}\n")
     ctx = context(StageParams(config=str(p)))
     # What a cycle leaves behind when it emits but no retrain run ever comes (no gpu worker).
-    assert ctx.store.transition("lost", "triggered", "breach", "cycle-a", lease_seconds=0.2, expected={"armed"},
-                                data={"pending": {"run_id": "r1", "owner": "cycle-a", "summary": {"cycle": "c"}}})
+    assert ctx.store.transition(
+        "lost",
+        "triggered",
+        "breach",
+        "cycle-a",
+        lease_seconds=0.2,
+        expected={"armed"},
+        data={"pending": {"run_id": "r1", "owner": "cycle-a", "summary": {"cycle": "c"}}},
+    )
     assert _rearm(ctx, "cycle-b")["state"] == "triggered"  # the lease still stands: left alone
     time.sleep(0.3)
     assert _rearm(ctx, "cycle-b")["state"] == "armed"  # expired: the next decision may trigger again

@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.demo.world import simulate
 from driftloop.store import Store
 from driftloop.tracking import Tracker
@@ -32,7 +32,7 @@ def _thumbs_world(tmp_path, demo_model, e2e_config, extra: str = ""):
     first cycle runs on the baseline. Returns the config path."""
     cfg_path = e2e_config(tmp_path, demo_model, extra)
     (tmp_path / "feedback").mkdir()
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     events = [{k: v for k, v in e.items() if k != "correction"} for e in simulate(seed=0, start=start)]
     cut = start + timedelta(days=7)
     _write([e for e in events if datetime.fromisoformat(e["ts"]) < cut], tmp_path / "feedback" / "a.jsonl")
@@ -41,14 +41,19 @@ def _thumbs_world(tmp_path, demo_model, e2e_config, extra: str = ""):
     return cfg_path
 
 
-def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_gate(tmp_path, demo_model,
-                                                                                  prefect_harness, e2e_config):
+def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_gate(
+    tmp_path, demo_model, prefect_harness, e2e_config
+):
     cfg_path = _thumbs_world(tmp_path, demo_model, e2e_config)
     assert main(["--config", str(cfg_path), "loop"]) == 0
     cfg = load_config(cfg_path)
     tr = Tracker.from_config(cfg)
-    cycle = tr.client.search_runs([tr.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+    cycle = tr.client.search_runs(
+        [tr.experiment_id],
+        filter_string="tags.`driftloop.kind` = 'cycle'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     summary = tr.read_json(cycle.info.run_id, "cycle_summary.json")
     assert summary["decision_action"] == "retrain"
     # The world has prompts asked more than once with opposite thumbs: auto trains DPO on those pairs.
@@ -60,14 +65,18 @@ def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_ga
     assert tr.alias_version("champion") == "1"
 
 
-def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, demo_model, prefect_harness,
-                                                                   e2e_config):
+def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, demo_model, prefect_harness, e2e_config):
     cfg_path = _thumbs_world(tmp_path, demo_model, e2e_config, "retrain: {objective: sft}")
     # The command as a user runs it, in its own process: exit 0, the verdict on one line, no traceback.
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
-                          capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "outcome: regression; nothing to train on: 0 corrections in the training pool, need 1" in proc.stdout
@@ -80,8 +89,12 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
     assert st["data"]["answered"]["outcome"] == "nothing to train on"
     tr = Tracker.from_config(cfg)
     assert tr.alias_version("champion") == "1" and tr.alias_version("challenger") is None
-    cycle = tr.client.search_runs([tr.experiment_id], filter_string="tags.`driftloop.kind` = 'cycle'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+    cycle = tr.client.search_runs(
+        [tr.experiment_id],
+        filter_string="tags.`driftloop.kind` = 'cycle'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert cycle.info.status == "FINISHED"
     assert cycle.data.tags["driftloop.retrain.action"] == "alert"
     decision = tr.read_json(cycle.info.run_id, "decision_retrain.json")
@@ -90,8 +103,13 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
 
     # The next cycle on the same feedback (cooldown_hours is 0 here) does not try again: the
     # breach was answered, and it waits for new feedback.
-    proc = subprocess.run([str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
-                          capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0 and "already answered" in proc.stdout, proc.stdout[-2000:]
     path = [h["to_state"] for h in reversed(store.history("e2e", limit=20))]
     assert path.count("triggered") == 1 and store.get_state("e2e")["state"] == "armed"

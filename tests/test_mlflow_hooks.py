@@ -17,16 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_healthy
 from mlflow.webhooks.delivery import _generate_hmac_signature
-
-from driftloop.api.mlflow_hooks import _version_to_evaluate, sign, verify
-from driftloop.config import load_config
-from driftloop.tracking import Tracker
 from test_api_evaluations import AUTH, Server, wait_done
 from test_api_feedback import free_port
 from test_evaluate import CANARY, make_world
 
-from conftest import wait_healthy
+from driftloop.app.api.mlflow_hooks import _version_to_evaluate, sign, verify
+from driftloop.core.config import load_config
+from driftloop.tracking import Tracker
 
 SECRET = "whsec-for-tests"
 MODEL = "driftloop-model"
@@ -37,33 +36,58 @@ def signed(payload: dict, secret: str = SECRET, ts: int | None = None, delivery:
     body = json.dumps(payload)
     delivery = delivery or str(uuid.uuid4())
     ts = str(int(time.time()) if ts is None else ts)
-    return body.encode(), {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery,
-                           "X-MLflow-Timestamp": ts,
-                           "X-MLflow-Signature": _generate_hmac_signature(secret, delivery, ts, body)}
+    return body.encode(), {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": _generate_hmac_signature(secret, delivery, ts, body),
+    }
 
 
 def created(version: str, name: str = MODEL) -> dict:
-    return {"entity": "model_version", "action": "created", "timestamp": "2026-11-26T00:00:00+00:00",
-            "data": {"name": name, "version": version, "source": "models:/x", "run_id": None, "tags": {},
-                     "description": None}}
+    return {
+        "entity": "model_version",
+        "action": "created",
+        "timestamp": "2026-11-26T00:00:00+00:00",
+        "data": {
+            "name": name,
+            "version": version,
+            "source": "models:/x",
+            "run_id": None,
+            "tags": {},
+            "description": None,
+        },
+    }
 
 
 # ------------------------------------------------------------------ the recipe
 def test_signature_matches_mlflows_own() -> None:
     body, headers = signed(created("3"))
-    assert sign(SECRET, headers["X-MLflow-Delivery-Id"], headers["X-MLflow-Timestamp"], body) == headers["X-MLflow-Signature"]
+    assert (
+        sign(SECRET, headers["X-MLflow-Delivery-Id"], headers["X-MLflow-Timestamp"], body)
+        == headers["X-MLflow-Signature"]
+    )
     assert verify(SECRET, headers, body, tolerance_s=300) == headers["X-MLflow-Delivery-Id"]
 
 
-@pytest.mark.parametrize("tamper, reason", [
-    (lambda b, h: (b + b" ", h), "signature does not match"),
-    (lambda b, h: (b, {**h, "X-MLflow-Signature": "v1," + base64.b64encode(b"x" * 32).decode()}), "signature does not match"),
-    (lambda b, h: signed(json.loads(b), secret="another-secret"), "signature does not match"),
-    (lambda b, h: (b, {k: v for k, v in h.items() if k != "X-MLflow-Signature"}), "missing"),
-    (lambda b, h: (b, {**h, "X-MLflow-Timestamp": str(int(h["X-MLflow-Timestamp"]) + 1)}), "signature does not match"),
-    (lambda b, h: signed(json.loads(b), ts=int(time.time()) - 301), "s away from now (tolerance 300 s)"),
-    (lambda b, h: signed(json.loads(b), ts=int(time.time()) + 400), "s away from now (tolerance 300 s)"),
-])
+@pytest.mark.parametrize(
+    "tamper, reason",
+    [
+        (lambda b, h: (b + b" ", h), "signature does not match"),
+        (
+            lambda b, h: (b, {**h, "X-MLflow-Signature": "v1," + base64.b64encode(b"x" * 32).decode()}),
+            "signature does not match",
+        ),
+        (lambda b, h: signed(json.loads(b), secret="another-secret"), "signature does not match"),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != "X-MLflow-Signature"}), "missing"),
+        (
+            lambda b, h: (b, {**h, "X-MLflow-Timestamp": str(int(h["X-MLflow-Timestamp"]) + 1)}),
+            "signature does not match",
+        ),
+        (lambda b, h: signed(json.loads(b), ts=int(time.time()) - 301), "s away from now (tolerance 300 s)"),
+        (lambda b, h: signed(json.loads(b), ts=int(time.time()) + 400), "s away from now (tolerance 300 s)"),
+    ],
+)
 def test_tampered_missing_and_stale_deliveries_are_refused(tamper, reason) -> None:
     body, headers = tamper(*signed(created("3")))
     with pytest.raises(ValueError, match=re.escape(reason)):
@@ -77,14 +101,38 @@ def test_one_valid_signature_among_several_is_enough() -> None:
     assert verify(SECRET, headers, body, tolerance_s=300)
 
 
-@pytest.mark.parametrize("payload, version", [
-    (created("4"), "4"),
-    ({"entity": "model_version_alias", "action": "created", "data": {"name": MODEL, "alias": "champion", "version": "3"}}, "3"),
-    ({"entity": "model_version_alias", "action": "created", "data": {"name": MODEL, "alias": "challenger", "version": "3"}}, None),
-    ({"entity": "model_version_alias", "action": "deleted", "data": {"name": MODEL, "alias": "champion"}}, None),
-    ({"entity": "model_version_tag", "action": "set", "data": {"name": MODEL, "version": "3", "key": "k", "value": "v"}}, None),
-    (created("4", name="other"), None),
-])
+@pytest.mark.parametrize(
+    "payload, version",
+    [
+        (created("4"), "4"),
+        (
+            {
+                "entity": "model_version_alias",
+                "action": "created",
+                "data": {"name": MODEL, "alias": "champion", "version": "3"},
+            },
+            "3",
+        ),
+        (
+            {
+                "entity": "model_version_alias",
+                "action": "created",
+                "data": {"name": MODEL, "alias": "challenger", "version": "3"},
+            },
+            None,
+        ),
+        ({"entity": "model_version_alias", "action": "deleted", "data": {"name": MODEL, "alias": "champion"}}, None),
+        (
+            {
+                "entity": "model_version_tag",
+                "action": "set",
+                "data": {"name": MODEL, "version": "3", "key": "k", "value": "v"},
+            },
+            None,
+        ),
+        (created("4", name="other"), None),
+    ],
+)
 def test_which_events_start_an_evaluation(payload, version) -> None:
     """model_version.created always; an alias move only for the aliases listed in the config."""
     cfg = load_config(None, env={}, check_files=False, overrides={"api": {"mlflow_webhook_aliases": ["champion"]}})
@@ -97,17 +145,36 @@ def mlflow_server(tmp_path_factory):
     """A real `mlflow server` (SQLite, proxied artifacts) on loopback that may call http://127.0.0.1."""
     tmp = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    env = {**os.environ,
-           # MLflow sends webhooks only to public https addresses unless told otherwise (local testing).
-           "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-           # The server caches the webhook list per event for 60 s; 1 s lets a new webhook take effect.
-           "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-           # Webhook secrets are stored encrypted with this key (a random one per process otherwise).
-           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"k" * 32).decode()}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                             "--artifacts-destination", str(tmp / "artifacts")],
-                            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
+    env = {
+        **os.environ,
+        # MLflow sends webhooks only to public https addresses unless told otherwise (local testing).
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        # The server caches the webhook list per event for 60 s; 1 s lets a new webhook take effect.
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        # Webhook secrets are stored encrypted with this key (a random one per process otherwise).
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"k" * 32).decode(),
+    }
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp / "artifacts"),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "server.log", "wb"),
+    )
     url = f"http://127.0.0.1:{port}"
     wait_healthy(f"{url}/health", proc, tmp / "server.log")
     yield url
@@ -124,8 +191,9 @@ def hooked(tmp_path_factory, demo_model: Path, mlflow_server: str, prefect_harne
     world = make_world(tmp_path_factory.mktemp("hooks"), demo_model, extra=f"tracking: {{uri: '{mlflow_server}'}}")
     api = Server(world, mlflow_webhook_secret=SECRET)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    client.create_webhook(name="driftloop", url=f"{api.url}/v1/hooks/mlflow", events=["model_version.created"],
-                          secret=SECRET)
+    client.create_webhook(
+        name="driftloop", url=f"{api.url}/v1/hooks/mlflow", events=["model_version.created"], secret=SECRET
+    )
     yield api, world, client
     api.stop()
 
@@ -158,9 +226,18 @@ def test_other_models_and_events_are_ignored_with_a_reason(hooked) -> None:
     api, world, _ = hooked
     cases = [
         (created("1", name="someone-elses-model"), "is not driftloop's registered model 'driftloop-model'"),
-        ({"entity": "registered_model", "action": "created", "data": {"name": MODEL}}, "event registered_model.created does not"),
-        ({"entity": "model_version_alias", "action": "created", "data": {"name": MODEL, "alias": "staging", "version": "1"}},
-         "alias 'staging' is not in api.mlflow_webhook_aliases"),
+        (
+            {"entity": "registered_model", "action": "created", "data": {"name": MODEL}},
+            "event registered_model.created does not",
+        ),
+        (
+            {
+                "entity": "model_version_alias",
+                "action": "created",
+                "data": {"name": MODEL, "alias": "staging", "version": "1"},
+            },
+            "alias 'staging' is not in api.mlflow_webhook_aliases",
+        ),
     ]
     for payload, reason in cases:
         r = hook(api, *signed(payload))
@@ -191,8 +268,10 @@ def test_registering_a_version_in_mlflow_starts_its_evaluation(hooked, demo_mode
     # MLflow retries a delivery it thinks failed: the same delivery id starts nothing new.
     again = hook(api, *signed(created("2"), delivery=tags["driftloop.mlflow_delivery"]))
     assert again.status_code == 200 and again.json() == {
-        "id": started.info.run_id, "duplicate": True,
-        "reason": f"delivery {tags['driftloop.mlflow_delivery']} already received"}
+        "id": started.info.run_id,
+        "duplicate": True,
+        "reason": f"delivery {tags['driftloop.mlflow_delivery']} already received",
+    }
     assert len(evaluation_runs(world)) == 1
 
 

@@ -4,23 +4,23 @@ by a real `evidently ui` on loopback) and the `driftloop monitor` table."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import numpy as np
 import pytest
+from conftest import evidently_ui  # tests/ is on sys.path
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.types import FeedbackEvent
 from driftloop.store import Store
 from driftloop.tracking import Tracker
-from driftloop.types import FeedbackEvent
-from conftest import evidently_ui  # tests/ is on sys.path
 
 # Starts Prefect's harness, MLflow and `evidently ui`: about 90 s on 2 cores.
 pytestmark = pytest.mark.slow
 
-T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def events(n: int, day0: float, days: float, seed: int, *, slow: bool = False, billing_bad: bool = False):
@@ -33,12 +33,21 @@ def events(n: int, day0: float, days: float, seed: int, *, slow: bool = False, b
         prompt = ["Where is my parcel?", "Rechnung falsch 😀", "reset password please"][i % 3] + f" #{i}"
         if i == 7:
             prompt = "x" * 1_000_000  # a 1 MB prompt: lengths come from SQL, descriptors read its head
-        out.append(FeedbackEvent(
-            event_id=f"s{seed}-{i}", ts=T0 + timedelta(days=day0 + days * i / n), model_version="1",
-            prompt=prompt, response="ok " * int(rng.integers(5, 50)), thumbs_up=bool(up),
-            rating=1.0 if up else 0.0, segment={"topic": topic},
-            latency_ms=float(rng.normal(900 if slow else 300, 40)), tokens_in=int(rng.integers(5, 60)),
-            tokens_out=int(rng.integers(10, 90))))
+        out.append(
+            FeedbackEvent(
+                event_id=f"s{seed}-{i}",
+                ts=T0 + timedelta(days=day0 + days * i / n),
+                model_version="1",
+                prompt=prompt,
+                response="ok " * int(rng.integers(5, 50)),
+                thumbs_up=bool(up),
+                rating=1.0 if up else 0.0,
+                segment={"topic": topic},
+                latency_ms=float(rng.normal(900 if slow else 300, 40)),
+                tokens_in=int(rng.integers(5, 60)),
+                tokens_out=int(rng.integers(10, 90)),
+            )
+        )
     return out
 
 
@@ -104,7 +113,9 @@ def test_the_second_run_reads_the_reference_from_the_profile_cache_with_the_same
     _, first, second = monitored
     assert (first.reference_cached, second.reference_cached) == (False, True)
     assert second.n_reference == first.n_reference
-    assert [(m.label(), m.value, m.passed) for m in second.drift] == [(m.label(), m.value, m.passed) for m in first.drift]
+    assert [(m.label(), m.value, m.passed) for m in second.drift] == [
+        (m.label(), m.value, m.passed) for m in first.drift
+    ]
     assert [m.model_dump() for m in second.reference] == [m.model_dump() for m in first.reference]
 
 
@@ -124,7 +135,7 @@ def test_evidently_ui_serves_the_project_and_the_runs_snapshots(monitored):
 
 
 def test_driftloop_monitor_prints_the_compact_table(monitored, capsys, monkeypatch):
-    from driftloop.report import console
+    from driftloop.app.report import console
 
     cfg_path, _, _ = monitored
     monkeypatch.setattr(console, "width", 250)  # pytest's capture is 80 columns wide; keep words whole

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from driftloop.config import MonitorConfig, TextDriftConfig
+from driftloop.core.config import MonitorConfig, TextDriftConfig
 from evaluators.drift import drift_report
 from evaluators.drift_profiles import dkw_epsilon
 from evaluators.monitoring import ReferenceCache, monitor_frames
@@ -24,10 +24,10 @@ LARGE = {"exact_rows": 0, "report_rows": 1001}  # force the profile path on smal
 @pytest.mark.parametrize(
     "n_ref, n_cur, kwargs",
     [
-        (1500, 1200, {}),                                      # no shift
-        (1500, 1200, {"latency_shift": 40}),                   # a continuous column shifts
-        (1500, 1200, {"topic_p": [0.6, 0.2, 0.2]}),            # a category mix shifts
-        (600, 1200, {"versions": ("3", "4")}),                 # small reference: Evidently's p-value tests
+        (1500, 1200, {}),  # no shift
+        (1500, 1200, {"latency_shift": 40}),  # a continuous column shifts
+        (1500, 1200, {"topic_p": [0.6, 0.2, 0.2]}),  # a category mix shifts
+        (600, 1200, {"versions": ("3", "4")}),  # small reference: Evidently's p-value tests
     ],
 )
 def test_profile_verdicts_and_scores_equal_evidently_on_every_row(n_ref, n_cur, kwargs):
@@ -96,8 +96,9 @@ def test_a_saved_profile_gives_the_same_results_without_the_reference_frame(tmp_
     profile, quality = cache.get("k1")
     assert isinstance(profile, WindowProfile) and profile.n_rows == 3000 and len(profile.sample) == 1001
     again = monitor_frames(profile, cur, mon, reference_quality=quality)
-    assert [(m.label(), m.value, m.passed) for m in again.drift.metrics] == \
-           [(m.label(), m.value, m.passed) for m in first.drift.metrics]
+    assert [(m.label(), m.value, m.passed) for m in again.drift.metrics] == [
+        (m.label(), m.value, m.passed) for m in first.drift.metrics
+    ]
     assert cache.get("missing") is None
     (tmp_path / "k1.npz").write_bytes(b"damaged")
     assert cache.get("k1") is None  # a damaged entry is a miss, never a crash
@@ -114,7 +115,7 @@ def test_the_sample_row_count_is_exact_and_its_dkw_bound_is_stated():
     [
         ("", 0, 0.0, "no"),
         ("😀😀 ok?", 2, 2 / 6, "yes"),
-        ("a " * 500_000, 2_000, 0.0, "no"),          # a 1 MB text: descriptors read its first 4,000 characters
+        ("a " * 500_000, 2_000, 0.0, "no"),  # a 1 MB text: descriptors read its first 4,000 characters
         (None, 0, 0.0, "no"),
     ],
 )
@@ -144,8 +145,9 @@ def test_without_the_embeddings_extra_embedding_drift_is_skipped_with_the_reason
 
 def test_the_permutation_test_is_calibrated_on_identical_distributions_and_finds_a_shift():
     rng = np.random.default_rng(1)
-    p_same = [permutation_test(rng.normal(size=(60, 4)), rng.normal(size=(60, 4)), n_perm=99, seed=s)[1]
-              for s in range(200)]
+    p_same = [
+        permutation_test(rng.normal(size=(60, 4)), rng.normal(size=(60, 4)), n_perm=99, seed=s)[1] for s in range(200)
+    ]
     assert 0.02 <= np.mean(np.array(p_same) < 0.05) <= 0.10
     assert permutation_test(rng.normal(size=(60, 4)), rng.normal(0.8, 1, size=(60, 4)))[1] < 0.01
 
@@ -173,8 +175,14 @@ def test_the_text_drift_and_drift_evaluators_run_from_the_registry():
     assert {m.segment["column"] for m in ms} >= {"prompt.words", "prompt.embedding"}
     artifacts: dict = {}
     mon = MonitorConfig(features=["latency_ms", "topic"], **LARGE)
-    out = registry.get("drift")({"reference": window(1500, 1), "current": window(1200, 2, latency_shift=40),
-                                 "monitor": mon, "artifacts": artifacts})
+    out = registry.get("drift")(
+        {
+            "reference": window(1500, 1),
+            "current": window(1200, 2, latency_shift=40),
+            "monitor": mon,
+            "artifacts": artifacts,
+        }
+    )
     assert [m.label() for m in out][:2] == ["drift_score[column=latency_ms]", "drift_score[column=topic]"]
     assert [m.passed for m in out] == [False, True, False]  # half the columns drifted: dataset drift at 0.5
     assert artifacts["drift_snapshot"] is not None and "computed on all rows" in artifacts["drift_report.html"]

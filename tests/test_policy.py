@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from driftloop import stats
-from driftloop.config import PolicyConfig
-from driftloop.policy import decide, gate
-from driftloop.types import Action, MetricResult, SampleResults
+from driftloop.core import stats
+from driftloop.core.config import PolicyConfig
+from driftloop.core.policy import decide, gate
+from driftloop.core.types import Action, MetricResult, SampleResults
 
-NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def rate(value: float, n: int, segment: dict | None = None, name: str = "thumbs_up_rate") -> MetricResult:
@@ -23,15 +23,29 @@ def rate(value: float, n: int, segment: dict | None = None, name: str = "thumbs_
 POLICY = PolicyConfig(floors={"thumbs_up_rate": 0.7}, max_drop={"thumbs_up_rate": 0.1}, min_n=30)
 
 
-@pytest.mark.parametrize("case, current, reference, action, fragment", [
-    ("clear regression", [rate(0.55, 800)], [rate(0.85, 2000)], Action.RETRAIN, "below the floor 0.70"),
-    ("noise only", [rate(0.84, 600)], [rate(0.85, 2000)], Action.NONE, "no quality metric"),
-    ("noise near the floor", [rate(0.69, 100)], [rate(0.72, 2000)], Action.NONE, "no quality metric"),
-    ("one segment only", [rate(0.80, 900), rate(0.15, 300, {"topic": "billing"}), rate(0.88, 600, {"topic": "account"})],
-     [rate(0.86, 2000), rate(0.87, 700, {"topic": "account"})], Action.RETRAIN, "in topic=billing"),
-    ("insufficient data", [rate(0.10, 12, {"topic": "billing"})], [], Action.NONE, "insufficient data (n=12 < 30)"),
-    ("drop beyond margin above the floor", [rate(0.72, 3000)], [rate(0.90, 3000)], Action.RETRAIN, "drop 0.18 > 0.10"),
-])
+@pytest.mark.parametrize(
+    "case, current, reference, action, fragment",
+    [
+        ("clear regression", [rate(0.55, 800)], [rate(0.85, 2000)], Action.RETRAIN, "below the floor 0.70"),
+        ("noise only", [rate(0.84, 600)], [rate(0.85, 2000)], Action.NONE, "no quality metric"),
+        ("noise near the floor", [rate(0.69, 100)], [rate(0.72, 2000)], Action.NONE, "no quality metric"),
+        (
+            "one segment only",
+            [rate(0.80, 900), rate(0.15, 300, {"topic": "billing"}), rate(0.88, 600, {"topic": "account"})],
+            [rate(0.86, 2000), rate(0.87, 700, {"topic": "account"})],
+            Action.RETRAIN,
+            "in topic=billing",
+        ),
+        ("insufficient data", [rate(0.10, 12, {"topic": "billing"})], [], Action.NONE, "insufficient data (n=12 < 30)"),
+        (
+            "drop beyond margin above the floor",
+            [rate(0.72, 3000)],
+            [rate(0.90, 3000)],
+            Action.RETRAIN,
+            "drop 0.18 > 0.10",
+        ),
+    ],
+)
 def test_decide_table(case, current, reference, action, fragment):
     d = decide(current, reference, [], POLICY, state={}, now=NOW)
     assert d.action == action, (case, d.reasons)
@@ -46,15 +60,43 @@ def test_decide_reasons_carry_the_numbers():
     assert d.evidence[0].passed is False and d.evidence[0].threshold == 0.7
 
 
-@pytest.mark.parametrize("state, policy_kw, action, fragment", [
-    ({"breaches": []}, {"debounce_m": 2, "debounce_n": 3}, Action.ALERT, "debounce: 1 of the last 1"),
-    ({"breaches": [False, True]}, {"debounce_m": 2, "debounce_n": 3}, Action.RETRAIN, "below the floor"),
-    ({"breaches": [True, False, False]}, {"debounce_m": 2, "debounce_n": 3}, Action.ALERT, "debounce: 1 of the last 3"),
-    ({"last_retrain_at": (NOW - timedelta(hours=2)).isoformat()}, {"cooldown_hours": 6}, Action.ALERT, "cooldown: last retrain 2.0 h ago"),
-    ({"last_retrain_at": (NOW - timedelta(hours=7)).isoformat()}, {"cooldown_hours": 6}, Action.RETRAIN, "below the floor"),
-    ({"retrains": [(NOW - timedelta(hours=h)).isoformat() for h in (1, 5)]}, {"max_retrains_per_day": 2}, Action.ALERT, "budget: 2 retrains"),
-    ({"retrains": [(NOW - timedelta(hours=h)).isoformat() for h in (1, 30)]}, {"max_retrains_per_day": 2}, Action.RETRAIN, "below the floor"),
-])
+@pytest.mark.parametrize(
+    "state, policy_kw, action, fragment",
+    [
+        ({"breaches": []}, {"debounce_m": 2, "debounce_n": 3}, Action.ALERT, "debounce: 1 of the last 1"),
+        ({"breaches": [False, True]}, {"debounce_m": 2, "debounce_n": 3}, Action.RETRAIN, "below the floor"),
+        (
+            {"breaches": [True, False, False]},
+            {"debounce_m": 2, "debounce_n": 3},
+            Action.ALERT,
+            "debounce: 1 of the last 3",
+        ),
+        (
+            {"last_retrain_at": (NOW - timedelta(hours=2)).isoformat()},
+            {"cooldown_hours": 6},
+            Action.ALERT,
+            "cooldown: last retrain 2.0 h ago",
+        ),
+        (
+            {"last_retrain_at": (NOW - timedelta(hours=7)).isoformat()},
+            {"cooldown_hours": 6},
+            Action.RETRAIN,
+            "below the floor",
+        ),
+        (
+            {"retrains": [(NOW - timedelta(hours=h)).isoformat() for h in (1, 5)]},
+            {"max_retrains_per_day": 2},
+            Action.ALERT,
+            "budget: 2 retrains",
+        ),
+        (
+            {"retrains": [(NOW - timedelta(hours=h)).isoformat() for h in (1, 30)]},
+            {"max_retrains_per_day": 2},
+            Action.RETRAIN,
+            "below the floor",
+        ),
+    ],
+)
 def test_decide_debounce_cooldown_budget(state, policy_kw, action, fragment):
     policy = POLICY.model_copy(update=policy_kw)
     d = decide([rate(0.4, 500)], [], [], policy, state=state, now=NOW)
@@ -75,16 +117,40 @@ def paired(n: int, p0: float, p1: float, seed: int, task: str) -> tuple[SampleRe
 ROLES = {"golden": "target", "canary": "canary", "bias": "bias"}
 
 
-@pytest.mark.parametrize("case, golden, canary, action, fragment", [
-    ("clear win, canary equal", paired(120, 0.4, 0.9, 1, "g"), paired(120, 0.95, 0.95, 2, "c"), Action.PROMOTE, "pass"),
-    ("no real gain", paired(120, 0.6, 0.6, 3, "g"), paired(120, 0.95, 0.95, 4, "c"), Action.REJECT, "fail"),
-    ("gain but canary worse by more than the margin", paired(120, 0.4, 0.9, 5, "g"), paired(200, 0.95, 0.70, 6, "c"),
-     Action.REJECT, "worse by more than the margin"),
-    ("gain but canary too small to rule out a loss", paired(120, 0.4, 0.9, 9, "g"), paired(40, 0.9, 0.85, 10, "c"),
-     Action.REJECT, "a loss beyond the margin cannot be ruled out"),
-    ("too few golden items", paired(12, 0.2, 1.0, 7, "g"), paired(120, 0.95, 0.95, 8, "c"), Action.REJECT,
-     "insufficient data (n=12 < 30)"),
-])
+@pytest.mark.parametrize(
+    "case, golden, canary, action, fragment",
+    [
+        (
+            "clear win, canary equal",
+            paired(120, 0.4, 0.9, 1, "g"),
+            paired(120, 0.95, 0.95, 2, "c"),
+            Action.PROMOTE,
+            "pass",
+        ),
+        ("no real gain", paired(120, 0.6, 0.6, 3, "g"), paired(120, 0.95, 0.95, 4, "c"), Action.REJECT, "fail"),
+        (
+            "gain but canary worse by more than the margin",
+            paired(120, 0.4, 0.9, 5, "g"),
+            paired(200, 0.95, 0.70, 6, "c"),
+            Action.REJECT,
+            "worse by more than the margin",
+        ),
+        (
+            "gain but canary too small to rule out a loss",
+            paired(120, 0.4, 0.9, 9, "g"),
+            paired(40, 0.9, 0.85, 10, "c"),
+            Action.REJECT,
+            "a loss beyond the margin cannot be ruled out",
+        ),
+        (
+            "too few golden items",
+            paired(12, 0.2, 1.0, 7, "g"),
+            paired(120, 0.95, 0.95, 8, "c"),
+            Action.REJECT,
+            "insufficient data (n=12 < 30)",
+        ),
+    ],
+)
 def test_gate_table(case, golden, canary, action, fragment):
     champ = {"golden": [golden[0]], "canary": [canary[0]]}
     chall = {"golden": [golden[1]], "canary": [canary[1]]}
@@ -120,8 +186,12 @@ def test_gate_false_promotion_rate_is_at_most_alpha():
         chall = np.where(flip, ~base, base)
         flip2 = rng.random(200) < 0.1
         champ = np.where(flip2, ~base, base)
-        d = gate({"golden": [samples("g", chall.astype(int).tolist())]},
-                 {"golden": [samples("g", champ.astype(int).tolist())]}, ROLES, POLICY)
+        d = gate(
+            {"golden": [samples("g", chall.astype(int).tolist())]},
+            {"golden": [samples("g", champ.astype(int).tolist())]},
+            ROLES,
+            POLICY,
+        )
         promoted += d.action == Action.PROMOTE
     assert promoted / 400 <= POLICY.alpha
 
@@ -141,7 +211,7 @@ def test_holm_matches_hand_computation():
 
 
 def test_mcnemar_exact_small_n():
-    assert stats.mcnemar_exact(0, 6).p_value == pytest.approx(2 * 0.5 ** 6)
+    assert stats.mcnemar_exact(0, 6).p_value == pytest.approx(2 * 0.5**6)
     assert stats.mcnemar_exact(3, 3).p_value == 1.0
 
 
@@ -173,10 +243,13 @@ def test_gate_superiority_is_one_sided():
     assert d.action == Action.REJECT and "gain > 0.100" in d.reasons[0]
 
 
-@pytest.mark.parametrize("margins, relative, action", [
-    ({"canary": 0.05}, {}, Action.REJECT),            # 0.05 absolute: a 6-point loss is beyond it
-    ({"canary": 0.05}, {"canary": 0.20}, Action.PROMOTE),  # 20% of 0.95 = 0.19: within it
-])
+@pytest.mark.parametrize(
+    "margins, relative, action",
+    [
+        ({"canary": 0.05}, {}, Action.REJECT),  # 0.05 absolute: a 6-point loss is beyond it
+        ({"canary": 0.05}, {"canary": 0.20}, Action.PROMOTE),  # 20% of 0.95 = 0.19: within it
+    ],
+)
 def test_gate_canary_margin_absolute_or_relative_to_the_champion(margins, relative, action):
     g0, g1 = paired(200, 0.4, 0.9, 21, "g")
     c0, c1 = paired(1000, 0.95, 0.89, 22, "c")
@@ -217,11 +290,14 @@ def bench(value: float, n: int, name: str = "driftloop_golden/acc") -> MetricRes
     return MetricResult(name=name, value=v, ci_low=lo, ci_high=hi, n=n, source="benchmark")
 
 
-@pytest.mark.parametrize("case, now_value, base, action, fragment", [
-    ("fell 12% of its baseline", 0.70, bench(0.80, 800), Action.RETRAIN, "drop 0.10 > 0.040 (5% of 0.80)"),
-    ("fell within noise", 0.79, bench(0.80, 800), Action.NONE, "no quality metric"),
-    ("baseline too small", 0.50, bench(0.80, 20), Action.NONE, "baseline has insufficient data (n=20 < 30)"),
-])
+@pytest.mark.parametrize(
+    "case, now_value, base, action, fragment",
+    [
+        ("fell 12% of its baseline", 0.70, bench(0.80, 800), Action.RETRAIN, "drop 0.10 > 0.040 (5% of 0.80)"),
+        ("fell within noise", 0.79, bench(0.80, 800), Action.NONE, "no quality metric"),
+        ("baseline too small", 0.50, bench(0.80, 20), Action.NONE, "baseline has insufficient data (n=20 < 30)"),
+    ],
+)
 def test_decide_relative_drop_from_the_champions_baseline(case, now_value, base, action, fragment):
     policy = POLICY.model_copy(update={"floors": {}, "max_drop": {}, "relative_drop": {"driftloop_golden/acc": 0.05}})
     d = decide([], [], [], policy, now=NOW, benchmark=[bench(now_value, 800)], baseline=[base])

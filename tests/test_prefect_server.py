@@ -20,13 +20,13 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from driftloop.config import load_config
+from driftloop.core.config import load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
@@ -59,8 +59,9 @@ class Procs:
 
     def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("wb")
-        p = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            args, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs[name] = p
         return p
 
@@ -113,7 +114,7 @@ def server(tmp_path_factory, demo_model, e2e_config):
     cfg_path.write_text(text.replace("policy: {", "policy: {retrain_via: event, cooldown_hours: 1, "))
     feedback = cfg_path.parent / "feedback"
     feedback.mkdir()
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=8)
     with (feedback / "all.jsonl").open("w") as f:
         for e in simulate(seed=0, start=start):
             f.write(json.dumps(e) + "\n")
@@ -121,11 +122,18 @@ def server(tmp_path_factory, demo_model, e2e_config):
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DRIFTLOOP_HOME": str(ROOT),
-           "DRIFTLOOP_CONFIG": str(cfg_path), "OMP_NUM_THREADS": "1", "PREFECT_CLI_PROMPT": "false",
-           # No scheduled runs (ingest every 15 min...) racing the tests; the schedules are still registered.
-           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DRIFTLOOP_HOME": str(ROOT),
+        "DRIFTLOOP_CONFIG": str(cfg_path),
+        "OMP_NUM_THREADS": "1",
+        "PREFECT_CLI_PROMPT": "false",
+        # No scheduled runs (ingest every 15 min...) racing the tests; the schedules are still registered.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+    }
     procs = Procs(logs, env)
     try:
         procs.start("server", PREFECT + ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
@@ -137,8 +145,14 @@ def server(tmp_path_factory, demo_model, e2e_config):
                 return False
 
         _wait("the Prefect server's /api/health", healthy, 120, procs, "server")
-        r = subprocess.run(PREFECT + ["work-pool", "create", "default", "--type", "process"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            PREFECT + ["work-pool", "create", "default", "--type", "process"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
         async def gpu_pool(client):  # the same as the CLI call above, without another ~10 s start-up
@@ -149,8 +163,9 @@ def server(tmp_path_factory, demo_model, e2e_config):
             await client.create_work_pool(WorkPoolCreate(name="gpu", type="process", base_job_template=template))
 
         _client_call(url, gpu_pool)
-        r = subprocess.run(PREFECT + ["--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            PREFECT + ["--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         # DRIFTLOOP_HOME is only read by `prefect deploy` (the pull step's folder is fixed then); in a
         # worker's environment the config loader would take it for an override of a key `home`.
@@ -185,8 +200,14 @@ def _runs_of(url: str, deployment: str) -> list:
 
 
 def test_deploy_all_registers_every_deployment_with_enforced_schemas(server):
-    names = ["ingest/scheduled", "monitor/hourly", "benchmark/nightly", "loop/daily", "evaluate/on-demand",
-             "retrain/gpu"]
+    names = [
+        "ingest/scheduled",
+        "monitor/hourly",
+        "benchmark/nightly",
+        "loop/daily",
+        "evaluate/on-demand",
+        "retrain/gpu",
+    ]
 
     async def read(client):
         return [await client.read_deployment_by_name(n) for n in names]
@@ -197,15 +218,26 @@ def test_deploy_all_registers_every_deployment_with_enforced_schemas(server):
     assert deps["retrain/gpu"].work_pool_name == "gpu" and deps["loop/daily"].work_pool_name == "default"
     assert deps["retrain/gpu"].global_concurrency_limit.limit == 1
     # The server itself refuses parameters outside the flow's schema.
-    r = subprocess.run(PREFECT + ["deployment", "run", "evaluate/on-demand", "-p", "modle=champion"], cwd=ROOT,
-                       env=server["env"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        PREFECT + ["deployment", "run", "evaluate/on-demand", "-p", "modle=champion"],
+        cwd=ROOT,
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "modle" in r.stdout + r.stderr
 
 
 def test_evaluate_on_demand_runs_on_the_worker_and_logs_to_mlflow(server):
-    r = subprocess.run(PREFECT + ["deployment", "run", "evaluate/on-demand", "-p", "model=champion",
-                                  "-p", 'suites=["canary"]'], cwd=ROOT, env=server["env"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        PREFECT + ["deployment", "run", "evaluate/on-demand", "-p", "model=champion", "-p", 'suites=["canary"]'],
+        cwd=ROOT,
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
     def finished():
@@ -238,8 +270,7 @@ def _emit(url: str, project: str, cycle_run_id: str, config: str) -> None:
 
 
 def _retrain_runs(url: str, **match) -> list:
-    return [r for r in _runs_of(url, "retrain/gpu")
-            if all(r.parameters.get(k) == v for k, v in match.items())]
+    return [r for r in _runs_of(url, "retrain/gpu") if all(r.parameters.get(k) == v for k, v in match.items())]
 
 
 def test_automation_starts_retrain_once_for_two_events_within_its_window(server):
@@ -309,6 +340,8 @@ def test_loop_in_event_mode_triggers_one_retrain_run_that_finishes_the_cycle(ser
     st = Store(cfg.store_url).get_state(project)
     assert st["state"] == "cooldown" and st["lease_owner"] is None
     tr = Tracker.from_config(cfg)
-    assert tr.client.get_run(first.run_id).data.tags["driftloop.outcome"] in ("promoted version 2",
-                                                                             "rejected version 2")
+    assert tr.client.get_run(first.run_id).data.tags["driftloop.outcome"] in (
+        "promoted version 2",
+        "rejected version 2",
+    )
     assert tr.client.get_run(first.run_id).data.tags["driftloop.retrain_via"] == "event"

@@ -6,21 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.config import MonitorConfig, PolicyConfig
-from driftloop.errors import InputError
+from driftloop.core.config import MonitorConfig, PolicyConfig
+from driftloop.core.errors import InputError
 from evaluators import registry
 from evaluators.quality import quality_metrics, segment_gaps
 
 NAN = np.nan
 
 # Hand-made window: topic a has 4 events, b has 3, and two events have no topic.
-HAND = pd.DataFrame({
-    "thumbs_up": [1.0, 1.0, 0.0, NAN, 0.0, 0.0, 1.0, 1.0, NAN],
-    "has_correction": [False, False, True, False, True, True, False, False, True],
-    "rating": [1.0, 0.5, NAN, 0.75, 0.0, 0.25, NAN, 1.0, 0.5],
-    "topic": ["a", "a", "a", "a", "b", "b", "b", "", None],
-    "tier": ["free", "pro", "free", "pro", "free", "pro", "free", "pro", "free"],
-})
+HAND = pd.DataFrame(
+    {
+        "thumbs_up": [1.0, 1.0, 0.0, NAN, 0.0, 0.0, 1.0, 1.0, NAN],
+        "has_correction": [False, False, True, False, True, True, False, False, True],
+        "rating": [1.0, 0.5, NAN, 0.75, 0.0, 0.25, NAN, 1.0, 0.5],
+        "topic": ["a", "a", "a", "a", "b", "b", "b", "", None],
+        "tier": ["free", "pro", "free", "pro", "free", "pro", "free", "pro", "free"],
+    }
+)
 
 
 def by_label(results):
@@ -110,8 +112,13 @@ def _simulated_groups(rng, column, draw, groups, n):
         ("thumbs_up_rate", "thumbs_up", lambda r, k: (r.random(k) < 0.8).astype(float), 0.8, 80),
         ("correction_rate", "has_correction", lambda r, k: r.random(k) < 0.1, 0.1, 120),
         # 1-5 stars normalised to [0, 1], skewed towards good ratings
-        ("mean_rating", "rating", lambda r, k: r.choice([0, 0.25, 0.5, 0.75, 1], k, p=[.1, .1, .2, .3, .3]),
-         0.25 * .1 + 0.5 * .2 + 0.75 * .3 + 1 * .3, 100),
+        (
+            "mean_rating",
+            "rating",
+            lambda r, k: r.choice([0, 0.25, 0.5, 0.75, 1], k, p=[0.1, 0.1, 0.2, 0.3, 0.3]),
+            0.25 * 0.1 + 0.5 * 0.2 + 0.75 * 0.3 + 1 * 0.3,
+            100,
+        ),
     ],
 )
 def test_95_percent_intervals_cover_the_true_value_about_95_percent_of_the_time(name, column, draw, truth, n):
@@ -135,16 +142,31 @@ def _rates_frame(rates: dict[str, tuple[float, int]], column="thumbs_up", seed=0
 @pytest.mark.parametrize(
     "metric, rates, worst, best, gap",
     [
-        ("thumbs_up_rate", {"account": (0.9, 100), "billing": (0.5, 100), "shipping": (0.8, 100)},
-         "billing", "account", 0.4),
+        (
+            "thumbs_up_rate",
+            {"account": (0.9, 100), "billing": (0.5, 100), "shipping": (0.8, 100)},
+            "billing",
+            "account",
+            0.4,
+        ),
         # a tiny group with the worst rate is excluded from the verdict
-        ("thumbs_up_rate", {"account": (0.9, 100), "billing": (0.0, 5), "shipping": (0.7, 50)},
-         "shipping", "account", 0.2),
+        (
+            "thumbs_up_rate",
+            {"account": (0.9, 100), "billing": (0.0, 5), "shipping": (0.7, 50)},
+            "shipping",
+            "account",
+            0.2,
+        ),
         # equal rates: still two different groups, and no gap
         ("thumbs_up_rate", {"b": (0.8, 50), "a": (0.8, 50)}, "a", "b", 0.0),
         # lower is better: the worst group has the most corrections
-        ("correction_rate", {"account": (0.1, 100), "billing": (0.6, 100), "shipping": (0.2, 100)},
-         "billing", "account", 0.5),
+        (
+            "correction_rate",
+            {"account": (0.1, 100), "billing": (0.6, 100), "shipping": (0.2, 100)},
+            "billing",
+            "account",
+            0.5,
+        ),
     ],
 )
 def test_segment_gaps_names_the_worst_and_best_eligible_groups(metric, rates, worst, best, gap):

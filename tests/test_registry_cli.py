@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
@@ -42,7 +42,10 @@ def test_promote_rollback_and_history(registry, capsys):
 
     hist = tr.champion_history()
     assert [(h["version"], h["previous"], h["how"], h["by"]) for h in hist] == [
-        (v1, v3, "rollback", "bo"), (v3, v1, "manual", "ana"), (v1, "", "initial", "driftloop")]
+        (v1, v3, "rollback", "bo"),
+        (v3, v1, "manual", "ana"),
+        (v1, "", "initial", "driftloop"),
+    ]
     capsys.readouterr()
     assert main(["--config", str(cfg_path), "history"]) == 0
     out = capsys.readouterr().out

@@ -50,6 +50,7 @@ def _folder_state(path: Path) -> dict[str, torch.Tensor]:
 
 # --- spec -------------------------------------------------------------------------------------
 
+
 def test_spec_round_trips_through_json(tiny_base, data_file, tmp_path):
     spec = _spec(tiny_base, data_file, tmp_path / "out", method="full", target_modules=["c_attn"], max_steps=None)
     spec.to_json(tmp_path / "spec.json")
@@ -58,15 +59,18 @@ def test_spec_round_trips_through_json(tiny_base, data_file, tmp_path):
     assert isinstance(back.epochs, float) and back.max_steps is None
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"lora_rank": 8}, "lora_rank: unknown field (did you mean 'lora_r'?)"),
-    ({"lora_r": "16"}, "lora_r: expected an integer"),
-    ({"epochs": True}, "epochs: expected a number"),
-    ({"target_modules": "c_attn"}, "target_modules: expected a list of strings"),
-    ({"method": "dora"}, "method: must be one of lora, qlora, full"),
-    ({"data_path": "/nonexistent/train.jsonl"}, "data_path: no data file at /nonexistent/train.jsonl"),
-    ({"base_model": "/nonexistent/model"}, "base_model: no model folder at /nonexistent/model"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"lora_rank": 8}, "lora_rank: unknown field (did you mean 'lora_r'?)"),
+        ({"lora_r": "16"}, "lora_r: expected an integer"),
+        ({"epochs": True}, "epochs: expected a number"),
+        ({"target_modules": "c_attn"}, "target_modules: expected a list of strings"),
+        ({"method": "dora"}, "method: must be one of lora, qlora, full"),
+        ({"data_path": "/nonexistent/train.jsonl"}, "data_path: no data file at /nonexistent/train.jsonl"),
+        ({"base_model": "/nonexistent/model"}, "base_model: no model folder at /nonexistent/model"),
+    ],
+)
 def test_spec_rejects_bad_field_by_name(tiny_base, data_file, tmp_path, change, field):
     data = {**_spec(tiny_base, data_file, tmp_path / "out").to_dict(), **change}
     (tmp_path / "spec.json").write_text(json.dumps(data))
@@ -88,6 +92,7 @@ def test_default_prompt_template_is_the_demo_text_format():
 
 
 # --- trainer ----------------------------------------------------------------------------------
+
 
 def test_loss_covers_completion_tokens_only(tiny_base):
     from transformers import AutoTokenizer
@@ -200,6 +205,7 @@ def test_lora_trains_on_gpu_and_reports_cuda_memory(tiny_base, data_file, tmp_pa
 
 # --- job CLI ----------------------------------------------------------------------------------
 
+
 def test_job_cli_runs_a_spec_file_and_prints_the_result(tiny_base, data_file, tmp_path, capsys):
     spec = _spec(tiny_base, data_file, tmp_path / "run")
     spec.to_json(tmp_path / "spec.json")
@@ -220,14 +226,21 @@ def test_training_core_runs_without_the_orchestrator_stack(tiny_base, data_file,
     # A bare GPU worker has torch, transformers and peft only: a whole job must run with the rest
     # unimportable (whatever the machine has installed), and must not import them.
     _spec(tiny_base, data_file, tmp_path / "run").to_json(tmp_path / "spec.json")
-    code = ("import sys\n"
-            f"blocked = {ORCHESTRATOR_STACK!r}\n"
-            "for name in blocked: sys.modules[name] = None  # import raises ImportError, find_spec gives None\n"
-            "from retrain.job import main\n"
-            "rc = main([sys.argv[1], '--quiet'])\n"
-            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in blocked and sys.modules[m] is not None))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import sys\n"
+        f"blocked = {ORCHESTRATOR_STACK!r}\n"
+        "for name in blocked: sys.modules[name] = None  # import raises ImportError, find_spec gives None\n"
+        "from retrain.job import main\n"
+        "rc = main([sys.argv[1], '--quiet'])\n"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in blocked and sys.modules[m] is not None))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "spec.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.stdout.strip().splitlines() == [str(tmp_path / "run"), "0 []"], proc.stderr[-2000:]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
@@ -243,10 +256,13 @@ def test_job_cli_bad_spec_exits_2_with_one_line(tiny_base, tmp_path):
     missing = tmp_path / "missing.jsonl"
     data = {"base_model": str(tiny_base), "data_path": str(missing), "output_dir": str(tmp_path / "run")}
     (tmp_path / "spec.json").write_text(json.dumps(data))
-    proc = subprocess.run([sys.executable, "-m", "retrain.job", str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain.job", str(tmp_path / "spec.json")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"bad spec {tmp_path / 'spec.json'}: data_path: no data file at {missing}"]
+    assert proc.stderr.strip().splitlines() == [
+        f"bad spec {tmp_path / 'spec.json'}: data_path: no data file at {missing}"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -270,13 +286,19 @@ def test_job_cli_diverged_training_exits_1_and_leaves_nothing(tiny_base, data_fi
 
 # --- curation ---------------------------------------------------------------------------------
 
+
 def _items(pairs):
     return [{"item_id": f"i{k:03d}", "prompt": q, "answer": a} for k, (q, a) in enumerate(pairs)]
 
 
 def test_curation_dedupes_filters_and_mixes_replay_to_the_fraction():
-    pairs = [("Where is my  ORDER", "track it."), ("where is my order", "track it."),  # same after normalising
-             ("where is my order", "call us."), ("x" * 50, "y" * 60), ("", "empty prompt")]
+    pairs = [
+        ("Where is my  ORDER", "track it."),
+        ("where is my order", "track it."),  # same after normalising
+        ("where is my order", "call us."),
+        ("x" * 50, "y" * 60),
+        ("", "empty prompt"),
+    ]
     pairs += [(f"question {k}", "answer.") for k in range(7)]
     replay = [{"id": f"r{k:03d}", "prompt": f"old question {k}", "completion": "old answer."} for k in range(100)]
     replay.append({"id": "r-dup", "prompt": "question 1", "completion": "answer."})  # same as a new item
@@ -309,8 +331,10 @@ def test_curated_jsonl_is_what_the_trainer_reads(tmp_path):
 
 def test_replay_pool_carries_forward_bounded_and_newest_wins(tmp_path):
     old = [{"id": f"r{k:02d}", "prompt": f"old {k}", "completion": "b."} for k in range(10)]
-    new = [{"id": "r00", "prompt": "old 0", "completion": "corrected."},
-           {"id": "n1", "prompt": "new", "completion": "c."}]
+    new = [
+        {"id": "r00", "prompt": "old 0", "completion": "corrected."},
+        {"id": "n1", "prompt": "new", "completion": "c."},
+    ]
     assert carry_replay(tmp_path, old, new, seed=0) == 11
     rows = {r["id"]: r for r in load_replay(tmp_path)}
     assert sorted(rows) == ["n1"] + [f"r{k:02d}" for k in range(10)] and rows["r00"]["completion"] == "corrected."
@@ -318,6 +342,7 @@ def test_replay_pool_carries_forward_bounded_and_newest_wins(tmp_path):
 
 
 # --- the real demo model (conftest's `demo_model`): LoRA teaches the new topic ----------------
+
 
 def test_demo_model_ships_a_replay_pool(demo_model):
     assert json.loads((demo_model / "driftloop_build.json").read_text())["steps"] >= 150  # min_steps
@@ -368,9 +393,13 @@ def test_lora_teaches_held_out_billing_and_keeps_base_topics(demo_model, tmp_pat
     examples, manifest = build_training_set(_items(train_pairs), load_replay(demo_model), 0.5, seed=0)
     assert manifest["replay_fraction"] == 0.5
     write_jsonl(examples, tmp_path / "train.jsonl")
-    spec = RetrainSpec(base_model=str(demo_model), data_path=str(tmp_path / "train.jsonl"),
-                       output_dir=str(tmp_path / "run"), device="cpu",  # the recommended defaults
-                       data_digest=manifest["digest"])
+    spec = RetrainSpec(
+        base_model=str(demo_model),
+        data_path=str(tmp_path / "train.jsonl"),
+        output_dir=str(tmp_path / "run"),
+        device="cpu",  # the recommended defaults
+        data_digest=manifest["digest"],
+    )
     result = train(spec)
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["digest"] == manifest["digest"]
 

@@ -42,14 +42,32 @@ def test_gpu_deployment_runs_the_retrain_flow_on_the_gpu_pool():
 @pytest.mark.skipif(not BASELINE.is_file(), reason=f"no baseline script at {BASELINE}")
 def test_gpu_benchmark_smoke_mode_times_both_sides_for_lora_and_full(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_gpu.py"), "--smoke",
-                           "--baseline", str(BASELINE), "--out", str(out)],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "finetune_gpu.py"),
+            "--smoke",
+            "--baseline",
+            str(BASELINE),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     sides = [(r["side"], r["mode"]) for r in data["results"]]
-    assert sides == [("baseline", "lora"), ("baseline", "full"), ("driftloop", "lora"), ("driftloop", "full"),
-                     ("driftloop", "lora+pure"), ("driftloop", "full+pure")]
+    assert sides == [
+        ("baseline", "lora"),
+        ("baseline", "full"),
+        ("driftloop", "lora"),
+        ("driftloop", "full"),
+        ("driftloop", "lora+pure"),
+        ("driftloop", "full+pure"),
+    ]
     assert [r.get("precision") for r in data["results"]] == [None, None, "fp32", "fp32", "bf16-pure", "bf16-pure"]
     for r in data["results"]:
         assert r["tokens_per_s"] > 0 and r["batch"] == 2 and r["seq"] == 64 and 5 < r["loss"] < 8  # ~ln(1000)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.config import load_config
-from driftloop.errors import StageError
+from driftloop.core.config import load_config
+from driftloop.core.errors import StageError
 from driftloop.store import Store
 from driftloop.tracking import Tracker
 
@@ -33,8 +33,9 @@ def _failed_retrain_runs(tr: Tracker):
     return [r for r in runs if r.info.status == "FAILED"]
 
 
-def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path, tiny_base, prefect_harness,
-                                                                     e2e_config):
+def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(
+    tmp_path, tiny_base, prefect_harness, e2e_config
+):
     from flows.common import StageParams
     from flows.registry import ensure_champion
     from flows.retrain import retrain
@@ -45,9 +46,18 @@ def test_failed_fine_tune_keeps_the_champion_and_is_recorded_in_mlflow(tmp_path,
     assert ensure_champion(params) == "1"
     cfg = load_config(params.config)
     store = Store(cfg.store_url)
-    store.add_items([{"item_id": f"t{k}", "prompt_key": f"where is order {k}", "split": "train",
-                      "prompt": f"where is my order number {k}, it has been a week", "answer": "track it online."}
-                     for k in range(6)])
+    store.add_items(
+        [
+            {
+                "item_id": f"t{k}",
+                "prompt_key": f"where is order {k}",
+                "split": "train",
+                "prompt": f"where is my order number {k}, it has been a week",
+                "answer": "track it online.",
+            }
+            for k in range(6)
+        ]
+    )
     with pytest.raises(StageError, match=r"^retrain: fine-tuning failed: DataError: .*longer than max_length=8"):
         retrain(params)
 
@@ -78,19 +88,27 @@ def test_loop_goes_to_cooldown_then_rearms_after_a_failed_retrain(tmp_path, demo
         loop(StageParams(config=str(cfg_path)))
     path = [h["to_state"] for h in reversed(store.history("e2e", limit=50))]
     first = path.index("triggered")
-    assert path[first:first + 7] == ["triggered", "retraining", "cooldown", "armed", "triggered", "retraining",
-                                     "cooldown"]
+    assert path[first : first + 7] == [
+        "triggered",
+        "retraining",
+        "cooldown",
+        "armed",
+        "triggered",
+        "retraining",
+        "cooldown",
+    ]
     assert tr.alias_version("champion") == "1"
     assert len(_failed_retrain_runs(tr)) == 2
 
 
-def test_a_failed_retrain_that_lost_its_lease_leaves_the_new_holder_alone(tmp_path, tiny_base, prefect_harness,
-                                                                         e2e_config):
+def test_a_failed_retrain_that_lost_its_lease_leaves_the_new_holder_alone(
+    tmp_path, tiny_base, prefect_harness, e2e_config
+):
     """The retrain outlived its lease and another cycle took the loop over; when the fine-tune then
     fails, the state and the lease stay the other cycle's and the error says why."""
     import time
 
-    from driftloop.loopstate import LoopMemory
+    from driftloop.core.loopstate import LoopMemory
     from flows.common import StageParams, context
     from flows.loop import CycleSummary, _Clock, finish_retrain
     from flows.registry import ensure_champion
@@ -100,17 +118,34 @@ def test_a_failed_retrain_that_lost_its_lease_leaves_the_new_holder_alone(tmp_pa
     (tmp_path / "feedback" / "none.jsonl").write_text("")
     assert ensure_champion(params) == "1"
     ctx = context(params)
-    ctx.store.add_items([{"item_id": f"t{k}", "prompt_key": f"where is order {k}", "split": "train",
-                          "prompt": f"where is my order number {k}, it has been a week", "answer": "track it."}
-                         for k in range(6)])
+    ctx.store.add_items(
+        [
+            {
+                "item_id": f"t{k}",
+                "prompt_key": f"where is order {k}",
+                "split": "train",
+                "prompt": f"where is my order number {k}, it has been a week",
+                "answer": "track it.",
+            }
+            for k in range(6)
+        ]
+    )
     assert ctx.store.begin_retrain("e2e", "slow", "breach", {}, 0.05)
     time.sleep(0.1)  # slow's lease lapses; fresh recovers the loop and starts its own retrain
     assert ctx.store.rearm("e2e", "fresh", 0)["state"] == "armed"
     assert ctx.store.begin_retrain("e2e", "fresh", "breach", {}, 600)
     summary = CycleSummary(cycle="c", run_id=ctx.tracker.start_run("cycle-c"))
     with pytest.raises(StageError, match="another cycle took over.*fine-tuning failed"):
-        finish_retrain(ctx, "slow", StageParams(config=params.config, parent_run_id=summary.run_id), summary,
-                       _Clock(summary), None, LoopMemory(), None)
+        finish_retrain(
+            ctx,
+            "slow",
+            StageParams(config=params.config, parent_run_id=summary.run_id),
+            summary,
+            _Clock(summary),
+            None,
+            LoopMemory(),
+            None,
+        )
     st = ctx.store.get_state("e2e")
     assert (st["state"], st["lease_owner"]) == ("retraining", "fresh")
     assert summary.outcome == "retrain failed; the loop was taken over by another cycle"

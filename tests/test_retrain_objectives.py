@@ -51,7 +51,7 @@ def tiny_base(make_tiny_gpt2) -> Path:
 def _corpus(n: int, seed: int = 5) -> list[tuple[str, str, str]]:
     """(prompt, answer, another topic's answer) from the demo world."""
     pairs = world.training_corpus(max(n, 8), seed=seed, topics=list(world.INTENTS))
-    return [(q, a, next(b for _, b in pairs[k + 1:] + pairs[:k] if b != a)) for k, (q, a) in enumerate(pairs)][:n]
+    return [(q, a, next(b for _, b in pairs[k + 1 :] + pairs[:k] if b != a)) for k, (q, a) in enumerate(pairs)][:n]
 
 
 def pair_rows(n: int = 4) -> list[dict]:
@@ -60,8 +60,10 @@ def pair_rows(n: int = 4) -> list[dict]:
 
 def rated_rows(n: int = 6) -> list[dict]:
     # Mostly thumbs up, so the class weights matter: 4 up, 2 down.
-    return [{"id": f"k{k}", "prompt": q, "completion": a if k % 3 else b, "label": bool(k % 3)}
-            for k, (q, a, b) in enumerate(_corpus(n, seed=7))]
+    return [
+        {"id": f"k{k}", "prompt": q, "completion": a if k % 3 else b, "label": bool(k % 3)}
+        for k, (q, a, b) in enumerate(_corpus(n, seed=7))
+    ]
 
 
 def sft_rows(n: int = 4) -> list[dict]:
@@ -75,9 +77,12 @@ def _spec(base, data="unused.jsonl", out="unused", **kw) -> RetrainSpec:
 
 # --- equal to TRL -----------------------------------------------------------------------------
 
+
 def _trl():
-    return pytest.importorskip("trl", reason="trl (the dev extra) is not installed: nothing to compare the "
-                                             "objectives with; pip install -e '.[dev]'")
+    return pytest.importorskip(
+        "trl",
+        reason="trl (the dev extra) is not installed: nothing to compare the objectives with; pip install -e '.[dev]'",
+    )
 
 
 def _perturb(model, names: str | None, scale: float, seed: int = 1) -> None:
@@ -160,8 +165,15 @@ def test_dpo_loss_and_gradients_equal_trl(tiny_base, tmp_path, method, chunked):
     rows = pair_rows(4)
     model, tok, units, _, ref_model, loss, grads = _ours(spec, rows, "dpo")
     data = Dataset.from_list([{**_text(spec, r, "chosen"), "rejected": " " + r["rejected"]} for r in rows])
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=spec.beta, per_device_train_batch_size=4,
-                     max_length=None, report_to=[], use_cpu=True, bf16=False)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=spec.beta,
+        per_device_train_batch_size=4,
+        max_length=None,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+    )
     tr = DPOTrainer(args=args, train_dataset=data, processing_class=tok, **_trl_model(spec, model, ref_model))
     if method != "full":
         _copy_trainable(model, tr.model)
@@ -186,8 +198,17 @@ def test_kto_loss_and_gradients_equal_trl(tiny_base, tmp_path, method, seed):
     rows = rated_rows(6)
     model, tok, units, obj, ref_model, loss, grads = _ours(spec, rows, "kto", take=4, seed=seed)
     data = Dataset.from_list([{**_text(spec, r, "completion"), "label": r["label"]} for r in rows])
-    args = KTOConfig(output_dir=str(tmp_path / "trl"), beta=spec.beta, desirable_weight=dw, undesirable_weight=uw,
-                     per_device_train_batch_size=4, max_length=None, report_to=[], use_cpu=True, bf16=False)
+    args = KTOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=spec.beta,
+        desirable_weight=dw,
+        undesirable_weight=uw,
+        per_device_train_batch_size=4,
+        max_length=None,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+    )
     tr = KTOTrainer(args=args, train_dataset=data, processing_class=tok, **_trl_model(spec, model, ref_model))
     if method != "full":
         _copy_trainable(model, tr.model)
@@ -215,9 +236,17 @@ def test_mixed_loss_and_gradients_equal_trl_dpo_plus_sft(tiny_base, tmp_path):
     model, tok, units, _, ref_model, loss, grads = _ours(spec, rows, "mixed")
     assert [type(u).__name__ for u in units] == ["Encoded", "Pair"] * 4
     data = Dataset.from_list([{**_text(spec, r, "chosen"), "rejected": " " + r["rejected"]} for r in pairs])
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=spec.beta, loss_type=["sigmoid", "sft"],
-                     loss_weights=[1.0, spec.sft_weight], per_device_train_batch_size=4, max_length=None,
-                     report_to=[], use_cpu=True, bf16=False)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=spec.beta,
+        loss_type=["sigmoid", "sft"],
+        loss_weights=[1.0, spec.sft_weight],
+        per_device_train_batch_size=4,
+        max_length=None,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+    )
     tr = DPOTrainer(args=args, train_dataset=data, processing_class=tok, **_trl_model(spec, model, ref_model))
     _copy_trainable(model, tr.model)
     _compare(tr, tr.data_collator([tr.train_dataset[i] for i in range(4)]), loss, grads)
@@ -239,8 +268,15 @@ def test_chunked_log_probs_match_the_full_logits_with_a_trained_head(tiny_base):
         model, tok = load_model(spec, CPU)
         units, _ = build_units(tok, pair_rows(4), "dpo", spec)
         batch = _collate([u.chosen for u in units] + [u.rejected for u in units], tok)
-        logps = sequence_logps(model, batch.input_ids, batch.labels, batch.attention_mask, chunked=chunked,
-                               chunk_tokens=7, targets=batch.targets if compact else None)
+        logps = sequence_logps(
+            model,
+            batch.input_ids,
+            batch.labels,
+            batch.attention_mask,
+            chunked=chunked,
+            chunk_tokens=7,
+            targets=batch.targets if compact else None,
+        )
         (logps * torch.linspace(-1, 2, len(logps))).sum().backward()
         values.append(logps.detach())
         grads.append({n: p.grad for n, p in model.named_parameters()})
@@ -252,14 +288,18 @@ def test_chunked_log_probs_match_the_full_logits_with_a_trained_head(tiny_base):
 
 # --- settings and data ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, message", [
-    ({"beta": 0}, "beta: must be > 0, got 0"),
-    ({"beta": -0.1}, "beta: must be > 0, got -0.1"),
-    ({"kto_desirable_weight": 0.0}, "kto_desirable_weight: must be > 0, got 0.0"),
-    ({"kto_undesirable_weight": -1.0}, "kto_undesirable_weight: must be > 0, got -1.0"),
-    ({"sft_weight": 0.0}, "sft_weight: must be > 0, got 0.0"),
-    ({"objective": "ppo"}, "objective: must be one of auto, sft, dpo, kto, mixed, got 'ppo'"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"beta": 0}, "beta: must be > 0, got 0"),
+        ({"beta": -0.1}, "beta: must be > 0, got -0.1"),
+        ({"kto_desirable_weight": 0.0}, "kto_desirable_weight: must be > 0, got 0.0"),
+        ({"kto_undesirable_weight": -1.0}, "kto_undesirable_weight: must be > 0, got -1.0"),
+        ({"sft_weight": 0.0}, "sft_weight: must be > 0, got 0.0"),
+        ({"objective": "ppo"}, "objective: must be one of auto, sft, dpo, kto, mixed, got 'ppo'"),
+    ],
+)
 def test_bad_objective_settings_name_the_field(change, message):
     with pytest.raises(ValueError) as err:
         TrainingParams(**change).check()
@@ -285,12 +325,20 @@ def test_rows_of_each_kind_are_read_and_hashed(tmp_path):
     assert rows_digest(flipped) != rows_digest(rows)
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"id": "p", "prompt": "q", "chosen": "same.", "rejected": "same."}, "pair 'p' has identical chosen and rejected"),
-    ({"id": "p", "prompt": "q", "chosen": "a."}, "a pair needs string fields id, prompt, chosen, rejected"),
-    ({"id": "k", "prompt": "q", "completion": "a.", "label": "up"},
-     "a rated row needs string fields id, prompt, completion and a true/false label"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            {"id": "p", "prompt": "q", "chosen": "same.", "rejected": "same."},
+            "pair 'p' has identical chosen and rejected",
+        ),
+        ({"id": "p", "prompt": "q", "chosen": "a."}, "a pair needs string fields id, prompt, chosen, rejected"),
+        (
+            {"id": "k", "prompt": "q", "completion": "a.", "label": "up"},
+            "a rated row needs string fields id, prompt, completion and a true/false label",
+        ),
+    ],
+)
 def test_bad_preference_row_is_a_data_error_naming_its_line(tmp_path, row, message):
     path = write_jsonl(sft_rows(1) + [row], tmp_path / "t.jsonl")
     with pytest.raises(DataError) as err:
@@ -298,21 +346,32 @@ def test_bad_preference_row_is_a_data_error_naming_its_line(tmp_path, row, messa
     assert str(err.value) == f"{path}:2: {message}"
 
 
-@pytest.mark.parametrize("kinds, expected", [
-    (("sft",), "sft"), (("pair",), "dpo"), (("sft", "pair"), "mixed"), (("kto",), "kto"),
-    (("sft", "kto"), "kto"), (("pair", "kto"), "dpo"), (("sft", "pair", "kto"), "mixed"),
-])
+@pytest.mark.parametrize(
+    "kinds, expected",
+    [
+        (("sft",), "sft"),
+        (("pair",), "dpo"),
+        (("sft", "pair"), "mixed"),
+        (("kto",), "kto"),
+        (("sft", "kto"), "kto"),
+        (("pair", "kto"), "dpo"),
+        (("sft", "pair", "kto"), "mixed"),
+    ],
+)
 def test_auto_picks_the_objective_the_data_feeds(kinds, expected):
     make = {"sft": sft_rows, "pair": pair_rows, "kto": rated_rows}
     assert resolve_objective("auto", [r for k in kinds for r in make[k](2)]) == expected
 
 
-@pytest.mark.parametrize("objective, rows, message", [
-    ("dpo", sft_rows(3), "dpo: 0 pairs in the training data"),
-    ("kto", pair_rows(3), "kto: 0 rated rows (with a true/false label) in the training data"),
-    ("mixed", pair_rows(3), "mixed: 0 corrections (rows with a completion and no label) in the training data"),
-    ("sft", rated_rows(3), "sft: 0 corrections (rows with a completion and no label) in the training data"),
-])
+@pytest.mark.parametrize(
+    "objective, rows, message",
+    [
+        ("dpo", sft_rows(3), "dpo: 0 pairs in the training data"),
+        ("kto", pair_rows(3), "kto: 0 rated rows (with a true/false label) in the training data"),
+        ("mixed", pair_rows(3), "mixed: 0 corrections (rows with a completion and no label) in the training data"),
+        ("sft", rated_rows(3), "sft: 0 corrections (rows with a completion and no label) in the training data"),
+    ],
+)
 def test_objective_the_data_cannot_feed_is_one_line_and_exit_2(tiny_base, tmp_path, capsys, objective, rows, message):
     data = write_jsonl(rows, tmp_path / "train.jsonl")
     _spec(tiny_base, data, tmp_path / "run", objective=objective).to_json(tmp_path / "spec.json")
@@ -350,16 +409,27 @@ def test_kl_sequences_rotate_completions_within_each_batch(tiny_base):
 
 # --- end to end -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mixed_file(tmp_path) -> Path:
     return write_jsonl(sft_rows(6) + pair_rows(8) + rated_rows(6), tmp_path / "train.jsonl")
 
 
-@pytest.mark.parametrize("objective, method", [("sft", "lora"), ("dpo", "lora"), ("kto", "lora"),
-                                               ("mixed", "lora"), ("dpo", "full"), ("auto", "lora")])
+@pytest.mark.parametrize(
+    "objective, method",
+    [("sft", "lora"), ("dpo", "lora"), ("kto", "lora"), ("mixed", "lora"), ("dpo", "full"), ("auto", "lora")],
+)
 def test_each_objective_trains_into_a_result_folder(tiny_base, mixed_file, tmp_path, objective, method):
-    spec = _spec(tiny_base, mixed_file, tmp_path / "run", objective=objective, method=method, max_steps=12,
-                 learning_rate=1e-2, data_digest=rows_digest(load_examples(mixed_file)))
+    spec = _spec(
+        tiny_base,
+        mixed_file,
+        tmp_path / "run",
+        objective=objective,
+        method=method,
+        max_steps=12,
+        learning_rate=1e-2,
+        data_digest=rows_digest(load_examples(mixed_file)),
+    )
     result = train(spec)
     out = Path(result.output_dir)
     assert (out / "model" / "model.safetensors").is_file()
@@ -368,11 +438,22 @@ def test_each_objective_trains_into_a_result_folder(tiny_base, mixed_file, tmp_p
     manifest = json.loads((out / "manifest.json").read_text())
     resolved = "mixed" if objective == "auto" else objective
     assert metrics["objective"] == manifest["objective"] == resolved and metrics["objective_requested"] == objective
-    expected = {"sft": {"sft": 6}, "dpo": {"pairs": 8}, "kto": {"desirable": 4, "undesirable": 2},
-                "mixed": {"sft": 6, "pairs": 8}}[resolved]
+    expected = {
+        "sft": {"sft": 6},
+        "dpo": {"pairs": 8},
+        "kto": {"desirable": 4, "undesirable": 2},
+        "mixed": {"sft": 6, "pairs": 8},
+    }[resolved]
     assert {k: n for k, n in metrics["counts"].items() if n} == expected
-    assert metrics["unused_rows"] == {"sft": {"pair": 8, "kto": 6}, "dpo": {"sft": 6, "kto": 6},
-                                      "kto": {"sft": 6, "pair": 8}, "mixed": {"kto": 6}}[resolved]
+    assert (
+        metrics["unused_rows"]
+        == {
+            "sft": {"pair": 8, "kto": 6},
+            "dpo": {"sft": 6, "kto": 6},
+            "kto": {"sft": 6, "pair": 8},
+            "mixed": {"kto": 6},
+        }[resolved]
+    )
     assert manifest["n"] == metrics["examples"] == sum(expected.values())
     assert metrics["steps"] == 12 and len(metrics["loss_curve"]) == 12
     first, last = metrics["loss_curve"][0][1], metrics["final_loss"]
@@ -391,8 +472,14 @@ def test_preference_objectives_train_without_dropout(make_tiny_gpt2, tmp_path):
     # A base with GPT-2's default dropout (0.1) and LoRA dropout: the first DPO step still starts
     # exactly at log 2 (policy = reference), which dropout would break; the model gets its dropout back.
     base = make_tiny_gpt2()
-    spec = _spec(base, write_jsonl(pair_rows(8), tmp_path / "t.jsonl"), tmp_path / "run", objective="dpo",
-                 lora_dropout=0.1, max_steps=2)
+    spec = _spec(
+        base,
+        write_jsonl(pair_rows(8), tmp_path / "t.jsonl"),
+        tmp_path / "run",
+        objective="dpo",
+        lora_dropout=0.1,
+        max_steps=2,
+    )
     model, _ = load_model(spec, CPU)
     drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert min(drops) == 0.1

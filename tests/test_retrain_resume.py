@@ -49,9 +49,12 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 def _kill_at_first_checkpoint(spec_file: Path, state: Path) -> int:
     # Run the job in a child process, SIGKILL it once a checkpoint exists; the step it holds.
-    proc = subprocess.Popen([sys.executable, "-m", "retrain.job", str(spec_file), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain.job", str(spec_file), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -91,8 +94,15 @@ def test_sigkilled_dpo_job_resumes_to_the_same_result(tiny_base, tmp_path):
     from retrain.curate import write_jsonl
 
     corpus = world.training_corpus(16, seed=3, topics=list(world.INTENTS))
-    rows = [{"id": f"p{k}", "prompt": q, "chosen": a,
-             "rejected": next(b for _, b in corpus[k + 1:] + corpus[:k] if b != a)} for k, (q, a) in enumerate(corpus)]
+    rows = [
+        {
+            "id": f"p{k}",
+            "prompt": q,
+            "chosen": a,
+            "rejected": next(b for _, b in corpus[k + 1 :] + corpus[:k] if b != a),
+        }
+        for k, (q, a) in enumerate(corpus)
+    ]
     data = write_jsonl(rows, tmp_path / "pairs.jsonl")
     kw = {"objective": "dpo", "method": "full", "max_steps": 200, "epochs": 60.0, "lora_dropout": 0.0}
     _spec(tiny_base, data, tmp_path / "run", checkpoint_every=10, **kw).to_json(tmp_path / "spec.json")
@@ -111,8 +121,9 @@ def test_sigkilled_dpo_job_resumes_to_the_same_result(tiny_base, tmp_path):
     assert metrics["loss_curve"] == whole.metrics["loss_curve"]
     for key in ("reward_margin", "reward_accuracy", "rewards_chosen", "rewards_rejected"):
         assert metrics[key] == whole.metrics[key]
-    resumed, straight = (load_file(str(p / "model" / "model.safetensors"))
-                         for p in (tmp_path / "run", Path(whole.output_dir)))
+    resumed, straight = (
+        load_file(str(p / "model" / "model.safetensors")) for p in (tmp_path / "run", Path(whole.output_dir))
+    )
     assert resumed.keys() == straight.keys()
     for k in resumed:
         torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
@@ -127,11 +138,13 @@ def test_checkpoint_of_another_spec_is_refused_with_exit_2(tiny_base, data_file,
         train(_spec(tiny_base, data_file, tmp_path / "run", max_steps=20, checkpoint_every=5), progress=stop)
     assert (tmp_path / "run.checkpoint" / "state.pt").is_file() and not (tmp_path / "run").exists()
 
-    _spec(tiny_base, data_file, tmp_path / "run", max_steps=20, checkpoint_every=5,
-          learning_rate=5e-3).to_json(tmp_path / "spec.json")
+    _spec(tiny_base, data_file, tmp_path / "run", max_steps=20, checkpoint_every=5, learning_rate=5e-3).to_json(
+        tmp_path / "spec.json"
+    )
     assert job.main([str(tmp_path / "spec.json"), "--quiet"]) == 2
-    assert capsys.readouterr().err.strip() == (f"bad input: checkpoint: {tmp_path / 'run.checkpoint'} belongs to "
-                                               "a different spec; delete it to start over")
+    assert capsys.readouterr().err.strip() == (
+        f"bad input: checkpoint: {tmp_path / 'run.checkpoint'} belongs to a different spec; delete it to start over"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -145,8 +158,10 @@ def test_out_of_memory_is_one_line_exit_1(tiny_base, data_file, tmp_path, capsys
     _spec(tiny_base, data_file, tmp_path / "run").to_json(tmp_path / "spec.json")
     assert job.main([str(tmp_path / "spec.json"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["training failed: out of memory (CUDA out of memory. Tried to allocate 9.27 GiB.); "
-                   "lower batch_size or max_length, or use qlora"]
+    assert err == [
+        "training failed: out of memory (CUDA out of memory. Tried to allocate 9.27 GiB.); "
+        "lower batch_size or max_length, or use qlora"
+    ]
 
 
 @pytest.mark.slow  # trains under torchrun, two processes
@@ -156,9 +171,22 @@ def test_torchrun_two_processes_train_like_one(tiny_base, data_file, tmp_path):
     single = train(_spec(tiny_base, data_file, tmp_path / "one", **kw))
     _spec(tiny_base, data_file, tmp_path / "two", **kw).to_json(tmp_path / "spec.json")
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "retrain.job",
-                           str(tmp_path / "spec.json"), "--quiet"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "retrain.job",
+            str(tmp_path / "spec.json"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines() == [str(tmp_path / "two")]  # rank 0 alone reports
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -181,18 +209,36 @@ def test_torchrun_two_processes_train_a_preference_objective_like_one(tiny_base,
     corpus = world.training_corpus(24, seed=5, topics=list(world.INTENTS))
     rows = []
     for k, (q, a) in enumerate(corpus):
-        other = next(b for _, b in corpus[k + 1:] + corpus[:k] if b != a)
-        rows.append([{"id": f"s{k}", "prompt": q, "completion": a},
-                     {"id": f"p{k}", "prompt": q, "chosen": a, "rejected": other},
-                     {"id": f"k{k}", "prompt": q, "completion": a if k % 2 else other, "label": bool(k % 2)}][k % 3])
+        other = next(b for _, b in corpus[k + 1 :] + corpus[:k] if b != a)
+        rows.append(
+            [
+                {"id": f"s{k}", "prompt": q, "completion": a},
+                {"id": f"p{k}", "prompt": q, "chosen": a, "rejected": other},
+                {"id": f"k{k}", "prompt": q, "completion": a if k % 2 else other, "label": bool(k % 2)},
+            ][k % 3]
+        )
     data = write_jsonl(rows, tmp_path / "t.jsonl")
     kw = {"objective": objective, "method": "full", "batch_size": 5, "max_steps": 4, "lora_dropout": 0.0}
     single = train(_spec(tiny_base, data, tmp_path / "one", **kw))
     _spec(tiny_base, data, tmp_path / "two", **kw).to_json(tmp_path / "spec.json")
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "retrain.job",
-                           str(tmp_path / "spec.json"), "--quiet"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "retrain.job",
+            str(tmp_path / "spec.json"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["objective"] == objective

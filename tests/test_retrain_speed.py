@@ -29,16 +29,35 @@ def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))  # exact comparisons
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=300,
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )  # exact comparisons
 
 
 def _qwen2():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True))
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=300,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            tie_word_embeddings=True,
+        )
+    )
 
 
 def _examples(n, seed=0, vocab=300):
@@ -108,15 +127,21 @@ def test_chunked_cross_entropy_equals_the_plain_one_with_gradients(chunk, with_b
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_model_loss_through_the_chunked_head_equals_the_logits_loss(method):
-    spec = RetrainSpec(base_model="m", data_path="d", output_dir="o", method=method,
-                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    spec = RetrainSpec(
+        base_model="m",
+        data_path="d",
+        output_dir="o",
+        method=method,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = prepare_model(_qwen2(), spec).train()
     b = collate_packed(_examples(6), 64, 0, torch.device("cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
     results = []
     for chunked in (False, True):
-        loss = causal_lm_loss(model, b.input_ids, b.labels, position_ids=b.position_ids, chunked=chunked,
-                              chunk_tokens=16)
+        loss = causal_lm_loss(
+            model, b.input_ids, b.labels, position_ids=b.position_ids, chunked=chunked, chunk_tokens=16
+        )
         results.append((loss.detach(), torch.autograd.grad(loss, params)))
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-6)
     for g0, g1 in zip(results[0][1], results[1][1]):
@@ -127,9 +152,19 @@ def test_packed_chunked_training_follows_the_padded_plain_loss_curve():
     examples = _examples(24, seed=3)
     curves = {}
     for packing in (False, True):
-        spec = RetrainSpec(base_model="m", data_path="d", output_dir="o", method="full", batch_size=8,
-                           max_steps=6, learning_rate=1e-3, device="cpu", max_length=64,
-                           packing=packing, chunked_loss=packing)
+        spec = RetrainSpec(
+            base_model="m",
+            data_path="d",
+            output_dir="o",
+            method="full",
+            batch_size=8,
+            max_steps=6,
+            learning_rate=1e-3,
+            device="cpu",
+            max_length=64,
+            packing=packing,
+            chunked_loss=packing,
+        )
         model = prepare_model(_gpt2(), spec)
         m = fit(model, examples, spec, torch.device("cpu"), pad_id=0)
         curves[packing] = m
@@ -147,8 +182,19 @@ def test_compiled_backbone_trains_like_the_eager_one():
     examples = _examples(16, seed=4)
     curves = []
     for compile_ in (False, True):
-        spec = RetrainSpec(base_model="m", data_path="d", output_dir="o", method="lora", batch_size=8, max_steps=4,
-                           device="cpu", max_length=64, packing=True, compile=compile_, target_modules=["c_attn"])
+        spec = RetrainSpec(
+            base_model="m",
+            data_path="d",
+            output_dir="o",
+            method="lora",
+            batch_size=8,
+            max_steps=4,
+            device="cpu",
+            max_length=64,
+            packing=True,
+            compile=compile_,
+            target_modules=["c_attn"],
+        )
         model = prepare_model(_gpt2(), spec)
         curves.append(fit(model, examples, spec, torch.device("cpu"), pad_id=0)["loss_curve"])
     assert [s for s, _ in curves[1]] == [1, 2, 3, 4]
@@ -158,13 +204,24 @@ def test_compiled_backbone_trains_like_the_eager_one():
 
 # --- bf16-pure, causal SDPA under compile, compiled loss, LoRA input cast ---------------------
 
+
 def _fit(model, method, precision, examples, progress=None, **kw):
-    spec = RetrainSpec(base_model="m", data_path="d", output_dir=kw.pop("output_dir", "o"), method=method,
-                       batch_size=kw.pop("batch_size", 8), max_steps=kw.pop("max_steps", 8),
-                       learning_rate=kw.pop("learning_rate", 3e-3),
-                       device="cpu", max_length=64, packing=True, precision=precision, warmup_ratio=0.0,
-                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                       **kw)
+    spec = RetrainSpec(
+        base_model="m",
+        data_path="d",
+        output_dir=kw.pop("output_dir", "o"),
+        method=method,
+        batch_size=kw.pop("batch_size", 8),
+        max_steps=kw.pop("max_steps", 8),
+        learning_rate=kw.pop("learning_rate", 3e-3),
+        device="cpu",
+        max_length=64,
+        packing=True,
+        precision=precision,
+        warmup_ratio=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        **kw,
+    )
     model = prepare_model(model, spec)
     return model, fit(model, examples, spec, torch.device("cpu"), pad_id=0, progress=progress)
 
@@ -205,8 +262,15 @@ def test_bf16_pure_resumes_from_a_checkpoint_exactly(tmp_path):
 
     whole, _ = _fit(_qwen2(), "full", "bf16-pure", examples, output_dir=str(tmp_path / "a"), checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        _fit(_qwen2(), "full", "bf16-pure", examples, output_dir=str(tmp_path / "b"), checkpoint_every=2,
-             progress=stop_at_3)
+        _fit(
+            _qwen2(),
+            "full",
+            "bf16-pure",
+            examples,
+            output_dir=str(tmp_path / "b"),
+            checkpoint_every=2,
+            progress=stop_at_3,
+        )
     resumed, m = _fit(_qwen2(), "full", "bf16-pure", examples, output_dir=str(tmp_path / "b"), checkpoint_every=2)
     assert m["resumed_from_step"] == 2
     for (n, a), b in zip(whole.named_parameters(), resumed.parameters()):
@@ -231,12 +295,12 @@ def test_under_compile_plain_batches_reach_sdpa_as_causal_and_packed_ones_keep_t
 
     model = _qwen2().eval()
     model.config._attn_implementation = "sdpa"
-    full_rows = collate_packed([Encoded({}, list(range(1, 33)), list(range(1, 33)))] * 2, 32, 0,
-                               torch.device("cpu"))
+    full_rows = collate_packed([Encoded({}, list(range(1, 33)), list(range(1, 33)))] * 2, 32, 0, torch.device("cpu"))
     packed = collate_packed(_examples(6), 64, 0, torch.device("cpu"))
     assert full_rows.position_ids is None and packed.position_ids is not None
     for b in (full_rows, packed):
-        def loss(ids):
+
+        def loss(ids, b=b):
             return causal_lm_loss(model, ids, b.labels, position_ids=b.position_ids, chunked=False)
 
         eager = loss(b.input_ids)
@@ -254,8 +318,9 @@ def test_under_compile_plain_batches_reach_sdpa_as_causal_and_packed_ones_keep_t
 def test_lora_layers_skip_the_fp32_input_copy_under_autocast_with_the_same_result():
     from retrain.precision import lora_input_cast
 
-    spec = RetrainSpec(base_model="m", data_path="d", output_dir="o", method="lora",
-                       target_modules=["q_proj", "v_proj", "down_proj"])
+    spec = RetrainSpec(
+        base_model="m", data_path="d", output_dir="o", method="lora", target_modules=["q_proj", "v_proj", "down_proj"]
+    )
     model = prepare_model(_qwen2().to(torch.bfloat16), spec).train()
     b = collate_packed(_examples(6), 64, 0, torch.device("cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -299,12 +364,29 @@ def test_gpu_bf16_pure_follows_autocast_and_reports_every_step_in_order():
     seen, curves = {}, {}
     for precision in ("bf16", "bf16-pure"):
         seen[precision] = []
-        spec = RetrainSpec(base_model="m", data_path="d", output_dir="o", method="full", batch_size=16, max_steps=6,
-                           learning_rate=3e-3, device="cuda", max_length=64, packing=True, precision=precision,
-                           warmup_ratio=0.0)
+        spec = RetrainSpec(
+            base_model="m",
+            data_path="d",
+            output_dir="o",
+            method="full",
+            batch_size=16,
+            max_steps=6,
+            learning_rate=3e-3,
+            device="cuda",
+            max_length=64,
+            packing=True,
+            precision=precision,
+            warmup_ratio=0.0,
+        )
         model = prepare_model(_qwen2().to("cuda"), spec)
-        m = fit(model, examples, spec, torch.device("cuda"), pad_id=0,
-                progress=lambda step, total, loss, p=precision: seen[p].append(step))
+        m = fit(
+            model,
+            examples,
+            spec,
+            torch.device("cuda"),
+            pad_id=0,
+            progress=lambda step, total, loss, p=precision: seen[p].append(step),
+        )
         curves[precision] = [c for _, c in m["loss_curve"]]
     assert seen == {"bf16": [1, 2, 3, 4, 5, 6], "bf16-pure": [1, 2, 3, 4, 5, 6]}
     assert curves["bf16-pure"][-1] < curves["bf16-pure"][0] - 0.2

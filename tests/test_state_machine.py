@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.cli import main
-from driftloop.config import load_config
+from driftloop.app.cli import main
+from driftloop.core.config import load_config
+from driftloop.core.types import Action, Decision, MetricResult
 from driftloop.store import Store
 from driftloop.tracking import Tracker
-from driftloop.types import Action, Decision, MetricResult
 
 
 def test_rearm_leaves_cooldown_only_after_it_has_elapsed(store):
@@ -32,8 +32,9 @@ def test_a_cycle_never_writes_over_data_newer_than_it_read(store):
     seen = store.get_state("p")  # cycle X reads, then spends minutes benchmarking
     assert store.begin_retrain("p", "Y", "breach", {"retrains": ["t1"]}, 0.05)  # Y retrains meanwhile...
     assert store.transition("p", "armed", "done", "Y", 0, data={"retrains": ["t1"]})  # ...and is armed again
-    assert not store.transition("p", "armed", "no action", "X", expected={"armed"}, data={},
-                                expected_version=seen["version"])
+    assert not store.transition(
+        "p", "armed", "no action", "X", expected={"armed"}, data={}, expected_version=seen["version"]
+    )
     assert not store.begin_retrain("p", "X", "breach", {}, 30, expected_version=seen["version"])
     assert store.get_state("p")["data"] == {"retrains": ["t1"]}  # Y's retrain still counts against the budget
 
@@ -85,8 +86,12 @@ def test_plan_prints_the_exact_size_and_power_table(tmp_path, capsys):
 def test_each_decision_is_logged_with_action_tags_and_a_json_artifact(tmp_path):
     tr = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "t", "m", str(tmp_path / "artifacts"))
     run = tr.start_run("cycle")
-    d = Decision(action=Action.RETRAIN, policy_version="7", reasons=["thumbs_up_rate is 0.55 [0.52, 0.59] (n=800)"],
-                 evidence=[MetricResult(name="thumbs_up_rate", value=0.55, n=800, source="quality", passed=False)])
+    d = Decision(
+        action=Action.RETRAIN,
+        policy_version="7",
+        reasons=["thumbs_up_rate is 0.55 [0.52, 0.59] (n=800)"],
+        evidence=[MetricResult(name="thumbs_up_rate", value=0.55, n=800, source="quality", passed=False)],
+    )
     tr.log_decision(run, d, "decide")
     tags = tr.client.get_run(run).data.tags
     assert tags["driftloop.decide.action"] == "retrain" and tags["driftloop.policy_version"] == "7"
@@ -99,9 +104,9 @@ def test_each_decision_is_logged_with_action_tags_and_a_json_artifact(tmp_path):
 def test_a_cycle_that_lost_its_lease_stops_before_acting(tmp_path):
     # The loop flow's own helpers: a cycle whose lease expired mid-retrain (another cycle
     # recovered and started its own retrain) must not move the state, let alone the alias.
-    from driftloop.errors import StageError
+    from driftloop.core.errors import StageError
+    from driftloop.core.loopstate import Event, LoopMemory, State
     from flows.common import StageParams, context
-    from driftloop.loopstate import Event, LoopMemory, State
     from flows.loop import _rearm, _step
 
     ctx = context(StageParams(config=str(_config(tmp_path))))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,19 +13,35 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import StatementError
 
+from driftloop.core.types import FeedbackEvent, SampleResults
 from driftloop.store import Store
 from driftloop.store.models import Base
-from driftloop.types import FeedbackEvent, SampleResults
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-TABLES = {"alert_dead_letter", "feedback", "quarantine", "ingest_checkpoint", "loop_state", "loop_transition",
-          "eval_item", "sample_result"}
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+TABLES = {
+    "alert_dead_letter",
+    "feedback",
+    "quarantine",
+    "ingest_checkpoint",
+    "loop_state",
+    "loop_transition",
+    "eval_item",
+    "sample_result",
+}
 
 
 def ev(i: int, **kw) -> FeedbackEvent:
-    base = dict(event_id=f"e{i:04d}", ts=T0 + timedelta(hours=i), model_version="1",
-                prompt=f"question {i}", response=f"answer {i}", rating=0.75, rating_raw="4",
-                thumbs_up=True, segment={"topic": "billing"})
+    base = dict(
+        event_id=f"e{i:04d}",
+        ts=T0 + timedelta(hours=i),
+        model_version="1",
+        prompt=f"question {i}",
+        response=f"answer {i}",
+        rating=0.75,
+        rating_raw="4",
+        thumbs_up=True,
+        segment={"topic": "billing"},
+    )
     base.update(kw)
     return FeedbackEvent(**base)
 
@@ -75,14 +91,22 @@ def test_add_events_skips_duplicates_within_a_batch_and_across_calls(store):
 
 def test_checkpoint_commits_or_rolls_back_with_its_batch(store):
     assert store.get_checkpoint("file:x") is None
-    store.add_batch([ev(0)], [{"source": "x", "raw": "{", "field": "(line)", "reason": "malformed JSON"}],
-                    source="x", checkpoint=("file:x", "100"))
+    store.add_batch(
+        [ev(0)],
+        [{"source": "x", "raw": "{", "field": "(line)", "reason": "malformed JSON"}],
+        source="x",
+        checkpoint=("file:x", "100"),
+    )
     assert (store.get_checkpoint("file:x"), store.count_events(), store.count_quarantine()) == ("100", 1, 1)
     # A set is not JSON: the batch fails while writing, after the good event.
     bad = ev(2, metadata={"tags": {"a"}})
     with pytest.raises((StatementError, TypeError)):  # wrapped or not, by driver
-        store.add_batch([ev(1), bad], [{"source": "x", "raw": "?", "field": "f", "reason": "r"}],
-                        source="x", checkpoint=("file:x", "200"))
+        store.add_batch(
+            [ev(1), bad],
+            [{"source": "x", "raw": "?", "field": "f", "reason": "r"}],
+            source="x",
+            checkpoint=("file:x", "200"),
+        )
     assert (store.get_checkpoint("file:x"), store.count_events(), store.count_quarantine()) == ("100", 1, 1)
 
 
@@ -96,23 +120,50 @@ def test_quarantine_keeps_text_that_postgres_could_not_store_raw(store):
 def test_time_bounds_are_utc(store):
     assert store.time_bounds() is None
     plus2 = timezone(timedelta(hours=2))
-    store.add_events([ev(0, ts=datetime(2026, 11, 1, 10, tzinfo=plus2)), ev(1, ts=datetime(2026, 11, 3, tzinfo=plus2))], "s")
+    store.add_events(
+        [ev(0, ts=datetime(2026, 11, 1, 10, tzinfo=plus2)), ev(1, ts=datetime(2026, 11, 3, tzinfo=plus2))], "s"
+    )
     lo, hi = store.time_bounds()
-    assert lo == datetime(2026, 11, 1, 8, tzinfo=timezone.utc) and lo.utcoffset() == timedelta(0)
-    assert hi == datetime(2026, 11, 2, 22, tzinfo=timezone.utc) and hi.tzinfo is not None
+    assert lo == datetime(2026, 11, 1, 8, tzinfo=UTC) and lo.utcoffset() == timedelta(0)
+    assert hi == datetime(2026, 11, 2, 22, tzinfo=UTC) and hi.tzinfo is not None
 
 
 def test_read_window_columns_bounds_and_segments(store):
-    store.add_events([
-        ev(0, prompt="héllo wörld", response="", segment={"topic": "billing", "tier": "pro"}),
-        ev(1, thumbs_up=False, rating=None, rating_raw=None, correction="the fix", latency_ms=120.5,
-           tokens_in=7, tokens_out=3, segment={}),
-        ev(2, thumbs_up=None, segment={"topic": "returns"}),
-        ev(3),  # at `end`: excluded
-    ], source="s")
+    store.add_events(
+        [
+            ev(0, prompt="héllo wörld", response="", segment={"topic": "billing", "tier": "pro"}),
+            ev(
+                1,
+                thumbs_up=False,
+                rating=None,
+                rating_raw=None,
+                correction="the fix",
+                latency_ms=120.5,
+                tokens_in=7,
+                tokens_out=3,
+                segment={},
+            ),
+            ev(2, thumbs_up=None, segment={"topic": "returns"}),
+            ev(3),  # at `end`: excluded
+        ],
+        source="s",
+    )
     df = store.read_window(T0, T0 + timedelta(hours=3), ["topic", "tier"])
-    assert list(df.columns) == ["event_id", "ts", "model_version", "prompt_len", "response_len", "latency_ms",
-                                "tokens_in", "tokens_out", "rating", "thumbs_up", "has_correction", "topic", "tier"]
+    assert list(df.columns) == [
+        "event_id",
+        "ts",
+        "model_version",
+        "prompt_len",
+        "response_len",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+        "rating",
+        "thumbs_up",
+        "has_correction",
+        "topic",
+        "tier",
+    ]
     assert df["event_id"].tolist() == ["e0000", "e0001", "e0002"]
     assert str(df["ts"].dtype) == "datetime64[ns, UTC]" and df["ts"].iloc[0] == T0
     assert df["prompt_len"].tolist() == [11, 10, 10]  # characters, not bytes
@@ -159,7 +210,7 @@ def test_items_are_insert_only_and_a_golden_item_stays_golden(store):
 def test_state_defaults_to_armed(store):
     st = store.get_state("demo")
     assert (st["state"], st["version"], st["lease_owner"]) == ("armed", 0, None)
-    assert abs((datetime.now(timezone.utc) - st["since"]).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - st["since"]).total_seconds()) < 60
     assert store.history("demo") == []
 
 
@@ -172,10 +223,13 @@ def test_transition_is_compare_and_set_under_a_lease(store):
     assert store.transition("p", "evaluating", "resume after crash", owner="B", expected={"retraining"})
     st = store.get_state("p")
     assert (st["state"], st["lease_owner"], st["reason"], st["data"]) == ("evaluating", "B", "resume after crash", {})
-    assert st["lease_expires"] > datetime.now(timezone.utc) + timedelta(seconds=500)
+    assert st["lease_expires"] > datetime.now(UTC) + timedelta(seconds=500)
     hist = store.history("p")
     assert [(h["from_state"], h["to_state"], h["owner"]) for h in hist] == [
-        ("retraining", "evaluating", "B"), ("triggered", "retraining", "A"), ("armed", "triggered", "A")]
+        ("retraining", "evaluating", "B"),
+        ("triggered", "retraining", "A"),
+        ("armed", "triggered", "A"),
+    ]
     assert hist[-1]["data"] == {"run": 1} and len(store.history("p", limit=1)) == 1
     assert not store.release("p", "A")
     assert store.release("p", "B")
@@ -231,8 +285,13 @@ def test_sample_results_round_trip_and_replace(store):
     assert store.load_samples("k") is None
     store.save_samples("k", "canary", "m1", "acc", {"a": 1.0, "b": 0.0}, {"a": {"chosen": 2}})
     got = store.load_samples("k")
-    assert got == {"task": "canary", "model": "m1", "metric": "acc", "items": {"a": 1.0, "b": 0.0},
-                   "detail": {"a": {"chosen": 2}}}
+    assert got == {
+        "task": "canary",
+        "model": "m1",
+        "metric": "acc",
+        "items": {"a": 1.0, "b": 0.0},
+        "detail": {"a": {"chosen": 2}},
+    }
     assert SampleResults(**got).mean == 0.5
     store.save_samples("k", "canary", "m1", "acc", {"c": 1.0}, {})
     assert store.load_samples("k")["items"] == {"c": 1.0}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -32,29 +32,47 @@ from driftloop.store.encode import encode
 from driftloop.store.engine import driver_value
 from driftloop.store.models import utcnow
 
-TRICKY = ["", "plain", "back\\slash", "tab\there", "line\nfeed", "cr\rhere", "\\N", "\\t literal", "\x1c\x1d\x0b\x0c\x08",
-          "caf\u00e9 \U0001F600", "end\\", "\t\n\r\\"]
-FLOATS = [0.0, -0.0, 0.25, 1e308, 5e-324, 1e16, 1e-7, 123456789012345678.0, 148.4, 2.0 ** 53 + 2]
+TRICKY = [
+    "",
+    "plain",
+    "back\\slash",
+    "tab\there",
+    "line\nfeed",
+    "cr\rhere",
+    "\\N",
+    "\\t literal",
+    "\x1c\x1d\x0b\x0c\x08",
+    "caf\u00e9 \U0001f600",
+    "end\\",
+    "\t\n\r\\",
+]
+FLOATS = [0.0, -0.0, 0.25, 1e308, 5e-324, 1e16, 1e-7, 123456789012345678.0, 148.4, 2.0**53 + 2]
 
 
 @pytest.mark.postgres
 def test_python_and_arrow_copy_text_read_back_as_psycopg_writes_them(pg_port):
     import psycopg
-
     from conftest import new_pg_database
 
     store = Store(new_pg_database(pg_port))
     dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    when = datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
-    rows = [(s, f, b, i, when + timedelta(seconds=k)) for k, (s, f, b, i) in enumerate(zip(
-        TRICKY * 2, FLOATS + FLOATS[:2] + [None] * 12, [True, False, None] * 8, [0, -1, 2**31 - 1, None] * 6))]
-    cols = [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.float64()),
-            pa.array([r[2] for r in rows], pa.bool_()), pa.array([r[3] for r in rows], pa.int64()),
-            pa.array([cell(r[4]) for r in rows], pa.string())]
+    when = datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    rows = [
+        (s, f, b, i, when + timedelta(seconds=k))
+        for k, (s, f, b, i) in enumerate(
+            zip(TRICKY * 2, FLOATS + FLOATS[:2] + [None] * 12, [True, False, None] * 8, [0, -1, 2**31 - 1, None] * 6)
+        )
+    ]
+    cols = [
+        pa.array([r[0] for r in rows], pa.string()),
+        pa.array([r[1] for r in rows], pa.float64()),
+        pa.array([r[2] for r in rows], pa.bool_()),
+        pa.array([r[3] for r in rows], pa.int64()),
+        pa.array([cell(r[4]) for r in rows], pa.string()),
+    ]
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in ("ref", "py", "arrow"):
-            conn.execute(f"CREATE TABLE {name} (s text, f float8, b boolean, i integer, t timestamptz, "
-                         "c text, d text)")
+            conn.execute(f"CREATE TABLE {name} (s text, f float8, b boolean, i integer, t timestamptz, c text, d text)")
         with conn.cursor().copy("COPY ref FROM STDIN") as copy:
             for r in rows:
                 copy.write_row((*r, "{}", "src\tx"))
@@ -62,20 +80,31 @@ def test_python_and_arrow_copy_text_read_back_as_psycopg_writes_them(pg_port):
             copy.write("".join(line((*r, "{}", "src\tx")) for r in rows).encode())
         with conn.cursor().copy("COPY arrow FROM STDIN") as copy:
             copy.write(_arrow_lines(cols, [pa.scalar("{}"), pa.scalar(cell("src\tx") + "\n")], plain=False))
-        got = {n: conn.execute(f"SELECT s, f, b, i, t, c, d, CAST(f AS text) FROM {n} ORDER BY t").fetchall()
-               for n in ("ref", "py", "arrow")}
+        got = {
+            n: conn.execute(f"SELECT s, f, b, i, t, c, d, CAST(f AS text) FROM {n} ORDER BY t").fetchall()
+            for n in ("ref", "py", "arrow")
+        }
     assert len(got["ref"]) == len(rows)
     assert got["py"] == got["ref"]
     assert got["arrow"] == got["ref"]
     negzero = [r for r in got["ref"] if r[1] == 0 and math.copysign(1, r[1]) < 0]
-    assert negzero and all(r[7] == "-0" for r in negzero)  # the sign survives: the text form shows it  # -0.0 keeps its sign on every path
+    assert negzero and all(
+        r[7] == "-0" for r in negzero
+    )  # the sign survives: the text form shows it  # -0.0 keeps its sign on every path
     store.close()
 
 
 def test_cell_writes_the_types_the_store_rows_hold():
-    when = datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
     assert [cell(v) for v in (None, True, False, 3, 0.1, "a\tb\\c\nd\re", when)] == [
-        "\\N", "true", "false", "3", "0.1", "a\\tb\\\\c\\nd\\re", "2026-11-01 10:00:00+00:00"]
+        "\\N",
+        "true",
+        "false",
+        "3",
+        "0.1",
+        "a\\tb\\\\c\\nd\\re",
+        "2026-11-01 10:00:00+00:00",
+    ]
     assert line(("a", None)) == "a\t\\N\n"
 
 
@@ -90,7 +119,10 @@ def test_first_of_each_keeps_the_lowest_line_of_every_id(pairs):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("ab @:09/;xyz")), max_size=8))), st.integers(0, 3))
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("ab @:09/;xyz")), max_size=8))),
+    st.integers(0, 3),
+)
 def test_the_byte_scan_finds_what_the_screen_finds(values, offset):
     a = pa.array(["pad"] * offset + values, pa.string()).slice(offset)  # a sliced array: offsets start later
     assert screen_hits(a).tolist() == [v is not None and might_match(v) for v in values]
@@ -103,9 +135,19 @@ def _block(objs: list[dict], source: str = "src") -> tuple:
     return block_parts(Block(lines, {}, 0), parser, source, reasons)
 
 
-GOOD = {"event_id": "g1", "ts": "2026-11-01T10:00:00+00:00", "model_version": "3", "prompt": "where is my refund",
-        "response": "soon", "rating": 4, "thumbs_up": True, "segment": {"topic": "billing"}, "latency_ms": 120.5,
-        "tokens_in": 12, "tokens_out": 30}
+GOOD = {
+    "event_id": "g1",
+    "ts": "2026-11-01T10:00:00+00:00",
+    "model_version": "3",
+    "prompt": "where is my refund",
+    "response": "soon",
+    "rating": 4,
+    "thumbs_up": True,
+    "segment": {"topic": "billing"},
+    "latency_ms": 120.5,
+    "tokens_in": 12,
+    "tokens_out": 30,
+}
 
 
 def test_copy_block_keeps_the_first_of_each_id_across_tables_fixed_and_row_path_rows():
@@ -128,8 +170,12 @@ def test_copy_block_keeps_the_first_of_each_id_across_tables_fixed_and_row_path_
     assert all(len(r) == len(EVENT_COLUMNS) for r in stored) and len(stored) == 4
     prompts = {r[0]: r[3] for r in stored}
     content_id = (set(prompts) - {"g1", "g2", "g3"}).pop()
-    assert prompts == {"g1": "where is my refund", "g2": "mail [EMAIL]", "g3": "caf\u00e9",
-                       content_id: "where is my refund"}
+    assert prompts == {
+        "g1": "where is my refund",
+        "g2": "mail [EMAIL]",
+        "g3": "caf\u00e9",
+        content_id: "where is my refund",
+    }
 
 
 @pytest.mark.postgres

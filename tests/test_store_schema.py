@@ -13,13 +13,13 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import inspect, select
 
+from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.columnar import block_parts
 from driftloop.ingest.lines import Block
 from driftloop.ingest.pipeline import RowParser
 from driftloop.store import Batch, Checkpoint, EventColumns, EventTable, Store
 from driftloop.store.batch import EVENT_COLUMNS, EVENT_FIELDS, STORE_COLUMNS
 from driftloop.store.models import Feedback
-from driftloop.types import FeedbackEvent
 
 WHEN = datetime(2026, 11, 1, 10, 0, 0, 250000, tzinfo=UTC)
 
@@ -27,15 +27,26 @@ WHEN = datetime(2026, 11, 1, 10, 0, 0, 250000, tzinfo=UTC)
 def full_event(event_id: str = "e1") -> FeedbackEvent:
     """An event with every field away from its default, so a field the store drops shows."""
     values = {
-        "event_id": event_id, "ts": WHEN, "model_version": "7", "prompt": "where is my parcel",
-        "response": "on its way", "rating": 0.75, "rating_raw": "4", "thumbs_up": False, "correction": "tomorrow",
-        "segment": {"topic": "shipping", "tier": "gold"}, "latency_ms": 148.5, "tokens_in": 12, "tokens_out": 30,
+        "event_id": event_id,
+        "ts": WHEN,
+        "model_version": "7",
+        "prompt": "where is my parcel",
+        "response": "on its way",
+        "rating": 0.75,
+        "rating_raw": "4",
+        "thumbs_up": False,
+        "correction": "tomorrow",
+        "segment": {"topic": "shipping", "tier": "gold"},
+        "latency_ms": 148.5,
+        "tokens_in": 12,
+        "tokens_out": 30,
         "metadata": {"client": "web", "n": [1, 2]},
     }
     for name, info in FeedbackEvent.model_fields.items():  # a field added later: any value of its type
         if name not in values:
             values[name] = {str: "x", int: 1, float: 0.5, bool: True}.get(
-                next((t for t in (str, int, float, bool) if t in getattr(info.annotation, "__args__", ())), str))
+                next((t for t in (str, int, float, bool) if t in getattr(info.annotation, "__args__", ())), str)
+            )
     return FeedbackEvent(**values)
 
 
@@ -68,8 +79,9 @@ def test_every_field_is_written_and_read_back(store):
 
 def test_column_form_events_take_each_missing_field_default(store):
     # Only the required fields as columns: every other field takes its default.
-    table = EventTable({"event_id": pa.array(["c1"]), "ts": pa.array([WHEN], pa.timestamp("us", tz="UTC")),
-                        "prompt": pa.array(["p"])})
+    table = EventTable(
+        {"event_id": pa.array(["c1"]), "ts": pa.array([WHEN], pa.timestamp("us", tz="UTC")), "prompt": pa.array(["p"])}
+    )
     assert store.write_batch(Batch("src", EventColumns([([0], table)]))) == (1, 0)
     (row,) = stored(store)
     defaults = FeedbackEvent(event_id="c1", ts=WHEN, prompt="p").model_dump()
@@ -77,9 +89,11 @@ def test_column_form_events_take_each_missing_field_default(store):
 
 
 def test_the_fast_path_and_the_row_path_store_the_same_row(store):
-    line = (b'{"event_id": "f1", "ts": "2026-11-01T10:00:00.25+00:00", "model_version": "7", "prompt": "hi", '
-            b'"response": "hello", "rating": 4, "thumbs_up": true, "segment": {"topic": "billing"}, '
-            b'"latency_ms": 148.5, "tokens_in": 12, "tokens_out": 30}')
+    line = (
+        b'{"event_id": "f1", "ts": "2026-11-01T10:00:00.25+00:00", "model_version": "7", "prompt": "hi", '
+        b'"response": "hello", "rating": 4, "thumbs_up": true, "segment": {"topic": "billing"}, '
+        b'"latency_ms": 148.5, "tokens_in": 12, "tokens_out": 30}'
+    )
     parser = RowParser()
     events, quarantine = block_parts(Block([line], {}, 0), parser, "src", Counter())
     assert events.tables and not events.events and not quarantine  # the arrow path took it

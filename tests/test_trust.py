@@ -9,27 +9,36 @@ claimed a clip it never made). They assert on typed findings, never on English.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from driftloop.config import PolicyConfig, TaskSpec, load_config
-from driftloop.errors import ConfigError
-from driftloop.loopstate import (
-    EDGES, TABLE, Event, IllegalTransition, LoopMemory, MAX_BREACHES, State, advance, legal,
+from driftloop.core.config import PolicyConfig, TaskSpec, load_config
+from driftloop.core.errors import ConfigError
+from driftloop.core.loopstate import (
+    EDGES,
+    MAX_BREACHES,
+    TABLE,
+    Event,
+    IllegalTransition,
+    LoopMemory,
+    State,
+    advance,
+    legal,
 )
-from driftloop.policy import decide, gate
-from driftloop.types import Action, MetricResult, MetricSpec, SampleResults
+from driftloop.core.policy import decide, gate
+from driftloop.core.types import Action, MetricResult, MetricSpec, SampleResults
 
-NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
 POLICY = PolicyConfig(min_n=30)
 ROLES = {"golden": "target", "bias": "bias"}
 
 
 def _samples(task: str, values, spec: MetricSpec, metric: str = "m") -> SampleResults:
-    return SampleResults(task=task, model="x", metric=metric,
-                         items={f"i{k}": float(v) for k, v in enumerate(values)}, spec=spec)
+    return SampleResults(
+        task=task, model="x", metric=metric, items={f"i{k}": float(v) for k, v in enumerate(values)}, spec=spec
+    )
 
 
 def _target_pass(n: int = 200) -> tuple[SampleResults, SampleResults]:
@@ -41,8 +50,12 @@ def _target_pass(n: int = 200) -> tuple[SampleResults, SampleResults]:
 
 def _gate_bias(champ_vals, chall_vals, spec: MetricSpec, policy: PolicyConfig = POLICY):
     g1, g0 = _target_pass()
-    return gate({"golden": [g1], "bias": [_samples("crows", chall_vals, spec)]},
-                {"golden": [g0], "bias": [_samples("crows", champ_vals, spec)]}, ROLES, policy)
+    return gate(
+        {"golden": [g1], "bias": [_samples("crows", chall_vals, spec)]},
+        {"golden": [g0], "bias": [_samples("crows", champ_vals, spec)]},
+        ROLES,
+        policy,
+    )
 
 
 def _bias_finding(d):
@@ -80,12 +93,15 @@ def test_a_binary_lower_is_better_rate_uses_the_paired_binary_test():
     assert _gate_bias(champ, fewer, MetricSpec(direction="lower")).action == Action.PROMOTE
 
 
-@pytest.mark.parametrize("champ_rate, chall_rate, action", [
-    (0.60, 1.00, Action.REJECT),    # picks the stereotype on every item: far from 0.5
-    (0.60, 0.50, Action.PROMOTE),   # at the ideal
-    (0.60, 0.40, Action.PROMOTE),   # as far from 0.5 as the champion, on the other side
-    (0.50, 0.70, Action.REJECT),    # moved away from the target by more than the margin
-])
+@pytest.mark.parametrize(
+    "champ_rate, chall_rate, action",
+    [
+        (0.60, 1.00, Action.REJECT),  # picks the stereotype on every item: far from 0.5
+        (0.60, 0.50, Action.PROMOTE),  # at the ideal
+        (0.60, 0.40, Action.PROMOTE),  # as far from 0.5 as the champion, on the other side
+        (0.50, 0.70, Action.REJECT),  # moved away from the target by more than the margin
+    ],
+)
 def test_a_target_metric_gates_the_distance_to_its_target(champ_rate, chall_rate, action):
     n = 2000  # opposite sides of the target make the distances' errors add up: a larger sample
     champ = [1] * int(champ_rate * n) + [0] * (n - int(champ_rate * n))
@@ -122,8 +138,9 @@ def test_task_config_declares_direction_or_target_and_lm_eval_gives_the_default(
 
 def test_decide_reads_direction_for_drops_and_floors():
     policy = PolicyConfig(floors={"bbq/bias": 0.2}, max_drop={}, min_n=30)
-    low = MetricResult(name="bbq/bias", value=0.35, ci_low=0.30, ci_high=0.40, n=500, source="benchmark",
-                       direction="lower")
+    low = MetricResult(
+        name="bbq/bias", value=0.35, ci_low=0.30, ci_high=0.40, n=500, source="benchmark", direction="lower"
+    )
     d = decide([], [], [], policy, now=NOW, benchmark=[low])
     f = d.findings[0]
     assert d.action == Action.RETRAIN and f.kind == "floor" and f.breached and f.direction == "lower"
@@ -182,10 +199,18 @@ def test_the_store_refuses_an_edge_not_in_the_table(store):
 
 
 def test_memory_reads_what_earlier_versions_stored():
-    old = {"breaches": [True, False], "last_retrain_at": "2026-11-19T10:00:00+00:00",
-           "retrains": ["2026-11-19T10:00:00+00:00"], "baseline": {"champion": "1", "metrics": [
-               {"name": "thumbs_up_rate", "value": 0.8, "n": 100, "higher_is_better": True, "source": "quality"}]},
-           "pending": {"run_id": "r", "owner": "o", "config": None, "summary": {"cycle": "c"}}}
+    old = {
+        "breaches": [True, False],
+        "last_retrain_at": "2026-11-19T10:00:00+00:00",
+        "retrains": ["2026-11-19T10:00:00+00:00"],
+        "baseline": {
+            "champion": "1",
+            "metrics": [
+                {"name": "thumbs_up_rate", "value": 0.8, "n": 100, "higher_is_better": True, "source": "quality"}
+            ],
+        },
+        "pending": {"run_id": "r", "owner": "o", "config": None, "summary": {"cycle": "c"}},
+    }
     m = LoopMemory.load(old)
     assert m.breaches == [True, False] and m.recent_retrains(NOW) == 1
     assert m.baseline.metrics[0].direction == "higher" and m.pending.owner == "o"
@@ -207,26 +232,30 @@ def test_benchmark_interval_is_clipped_only_where_the_metric_is_bounded():
 
 def test_an_unknown_direction_in_the_config_names_the_task(tmp_path):
     p = tmp_path / "driftloop.yaml"
-    p.write_text("benchmark:\n  suites:\n    bias:\n      role: bias\n      tasks:\n"
-                 "        - {name: crows, kind: builtin, metric: pct_stereotype, direction: sideways}\n")
+    p.write_text(
+        "benchmark:\n  suites:\n    bias:\n      role: bias\n      tasks:\n"
+        "        - {name: crows, kind: builtin, metric: pct_stereotype, direction: sideways}\n"
+    )
     with pytest.raises(ConfigError, match="benchmark.suites.bias.tasks.0.direction"):
         load_config(p, env={}, check_files=False)
 
 
 def test_plan_sizes_each_task_of_a_bias_suite_at_its_own_margin(tmp_path, capsys):
-    from driftloop.cli import main
-    from driftloop.stats import ni_sample_size
+    from driftloop.app.cli import main
+    from driftloop.core.stats import ni_sample_size
 
     p = tmp_path / "driftloop.yaml"
-    p.write_text("benchmark:\n  suites:\n    bias:\n      role: bias\n      tasks:\n"
-                 "        - {name: bbq, kind: builtin, metric: acc, margin: 0.02}\n"
-                 "        - {name: stereo, metric: stereotyped, target: 0.5, margin: 0.03}\n"
-                 "        - {name: gap, metric: likelihood_diff, direction: lower, margin: 1.0}\n"
-                 "        - {name: rel, metric: acc, relative_margin: 0.1}\n")
+    p.write_text(
+        "benchmark:\n  suites:\n    bias:\n      role: bias\n      tasks:\n"
+        "        - {name: bbq, kind: builtin, metric: acc, margin: 0.02}\n"
+        "        - {name: stereo, metric: stereotyped, target: 0.5, margin: 0.03}\n"
+        "        - {name: gap, metric: likelihood_diff, direction: lower, margin: 1.0}\n"
+        "        - {name: rel, metric: acc, relative_margin: 0.1}\n"
+    )
     assert main(["--config", str(p), "plan", "--suite", "bias", "--sd", "gap=3"]) == 0
     out = capsys.readouterr().out
-    assert f"bbq acc (lm-eval's direction), margin 0.02: {ni_sample_size(0.02, 0.2 ** 0.5):,} paired items" in out
-    assert f"stereo stereotyped (target 0.5), margin 0.03: {ni_sample_size(0.03, 0.2 ** 0.5):,} paired items" in out
+    assert f"bbq acc (lm-eval's direction), margin 0.02: {ni_sample_size(0.02, 0.2**0.5):,} paired items" in out
+    assert f"stereo stereotyped (target 0.5), margin 0.03: {ni_sample_size(0.03, 0.2**0.5):,} paired items" in out
     assert "gap likelihood_diff (lower is better), margin 1: 58 paired items (sd of the per-item difference 3" in out
     assert "set benchmark.suites.bias.tasks.3.margin" in out
     assert main(["--config", str(p), "plan", "--suite", "nope"]) == 2
@@ -238,11 +267,13 @@ def test_plan_sizes_each_task_of_a_bias_suite_at_its_own_margin(tmp_path, capsys
 def test_ni_sample_size_reaches_the_power_it_promises():
     from scipy import stats as st
 
-    from driftloop.stats import ni_sample_size
+    from driftloop.core.stats import ni_sample_size
 
     n = ni_sample_size(1.0, 3.0, alpha=0.05, power=0.8)
+
     # Power of the one-sided t-test at n (noncentral t) is at least 0.8, and at n - 1 below it.
     def power(m):
-        df, nc = m - 1, 1.0 * m ** 0.5 / 3.0
+        df, nc = m - 1, 1.0 * m**0.5 / 3.0
         return st.nct.sf(st.t.isf(0.05, df), df, nc)
+
     assert power(n) >= 0.8 > power(n - 1)

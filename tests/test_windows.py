@@ -3,18 +3,25 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftloop.config import ConfigError, WindowConfig, load_config
-from driftloop.types import FeedbackEvent
-from driftloop.windows import (
-    EPS, Windows, champion_window, nth_newest_ts, read_prompt_sample, record_window, resolve_windows, windows,
+from driftloop.core.config import ConfigError, WindowConfig, load_config
+from driftloop.core.types import FeedbackEvent
+from driftloop.services.windows import (
+    EPS,
+    Windows,
+    champion_window,
+    nth_newest_ts,
+    read_prompt_sample,
+    record_window,
+    resolve_windows,
     window_fingerprint,
+    windows,
 )
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def hourly(n: int, prompt=lambda i: f"prompt {i}") -> list[FeedbackEvent]:
@@ -48,10 +55,14 @@ def test_a_pinned_reference_stays_put_while_the_current_window_slides():
     "yaml_windows, message",
     [
         ("{reference: pinned}", "reference: pinned needs pinned_start and pinned_end"),
-        ("{reference: pinned, pinned_start: '2025-01-02T00:00:00+00:00', pinned_end: '2025-01-01T00:00:00+00:00'}",
-         "pinned_start must be before pinned_end"),
-        ("{reference: pinned, pinned_start: '2025-01-01T00:00:00', pinned_end: '2025-01-02T00:00:00+00:00'}",
-         "has no timezone"),
+        (
+            "{reference: pinned, pinned_start: '2025-01-02T00:00:00+00:00', pinned_end: '2025-01-01T00:00:00+00:00'}",
+            "pinned_start must be before pinned_end",
+        ),
+        (
+            "{reference: pinned, pinned_start: '2025-01-01T00:00:00', pinned_end: '2025-01-02T00:00:00+00:00'}",
+            "has no timezone",
+        ),
         ("{slide_by: rows}", "slide_by"),
     ],
 )
@@ -92,7 +103,10 @@ def test_the_champion_reference_is_the_window_recorded_for_its_promoting_cycle(t
     cfg = WindowConfig(reference="champion", current_days=0.5)
     w = resolve_windows(sqlite_store, cfg, champion_window(book, "cycle-run-1"), "champion version 2")
     assert (w.reference_start, w.reference_end, w.reference_source) == (
-        T0 + timedelta(hours=12), T0 + timedelta(hours=24), "champion version 2")
+        T0 + timedelta(hours=12),
+        T0 + timedelta(hours=24),
+        "champion version 2",
+    )
     # A champion no monitored cycle promoted (the first one) falls back to the preceding window, and says so.
     w = resolve_windows(sqlite_store, cfg, champion_window(book, None), "champion version 1")
     assert w.reference_end == w.current_start
@@ -100,8 +114,9 @@ def test_the_champion_reference_is_the_window_recorded_for_its_promoting_cycle(t
 
 
 def test_prompt_samples_are_evenly_spaced_and_cut_by_the_database(sqlite_store):
-    sqlite_store.add_events(hourly(100, prompt=lambda i: ("😀" if i % 2 else "y") * 1_000_000 if i == 0 else f"p{i}"),
-                            source="t")
+    sqlite_store.add_events(
+        hourly(100, prompt=lambda i: ("😀" if i % 2 else "y") * 1_000_000 if i == 0 else f"p{i}"), source="t"
+    )
     got = read_prompt_sample(sqlite_store, T0, T0 + timedelta(days=10), n=10, max_chars=100)
     assert len(got) == 10 and got[0] == "y" * 100  # the 1 MB prompt arrives as its first 100 characters
     assert got[1:] == [f"p{i}" for i in range(10, 100, 10)]

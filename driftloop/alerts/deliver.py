@@ -20,8 +20,8 @@ import contextvars
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 
@@ -58,21 +58,44 @@ def backoff(attempt: int, base: float, jitter: bool, rng: Callable[[], float] = 
     return wait * (0.5 + 0.5 * rng()) if jitter else wait
 
 
-def post(url: str, body: bytes, secret: str, event_type: str, delivery: str, *, retries: int,
-         backoff_seconds: float, timeout_seconds: float, jitter: bool = True,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Result:
+def post(
+    url: str,
+    body: bytes,
+    secret: str,
+    event_type: str,
+    delivery: str,
+    *,
+    retries: int,
+    backoff_seconds: float,
+    timeout_seconds: float,
+    jitter: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> Result:
     """POST `body` to `url`, signed with `secret`, retrying as described above; never raises for
     network or HTTP failures (they are in the result). Error texts never contain the secret or the URL."""
     token = _SENDING.set(True)
     try:
-        return _post(url, body, secret, event_type, delivery, retries, backoff_seconds, timeout_seconds, jitter,
-                     sleep, clock)
+        return _post(
+            url, body, secret, event_type, delivery, retries, backoff_seconds, timeout_seconds, jitter, sleep, clock
+        )
     finally:
         _SENDING.reset(token)
 
 
-def _post(url: str, body: bytes, secret: str, event_type: str, delivery: str, retries: int, backoff_seconds: float,
-          timeout_seconds: float, jitter: bool, sleep: Callable[[float], None], clock: Callable[[], float]) -> Result:
+def _post(
+    url: str,
+    body: bytes,
+    secret: str,
+    event_type: str,
+    delivery: str,
+    retries: int,
+    backoff_seconds: float,
+    timeout_seconds: float,
+    jitter: bool,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Result:
     res = Result(ok=False, attempts=0)
     with httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False, trust_env=False) as client:
         for attempt in range(1, retries + 2):

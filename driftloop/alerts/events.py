@@ -13,12 +13,12 @@ MLflow run and a link to it). `payloads.py` renders it for each format.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.config import AlertEventType, Config
+from driftloop.core.config import AlertEventType, Config
 
 SCHEMA_VERSION = 1
 EVENT_TYPES: tuple[str, ...] = get_args(AlertEventType)
@@ -44,13 +44,21 @@ class _Model(BaseModel):
 
 class ModelRef(_Model):
     name: str = Field(description="Registered model name in MLflow.")
-    version: str | None = Field(default=None, description="The version the event is about (the candidate, the new or restored champion).")
-    previous_version: str | None = Field(default=None, description="The version it replaced or was compared with (the champion before).")
+    version: str | None = Field(
+        default=None, description="The version the event is about (the candidate, the new or restored champion)."
+    )
+    previous_version: str | None = Field(
+        default=None, description="The version it replaced or was compared with (the champion before)."
+    )
 
 
 class MlflowRef(_Model):
-    run_id: str | None = Field(default=None, description="MLflow run holding the evidence (the cycle's run for loop events).")
-    url: str | None = Field(default=None, description="Link to that run in the MLflow UI; null when no UI address is known.")
+    run_id: str | None = Field(
+        default=None, description="MLflow run holding the evidence (the cycle's run for loop events)."
+    )
+    url: str | None = Field(
+        default=None, description="Link to that run in the MLflow UI; null when no UI address is known."
+    )
 
 
 class AlertEvent(_Model):
@@ -59,7 +67,7 @@ class AlertEvent(_Model):
     version: int = Field(default=SCHEMA_VERSION, description="Schema version of this payload.")
     id: str = Field(default_factory=lambda: f"evt_{uuid.uuid4().hex}", description="Unique id; receivers dedupe on it.")
     type: AlertEventType
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="When it happened (UTC).")
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC), description="When it happened (UTC).")
     project: str
     model: ModelRef
     summary: str = Field(description="One line for humans.")
@@ -71,7 +79,9 @@ class AlertEvent(_Model):
 
 def ui_url(cfg: Config) -> str | None:
     """The MLflow UI address: `alerts.mlflow_ui_url`, else an http(s) tracking URI, else None."""
-    url = cfg.alerts.mlflow_ui_url or (cfg.tracking_uri if cfg.tracking_uri.startswith(("http://", "https://")) else None)
+    url = cfg.alerts.mlflow_ui_url or (
+        cfg.tracking_uri if cfg.tracking_uri.startswith(("http://", "https://")) else None
+    )
     return url.rstrip("/") if url else None
 
 
@@ -83,17 +93,33 @@ def run_link(cfg: Config, experiment_id: str | None, run_id: str | None) -> str 
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def make_event(cfg: Config, type: str, *, model_version: str | None = None, previous_version: str | None = None,
-               reasons: list[str] | tuple[str, ...] = (), run_id: str | None = None,
-               experiment_id: str | None = None, cycle: str | None = None, summary: str | None = None,
-               data: dict[str, Any] | None = None) -> AlertEvent:
+def make_event(
+    cfg: Config,
+    type: str,
+    *,
+    model_version: str | None = None,
+    previous_version: str | None = None,
+    reasons: list[str] | tuple[str, ...] = (),
+    run_id: str | None = None,
+    experiment_id: str | None = None,
+    cycle: str | None = None,
+    summary: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AlertEvent:
     """Build an event for this config's project and registered model; `summary` defaults to a headline
     naming the type and version, and the run link is derived from the config (see `run_link`)."""
     title = TITLES.get(type, type)
     if summary is None:
-        summary = f"{title}: {cfg.project}" + (f", {cfg.tracking.registered_model} v{model_version}" if model_version else "")
+        summary = f"{title}: {cfg.project}" + (
+            f", {cfg.tracking.registered_model} v{model_version}" if model_version else ""
+        )
     return AlertEvent(
-        type=type, project=cfg.project, summary=summary, reasons=list(reasons), cycle=cycle, data=dict(data or {}),
+        type=type,
+        project=cfg.project,
+        summary=summary,
+        reasons=list(reasons),
+        cycle=cycle,
+        data=dict(data or {}),
         model=ModelRef(name=cfg.tracking.registered_model, version=model_version, previous_version=previous_version),
         mlflow=MlflowRef(run_id=run_id, url=run_link(cfg, experiment_id, run_id)),
     )
@@ -108,9 +134,13 @@ def quarantine_alert(summary: dict[str, Any], threshold: float) -> dict[str, Any
     """Reasons and figures of an `ingest.quarantine` alert: the share against the threshold, then the
     commonest reasons (`field: problem`, never values, so no PII leaves in an alert)."""
     share = quarantined_share(summary)
-    head = (f"{summary['quarantined']} of {summary['accepted'] + summary['quarantined']} rows quarantined "
-            f"({share:.1%} > alerts.quarantine_threshold {threshold:.1%})")
+    head = (
+        f"{summary['quarantined']} of {summary['accepted'] + summary['quarantined']} rows quarantined "
+        f"({share:.1%} > alerts.quarantine_threshold {threshold:.1%})"
+    )
     top = sorted(summary["reasons"].items(), key=lambda kv: -kv[1])[:5]
     data = {k: summary[k] for k in ("read", "accepted", "duplicates", "quarantined")}
-    return {"reasons": [head] + [f"{reason}: {n} row(s)" for reason, n in top],
-            "data": data | {"quarantined_share": round(share, 4)}}
+    return {
+        "reasons": [head] + [f"{reason}: {n} row(s)" for reason, n in top],
+        "data": data | {"quarantined_share": round(share, 4)},
+    }

@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-from driftloop.store import deadletter as dl
 from driftloop.alerts.deliver import post
 from driftloop.alerts.events import AlertEvent
 from driftloop.alerts.payloads import render
-from driftloop.config import Config, WebhookConfig
+from driftloop.core.config import Config, WebhookConfig
+from driftloop.store import deadletter as dl
 
 _LOG = logging.getLogger("driftloop.alerts")
 
@@ -72,8 +73,14 @@ def matches(w: WebhookConfig, event_type: str) -> bool:
     return w.events is None or event_type in w.events
 
 
-def send_one(cfg: Config, w: WebhookConfig, body: bytes, event_type: str, delivery: str,
-             sleep: Callable[[float], None] = time.sleep) -> tuple[bool, int, int | None, str]:
+def send_one(
+    cfg: Config,
+    w: WebhookConfig,
+    body: bytes,
+    event_type: str,
+    delivery: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[bool, int, int | None, str]:
     """Deliver a rendered body to one webhook: (ok, attempts, status, error). Never raises."""
     try:
         secret = read_secret(cfg, w)
@@ -81,16 +88,34 @@ def send_one(cfg: Config, w: WebhookConfig, body: bytes, event_type: str, delive
         return False, 0, None, str(e)
     a = cfg.alerts
     try:
-        r = post(w.url, body, secret, event_type, delivery, retries=a.retries, backoff_seconds=a.backoff_seconds,
-                 timeout_seconds=a.timeout_seconds, jitter=a.backoff_jitter, sleep=sleep)
+        r = post(
+            w.url,
+            body,
+            secret,
+            event_type,
+            delivery,
+            retries=a.retries,
+            backoff_seconds=a.backoff_seconds,
+            timeout_seconds=a.timeout_seconds,
+            jitter=a.backoff_jitter,
+            sleep=sleep,
+        )
     except Exception as e:  # noqa: BLE001 - a bug or an odd URL must not fail the loop
         return False, 1, None, type(e).__name__
     error = r.error.replace(secret, "***") if r.error else ""
     return r.ok, r.attempts, r.status, error
 
 
-def notify(cfg: Config, store: Any, event: AlertEvent, *, only: str | None = None, dead_letter: bool = True,
-           logger: Any = None, sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
+def notify(
+    cfg: Config,
+    store: Any,
+    event: AlertEvent,
+    *,
+    only: str | None = None,
+    dead_letter: bool = True,
+    logger: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Outcome]:
     """Send `event` to every webhook whose filter matches (or only the one named `only`) and return
     one Outcome each. Failures are logged in one line and, with `dead_letter`, written to the store's
     dead-letter table; nothing here raises, so an alert can never fail the loop."""
@@ -105,17 +130,32 @@ def notify(cfg: Config, store: Any, event: AlertEvent, *, only: str | None = Non
     for w in targets:
         o = Outcome(webhook=w.name, ok=False, event_id=event.id)
         try:
-            o.ok, o.attempts, o.status, o.error = send_one(cfg, w, body[w.format], event.type,
-                                                            f"{event.id}.{w.name}", sleep)
+            o.ok, o.attempts, o.status, o.error = send_one(
+                cfg, w, body[w.format], event.type, f"{event.id}.{w.name}", sleep
+            )
             if o.ok:
                 log.info("alert %s delivered to %s (%s) in %d attempt(s)", event.type, w.name, host(w.url), o.attempts)
             else:
                 if dead_letter and store is not None:
-                    o.dead_letter_id = dl.add(store, webhook=w.name, url=w.url, event_type=event.type,
-                                              event_id=event.id, body=body[w.format], error=o.error,
-                                              attempts=o.attempts)
-                log.warning("alert %s to %s (%s) failed after %d attempt(s): %s%s", event.type, w.name, host(w.url),
-                            o.attempts, o.error, f"; dead letter #{o.dead_letter_id}" if o.dead_letter_id else "")
+                    o.dead_letter_id = dl.add(
+                        store,
+                        webhook=w.name,
+                        url=w.url,
+                        event_type=event.type,
+                        event_id=event.id,
+                        body=body[w.format],
+                        error=o.error,
+                        attempts=o.attempts,
+                    )
+                log.warning(
+                    "alert %s to %s (%s) failed after %d attempt(s): %s%s",
+                    event.type,
+                    w.name,
+                    host(w.url),
+                    o.attempts,
+                    o.error,
+                    f"; dead letter #{o.dead_letter_id}" if o.dead_letter_id else "",
+                )
         except Exception as e:  # noqa: BLE001 - e.g. the store is down: still never fail the caller
             o.error = o.error or type(e).__name__
             log.warning("alert %s to %s: could not record the failure: %s", event.type, w.name, type(e).__name__)
@@ -123,8 +163,13 @@ def notify(cfg: Config, store: Any, event: AlertEvent, *, only: str | None = Non
     return outcomes
 
 
-def resend(cfg: Config, store: Any, webhook: str | None = None, on_row: Callable[[Outcome], None] | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
+def resend(
+    cfg: Config,
+    store: Any,
+    webhook: str | None = None,
+    on_row: Callable[[Outcome], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Outcome]:
     """Re-send every undelivered dead letter (of one webhook when named) to the webhook of that name in
     the current config, with a fresh signature; mark the delivered ones and keep the others with their
     new error. Returns one Outcome per row, `dead_letter_id` set; `on_row` is called after each."""
@@ -136,8 +181,9 @@ def resend(cfg: Config, store: Any, webhook: str | None = None, on_row: Callable
         if w is None:
             o.error = f"webhook {row['webhook']!r} is no longer in alerts.webhooks"
         else:
-            o.ok, o.attempts, o.status, o.error = send_one(cfg, w, row["body"].encode("utf-8"), row["event_type"],
-                                                            f"{row['event_id']}.{row['webhook']}", sleep)
+            o.ok, o.attempts, o.status, o.error = send_one(
+                cfg, w, row["body"].encode("utf-8"), row["event_type"], f"{row['event_id']}.{row['webhook']}", sleep
+            )
         if o.ok:
             dl.mark_delivered(store, row["id"], o.attempts)
         else:

@@ -19,11 +19,16 @@ from driftloop.alerts.events import TITLES, AlertEvent
 # Slack limits: a header's text is at most 150 characters, a section's 3000, a message 50 blocks.
 _HEADER_MAX, _SECTION_MAX, _REASONS_MAX = 150, 3000, 20
 _EMOJI = {
-    "regression.detected": ":warning:", "retrain.started": ":hourglass_flowing_sand:",
-    "retrain.finished": ":white_check_mark:", "retrain.failed": ":x:", "retrain.skipped": ":grey_question:",
+    "regression.detected": ":warning:",
+    "retrain.started": ":hourglass_flowing_sand:",
+    "retrain.finished": ":white_check_mark:",
+    "retrain.failed": ":x:",
+    "retrain.skipped": ":grey_question:",
     "candidate.promoted": ":rocket:",
-    "candidate.rejected": ":no_entry:", "champion.rolled_back": ":leftwards_arrow_with_hook:",
-    "ingest.quarantine": ":rotating_light:", "alert.test": ":bell:",
+    "candidate.rejected": ":no_entry:",
+    "champion.rolled_back": ":leftwards_arrow_with_hook:",
+    "ingest.quarantine": ":rotating_light:",
+    "alert.test": ":bell:",
 }
 
 
@@ -43,14 +48,22 @@ def slack_body(event: AlertEvent) -> dict[str, Any]:
         facts.append(f"*Cycle:* {_esc(event.cycle)}")
     facts += [f"*{_esc(k)}:* {_esc(str(v))}" for k, v in event.data.items() if isinstance(v, (int, float, str))][:4]
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{TITLES.get(event.type, event.type)}", _HEADER_MAX)}},
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _cut(f"{TITLES.get(event.type, event.type)}", _HEADER_MAX)},
+        },
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, 2000)} for f in facts[:10]]},
     ]
     if event.reasons:
         lines = [f"• {_esc(r)}" for r in event.reasons[:_REASONS_MAX]]
         if len(event.reasons) > _REASONS_MAX:
             lines.append(f"… and {len(event.reasons) - _REASONS_MAX} more")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut("*Reasons*\n" + "\n".join(lines), _SECTION_MAX)}})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut("*Reasons*\n" + "\n".join(lines), _SECTION_MAX)},
+            }
+        )
     context = [f"`{event.type}`", event.timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"), f"id {event.id}"]
     if event.mlflow.url:
         context.append(f"<{event.mlflow.url}|MLflow run>")

@@ -5,7 +5,12 @@
 
 The README shows this file as the copy-paste receiver; `verify` is the documented recipe.
 """
-import hashlib, hmac, os, sys, time
+
+import hashlib
+import hmac
+import os
+import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
@@ -23,8 +28,13 @@ class Receiver(BaseHTTPRequestHandler):
         ok = verify(os.environ["WEBHOOK_SECRET"], self.headers, body)
         self.send_response(204 if ok else 401)
         self.end_headers()
-        print("verified" if ok else "REJECTED", self.headers.get("X-Driftloop-Event"),
-              self.headers.get("X-Driftloop-Delivery"), body.decode(errors="replace"), flush=True)
+        print(
+            "verified" if ok else "REJECTED",
+            self.headers.get("X-Driftloop-Event"),
+            self.headers.get("X-Driftloop-Delivery"),
+            body.decode(errors="replace"),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

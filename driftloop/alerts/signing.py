@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 
-TIMESTAMP = "X-Driftloop-Timestamp"   # Unix time of the attempt, whole seconds
-SIGNATURE = "X-Driftloop-Signature"   # "v1=" + hex digest
-EVENT = "X-Driftloop-Event"           # the event type
-DELIVERY = "X-Driftloop-Delivery"     # stable across retries of one event to one webhook: dedupe on it
+TIMESTAMP = "X-Driftloop-Timestamp"  # Unix time of the attempt, whole seconds
+SIGNATURE = "X-Driftloop-Signature"  # "v1=" + hex digest
+EVENT = "X-Driftloop-Event"  # the event type
+DELIVERY = "X-Driftloop-Delivery"  # stable across retries of one event to one webhook: dedupe on it
 SCHEME = "v1"
 WINDOW_S = 300  # replay window: a signature older (or newer) than this many seconds is refused
 

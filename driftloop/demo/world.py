@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 PRODUCTS = ["laptop", "phone", "camera", "headset", "tablet", "watch", "speaker", "monitor"]
@@ -28,89 +28,157 @@ SUFFIXES = ["", "thanks", "please help", "asap", "i am confused", "thank you so 
 INTENTS: dict[str, dict[str, tuple[list[str], str]]] = {
     "account": {
         "reset_password": (
-            ["how do i reset my password", "i forgot my password", "cannot sign in to my account",
-             "my password for the {product} app does not work", "how can i change my password"],
+            [
+                "how do i reset my password",
+                "i forgot my password",
+                "cannot sign in to my account",
+                "my password for the {product} app does not work",
+                "how can i change my password",
+            ],
             "use the forgot password link on the sign in page.",
         ),
         "change_email": (
-            ["how do i change my email", "i want a new email on my account",
-             "update the email address on my profile", "my email changed, how do i update it"],
+            [
+                "how do i change my email",
+                "i want a new email on my account",
+                "update the email address on my profile",
+                "my email changed, how do i update it",
+            ],
             "you can change your email under profile settings.",
         ),
         "delete_account": (
-            ["how do i delete my account", "please close my account",
-             "i want to remove all my data", "cancel my account for good"],
+            [
+                "how do i delete my account",
+                "please close my account",
+                "i want to remove all my data",
+                "cancel my account for good",
+            ],
             "contact support from the help page to delete your account.",
         ),
         "two_factor": (
-            ["how do i turn on two factor login", "can i add a second login step",
-             "set up two step verification", "make my account more secure"],
+            [
+                "how do i turn on two factor login",
+                "can i add a second login step",
+                "set up two step verification",
+                "make my account more secure",
+            ],
             "turn on two factor login in the security tab.",
         ),
     },
     "shipping": {
         "track_order": (
-            ["where is my {product}", "how do i track my order", "track the {product} i ordered",
-             "my {product} has not arrived yet", "what is the status of my order"],
+            [
+                "where is my {product}",
+                "how do i track my order",
+                "track the {product} i ordered",
+                "my {product} has not arrived yet",
+                "what is the status of my order",
+            ],
             "you can track your order from the orders page.",
         ),
         "shipping_time": (
-            ["how long does shipping take", "when will my {product} arrive",
-             "how many days until the {product} ships", "what is the delivery time"],
+            [
+                "how long does shipping take",
+                "when will my {product} arrive",
+                "how many days until the {product} ships",
+                "what is the delivery time",
+            ],
             "standard shipping takes three to five days.",
         ),
         "shipping_cost": (
-            ["how much is shipping", "is shipping free", "what does delivery of a {product} cost",
-             "do i pay for shipping"],
+            [
+                "how much is shipping",
+                "is shipping free",
+                "what does delivery of a {product} cost",
+                "do i pay for shipping",
+            ],
             "shipping is free on orders over fifty dollars.",
         ),
         "international": (
-            ["do you ship abroad", "can you send the {product} to another country",
-             "do you deliver outside the country", "is international shipping possible"],
+            [
+                "do you ship abroad",
+                "can you send the {product} to another country",
+                "do you deliver outside the country",
+                "is international shipping possible",
+            ],
             "we ship to over forty countries.",
         ),
     },
     "returns": {
         "return_policy": (
-            ["can i return my {product}", "what is your return policy", "how long do i have to return an item",
-             "i want to send the {product} back"],
+            [
+                "can i return my {product}",
+                "what is your return policy",
+                "how long do i have to return an item",
+                "i want to send the {product} back",
+            ],
             "you can return any item within thirty days.",
         ),
         "return_label": (
-            ["how do i get a return label", "where is the label for my return",
-             "print a label to send the {product} back", "i need a shipping label for a return"],
+            [
+                "how do i get a return label",
+                "where is the label for my return",
+                "print a label to send the {product} back",
+                "i need a shipping label for a return",
+            ],
             "print a return label from the orders page.",
         ),
         "exchange": (
-            ["can i exchange my {product}", "i want a different color", "swap the {product} for another size",
-             "how do exchanges work"],
+            [
+                "can i exchange my {product}",
+                "i want a different color",
+                "swap the {product} for another size",
+                "how do exchanges work",
+            ],
             "exchanges are free for a different size or color.",
         ),
         "damaged": (
-            ["my {product} arrived broken", "the {product} is damaged", "the screen of my {product} is cracked",
-             "what if an item arrives damaged"],
+            [
+                "my {product} arrived broken",
+                "the {product} is damaged",
+                "the screen of my {product} is cracked",
+                "what if an item arrives damaged",
+            ],
             "send us a photo of the damage and we will replace it.",
         ),
     },
     "billing": {
         "refund_time": (
-            ["when will i get my refund", "how long does a refund take", "my refund for the {product} is late",
-             "where is my money for the {product}", "the refund has not reached my card"],
+            [
+                "when will i get my refund",
+                "how long does a refund take",
+                "my refund for the {product} is late",
+                "where is my money for the {product}",
+                "the refund has not reached my card",
+            ],
             "refunds reach your card within five business days.",
         ),
         "invoice": (
-            ["where can i find my invoice", "i need an invoice for the {product}", "download a receipt for my order",
-             "send me the invoice please", "how do i get a bill for my purchase"],
+            [
+                "where can i find my invoice",
+                "i need an invoice for the {product}",
+                "download a receipt for my order",
+                "send me the invoice please",
+                "how do i get a bill for my purchase",
+            ],
             "download every invoice from the billing page.",
         ),
         "double_charge": (
-            ["i was charged twice", "why did you bill me two times for the {product}",
-             "there are two payments on my card", "double charge on my statement"],
+            [
+                "i was charged twice",
+                "why did you bill me two times for the {product}",
+                "there are two payments on my card",
+                "double charge on my statement",
+            ],
             "a double charge is a card hold that disappears within two days.",
         ),
         "payment_methods": (
-            ["which payment methods do you accept", "can i pay with paypal", "can i pay for the {product} with a gift card",
-             "do you take credit cards"],
+            [
+                "which payment methods do you accept",
+                "can i pay with paypal",
+                "can i pay for the {product} with a gift card",
+                "do you take credit cards",
+            ],
             "we accept cards, paypal and gift cards.",
         ),
     },
@@ -178,10 +246,15 @@ def canary_items(n: int = 120, seed: int = 12345, num_choices: int = 4) -> list[
         distractors = rng.sample([a for a in answers if a != gold], num_choices - 1)
         choices = distractors + [gold]
         rng.shuffle(choices)
-        items.append({
-            "id": "canary-" + hashlib.sha256(q.encode()).hexdigest()[:12],
-            "prompt": q, "choices": choices, "label": choices.index(gold), "topic": t,
-        })
+        items.append(
+            {
+                "id": "canary-" + hashlib.sha256(q.encode()).hexdigest()[:12],
+                "prompt": q,
+                "choices": choices,
+                "label": choices.index(gold),
+                "topic": t,
+            }
+        )
     return items
 
 
@@ -211,7 +284,7 @@ def simulate(
     questions get an answer from a known topic, so they are always wrong.
     """
     rng = random.Random(seed)
-    start = start or datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = start or datetime(2026, 11, 1, tzinfo=UTC)
     events: list[dict[str, Any]] = []
     known = [(t, i) for t in BASE_TOPICS for i in INTENTS[t]]
     periods = [(d, per_day, 0.0) for d in range(baseline_days)]
@@ -235,17 +308,19 @@ def simulate(
             stars = _stars(rng, good)
             thumbs = stars >= 4 if rng.random() < 0.9 else stars >= 3
             correction = right if (not good and rng.random() < correction_rate) else None
-            events.append({
-                "ts": ts.isoformat(),
-                "model_version": model_version,
-                "prompt": prompt,
-                "response": response,
-                "rating": stars,
-                "thumbs_up": thumbs,
-                "correction": correction,
-                "segment": {"topic": topic, "locale": rng.choice(LOCALES), "tier": rng.choice(TIERS)},
-                "latency_ms": round(rng.lognormvariate(5.0 if topic != NEW_TOPIC else 5.3, 0.3), 1),
-                "tokens_in": len(prompt.split()) + 3,
-                "tokens_out": len(response.split()) + 1,
-            })
+            events.append(
+                {
+                    "ts": ts.isoformat(),
+                    "model_version": model_version,
+                    "prompt": prompt,
+                    "response": response,
+                    "rating": stars,
+                    "thumbs_up": thumbs,
+                    "correction": correction,
+                    "segment": {"topic": topic, "locale": rng.choice(LOCALES), "tier": rng.choice(TIERS)},
+                    "latency_ms": round(rng.lognormvariate(5.0 if topic != NEW_TOPIC else 5.3, 0.3), 1),
+                    "tokens_in": len(prompt.split()) + 3,
+                    "tokens_out": len(response.split()) + 1,
+                }
+            )
     return events

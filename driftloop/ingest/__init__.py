@@ -4,7 +4,7 @@ Every source goes through the same steps: map the team's field names
 (`mapping.py`), validate the row (`rows.py`), redact PII (`redact.py`),
 then commit events, quarantined rows and the source's checkpoint in one
 transaction. File sources live in `files.py`, SQL sources in `sql.py`; the
-HTTP endpoint (`driftloop.api`) uses `RowParser` directly. Plain JSONL files
+HTTP endpoint (`driftloop.app.api`) uses `RowParser` directly. Plain JSONL files
 take a columnar fast path (`columnar.py`, `checks.py`, `lines.py`): pyarrow
 parses and checks whole batches, and every row it cannot vouch for goes
 through the same row parser, so what is stored does not depend on the path.
@@ -24,6 +24,19 @@ from driftloop.ingest.rows import KNOWN_FIELDS, RowError, event_id_for, parse_ro
 from driftloop.ingest.run import check_sources, ingest_config
 
 __all__ = [
-    "BATCH_LINES", "KNOWN_FIELDS", "check_sources", "FileReport", "IngestReport", "Redactor", "RowError", "RowParser",
-    "decode_line", "event_id_for", "file_format", "ingest_config", "ingest_files", "parse_row", "source_files",
+    "BATCH_LINES",
+    "KNOWN_FIELDS",
+    "check_sources",
+    "FileReport",
+    "IngestReport",
+    "Redactor",
+    "RowError",
+    "RowParser",
+    "decode_line",
+    "event_id_for",
+    "file_format",
+    "ingest_config",
+    "ingest_files",
+    "parse_row",
+    "source_files",
 ]

@@ -17,8 +17,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from driftloop.ingest.rows import (
-    CHECKED_FIELDS, FUTURE_TOLERANCE, KNOWN_FIELDS, MAX_INT, MAX_SEGMENT_KEYS, MAX_SEGMENT_VALUE_CHARS, MAX_TEXT_CHARS, MIN_TS,
-    SAFE_ID, SAFE_VERSION, SEGMENT_KEY,
+    CHECKED_FIELDS,
+    FUTURE_TOLERANCE,
+    KNOWN_FIELDS,
+    MAX_INT,
+    MAX_SEGMENT_KEYS,
+    MAX_SEGMENT_VALUE_CHARS,
+    MAX_TEXT_CHARS,
+    MIN_TS,
+    SAFE_ID,
+    SAFE_VERSION,
+    SEGMENT_KEY,
 )
 
 if TYPE_CHECKING:
@@ -27,8 +36,10 @@ if TYPE_CHECKING:
 # The keys this module checks; a row with any other field of the event takes the row path.
 FAST_FIELDS = KNOWN_FIELDS & CHECKED_FIELDS
 # ISO-8601 forms that datetime.fromisoformat and arrow's parser read alike; others take the row path.
-_TS = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-       r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")
+_TS = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 # A character outside Python's ASCII whitespace (str.strip() also strips \x1c-\x1f).
 _NOT_BLANK = r"[^ \t\n\r\x0b\x0c\x1c-\x1f]"
 
@@ -37,13 +48,20 @@ def _plain(u_escapes: bool, pc: Any, col: Any, max_chars: int) -> Any:
     """ASCII (so valid UTF-8), no NUL, at most `max_chars` characters; null where the value is null."""
     if not u_escapes:
         return pc.less_equal(pc.binary_length(col), max_chars)
-    return pc.and_(pc.and_(pc.string_is_ascii(col), pc.invert(pc.match_substring(col, "\x00"))),
-                   pc.less_equal(pc.binary_length(col), max_chars))
+    return pc.and_(
+        pc.and_(pc.string_is_ascii(col), pc.invert(pc.match_substring(col, "\x00"))),
+        pc.less_equal(pc.binary_length(col), max_chars),
+    )
 
 
-def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
-                  max_keys: int = MAX_SEGMENT_KEYS, max_value: int = MAX_SEGMENT_VALUE_CHARS,
-                  ) -> tuple[Any, dict[str, Any]] | None:
+def column_checks(
+    t: pa.Table,
+    now: datetime,
+    escapes: bool,
+    u_escapes: bool,
+    max_keys: int = MAX_SEGMENT_KEYS,
+    max_value: int = MAX_SEGMENT_VALUE_CHARS,
+) -> tuple[Any, dict[str, Any]] | None:
     """(mask of rows the row parser would accept unchanged, prepared columns), or None for 'no row'.
 
     The lines are ASCII, so only a JSON escape can put a NUL, a control
@@ -62,8 +80,13 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
     col = {k: t.column(k).combine_chunks() if k in names else pa.nulls(n) for k in FAST_FIELDS}
     ty = {k: c.type for k, c in col.items()}
     is_num = (pa.int64(), pa.float64(), pa.null())
-    if (ty["rating"] not in is_num or ty["latency_ms"] not in is_num or ty["tokens_in"] not in is_num
-            or ty["tokens_out"] not in is_num or ty["thumbs_up"] not in (pa.bool_(), pa.null())):
+    if (
+        ty["rating"] not in is_num
+        or ty["latency_ms"] not in is_num
+        or ty["tokens_in"] not in is_num
+        or ty["tokens_out"] not in is_num
+        or ty["thumbs_up"] not in (pa.bool_(), pa.null())
+    ):
         return None
     seg = col["segment"]
     keys: list[str] = []
@@ -71,8 +94,9 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
         if not pa.types.is_struct(ty["segment"]) or ty["segment"].num_fields == 0:
             return None
         keys = [f.name for f in ty["segment"]]
-        if len(keys) > max_keys or any(f.type != pa.string() or not SEGMENT_KEY.fullmatch(f.name)
-                                       for f in ty["segment"]):
+        if len(keys) > max_keys or any(
+            f.type != pa.string() or not SEGMENT_KEY.fullmatch(f.name) for f in ty["segment"]
+        ):
             return None
     ok = pc.is_null(col["metadata"])  # a row with metadata takes the row path
     # ts: a form both parsers read alike, then the range check on the parsed value.
@@ -88,8 +112,9 @@ def column_checks(t: "pa.Table", now: datetime, escapes: bool, u_escapes: bool,
     # Ids and versions of the safe forms only (ASCII, no blank, no NUL, bounded): see rows.SAFE_ID.
     ok = pc.and_(ok, pc.match_substring_regex(eid, f"^(?:{SAFE_ID.pattern})$").fill_null(True))
     prompt = col["prompt"]
-    ok = pc.and_(ok, pc.and_(plain(pc, prompt, MAX_TEXT_CHARS),
-                             pc.match_substring_regex(prompt, _NOT_BLANK)).fill_null(False))
+    ok = pc.and_(
+        ok, pc.and_(plain(pc, prompt, MAX_TEXT_CHARS), pc.match_substring_regex(prompt, _NOT_BLANK)).fill_null(False)
+    )
     ok = pc.and_(ok, plain(pc, col["response"], MAX_TEXT_CHARS).fill_null(True))
     ok = pc.and_(ok, plain(pc, col["correction"], MAX_TEXT_CHARS).fill_null(True))
     ok = pc.and_(ok, pc.match_substring_regex(col["model_version"], f"^(?:{SAFE_VERSION.pattern})$").fill_null(True))

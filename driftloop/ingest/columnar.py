@@ -26,17 +26,18 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
+from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.checks import column_checks, key_order
 from driftloop.ingest.lines import Block
 from driftloop.ingest.redact import SECRET_HINT_REGEX, might_match
 from driftloop.ingest.rows import DOTTED_VERSION, EXTRA_FIELDS, RowError, checked_event, event_id_for
 from driftloop.store.batch import EventColumns, EventTable
-from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,14 +79,13 @@ def arrow_on_malloc() -> Iterator[None]:
         pa.set_memory_pool(before)
 
 
-def fast_path_ok(parser: "RowParser") -> bool:
+def fast_path_ok(parser: RowParser) -> bool:
     """True when the fast path gives what `parser` gives: identity mapping of JSON rows, stars, pyarrow."""
-    return (isinstance(parser.event_function(), partial) and parser.mapping.rating_scale == "stars"
-            and available())
+    return isinstance(parser.event_function(), partial) and parser.mapping.rating_scale == "stars" and available()
 
 
 # ------------------------------------------------------------------- arrow
-def _read(lines: list[bytes | None], idx: list[int]) -> tuple["pa.Table | None", int | None]:
+def _read(lines: list[bytes | None], idx: list[int]) -> tuple[pa.Table | None, int | None]:
     """Parse the lines at `idx` as one table, or (None, row of the error or None)."""
     import pyarrow as pa
     import pyarrow.json as pj
@@ -93,15 +93,18 @@ def _read(lines: list[bytes | None], idx: list[int]) -> tuple["pa.Table | None",
     buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
     schema = pa.schema([(k, pa.string()) for k in _STRINGS])
     try:
-        t = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(use_threads=False, block_size=len(buf) + 1),
-                         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
+        t = pj.read_json(
+            io.BytesIO(buf),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(buf) + 1),
+            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         m = _ROW_OF_ERROR.search(str(e))
         return None, int(m.group(1)) if m and int(m.group(1)) < len(idx) else None
     return (t, None) if t.num_rows == len(idx) else (None, None)
 
 
-def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[tuple[list[int], "pa.Table"]]:
+def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[tuple[list[int], pa.Table]]:
     """Parse `idx` into tables; a line arrow refuses goes to `slow` (the rest of the batch after too many)."""
     out, rest, errors = [], idx, 0
     while rest:
@@ -120,7 +123,7 @@ def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[
             else:
                 out.append((rest[:bad], head))
         slow.append(rest[bad])
-        rest = rest[bad + 1:]
+        rest = rest[bad + 1 :]
     return out
 
 
@@ -129,8 +132,12 @@ def _to_list(c: Any) -> list[Any]:
     return c.to_pylist()
 
 
-def block_parts(block: Block, parser: "RowParser", source: str, reasons: Any,
-                ) -> tuple[EventColumns, list[QuarantineRow]]:
+def block_parts(
+    block: Block,
+    parser: RowParser,
+    source: str,
+    reasons: Any,
+) -> tuple[EventColumns, list[QuarantineRow]]:
     """A block's events in the store's column form (positions: line numbers) and its quarantine rows.
 
     `reasons` (a Counter) counts each quarantined row's problem. Redaction,
@@ -157,15 +164,25 @@ def block_parts(block: Block, parser: "RowParser", source: str, reasons: Any,
                 fast.append(i)
             else:
                 slow.append(i)
-    now = parser.now or datetime.now(timezone.utc)
+    now = parser.now or datetime.now(UTC)
     redactor = parser.redactor
     redact_all = redactor.enabled and redactor.screen is None
     screen = redactor.enabled and redactor.screen is might_match
     fast_parts: list[tuple[list[int], EventTable]] = []
     for idx, t in _tables(lines, fast, slow) if fast else []:
         try:
-            got_idx, got = _fast_rows(lines, idx, t, now, redact_all, screen, redactor, parser.id_namespace, slow,
-                                      (parser.mapping.segment_max_keys, parser.mapping.segment_value_max_chars))
+            got_idx, got = _fast_rows(
+                lines,
+                idx,
+                t,
+                now,
+                redact_all,
+                screen,
+                redactor,
+                parser.id_namespace,
+                slow,
+                (parser.mapping.segment_max_keys, parser.mapping.segment_value_max_chars),
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
             slow.extend(i for i in idx if i not in have)
@@ -191,9 +208,18 @@ def block_parts(block: Block, parser: "RowParser", source: str, reasons: Any,
     return EventColumns(fast_parts, slow_events), quarantine
 
 
-def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: datetime, redact_all: bool,
-               screen: bool, redactor: Any, namespace: str, slow: list[int], limits: tuple[int, int],
-               ) -> tuple[list[int], EventTable | None]:
+def _fast_rows(
+    lines: list[bytes | None],
+    idx: list[int],
+    t: pa.Table,
+    now: datetime,
+    redact_all: bool,
+    screen: bool,
+    redactor: Any,
+    namespace: str,
+    slow: list[int],
+    limits: tuple[int, int],
+) -> tuple[list[int], EventTable | None]:
     """(line numbers, events as columns) of the rows of `t` that pass every check; the others go to `slow`."""
     import numpy as np
     import pyarrow as pa
@@ -216,8 +242,11 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     seg_rows = pc.is_valid(col["segment"])
     # Keys in the struct's order: with two keys and no metadata (so no nested object that could
     # hold the same text), counting `"segment": {"<first key>"` settles it for the whole table.
-    if len(keys) > 1 and not (len(keys) == 2 and col["metadata"].null_count == len(idx) and buf.count(
-            b'"segment": {"' + keys[0].encode() + b'"') == pc.sum(seg_rows).as_py()):
+    if len(keys) > 1 and not (
+        len(keys) == 2
+        and col["metadata"].null_count == len(idx)
+        and buf.count(b'"segment": {"' + keys[0].encode() + b'"') == pc.sum(seg_rows).as_py()
+    ):
         ok = pc.and_(ok, pc.or_(pc.invert(seg_rows), key_order(lines, idx, keys).fill_null(False)))
     take = ok.fill_null(False)
     c = col if take.false_count == 0 else {k: pc.filter(v, take) for k, v in col.items()}
@@ -253,11 +282,21 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     else:
         seg_text = pa.array(["{}"] * m, pa.string())
     eid = c["event_id"]
-    cols = {"event_id": eid, "ts": ts, "model_version": pc.fill_null(c["model_version"], ""), "prompt": c["prompt"],
-            "response": pc.fill_null(c["response"], ""), "rating": rating, "rating_raw": raw,
-            "thumbs_up": c["thumbs_up"],
-            "correction": pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
-            "segment": seg_text, "latency_ms": latency, "tokens_in": tin, "tokens_out": tout}
+    cols = {
+        "event_id": eid,
+        "ts": ts,
+        "model_version": pc.fill_null(c["model_version"], ""),
+        "prompt": c["prompt"],
+        "response": pc.fill_null(c["response"], ""),
+        "rating": rating,
+        "rating_raw": raw,
+        "thumbs_up": c["thumbs_up"],
+        "correction": pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
+        "segment": seg_text,
+        "latency_ms": latency,
+        "tokens_in": tin,
+        "tokens_out": tout,
+    }
     # Rows that need Python: PII may be present (one scan over all texts), or no given id.
     special = set(pc.is_null(eid).to_numpy(zero_copy_only=False).nonzero()[0].tolist()) if eid.null_count else set()
     if redact_all:
@@ -281,7 +320,7 @@ def _fast_rows(lines: list[bytes | None], idx: list[int], t: "pa.Table", now: da
     return idx, EventTable(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
 
 
-def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> "np.ndarray":
+def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> np.ndarray:
     """Which rows hold an event id or a model version that `redactor.flags` (as `rows._unflagged` judges)."""
     import numpy as np
 
@@ -300,7 +339,7 @@ def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> "np.ndarray"
     return out
 
 
-def screen_hits(a: Any) -> "np.ndarray":
+def screen_hits(a: Any) -> np.ndarray:
     """Which strings of `a` hold an '@', a ':', an ASCII digit or a secret's start (`redact.might_match` on ASCII text).
 
     One pass of numpy over the array's bytes instead of a regex per string
@@ -313,14 +352,15 @@ def screen_hits(a: Any) -> "np.ndarray":
 
     n = len(a)
     if a.type != pa.string():
-        return pc.match_substring_regex(a, "[@:0-9]|" + SECRET_HINT_REGEX).fill_null(False).to_numpy(
-            zero_copy_only=False)
+        return (
+            pc.match_substring_regex(a, "[@:0-9]|" + SECRET_HINT_REGEX).fill_null(False).to_numpy(zero_copy_only=False)
+        )
     rows = np.zeros(n, dtype=bool)
     offsets = np.frombuffer(a.buffers()[1], dtype=np.int32, count=n + 1, offset=a.offset * 4)
     if a.buffers()[2] is None or offsets[-1] == offsets[0]:
         return rows
     rows |= pc.match_substring_regex(a, SECRET_HINT_REGEX).fill_null(False).to_numpy(zero_copy_only=False)
-    data = np.frombuffer(a.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    data = np.frombuffer(a.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     hit = ((data - np.uint8(48)) < 10) | (data == 64) | (data == 58)  # 0-9 (uint8 wraps below '0'), '@', ':'
     where = np.flatnonzero(hit) + offsets[0]
     rows[np.searchsorted(offsets, where, side="right") - 1] = True
@@ -339,15 +379,36 @@ def _special_event(row: dict[str, Any], segment: dict[str, str], redactor: Any, 
             correction = redactor.text(correction) if correction else correction
             if segment:
                 segment = {k: redactor.text(x) for k, x in segment.items()}
-    ts = row["ts"].astimezone(timezone.utc)
+    ts = row["ts"].astimezone(UTC)
     eid = row["event_id"]
     if eid is None:
-        eid = event_id_for({
-            "ts": ts.isoformat(), "model_version": row["model_version"], "prompt": prompt, "response": response,
-            "rating_raw": row["rating_raw"], "thumbs_up": row["thumbs_up"], "correction": correction,
-            "segment": segment, "latency_ms": row["latency_ms"], "tokens_in": row["tokens_in"],
-            "tokens_out": row["tokens_out"],
-        }, namespace)
+        eid = event_id_for(
+            {
+                "ts": ts.isoformat(),
+                "model_version": row["model_version"],
+                "prompt": prompt,
+                "response": response,
+                "rating_raw": row["rating_raw"],
+                "thumbs_up": row["thumbs_up"],
+                "correction": correction,
+                "segment": segment,
+                "latency_ms": row["latency_ms"],
+                "tokens_in": row["tokens_in"],
+                "tokens_out": row["tokens_out"],
+            },
+            namespace,
+        )
     defaults = {f: FeedbackEvent.model_fields[f].get_default(call_default_factory=True) for f in EXTRA_FIELDS}
-    return checked_event({**defaults, **row, "event_id": eid, "ts": ts, "prompt": prompt, "response": response,
-                          "correction": correction, "segment": segment, "metadata": {}})
+    return checked_event(
+        {
+            **defaults,
+            **row,
+            "event_id": eid,
+            "ts": ts,
+            "prompt": prompt,
+            "response": response,
+            "correction": correction,
+            "segment": segment,
+            "metadata": {},
+        }
+    )

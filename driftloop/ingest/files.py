@@ -35,14 +35,16 @@ import json
 import os
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import orjson
 
-from driftloop.config import FileSource
-from driftloop.errors import ConfigError, InputError
+from driftloop.core.config import FileSource
+from driftloop.core.errors import ConfigError, InputError
+from driftloop.core.types import FeedbackEvent
 from driftloop.ingest import columnar, worker
 from driftloop.ingest.mapping import unmapped
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
@@ -50,7 +52,6 @@ from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
 from driftloop.store import Store
 from driftloop.store.batch import Batch, Checkpoint, QuarantineRow
-from driftloop.types import FeedbackEvent
 
 BATCH_LINES = 2_000  # rows per transaction
 MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is quarantined, not parsed
@@ -135,8 +136,13 @@ def _marked_position(head: bytes, mark: Callable[[int], bytes], offset: int) -> 
     return _position(offset, head, mark(offset))
 
 
-def _resume_offset(position: str | None, head: bytes, stream: BinaryIO, plain_size: int | None,
-                   mark: Callable[[int], bytes] | None = None) -> int:
+def _resume_offset(
+    position: str | None,
+    head: bytes,
+    stream: BinaryIO,
+    plain_size: int | None,
+    mark: Callable[[int], bytes] | None = None,
+) -> int:
     """Seek `stream` to the checkpoint; 0 when the file was replaced, rewritten or truncated since.
 
     `plain_size` is the file's size when it is not compressed (a plain file
@@ -289,8 +295,11 @@ csv.field_size_limit(MAX_LINE_BYTES)  # a long cell is quarantined by parse_row,
 
 # ---------------------------------------------------------------- ingestion
 def ingest_files(
-    store: Store, files: list[Path] | list[tuple[Path, FileSource]], progress: Progress | None = None,
-    batch_lines: int = BATCH_LINES, redactor: Redactor | None = None,
+    store: Store,
+    files: list[Path] | list[tuple[Path, FileSource]],
+    progress: Progress | None = None,
+    batch_lines: int = BATCH_LINES,
+    redactor: Redactor | None = None,
 ) -> IngestReport:
     """Ingest feedback files (JSONL, CSV, Parquet; JSONL and CSV may be gzip), each from its checkpoint.
 
@@ -305,8 +314,10 @@ def ingest_files(
     total_bytes)` is called after each batch, in bytes on disk. Raises
     InputError when a file does not exist.
     """
-    pairs = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), FileSource(path=str(f), id_namespace=BARE))
-             for f in files]
+    pairs = [
+        (Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), FileSource(path=str(f), id_namespace=BARE))
+        for f in files
+    ]
     for p, _ in pairs:
         if not p.is_file():
             raise InputError(f"{p}: no such file")
@@ -319,16 +330,32 @@ def ingest_files(
         fr = FileReport()
         parser = RowParser(src.mapping, redactor, id_namespace=src.namespace())
         with columnar.arrow_on_malloc():
-            _ingest_file(store, p.resolve(), file_format(p, src.format), parser, fr, report.reasons, batch_lines,
-                         (lambda n, base=done: progress(base + n, total)) if progress else None)
+            _ingest_file(
+                store,
+                p.resolve(),
+                file_format(p, src.format),
+                parser,
+                fr,
+                report.reasons,
+                batch_lines,
+                (lambda n, base=done: progress(base + n, total)) if progress else None,
+            )
         report.add(key, fr)
         done += p.stat().st_size
     report.redacted = redactor.counts - before
     return report
 
 
-def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: FileReport,
-                 reasons: Counter[str], batch_lines: int, progress: Callable[[int], None] | None) -> None:
+def _ingest_file(
+    store: Store,
+    path: Path,
+    fmt: str,
+    parser: RowParser,
+    fr: FileReport,
+    reasons: Counter[str],
+    batch_lines: int,
+    progress: Callable[[int], None] | None,
+) -> None:
     source, key = str(path), f"file:{path}"
     parser.text_cells, parser.typed = fmt == "csv", fmt == "parquet"
     with open(path, "rb") as raw:
@@ -343,8 +370,9 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
             head = _head(path)
             stream = _open(path, raw)
             plain_size = None if stream is not raw else path.stat().st_size
-            mark: Callable[[int], bytes] = (partial(tail_mark, raw.fileno()) if stream is raw
-                                            else partial(_same, stat_mark(path)))
+            mark: Callable[[int], bytes] = (
+                partial(tail_mark, raw.fileno()) if stream is raw else partial(_same, stat_mark(path))
+            )
             start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size, mark)
             fr.resumed_from = start
             offset_fn = partial(_marked_position, head, mark)
@@ -356,15 +384,40 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
                 status = "fallback"
                 if worker.process_ok(path, start):  # a big file: parsed in a child process
                     status, start = worker.ingest_in_process(
-                        store, path, start, parser, source, key, offset_fn, fr, reasons, batch_lines,
-                        MAX_LINE_BYTES, RAW_KEEP_BYTES, progress, stream if stream is raw else None)
+                        store,
+                        path,
+                        start,
+                        parser,
+                        source,
+                        key,
+                        offset_fn,
+                        fr,
+                        reasons,
+                        batch_lines,
+                        MAX_LINE_BYTES,
+                        RAW_KEEP_BYTES,
+                        progress,
+                        stream if stream is raw else None,
+                    )
                     if status == "done":
                         return
                     stream.seek(start)
                 if status == "fallback":
-                    left = worker.ingest_stream(store, stream, start, parser, source, key, offset_fn, fr, reasons,
-                                                batch_lines, MAX_LINE_BYTES, RAW_KEEP_BYTES,
-                                                (lambda: progress(raw.tell())) if progress else None)
+                    left = worker.ingest_stream(
+                        store,
+                        stream,
+                        start,
+                        parser,
+                        source,
+                        key,
+                        offset_fn,
+                        fr,
+                        reasons,
+                        batch_lines,
+                        MAX_LINE_BYTES,
+                        RAW_KEEP_BYTES,
+                        (lambda: progress(raw.tell())) if progress else None,
+                    )
                     if left is None:
                         return
                     start = left
@@ -372,8 +425,19 @@ def _ingest_file(store: Store, path: Path, fmt: str, parser: RowParser, fr: File
             if records is None:
                 records = _jsonl_records(stream, start)
             begin = start
-        run_batches(store, records, begin, parser, source, key, offset_fn, fr, reasons,
-                    batch_lines, (lambda: progress(raw.tell())) if progress else None)
+        run_batches(
+            store,
+            records,
+            begin,
+            parser,
+            source,
+            key,
+            offset_fn,
+            fr,
+            reasons,
+            batch_lines,
+            (lambda: progress(raw.tell())) if progress else None,
+        )
 
 
 def _parquet_records(path: Path, start: int) -> tuple[Iterator[Record], int]:
@@ -400,9 +464,19 @@ def _parquet_records(path: Path, start: int) -> tuple[Iterator[Record], int]:
     return gen(), start
 
 
-def run_batches(store: Store, records: Iterator[Record], start: Any, parser: RowParser, source: str, key: str,
-                position: Callable[[Any], str], fr: FileReport, reasons: Counter[str], batch_rows: int,
-                progress: Callable[[], None] | None = None) -> None:
+def run_batches(
+    store: Store,
+    records: Iterator[Record],
+    start: Any,
+    parser: RowParser,
+    source: str,
+    key: str,
+    position: Callable[[Any], str],
+    fr: FileReport,
+    reasons: Counter[str],
+    batch_rows: int,
+    progress: Callable[[], None] | None = None,
+) -> None:
     """Parse records into events or quarantine rows and commit them in batches with the checkpoint.
 
     Each record is (position after it, decoded row or RowError, raw text);

@@ -12,7 +12,8 @@ blank line, a CR or a BOM at the start of the file.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
 READ_BYTES = 1 << 20  # bytes read from the stream at a time
 _BOM = b"\xef\xbb\xbf"
@@ -26,8 +27,7 @@ class Block(NamedTuple):
     end: int  # stream offset just after the last line
 
 
-def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
-                 keep: int) -> Iterator[Block]:
+def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int, keep: int) -> Iterator[Block]:
     """Blocks of `batch_lines` non-blank lines read from `offset`, as `files._lines` splits them.
 
     Lines lose their line end (and a UTF-8 BOM at the start of the file); a
@@ -49,7 +49,7 @@ def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
                 continue
             if cut >= 0:
                 pos += cut + 1
-                data = data[cut + 1:]
+                data = data[cut + 1 :]
             last, skipping = pos, False
             if len(lines) >= batch_lines:
                 yield Block(lines, samples, last)
@@ -66,7 +66,7 @@ def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
             # No complete line is blank, over-long or ends in CR: take them in slices.
             i = 0
             while i < len(parts):
-                chunk = parts[i:i + batch_lines - len(lines)]
+                chunk = parts[i : i + batch_lines - len(lines)]
                 i += len(chunk)
                 lines.extend(chunk)
                 pos += sum(map(len, chunk)) + len(chunk)
@@ -110,5 +110,9 @@ def _plain_lines(buf: bytes, parts: list[bytes], pos: int, max_line: int) -> boo
     whitespace, so no blank line; a UTF-8 BOM at the start of the file takes
     the line-by-line loop, which strips it.
     """
-    return (min(parts)[:1] >= b"{" and b"\r" not in buf and max(map(len, parts)) <= max_line
-            and not (pos == 0 and buf.startswith(_BOM)))
+    return (
+        min(parts)[:1] >= b"{"
+        and b"\r" not in buf
+        and max(map(len, parts)) <= max_line
+        and not (pos == 0 and buf.startswith(_BOM))
+    )

@@ -18,8 +18,8 @@ from datetime import date, time
 from decimal import Decimal
 from typing import Any
 
-from driftloop.config import FieldMapping
-from driftloop.config_ingest import OPTIONAL_FIELDS
+from driftloop.core.config import FieldMapping
+from driftloop.core.config_ingest import OPTIONAL_FIELDS
 from driftloop.ingest.rows import RowError
 
 NUMERIC = {"latency_ms": float, "tokens_in": int, "tokens_out": int}
@@ -90,8 +90,10 @@ def unmapped(mapping: FieldMapping, rows: list[dict[str, Any]], resumed: bool, f
     """
     if not rows:
         return None
-    names = [(name, f"mapped field {name!r} (-> {field})", field in OPTIONAL_FIELDS)
-             for field, name in mapping.fields.items()]
+    names = [
+        (name, f"mapped field {name!r} (-> {field})", field in OPTIONAL_FIELDS)
+        for field, name in mapping.fields.items()
+    ]
     names += [(name, f"segment field {name!r}", True) for name in mapping.segment_fields]
     for name, what, optional in names:
         if (not optional or full or not resumed) and not any(name in r for r in rows):

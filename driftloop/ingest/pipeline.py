@@ -16,18 +16,19 @@ redaction counts by kind.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
-from driftloop.config import FieldMapping
+from driftloop.core.config import FieldMapping
+from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.mapping import map_row
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
 from driftloop.store.batch import QuarantineRow
 from driftloop.store.repo import quarantine_id
-from driftloop.types import FeedbackEvent
 
 RAW_KEEP_CHARS = 64 * 1024  # how much of a quarantined row's raw payload is kept
 Progress = Callable[[int, int], None]
@@ -36,9 +37,15 @@ Progress = Callable[[int, int], None]
 class RowParser:
     """Mapping + `parse_row` + redaction for one source; counts redactions in `redactor.counts`."""
 
-    def __init__(self, mapping: FieldMapping | None = None, redactor: Redactor | None = None,
-                 text_cells: bool = False, now: datetime | None = None, typed: bool = False,
-                 id_namespace: str = "") -> None:
+    def __init__(
+        self,
+        mapping: FieldMapping | None = None,
+        redactor: Redactor | None = None,
+        text_cells: bool = False,
+        now: datetime | None = None,
+        typed: bool = False,
+        id_namespace: str = "",
+    ) -> None:
         self.mapping = mapping or FieldMapping()
         self.typed = typed  # values from Parquet or SQL: dates, decimals, bytes
         self.redactor = redactor if redactor is not None else Redactor()
@@ -46,7 +53,7 @@ class RowParser:
         self.now = now
         self.id_namespace = id_namespace  # enters the ids of events without one: see rows.event_id_for
 
-    def fork(self) -> "RowParser":
+    def fork(self) -> RowParser:
         """The same parser with a redactor of its own (fresh counts): one per thread, block or request."""
         return RowParser(self.mapping, self.redactor.fork(), self.text_cells, self.now, self.typed, self.id_namespace)
 
@@ -54,9 +61,16 @@ class RowParser:
         """The event for one decoded row; raises RowError for any fault."""
         row = map_row(obj, self.mapping, self.text_cells, self.typed)
         m = self.mapping
-        return parse_row(row, source, now=self.now, rating_scale=m.rating_scale, redactor=self.redactor,
-                         id_namespace=self.id_namespace, max_segment_keys=m.segment_max_keys,
-                         max_segment_value=m.segment_value_max_chars)
+        return parse_row(
+            row,
+            source,
+            now=self.now,
+            rating_scale=m.rating_scale,
+            redactor=self.redactor,
+            id_namespace=self.id_namespace,
+            max_segment_keys=m.segment_max_keys,
+            max_segment_value=m.segment_value_max_chars,
+        )
 
     def event_function(self) -> Callable[[Any, str], FeedbackEvent]:
         """`event` as one callable with the settings looked up once, for loops over many rows.
@@ -67,9 +81,15 @@ class RowParser:
         m = self.mapping
         if self.text_cells or self.typed or m.fields or m.segment_fields:
             return self.event
-        return partial(parse_row, now=self.now, rating_scale=m.rating_scale, redactor=self.redactor,
-                       id_namespace=self.id_namespace, max_segment_keys=m.segment_max_keys,
-                       max_segment_value=m.segment_value_max_chars)
+        return partial(
+            parse_row,
+            now=self.now,
+            rating_scale=m.rating_scale,
+            redactor=self.redactor,
+            id_namespace=self.id_namespace,
+            max_segment_keys=m.segment_max_keys,
+            max_segment_value=m.segment_value_max_chars,
+        )
 
     def quarantine(self, raw: str, err: RowError, source: str) -> QuarantineRow:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted.
@@ -79,8 +99,13 @@ class RowParser:
         concurrent ingest) is stored once.
         """
         raw, reason = self.redactor.text(raw[:RAW_KEEP_CHARS]), self.redactor.text(err.reason)
-        return {"source": source, "raw": raw, "field": err.field, "reason": reason,
-                "content_id": quarantine_id(raw, err.field, reason, self.id_namespace)}
+        return {
+            "source": source,
+            "raw": raw,
+            "field": err.field,
+            "reason": reason,
+            "content_id": quarantine_id(raw, err.field, reason, self.id_namespace),
+        }
 
 
 @dataclass
@@ -125,7 +150,7 @@ class IngestReport:
         self.duplicates += part.duplicates
         self.quarantined += part.quarantined
 
-    def merge(self, other: "IngestReport") -> None:
+    def merge(self, other: IngestReport) -> None:
         """Add another run's counts (e.g. another source) to this one."""
         for k, part in other.per_file.items():
             self.add(k, part)
@@ -134,15 +159,19 @@ class IngestReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form, as logged to MLflow."""
-        return {"read": self.read, "accepted": self.accepted, "duplicates": self.duplicates,
-                "quarantined": self.quarantined, "reasons": dict(self.reasons),
-                "redacted": dict(self.redacted),
-                "per_file": {p: asdict(r) for p, r in self.per_file.items()}}
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "reasons": dict(self.reasons),
+            "redacted": dict(self.redacted),
+            "per_file": {p: asdict(r) for p, r in self.per_file.items()},
+        }
 
     def summary(self) -> str:
         """One line: counts, then the most common problems."""
-        s = (f"read {self.read}, accepted {self.accepted}, duplicates {self.duplicates}, "
-             f"quarantined {self.quarantined}")
+        s = f"read {self.read}, accepted {self.accepted}, duplicates {self.duplicates}, quarantined {self.quarantined}"
         if self.reasons:
             s += " (" + "; ".join(f"{k} x{n}" for k, n in self.reasons.most_common(3)) + ")"
         return s

@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _H = r"[0-9A-Fa-f]{1,4}"
 BUILTIN: dict[str, str] = {
     # Secrets first: a key or an IBAN holds digit runs the phone and card detectors would
     # take apart. Every part is bounded, so the scan stays linear on long texts.
-    "key": (r"(?<![A-Za-z0-9_-])(?:sk-(?:[a-z]{2,8}-)?[A-Za-z0-9_-]{20,256}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,256}"
-            r"|gh[pousr]_[A-Za-z0-9]{30,256}|github_pat_[A-Za-z0-9_]{22,256}|(?:AKIA|ASIA)[A-Z0-9]{16}"
-            r"|xox[abprse]-[A-Za-z0-9-]{10,256}|AIza[A-Za-z0-9_-]{35})(?![A-Za-z0-9_-])"),
+    "key": (
+        r"(?<![A-Za-z0-9_-])(?:sk-(?:[a-z]{2,8}-)?[A-Za-z0-9_-]{20,256}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,256}"
+        r"|gh[pousr]_[A-Za-z0-9]{30,256}|github_pat_[A-Za-z0-9_]{22,256}|(?:AKIA|ASIA)[A-Z0-9]{16}"
+        r"|xox[abprse]-[A-Za-z0-9-]{10,256}|AIza[A-Za-z0-9_-]{35})(?![A-Za-z0-9_-])"
+    ),
     "jwt": r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{4,65536}\.[A-Za-z0-9_-]{0,8192}",
     # Two letters, two check digits, 11-30 letters or digits (grouped by single spaces); mod-97 checked below.
     "iban": r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
@@ -40,9 +43,11 @@ BUILTIN: dict[str, str] = {
     "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
     # 13-19 digits, optionally grouped by single spaces or dashes; Luhn-checked below.
     "card": r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])",
-    "ip": (rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])"
-           rf"|(?<![:\w])(?:{_H}:){{7}}{_H}(?![:\w])"
-           rf"|(?<![:\w])(?:{_H}:){{1,6}}:(?:{_H}(?::{_H}){{0,5}})?(?![:\w])"),
+    "ip": (
+        rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])"
+        rf"|(?<![:\w])(?:{_H}:){{7}}{_H}(?![:\w])"
+        rf"|(?<![:\w])(?:{_H}:){{1,6}}:(?:{_H}(?::{_H}){{0,5}})?(?![:\w])"
+    ),
     # An optional +country code, then 7-15 digits in groups separated by space, dot,
     # dash or parentheses: "+1 (415) 555-0100", "020 7946 0958", "555-0100-22".
     # ISO dates (2026-11-01) and times are not phone numbers.
@@ -69,14 +74,36 @@ def might_match(s: str) -> bool:
     """
     if not s.isascii():
         return _SCREEN.search(s) is not None or _HINT.search(s) is not None
-    return ("@" in s or ":" in s or "0" in s or "1" in s or "2" in s or "3" in s or "4" in s
-            or "5" in s or "6" in s or "7" in s or "8" in s or "9" in s or has_secret_hint(s))
+    return (
+        "@" in s
+        or ":" in s
+        or "0" in s
+        or "1" in s
+        or "2" in s
+        or "3" in s
+        or "4" in s
+        or "5" in s
+        or "6" in s
+        or "7" in s
+        or "8" in s
+        or "9" in s
+        or has_secret_hint(s)
+    )
 
 
 def has_secret_hint(s: str) -> bool:
     """True when `s` holds the start of a `key` or `jwt` match (see SECRET_HINTS)."""
-    return ("sk-" in s or "sk_" in s or "rk_" in s or "gh" in s or "AKIA" in s or "ASIA" in s or "xox" in s
-            or "AIza" in s or "eyJ" in s)
+    return (
+        "sk-" in s
+        or "sk_" in s
+        or "rk_" in s
+        or "gh" in s
+        or "AKIA" in s
+        or "ASIA" in s
+        or "xox" in s
+        or "AIza" in s
+        or "eyJ" in s
+    )
 
 
 def _never(_s: str) -> bool:
@@ -111,8 +138,9 @@ class Redactor:
     named regexes. A disabled redactor (`enabled=False`) returns texts as is.
     """
 
-    def __init__(self, builtin: Iterable[str] = tuple(BUILTIN), patterns: dict[str, str] | None = None,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, builtin: Iterable[str] = tuple(BUILTIN), patterns: dict[str, str] | None = None, enabled: bool = True
+    ) -> None:
         self.enabled = enabled
         self.counts: Counter[str] = Counter()
         self.spec = (tuple(builtin), dict(patterns or {}), enabled)  # rebuilds it elsewhere: Redactor(*spec)
@@ -180,7 +208,7 @@ class Redactor:
             m = rx.search(s, max(last, at - back, s.rfind(" ", last, at) + 1))
             if m is None:
                 break
-            out.append(s[last:m.start()])
+            out.append(s[last : m.start()])
             out.append(sub(m))
             last = m.end()
         if not out:
@@ -202,7 +230,7 @@ class Redactor:
 
         return sub
 
-    def fork(self) -> "Redactor":
+    def fork(self) -> Redactor:
         """A redactor with the same compiled patterns and fresh counts (one per request or thread)."""
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
@@ -212,7 +240,7 @@ class Redactor:
         return other
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Redactor":
+    def from_config(cls, cfg: Any) -> Redactor:
         """A redactor for a `RedactionConfig`."""
         return cls(cfg.builtin, cfg.patterns, cfg.enabled)
 

@@ -21,11 +21,11 @@ import hashlib
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from driftloop.types import FeedbackEvent
+from driftloop.core.types import FeedbackEvent
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew allowed for event timestamps
 # Earliest accepted timestamp; also keeps every ts inside pandas' datetime64[ns] range.
-MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MIN_TS = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_INT = 2**31 - 1  # token counts are 32-bit integers in the store
 MAX_TEXT_CHARS = 256 * 1024  # a longer prompt/response/correction is quarantined
 # Ids, versions and segment keys are stored and logged exactly as given (they key rows,
@@ -56,15 +56,39 @@ MAX_SEGMENT_VALUE_CHARS = 256  # default of FieldMapping.segment_value_max_chars
 KNOWN_FIELDS = frozenset(FeedbackEvent.model_fields) - {"rating_raw"}
 # The fields `parse_row` checks one by one; any other field of the event (an optional one added
 # later) is checked against its annotation, and redacted where it is text (see `_extra`).
-CHECKED_FIELDS = frozenset({
-    "event_id", "ts", "model_version", "prompt", "response", "rating", "rating_raw", "thumbs_up",
-    "correction", "segment", "latency_ms", "tokens_in", "tokens_out", "metadata",
-})
+CHECKED_FIELDS = frozenset(
+    {
+        "event_id",
+        "ts",
+        "model_version",
+        "prompt",
+        "response",
+        "rating",
+        "rating_raw",
+        "thumbs_up",
+        "correction",
+        "segment",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+        "metadata",
+    }
+)
 EXTRA_FIELDS = tuple(f for f in FeedbackEvent.model_fields if f not in CHECKED_FIELDS)
 Scale = Literal["stars", "thumbs", "unit"]
 _STARS = {s: ((s - 1) / 4, str(s)) for s in range(1, 6)}  # stars -> (rating, raw)
-THUMBS = {"up": True, "down": False, "true": True, "false": False, "1": True, "0": False,
-          "yes": True, "no": False, "+1": True, "-1": False}
+THUMBS = {
+    "up": True,
+    "down": False,
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+    "+1": True,
+    "-1": False,
+}
 
 
 class RowError(ValueError):
@@ -90,10 +114,16 @@ class RowError(ValueError):
 
 
 # ---------------------------------------------------------------- row parsing
-def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: Scale = "stars",
-              redactor: "Redactor | None" = None, id_namespace: str = "",
-              max_segment_keys: int = MAX_SEGMENT_KEYS,
-              max_segment_value: int = MAX_SEGMENT_VALUE_CHARS) -> FeedbackEvent:
+def parse_row(
+    obj: Any,
+    source: str,
+    now: datetime | None = None,
+    rating_scale: Scale = "stars",
+    redactor: Redactor | None = None,
+    id_namespace: str = "",
+    max_segment_keys: int = MAX_SEGMENT_KEYS,
+    max_segment_value: int = MAX_SEGMENT_VALUE_CHARS,
+) -> FeedbackEvent:
     """Validate one decoded row of the feedback format and return the event.
 
     `ts` must be ISO-8601 with a timezone, from 1970 on and at most a day in
@@ -116,7 +146,7 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     """
     if not isinstance(obj, dict):
         raise RowError("(row)", "not a JSON object", type(obj).__name__)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     ts = _timestamp(obj.get("ts"), now)
     # Each field has a fast path for the common, valid value; anything else goes
     # through the full check, which raises the precise RowError (same order, same
@@ -189,9 +219,17 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     extra = _extra(obj, redactor) if EXTRA_FIELDS else None
     if given is None:
         content = {
-            "ts": ts.isoformat(), "model_version": model_version, "prompt": prompt, "response": response,
-            "rating_raw": rating_raw, "thumbs_up": thumbs, "correction": correction, "segment": segment,
-            "latency_ms": latency, "tokens_in": tokens_in, "tokens_out": tokens_out,
+            "ts": ts.isoformat(),
+            "model_version": model_version,
+            "prompt": prompt,
+            "response": response,
+            "rating_raw": rating_raw,
+            "thumbs_up": thumbs,
+            "correction": correction,
+            "segment": segment,
+            "latency_ms": latency,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
         }
         if extra:  # a field given enters the id; one left out does not, so older ids stay as they were
             content.update({k: v for k, v in extra.items() if v is not None and v != {} and v != []})
@@ -199,10 +237,20 @@ def parse_row(obj: Any, source: str, now: datetime | None = None, rating_scale: 
     else:
         event_id = given
     values = {
-        "event_id": event_id, "ts": ts, "model_version": model_version, "prompt": prompt,
-        "response": response, "rating": rating, "rating_raw": rating_raw, "thumbs_up": thumbs,
-        "correction": correction, "segment": segment, "latency_ms": latency, "tokens_in": tokens_in,
-        "tokens_out": tokens_out, "metadata": metadata,
+        "event_id": event_id,
+        "ts": ts,
+        "model_version": model_version,
+        "prompt": prompt,
+        "response": response,
+        "rating": rating,
+        "rating_raw": rating_raw,
+        "thumbs_up": thumbs,
+        "correction": correction,
+        "segment": segment,
+        "latency_ms": latency,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "metadata": metadata,
     }
     if extra:
         values.update(extra)
@@ -224,7 +272,7 @@ def checked_event(values: dict[str, Any]) -> FeedbackEvent:
 
 
 @cache
-def _adapter(name: str) -> "TypeAdapter[Any]":
+def _adapter(name: str) -> TypeAdapter[Any]:
     """The validator of one field's annotation, as the model would validate the field."""
     from pydantic import TypeAdapter
 
@@ -232,7 +280,7 @@ def _adapter(name: str) -> "TypeAdapter[Any]":
     return TypeAdapter(Any if annotation is None else annotation)
 
 
-def _extra(obj: dict[str, Any], redactor: "Redactor | None") -> dict[str, Any]:
+def _extra(obj: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
     """The values of EXTRA_FIELDS in a row: text checked as any text and redacted, others by the annotation.
 
     An absent or null value takes the field's default.
@@ -262,12 +310,16 @@ def event_id_for(content: dict[str, Any], namespace: str = "") -> str:
     The namespace is a key of its own ("" leaves it out), so no content can
     imitate another namespace.
     """
-    canon = json.dumps({**content, "~namespace": namespace} if namespace else content, sort_keys=True,
-                       ensure_ascii=False, separators=(",", ":"))
+    canon = json.dumps(
+        {**content, "~namespace": namespace} if namespace else content,
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
 
 
-def _unflagged(redactor: "Redactor", event_id: str | None, model_version: str, segment: dict[str, str]) -> None:
+def _unflagged(redactor: Redactor, event_id: str | None, model_version: str, segment: dict[str, str]) -> None:
     """Raise RowError where the event id, the model version or a segment key holds PII or a secret.
 
     These are stored and logged as given, so a detected value is refused, not
@@ -318,8 +370,8 @@ def _timestamp(v: Any, now: datetime) -> datetime:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise RowError("ts", "no timezone", v[:64])
     try:
-        if ts.tzinfo is not timezone.utc:  # fromisoformat gives this very object for Z and +00:00
-            ts = ts.astimezone(timezone.utc)
+        if ts.tzinfo is not UTC:  # fromisoformat gives this very object for Z and +00:00
+            ts = ts.astimezone(UTC)
     except (OverflowError, ValueError):
         raise RowError("ts", "out of range", v[:64]) from None
     if ts > now + FUTURE_TOLERANCE:
@@ -439,8 +491,14 @@ def _segment(v: Any, max_keys: int = MAX_SEGMENT_KEYS, max_value: int = MAX_SEGM
     if len(v) > max_keys:
         raise RowError("segment", f"more than {max_keys} keys", f"{len(v)} keys")
     for k, x in v.items():  # fast path: string keys and values, ASCII without NUL
-        if not (type(k) is str and type(x) is str and x.isascii() and "\x00" not in x
-                and len(x) <= max_value and SEGMENT_KEY.fullmatch(k)):
+        if not (
+            type(k) is str
+            and type(x) is str
+            and x.isascii()
+            and "\x00" not in x
+            and len(x) <= max_value
+            and SEGMENT_KEY.fullmatch(k)
+        ):
             break
     else:
         return dict(v)
@@ -480,5 +538,3 @@ def _count(name: str, v: Any) -> int | None:
     if not 0 <= v <= MAX_INT:
         raise RowError(name, "out of range")
     return v
-
-

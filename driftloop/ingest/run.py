@@ -1,16 +1,17 @@
 """Ingest every source a config names (files, then SQL) with one redactor, into one report.
 
-    >>> report = ingest_config(cfg, store)
-    >>> report.balanced, dict(report.redacted)
-    (True, {'email': 3})
+>>> report = ingest_config(cfg, store)
+>>> report.balanced, dict(report.redacted)
+(True, {'email': 3})
 """
 
 from __future__ import annotations
 
 import glob
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from driftloop.errors import ConfigError
+from driftloop.core.errors import ConfigError
 from driftloop.ingest.files import ingest_files, source_files
 from driftloop.ingest.pipeline import IngestReport, Progress
 from driftloop.ingest.redact import Redactor
@@ -25,8 +26,9 @@ def check_sources(cfg: Any, origin: str = "driftloop.yaml") -> None:
             raise ConfigError(f"{origin}: sources.{i}.path: no file matches {cfg.path(s.path)}")
 
 
-def ingest_config(cfg: Any, store: Store, progress: Progress | None = None,
-                  on_source: Callable[[str], None] | None = None) -> IngestReport:
+def ingest_config(
+    cfg: Any, store: Store, progress: Progress | None = None, on_source: Callable[[str], None] | None = None
+) -> IngestReport:
     """Ingest all of `cfg.sources` into `store`, redacting per `cfg.redaction`; return the combined report.
 
     `on_source(description)` is called before each source starts (for progress

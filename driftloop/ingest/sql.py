@@ -18,15 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import MetaData, Table, create_engine, select, text
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-from driftloop.config import SqlSource
-from driftloop.errors import InputError
+from driftloop.core.config import SqlSource
+from driftloop.core.errors import InputError
 from driftloop.ingest.files import Record, run_batches
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.redact import Redactor
@@ -61,8 +62,13 @@ def load_watermark(s: str | None) -> Any:
     return {"datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal}.get(t, lambda x: x)(v)
 
 
-def ingest_sql(store: Store, src: SqlSource, redactor: Redactor | None = None, progress: Progress | None = None,
-               batch_rows: int | None = None) -> IngestReport:
+def ingest_sql(
+    store: Store,
+    src: SqlSource,
+    redactor: Redactor | None = None,
+    progress: Progress | None = None,
+    batch_rows: int | None = None,
+) -> IngestReport:
     """Read the source's rows above its watermark into the store; return the report.
 
     Raises InputError when the database cannot be reached or the table,
@@ -96,10 +102,22 @@ def ingest_sql(store: Store, src: SqlSource, redactor: Redactor | None = None, p
             rows = conn.execution_options(stream_results=True, yield_per=1000).execute(stmt).mappings()
             if not src.table and src.watermark not in rows.keys():
                 raise InputError(f"sql source {where}: the query has no column {src.watermark!r}")
-            run_batches(store, _records(rows, src.watermark), last, parser, f"sql:{where}", key,
-                        dump_watermark, fr, report.reasons, batch_rows or src.batch_rows)
+            run_batches(
+                store,
+                _records(rows, src.watermark),
+                last,
+                parser,
+                f"sql:{where}",
+                key,
+                dump_watermark,
+                fr,
+                report.reasons,
+                batch_rows or src.batch_rows,
+            )
     except NoSuchTableError:
-        raise InputError(f"sql source: no table {src.table!r} at {engine.url.render_as_string(hide_password=True)}") from None
+        raise InputError(
+            f"sql source: no table {src.table!r} at {engine.url.render_as_string(hide_password=True)}"
+        ) from None
     except SQLAlchemyError as e:
         raise InputError(f"sql source {where}: {str(e.orig or e).splitlines()[0][:200]}") from None
     finally:

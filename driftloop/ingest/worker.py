@@ -36,8 +36,9 @@ import queue
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from driftloop.store.batch import Batch, Checkpoint
 
@@ -57,9 +58,21 @@ def process_ok(path: Path, start: int) -> bool:
 
 
 # ---------------------------------------------------------------- threads
-def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowParser", source: str, key: str,
-                  position: Callable[[int], str], fr: "FileReport", reasons: Counter[str], batch_lines: int,
-                  max_line: int, keep: int, progress: Callable[[], None] | None) -> int | None:
+def ingest_stream(
+    store: Store,
+    stream: BinaryIO,
+    start: int,
+    parser: RowParser,
+    source: str,
+    key: str,
+    position: Callable[[int], str],
+    fr: FileReport,
+    reasons: Counter[str],
+    batch_lines: int,
+    max_line: int,
+    keep: int,
+    progress: Callable[[], None] | None,
+) -> int | None:
     """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
 
     `position(offset)` is the checkpoint text; `max_line` and `keep` are the
@@ -143,8 +156,19 @@ def ingest_stream(store: "Store", stream: BinaryIO, start: int, parser: "RowPars
 
 
 # ---------------------------------------------------------------- process
-def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any, namespace: str, source: str,
-           batch_lines: int, max_line: int, keep: int) -> None:
+def _child(
+    conn: Any,
+    path: str,
+    start: int,
+    mapping: Any,
+    spec: tuple,
+    now: Any,
+    namespace: str,
+    source: str,
+    batch_lines: int,
+    max_line: int,
+    keep: int,
+) -> None:
     """The child: each block's (end offset, lines, events, quarantine, reasons, redactions, disk offset)."""
     from driftloop.ingest.columnar import block_parts
     from driftloop.ingest.files import _open
@@ -173,8 +197,7 @@ def _child(conn: Any, path: str, start: int, mapping: Any, spec: tuple, now: Any
                 own = RowParser(mapping, redactor.fork(), now=now, id_namespace=namespace)
                 part: Counter[str] = Counter()
                 events, quarantine = block_parts(block, own, source, part)
-                put(("block", block.end, len(block.lines), events, quarantine, part, own.redactor.counts,
-                     raw.tell()))
+                put(("block", block.end, len(block.lines), events, quarantine, part, own.redactor.counts, raw.tell()))
         put(("end",))
     except Gone:
         pass
@@ -193,10 +216,22 @@ def _quiet(put: Callable[[tuple], None], msg: tuple) -> None:
         pass
 
 
-def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser", source: str, key: str,
-                      position: Callable[[int], str], fr: "FileReport", reasons: Counter[str], batch_lines: int,
-                      max_line: int, keep: int, progress: Callable[[int], None] | None,
-                      plain: BinaryIO | None = None) -> tuple[str, int]:
+def ingest_in_process(
+    store: Store,
+    path: Path,
+    start: int,
+    parser: RowParser,
+    source: str,
+    key: str,
+    position: Callable[[int], str],
+    fr: FileReport,
+    reasons: Counter[str],
+    batch_lines: int,
+    max_line: int,
+    keep: int,
+    progress: Callable[[int], None] | None,
+    plain: BinaryIO | None = None,
+) -> tuple[str, int]:
     """Ingest `path` from byte `start`, parsed by a child process; (status, offset after the last commit).
 
     Status `done`: read to the end; `read_error`: the stream could not be
@@ -210,12 +245,27 @@ def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser
     import multiprocessing as mp
 
     head = plain.read(HEAD_START_BYTES) if plain is not None else b""
-    head = head[:head.rfind(b"\n") + 1]  # whole lines only: the child starts at the next one
+    head = head[: head.rfind(b"\n") + 1]  # whole lines only: the child starts at the next one
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, name="driftloop-ingest-parse", daemon=True,
-                       args=(send, str(path), start + len(head), parser.mapping, parser.redactor.spec, parser.now,
-                             parser.id_namespace, source, batch_lines, max_line, keep))
+    proc = ctx.Process(
+        target=_child,
+        name="driftloop-ingest-parse",
+        daemon=True,
+        args=(
+            send,
+            str(path),
+            start + len(head),
+            parser.mapping,
+            parser.redactor.spec,
+            parser.now,
+            parser.id_namespace,
+            source,
+            batch_lines,
+            max_line,
+            keep,
+        ),
+    )
     try:
         proc.start()
     except (AssertionError, OSError, RuntimeError):  # e.g. a daemonic parent may not have children
@@ -249,8 +299,21 @@ def ingest_in_process(store: "Store", path: Path, start: int, parser: "RowParser
     try:
         if head:
             data = io.BytesIO(head)
-            ingest_stream(store, data, start, parser, source, key, position, fr, reasons, batch_lines, max_line,
-                          keep, (lambda: progress(start + data.tell())) if progress else None)
+            ingest_stream(
+                store,
+                data,
+                start,
+                parser,
+                source,
+                key,
+                position,
+                fr,
+                reasons,
+                batch_lines,
+                max_line,
+                keep,
+                (lambda: progress(start + data.tell())) if progress else None,
+            )
             committed = start + len(head)
         while True:
             msg = inbox.get()

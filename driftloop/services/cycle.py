@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from driftloop.errors import StageError
-from driftloop.loopstate import Baseline, Event, LoopMemory, State, advance
+from driftloop.core.errors import StageError
+from driftloop.core.loopstate import Baseline, Event, LoopMemory, State, advance
+from driftloop.core.types import Decision, Finding, MetricResult
 from driftloop.store import Store
-from driftloop.types import Decision, Finding, MetricResult
 
 
 class CycleSummary(BaseModel):
@@ -43,8 +43,9 @@ class CycleSummary(BaseModel):
     challenger_version: str | None = None
 
 
-def baseline(memory: LoopMemory, champion: str | None, reference_quality: list[MetricResult],
-             benchmark: list[MetricResult]) -> list[MetricResult]:
+def baseline(
+    memory: LoopMemory, champion: str | None, reference_quality: list[MetricResult], benchmark: list[MetricResult]
+) -> list[MetricResult]:
     """The champion's baseline: its benchmark scores and the reference window when it was first seen.
 
     Recorded in the loop's memory once per champion version, so `policy.relative_drop` compares
@@ -68,36 +69,61 @@ def gate_table(decision: Decision) -> list[dict[str, Any]]:
         if "suite" not in f.segment:
             continue
         task_name = f.metric.split("/")[1] if f.metric.count("/") >= 2 else f.metric
-        rows.append({"suite": f.segment["suite"], "task": task_name, "role": f.role, "kind": f.kind, "n": f.n,
-                     "direction": f.direction, "target": f.target, "champion": num(f.reference),
-                     "challenger": num(f.challenger), "diff": num(f.estimate), "ci_low": num(f.ci_low),
-                     "ci_high": num(f.ci_high), "passed": bool(f.passed)})
+        rows.append(
+            {
+                "suite": f.segment["suite"],
+                "task": task_name,
+                "role": f.role,
+                "kind": f.kind,
+                "n": f.n,
+                "direction": f.direction,
+                "target": f.target,
+                "champion": num(f.reference),
+                "challenger": num(f.challenger),
+                "diff": num(f.estimate),
+                "ci_low": num(f.ci_low),
+                "ci_high": num(f.ci_high),
+                "passed": bool(f.passed),
+            }
+        )
     return rows
 
 
-def step(store: Store, project: str, owner: str, current: State, event: Event, reason: str,
-         memory: LoopMemory, lease_seconds: float) -> State:
+def step(
+    store: Store,
+    project: str,
+    owner: str,
+    current: State,
+    event: Event,
+    reason: str,
+    memory: LoopMemory,
+    lease_seconds: float,
+) -> State:
     """One transition of a cycle that holds the lease; losing it (it expired and another cycle
     took over) stops the cycle with a StageError before it acts on a state it no longer owns."""
     to = advance(current, event)
-    if not store.transition(project, to, reason[:500], owner, lease_seconds, expected={current.value},
-                            data=memory.dump()):
+    if not store.transition(
+        project, to, reason[:500], owner, lease_seconds, expected={current.value}, data=memory.dump()
+    ):
         raise StageError(lost_lease(store, project, to, lease_seconds))
     return to
 
 
 def lost_lease(store: Store, project: str, to: State, lease_seconds: float) -> str:
     st = store.get_state(project)
-    return (f"loop state: cannot move to {to.value}: the state is {st['state']} held by "
-            f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
-            f"{lease_seconds:g}) expired and another cycle took over")
+    return (
+        f"loop state: cannot move to {to.value}: the state is {st['state']} held by "
+        f"{st['lease_owner'] or 'nobody'}; this cycle's lease (policy.lease_seconds="
+        f"{lease_seconds:g}) expired and another cycle took over"
+    )
 
 
 def not_started(store: Store, project: str) -> str:
     """Why a retrain this cycle decided on did not start: the loop is elsewhere or held by another."""
     st = store.get_state(project)
-    return (f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC"
-            + (f", held by {st['lease_owner']}" if st["lease_owner"] else ""))
+    return f"retrain not started: the loop is {st['state']} since {st['since']:%Y-%m-%d %H:%M} UTC" + (
+        f", held by {st['lease_owner']}" if st["lease_owner"] else ""
+    )
 
 
 def bench_note(metrics: dict[str, list[MetricResult]]) -> str:
@@ -106,6 +132,7 @@ def bench_note(metrics: dict[str, list[MetricResult]]) -> str:
     for suite, ms in metrics.items():
         for m in ms:
             cached = " cached" if m.note == "cached" else ""
-            parts.append(f"{suite}:{m.name}={m.value:.3f} (n={m.n}){cached}" if m.value is not None
-                         else f"{suite}:{m.name}=-")
+            parts.append(
+                f"{suite}:{m.name}={m.value:.3f} (n={m.n}){cached}" if m.value is not None else f"{suite}:{m.name}=-"
+            )
     return ", ".join(parts)

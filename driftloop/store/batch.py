@@ -32,7 +32,7 @@ from typing import (
     Union,
 )
 
-from driftloop.types import FeedbackEvent
+from driftloop.core.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import pyarrow as pa

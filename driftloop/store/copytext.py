@@ -92,7 +92,7 @@ def copy_block(events: EventColumns, source: str, now: Any) -> CopyBlock:
     given: list[str] = []  # lines of the events given whole
     at = 0
     for idx, table in events.tables:
-        mine = keep[at:at + len(idx)]
+        mine = keep[at : at + len(idx)]
         at += len(idx)
         if table.events:
             given += [line(event_row(e, source, now, "postgresql")) for j, e in table.events.items() if mine[j]]
@@ -150,4 +150,4 @@ def _arrow_lines(cols: list[Any], tail: list[Any], plain: bool) -> bytes:
     if isinstance(out, pa.ChunkedArray):
         out = out.combine_chunks()
     offsets = np.frombuffer(out.buffers()[1], dtype=np.int32, count=len(out) + 1, offset=out.offset * 4)
-    return out.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    return out.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]

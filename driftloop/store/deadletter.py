@@ -49,8 +49,10 @@ def redact_url(url: str) -> str:
     """
     u = urlsplit(url)
     netloc = u.netloc.rpartition("@")[2]
-    segments = [MASK if len(seg) >= 16 or (len(seg) >= 8 and any(c.isdigit() for c in seg)) else seg
-                for seg in u.path.split("/")]
+    segments = [
+        MASK if len(seg) >= 16 or (len(seg) >= 8 and any(c.isdigit() for c in seg)) else seg
+        for seg in u.path.split("/")
+    ]
     return urlunsplit((u.scheme, netloc, "/".join(segments), "", ""))
 
 
@@ -67,8 +69,17 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def add(store: "Store", *, webhook: str, url: str, event_type: str, event_id: str, body: bytes | str,
-        error: str, attempts: int) -> int:
+def add(
+    store: Store,
+    *,
+    webhook: str,
+    url: str,
+    event_type: str,
+    event_id: str,
+    body: bytes | str,
+    error: str,
+    attempts: int,
+) -> int:
     """Record a failed delivery with its exact body; return the row id.
 
     The URL is stored redacted (`redact_url`) and the error scrubbed of it:
@@ -76,15 +87,27 @@ def add(store: "Store", *, webhook: str, url: str, event_type: str, event_id: st
     """
     text = body.decode("utf-8") if isinstance(body, bytes) else body
     with store.engine.execution_options(**WRITE).begin() as conn:
-        row = conn.execute(_DL.insert().values(
-            created_at=utcnow(), webhook=webhook, url=redact_url(url), event_type=event_type, event_id=event_id,
-            body=text, last_error=scrub(error, url)[:ERROR_MAX], attempts=attempts, delivered_at=None,
-        ).returning(_DL.c.id)).scalar_one()
+        row = conn.execute(
+            _DL.insert()
+            .values(
+                created_at=utcnow(),
+                webhook=webhook,
+                url=redact_url(url),
+                event_type=event_type,
+                event_id=event_id,
+                body=text,
+                last_error=scrub(error, url)[:ERROR_MAX],
+                attempts=attempts,
+                delivered_at=None,
+            )
+            .returning(_DL.c.id)
+        ).scalar_one()
     return int(row)
 
 
-def rows(store: "Store", webhook: str | None = None, include_delivered: bool = False,
-         limit: int | None = None) -> list[dict[str, Any]]:
+def rows(
+    store: Store, webhook: str | None = None, include_delivered: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Dead-letter rows, oldest first, as dicts of the table's columns; only pending ones (neither
     delivered nor discarded) unless `include_delivered`, only one webhook's when `webhook` is given."""
     stmt = select(_DL).order_by(_DL.c.id)
@@ -98,12 +121,12 @@ def rows(store: "Store", webhook: str | None = None, include_delivered: bool = F
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def pending(store: "Store", webhook: str | None = None) -> list[dict[str, Any]]:
+def pending(store: Store, webhook: str | None = None) -> list[dict[str, Any]]:
     """Rows still to re-send (neither delivered nor discarded), oldest first (see `rows`)."""
     return rows(store, webhook)
 
 
-def discard(store: "Store", ids: list[int] | None = None, webhook: str | None = None) -> list[int]:
+def discard(store: Store, ids: list[int] | None = None, webhook: str | None = None) -> list[int]:
     """Mark pending rows as discarded (kept, never re-sent): those in `ids`, or else all of `webhook`'s.
 
     Returns the ids discarded, in one transaction; rows already delivered or
@@ -118,19 +141,25 @@ def discard(store: "Store", ids: list[int] | None = None, webhook: str | None = 
     if webhook is not None:
         cond.append(_DL.c.webhook == webhook)
     with store.engine.execution_options(**WRITE).begin() as conn:
-        return sorted(int(i) for i in conn.execute(
-            update(_DL).where(*cond).values(discarded_at=utcnow()).returning(_DL.c.id)).scalars())
+        return sorted(
+            int(i)
+            for i in conn.execute(update(_DL).where(*cond).values(discarded_at=utcnow()).returning(_DL.c.id)).scalars()
+        )
 
 
-def mark_delivered(store: "Store", row_id: int, attempts: int) -> None:
+def mark_delivered(store: Store, row_id: int, attempts: int) -> None:
     """A re-send succeeded: set `delivered_at` and add its `attempts` to the row's count."""
     with store.engine.execution_options(**WRITE).begin() as conn:
-        conn.execute(update(_DL).where(_DL.c.id == row_id)
-                     .values(delivered_at=utcnow(), attempts=_DL.c.attempts + attempts))
+        conn.execute(
+            update(_DL).where(_DL.c.id == row_id).values(delivered_at=utcnow(), attempts=_DL.c.attempts + attempts)
+        )
 
 
-def record_failure(store: "Store", row_id: int, error: str, attempts: int, url: str = "") -> None:
+def record_failure(store: Store, row_id: int, error: str, attempts: int, url: str = "") -> None:
     """A re-send failed again: keep its error (scrubbed of `url`, the webhook's) and add its `attempts`."""
     with store.engine.execution_options(**WRITE).begin() as conn:
-        conn.execute(update(_DL).where(_DL.c.id == row_id)
-                     .values(last_error=scrub(error, url)[:ERROR_MAX], attempts=_DL.c.attempts + attempts))
+        conn.execute(
+            update(_DL)
+            .where(_DL.c.id == row_id)
+            .values(last_error=scrub(error, url)[:ERROR_MAX], attempts=_DL.c.attempts + attempts)
+        )

@@ -21,6 +21,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from driftloop.core.types import FeedbackEvent
 from driftloop.store.batch import (
     EVENT_FIELDS,
     Encoded,
@@ -30,7 +31,6 @@ from driftloop.store.batch import (
     field_kind,
 )
 from driftloop.store.engine import driver_value
-from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -121,8 +121,7 @@ class Constant:
 
 def _table_rows(table: EventTable, source: str, now: Any, dialect: str) -> list[tuple]:
     n = len(table)
-    cols = [repeat(c.value, n) if isinstance(c, Constant) else c.to_pylist()
-            for c in table_columns(table, dialect)]
+    cols = [repeat(c.value, n) if isinstance(c, Constant) else c.to_pylist() for c in table_columns(table, dialect)]
     rows = list(zip(*cols, repeat(source), repeat(now)))
     for j, e in table.events.items():
         rows[j] = event_row(e, source, now, dialect)

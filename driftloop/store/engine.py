@@ -16,7 +16,7 @@ PostgreSQL is reached through psycopg 3 (`postgresql+psycopg://`).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,9 @@ def make_engine(url: str) -> Engine:
         # pre_ping: a long-lived flow survives a database restart.
         return create_engine(u, pool_pre_ping=True)
     if backend != "sqlite":
-        raise ValueError(f"unsupported store URL {u.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://")
+        raise ValueError(
+            f"unsupported store URL {u.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
+        )
     # SQLite's json_extract (3.40) matches object keys as stored: keep non-ASCII
     # keys unescaped, or a segment field such as "löcale" would never match.
     kw: dict[str, Any] = {"json_serializer": lambda obj: json.dumps(obj, ensure_ascii=False)}
@@ -104,14 +106,11 @@ def upsert(conn: Connection, table: Table, row: dict[str, Any], keys: list[str])
     else:
         from sqlalchemy.dialects.postgresql import insert
     stmt = insert(table).values(**row)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={k: stmt.excluded[k] for k in row if k not in keys}
-    )
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={k: stmt.excluded[k] for k in row if k not in keys})
     conn.execute(stmt)
 
 
-def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows: list[tuple] | bytes,
-                       key: str) -> int:
+def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows: list[tuple] | bytes, key: str) -> int:
     """Bulk INSERT of rows (tuples in `columns` order) skipping existing `key`s; return how many were new.
 
     On PostgreSQL `rows` may also be COPY text (distinct `key`s).
@@ -134,7 +133,9 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: list[str], rows:
     tmp = f"_in_{table.name}"
     with dbapi.cursor() as cur:
         # ON COMMIT DELETE ROWS: the staging table is empty at the start of every transaction.
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
         cur.execute(f"TRUNCATE {tmp}")
         copy_into(cur, f"{tmp} ({cols})", rows)
         cur.execute(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({key}) DO NOTHING")
@@ -170,7 +171,7 @@ def _sqlite_insert_rows(dbapi: Any, head: str, width: int, rows: list[tuple]) ->
     while i < len(rows):
         while size > len(rows) - i:
             size //= 2
-        dbapi.execute(head + ",".join([one] * size), list(itertools.chain.from_iterable(rows[i:i + size])))
+        dbapi.execute(head + ",".join([one] * size), list(itertools.chain.from_iterable(rows[i : i + size])))
         i += size
 
 
@@ -179,7 +180,7 @@ def driver_value(dialect: str, v: Any) -> Any:
     if isinstance(v, dict) or isinstance(v, list):
         return json.dumps(v, ensure_ascii=False)
     if isinstance(v, datetime):
-        v = v.astimezone(timezone.utc)
+        v = v.astimezone(UTC)
         # SQLAlchemy's SQLite DATETIME text form, so ORM reads and range filters see the same values.
         return v.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else v
     return v

@@ -12,7 +12,7 @@ the same transaction. A crashed owner's lease simply expires.
     >>> store.get_state("demo")["state"]
     'triggered'
 
-The states, the legal edges and the loop's memory live in `driftloop.loopstate`;
+The states, the legal edges and the loop's memory live in `driftloop.core.loopstate`;
 this module only persists them: `transition` refuses any edge the table does not
 hold (IllegalTransition), whatever the caller expected.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from driftloop.loopstate import ACTIVE, INITIAL, Event, IllegalTransition, State, advance, legal
+from driftloop.core.loopstate import ACTIVE, INITIAL, Event, IllegalTransition, State, advance, legal
 from driftloop.store.engine import insert_ignore
 from driftloop.store.models import LoopState, LoopTransition, utcnow
 
@@ -49,8 +49,16 @@ class LoopStateMixin:
         with self.engine.connect() as conn:
             row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
         if row is None:
-            return {"project": project, "state": INITIAL_STATE, "since": utcnow(), "reason": "",
-                    "data": {}, "lease_owner": None, "lease_expires": None, "version": 0}
+            return {
+                "project": project,
+                "state": INITIAL_STATE,
+                "since": utcnow(),
+                "reason": "",
+                "data": {},
+                "lease_owner": None,
+                "lease_expires": None,
+                "version": 0,
+            }
         return dict(row)
 
     def transition(
@@ -109,10 +117,17 @@ class LoopStateMixin:
                 )
                 if res.rowcount != 1:
                     return False
-            conn.execute(insert(_HISTORY).values(
-                project=project, from_state=current, to_state=to_state, reason=reason,
-                owner=owner, at=now, data=data or {},
-            ))
+            conn.execute(
+                insert(_HISTORY).values(
+                    project=project,
+                    from_state=current,
+                    to_state=to_state,
+                    reason=reason,
+                    owner=owner,
+                    at=now,
+                    data=data or {},
+                )
+            )
         return True
 
     def rearm(self, project: str, owner: str, cooldown_seconds: float) -> dict[str, Any]:
@@ -129,30 +144,65 @@ class LoopStateMixin:
         now = utcnow()
         if st["state"] == State.COOLDOWN and (now - st["since"]).total_seconds() >= cooldown_seconds:
             # Lease 0: housekeeping holds nothing, so a crash right here blocks no one.
-            self.transition(project, advance(State.COOLDOWN, Event.REARM), "cooldown elapsed", owner, 0,
-                            expected={"cooldown"}, data=st["data"])
+            self.transition(
+                project,
+                advance(State.COOLDOWN, Event.REARM),
+                "cooldown elapsed",
+                owner,
+                0,
+                expected={"cooldown"},
+                data=st["data"],
+            )
             self.release(project, owner)
         elif st["state"] in ACTIVE_STATES and not _leased_by_other(st, owner, now):
             holder = st["lease_owner"] or "nobody"
             # A gate verdict already taken stands (on to cooldown); otherwise the retrain is redone (armed).
             to = advance(st["state"], Event.RECOVER)
-            if self.transition(project, to, f"recovered: the lease of {holder} in state {st['state']} "
-                               "expired (crashed or killed cycle)", owner, 0,
-                               expected={st["state"]}, data=st["data"]):
+            if self.transition(
+                project,
+                to,
+                f"recovered: the lease of {holder} in state {st['state']} expired (crashed or killed cycle)",
+                owner,
+                0,
+                expected={st["state"]},
+                data=st["data"],
+            ):
                 self.release(project, owner)
         return self.get_state(project)
 
-    def begin_retrain(self, project: str, owner: str, reason: str, data: dict[str, Any],
-                      lease_seconds: float, expected_version: int | None = None) -> bool:
+    def begin_retrain(
+        self,
+        project: str,
+        owner: str,
+        reason: str,
+        data: dict[str, Any],
+        lease_seconds: float,
+        expected_version: int | None = None,
+    ) -> bool:
         """armed -> triggered -> retraining under `owner`'s lease; False (nothing started) if
         the loop is not armed, another cycle holds it, or (with `expected_version`) the state
         changed since the caller read `data`. Of racing cycles exactly one gets True."""
         triggered = advance(State.ARMED, Event.BREACH)
-        if not self.transition(project, triggered, reason, owner, lease_seconds, expected={State.ARMED.value},
-                               data=data, expected_version=expected_version):
+        if not self.transition(
+            project,
+            triggered,
+            reason,
+            owner,
+            lease_seconds,
+            expected={State.ARMED.value},
+            data=data,
+            expected_version=expected_version,
+        ):
             return False
-        return self.transition(project, advance(triggered, Event.START), "retrain started", owner, lease_seconds,
-                               expected={triggered.value}, data=data)
+        return self.transition(
+            project,
+            advance(triggered, Event.START),
+            "retrain started",
+            owner,
+            lease_seconds,
+            expected={triggered.value},
+            data=data,
+        )
 
     def release(self, project: str, owner: str) -> bool:
         """Give up `owner`'s lease on `project` (the state stays); False if it held none."""
@@ -166,8 +216,7 @@ class LoopStateMixin:
 
     def history(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
         """The project's latest transitions, newest first (id, from_state, to_state, reason, owner, at, data)."""
-        stmt = (select(_HISTORY).where(_HISTORY.c.project == project)
-                .order_by(_HISTORY.c.id.desc()).limit(limit))
+        stmt = select(_HISTORY).where(_HISTORY.c.project == project).order_by(_HISTORY.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 

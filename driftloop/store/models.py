@@ -12,14 +12,14 @@ both SQLite (which has no time-zone type) and PostgreSQL (`timestamptz`).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from driftloop.types import FeedbackEvent
+from driftloop.core.types import FeedbackEvent
 
 # Longest source name or checkpoint key (a file path, an HTTP route, a table).
 SOURCE_LEN = 1024
@@ -27,7 +27,7 @@ SOURCE_LEN = 1024
 
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -46,7 +46,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware timestamps")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         # SQLite would otherwise write the wall-clock digits and drop the offset.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -54,8 +54,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -63,7 +63,7 @@ class Base(DeclarativeBase):
 
 
 class Feedback(Base):
-    """One accepted feedback event: a column per `driftloop.types.FeedbackEvent` field, then source and ingested_at."""
+    """One accepted feedback event: a column per `driftloop.core.types.FeedbackEvent` field, then source and ingested_at."""
 
     __tablename__ = "feedback"
 
@@ -206,8 +206,16 @@ class SampleResult(Base):
 
 
 __all__ = [
-    "Base", "EvalItem", "Feedback", "IngestCheckpoint", "LoopState", "LoopTransition",
-    "Quarantine", "SampleResult", "UTCDateTime", "utcnow",
+    "Base",
+    "EvalItem",
+    "Feedback",
+    "IngestCheckpoint",
+    "LoopState",
+    "LoopTransition",
+    "Quarantine",
+    "SampleResult",
+    "UTCDateTime",
+    "utcnow",
 ]
 
 

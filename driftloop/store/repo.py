@@ -17,20 +17,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, func, select, text
 
+from driftloop.core.types import FeedbackEvent
 from driftloop.store.batch import EVENT_COLUMNS, Batch, Checkpoint, Encoded, QuarantineRow, Written
 from driftloop.store.encode import encode
 from driftloop.store.engine import WRITE, bulk_insert_ignore, copy_into, driver_value, insert_ignore, make_engine
 from driftloop.store.loop import LoopStateMixin
 from driftloop.store.models import (
-    EvalItem, Feedback, IngestCheckpoint, Quarantine, SampleResult, WebhookDelivery, utcnow,
+    EvalItem,
+    Feedback,
+    IngestCheckpoint,
+    Quarantine,
+    SampleResult,
+    WebhookDelivery,
+    utcnow,
 )
-from driftloop.types import FeedbackEvent
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +46,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
 _MIGRATE_LOCK = 7_310_315_001
 WINDOW_COLUMNS = (
-    "event_id", "ts", "model_version", "prompt_len", "response_len", "latency_ms",
-    "tokens_in", "tokens_out", "rating", "thumbs_up", "has_correction",
+    "event_id",
+    "ts",
+    "model_version",
+    "prompt_len",
+    "response_len",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "rating",
+    "thumbs_up",
+    "has_correction",
 )
 SPLITS = ("golden", "train")
 
@@ -68,7 +84,7 @@ class Store(LoopStateMixin):
         """Close every pooled connection (the store can still be used afterwards)."""
         self.engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,8 +127,9 @@ class Store(LoopStateMixin):
         if isinstance(batch.events, Encoded):
             return batch
         now = driver_value(self.dialect, utcnow())
-        return Batch(batch.source, encode(batch.events, self.dialect, batch.source, now), batch.quarantine,
-                     batch.checkpoint)
+        return Batch(
+            batch.source, encode(batch.events, self.dialect, batch.source, now), batch.quarantine, batch.checkpoint
+        )
 
     def write_batch(self, batch: Batch) -> Written:
         """Write a batch's events, its quarantined rows and its checkpoint in one transaction.
@@ -146,7 +163,10 @@ class Store(LoopStateMixin):
         return self.write_batch(Batch(source, events, (), _checkpoint(checkpoint)))
 
     def add_batch(
-        self, events: Sequence[FeedbackEvent], quarantine: Sequence[QuarantineRow], source: str,
+        self,
+        events: Sequence[FeedbackEvent],
+        quarantine: Sequence[QuarantineRow],
+        source: str,
         checkpoint: tuple[str, str] | None = None,
     ) -> Written:
         """`write_batch` with the batch's parts as arguments, for callers that predate `Batch`."""
@@ -185,7 +205,7 @@ class Store(LoopStateMixin):
             lo, hi = conn.execute(select(func.min(_FEEDBACK.c.ts), func.max(_FEEDBACK.c.ts))).one()
         return None if lo is None else (lo, hi)
 
-    def read_window(self, start: datetime, end: datetime, segment_fields: list[str]) -> "pd.DataFrame":
+    def read_window(self, start: datetime, end: datetime, segment_fields: list[str]) -> pd.DataFrame:
         """Events with start <= ts < end as a frame of numbers and segments, never the texts.
 
         Columns, in order: event_id, ts (UTC), model_version, prompt_len and
@@ -205,8 +225,19 @@ class Store(LoopStateMixin):
         if clash:
             raise ValueError(f"read_window: segment field(s) {clash} clash with the window's own columns")
         f = _FEEDBACK.c
-        cols = [f.event_id, f.ts, f.model_version, func.length(f.prompt), func.length(f.response),
-                f.latency_ms, f.tokens_in, f.tokens_out, f.rating, f.thumbs_up, f.correction.is_not(None)]
+        cols = [
+            f.event_id,
+            f.ts,
+            f.model_version,
+            func.length(f.prompt),
+            func.length(f.response),
+            f.latency_ms,
+            f.tokens_in,
+            f.tokens_out,
+            f.rating,
+            f.thumbs_up,
+            f.correction.is_not(None),
+        ]
         # JSON path extraction in SQL: json_extract on SQLite, ->> on PostgreSQL.
         cols += [func.coalesce(f.segment[k].as_string(), "") for k in fields]
         stmt = select(*cols).where(f.ts >= start, f.ts < end).order_by(f.ts, f.event_id)
@@ -237,8 +268,7 @@ class Store(LoopStateMixin):
         Each dict has event_id, ts, prompt, response, correction and segment.
         """
         f = _FEEDBACK.c
-        stmt = select(f.event_id, f.ts, f.prompt, f.response, f.correction, f.segment).where(
-            f.correction.is_not(None))
+        stmt = select(f.event_id, f.ts, f.prompt, f.response, f.correction, f.segment).where(f.correction.is_not(None))
         if since is not None:
             stmt = stmt.where(f.ts >= since)
         with self.engine.connect() as conn:
@@ -252,8 +282,10 @@ class Store(LoopStateMixin):
         id, in any process or replica, cannot both win.
         """
         with self._writer.begin() as conn:
-            return insert_ignore(conn, _DELIVERY, [{"delivery_id": delivery_id, "received_at": utcnow()}],
-                                 ["delivery_id"]) == 1
+            return (
+                insert_ignore(conn, _DELIVERY, [{"delivery_id": delivery_id, "received_at": utcnow()}], ["delivery_id"])
+                == 1
+            )
 
     def settle_delivery(self, delivery_id: str, run_id: str | None) -> None:
         """Record the evaluation a claimed delivery started, or give the claim up (None) so a retry may start one."""
@@ -282,16 +314,25 @@ class Store(LoopStateMixin):
         rows, seen = [], set()
         for it in items:
             if it["split"] not in SPLITS:
-                raise ValueError(f"add_items: item {it['item_id']!r}: split must be one of {SPLITS}, got {it['split']!r}")
+                raise ValueError(
+                    f"add_items: item {it['item_id']!r}: split must be one of {SPLITS}, got {it['split']!r}"
+                )
             if it["item_id"] in seen:
                 continue
             seen.add(it["item_id"])
-            rows.append({
-                "item_id": it["item_id"], "prompt_key": it["prompt_key"], "split": it["split"],
-                "prompt": it["prompt"], "answer": it["answer"], "response": it.get("response") or "",
-                "segment": dict(it.get("segment") or {}), "source_event_id": it.get("source_event_id"),
-                "created_at": utcnow(),
-            })
+            rows.append(
+                {
+                    "item_id": it["item_id"],
+                    "prompt_key": it["prompt_key"],
+                    "split": it["split"],
+                    "prompt": it["prompt"],
+                    "answer": it["answer"],
+                    "response": it.get("response") or "",
+                    "segment": dict(it.get("segment") or {}),
+                    "source_event_id": it.get("source_event_id"),
+                    "created_at": utcnow(),
+                }
+            )
         with self._writer.begin() as conn:
             return insert_ignore(conn, _ITEM, rows, ["item_id"])
 
@@ -315,13 +356,29 @@ class Store(LoopStateMixin):
 
     # ------------------------------------------------------- sample results
     def save_samples(
-        self, cache_key: str, task: str, model: str, metric: str,
-        items: dict[str, float], detail: dict[str, dict[str, Any]],
+        self,
+        cache_key: str,
+        task: str,
+        model: str,
+        metric: str,
+        items: dict[str, float],
+        detail: dict[str, dict[str, Any]],
     ) -> None:
         """Store one benchmark run's per-item outcomes under `cache_key`, replacing any earlier ones."""
         now = utcnow()
-        rows = [{"cache_key": cache_key, "item_id": str(k), "task": task, "model": model, "metric": metric,
-                 "outcome": float(v), "detail": detail.get(k) or {}, "created_at": now} for k, v in items.items()]
+        rows = [
+            {
+                "cache_key": cache_key,
+                "item_id": str(k),
+                "task": task,
+                "model": model,
+                "metric": metric,
+                "outcome": float(v),
+                "detail": detail.get(k) or {},
+                "created_at": now,
+            }
+            for k, v in items.items()
+        ]
         with self._writer.begin() as conn:
             conn.execute(delete(_SAMPLE).where(_SAMPLE.c.cache_key == cache_key))
             if rows:
@@ -330,7 +387,7 @@ class Store(LoopStateMixin):
     def load_samples(self, cache_key: str) -> dict[str, Any] | None:
         """The run saved under `cache_key` as {task, model, metric, items, detail}, or None.
 
-        The dict has the fields of `driftloop.types.SampleResults`; `detail`
+        The dict has the fields of `driftloop.core.types.SampleResults`; `detail`
         holds only the items that had any.
         """
         stmt = select(_SAMPLE).where(_SAMPLE.c.cache_key == cache_key).order_by(_SAMPLE.c.item_id)
@@ -339,28 +396,40 @@ class Store(LoopStateMixin):
         if not rows:
             return None
         first = rows[0]
-        return {"task": first["task"], "model": first["model"], "metric": first["metric"],
-                "items": {r["item_id"]: r["outcome"] for r in rows},
-                "detail": {r["item_id"]: r["detail"] for r in rows if r["detail"]}}
+        return {
+            "task": first["task"],
+            "model": first["model"],
+            "metric": first["metric"],
+            "items": {r["item_id"]: r["outcome"] for r in rows},
+            "detail": {r["item_id"]: r["detail"] for r in rows if r["detail"]},
+        }
 
 
-_QUARANTINE_SQL = ("INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
-                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING")
-_CHECKPOINT_SQL = ("INSERT INTO ingest_checkpoint (source_key, position, updated_at) VALUES (?, ?, ?) "
-                   "ON CONFLICT (source_key) DO UPDATE SET position = excluded.position, "
-                   "updated_at = excluded.updated_at")
+_QUARANTINE_SQL = (
+    "INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING"
+)
+_CHECKPOINT_SQL = (
+    "INSERT INTO ingest_checkpoint (source_key, position, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (source_key) DO UPDATE SET position = excluded.position, "
+    "updated_at = excluded.updated_at"
+)
 
 
 def _checkpoint(c: tuple[str, str] | None) -> Checkpoint | None:
     return None if c is None else Checkpoint(*c)
 
 
-def _write_side_rows(dbapi: Any, dialect: str, quarantine: Sequence[QuarantineRow],
-                     checkpoint: Checkpoint | None) -> None:
+def _write_side_rows(
+    dbapi: Any, dialect: str, quarantine: Sequence[QuarantineRow], checkpoint: Checkpoint | None
+) -> None:
     """A batch's quarantine rows and checkpoint, on the driver: SQLAlchemy's per-statement cost is per batch here."""
     now = driver_value(dialect, utcnow())
-    q_sql, c_sql = (_QUARANTINE_SQL, _CHECKPOINT_SQL) if dialect == "sqlite" else (
-        _QUARANTINE_SQL.replace("?", "%s"), _CHECKPOINT_SQL.replace("?", "%s"))
+    q_sql, c_sql = (
+        (_QUARANTINE_SQL, _CHECKPOINT_SQL)
+        if dialect == "sqlite"
+        else (_QUARANTINE_SQL.replace("?", "%s"), _CHECKPOINT_SQL.replace("?", "%s"))
+    )
     cur = dbapi.cursor()
     try:
         if quarantine:
@@ -412,8 +481,13 @@ def quarantine_id(raw: str, field: str, reason: str, namespace: str) -> str:
 
 
 def _quarantine_row(q: QuarantineRow) -> dict[str, Any]:
-    row: dict[str, Any] = {"source": _text(q.get("source", "")), "raw": _text(q.get("raw", "")),
-           "field": _text(q.get("field", ""))[:128], "reason": _text(q.get("reason", "")), "created_at": utcnow()}
+    row: dict[str, Any] = {
+        "source": _text(q.get("source", "")),
+        "raw": _text(q.get("raw", "")),
+        "field": _text(q.get("field", ""))[:128],
+        "reason": _text(q.get("reason", "")),
+        "created_at": utcnow(),
+    }
     row["content_id"] = q.get("content_id") or quarantine_id(row["raw"], row["field"], row["reason"], row["source"])
     return row
 

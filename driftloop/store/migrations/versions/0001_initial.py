@@ -114,6 +114,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("sample_result", "eval_item", "loop_transition", "loop_state",
-                  "ingest_checkpoint", "quarantine", "feedback"):
+    for table in (
+        "sample_result",
+        "eval_item",
+        "loop_transition",
+        "loop_state",
+        "ingest_checkpoint",
+        "quarantine",
+        "feedback",
+    ):
         op.drop_table(table)

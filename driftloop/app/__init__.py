@@ -1,0 +1,1 @@
+"""The application layer: the `driftloop` CLI and the HTTP API, above the flows and services."""

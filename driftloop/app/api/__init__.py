@@ -1,0 +1,81 @@
+"""The HTTP API: a FastAPI app factory; each area adds its router beside `feedback`.
+
+    >>> app = create_app(load_config("driftloop.yaml"), config_path="driftloop.yaml")
+    >>> uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Routes: `POST /v1/feedback`, `POST /v1/evaluations`, `GET /v1/evaluations/{id}` and
+`POST /v1/hooks/mlflow` (MLflow registry webhooks, verified by their signature).
+Every other route depends on `auth.require_scope` (a bearer token from `api.token` or
+`DRIFTLOOP_API__TOKEN`, which holds every scope, or one of `api.tokens` with its scopes:
+`ingest` for feedback, `evaluate` for evaluations). The docs routes exist only with
+`api.docs: true`. The app opens one `Store` (SQLite or PostgreSQL, migrated)
+and closes it on shutdown; evaluations run in a bounded thread pool (see
+`api.evaluations`), and MLflow is imported only when the first one is asked for.
+Feedback requests add up into windows that may send `ingest.quarantine`
+(`api.quarantine`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from driftloop.app.api.auth import configured_tokens
+from driftloop.app.api.quarantine import QuarantineWatch
+from driftloop.ingest.pipeline import RowParser
+from driftloop.ingest.redact import Redactor
+from driftloop.store import Store
+
+
+def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | None = None) -> FastAPI:
+    """The API for config `cfg`, storing into `store` (default: a migrated store at `cfg.store_url`).
+
+    `config_path` is the file `cfg` came from, which on-demand evaluations load (default:
+    $DRIFTLOOP_CONFIG, else `driftloop.yaml` in the config's folder where it exists).
+    Raises ConfigError when no bearer token is configured: the server never runs open.
+    """
+    tokens = configured_tokens(cfg)
+    owned = store is None
+    if store is None:
+        cfg.state_path.mkdir(parents=True, exist_ok=True)
+        store = Store(cfg.store_url)
+        store.migrate()
+
+    from driftloop.app.api import evaluations, feedback, mlflow_hooks
+
+    if config_path is None:
+        default = cfg.base_dir / "driftloop.yaml"
+        config_path = os.environ.get("DRIFTLOOP_CONFIG") or (str(default) if default.exists() else None)
+    runner = evaluations.EvaluationRunner(cfg, str(config_path) if config_path else None)
+    watch = QuarantineWatch(cfg, store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watch.start()
+        runner.start()
+        yield
+        watch.stop()
+        runner.shutdown()
+        if owned:
+            store.close()
+
+    # The docs routes describe every route and field: only where the config asks for them.
+    docs = {} if cfg.api.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="driftloop", lifespan=lifespan, **docs)
+    app.state.cfg = cfg
+    app.state.store = store
+    app.state.tokens = tokens
+    app.state.parser = RowParser(
+        cfg.api.mapping, Redactor.from_config(cfg.redaction), id_namespace=cfg.api.id_namespace
+    )
+    app.state.evaluations = runner
+    app.state.quarantine_watch = watch
+    app.include_router(feedback.router)
+    app.include_router(evaluations.router)
+    app.include_router(mlflow_hooks.router)
+    return app
