@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from driftloop.app.pages import main, write_between
 
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "cli.md"
@@ -60,16 +61,8 @@ def reference_markdown() -> str:
 
 def write_page(page: Path = PAGE) -> None:
     """Replace the generated part between the markers of `page` (which must hold both markers)."""
-    text = page.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{page}: the markers {START} and {END} are missing")
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    page.write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}", encoding="utf-8")
+    write_between(page, START, END, reference_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    if "--write" in sys.argv:
-        write_page()
-    else:
-        print(reference_markdown())
+    main(reference_markdown, write_page)

@@ -10,13 +10,13 @@ and a test keeps that page in step with the code.
 
 from __future__ import annotations
 
-import sys
 import typing
 from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from driftloop.app.pages import main, write_between
 from driftloop.core.config import Config
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
@@ -97,16 +97,8 @@ def reference_markdown() -> str:
 
 def write_page(page: Path = PAGE) -> None:
     """Replace the table between the markers of `page` (which must hold both markers)."""
-    text = page.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{page}: the markers {START} and {END} are missing")
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    page.write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}", encoding="utf-8")
+    write_between(page, START, END, reference_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    if "--write" in sys.argv:
-        write_page()
-    else:
-        print(reference_markdown())
+    main(reference_markdown, write_page)
