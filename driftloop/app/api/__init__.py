@@ -8,9 +8,11 @@ Routes: `POST /v1/feedback`, `POST /v1/evaluations`, `GET /v1/evaluations/{id}` 
 Every other route depends on `auth.require_scope` (a bearer token from `api.token` or
 `DRIFTLOOP_API__TOKEN`, which holds every scope, or one of `api.tokens` with its scopes:
 `ingest` for feedback, `evaluate` for evaluations). The docs routes exist only with
-`api.docs: true`. The app opens one `Store` (SQLite or PostgreSQL, migrated)
-and closes it on shutdown; evaluations run in a bounded thread pool (see
-`api.evaluations`), and MLflow is imported only when the first one is asked for.
+`api.docs: true`; the schema there names every route's request and response model. The app
+opens one `Store` (SQLite or PostgreSQL, migrated) and closes it on shutdown; evaluations run
+in a bounded thread pool, or as Prefect deployment runs where PREFECT_API_URL is set (see
+`api.evaluations`), and MLflow is imported only when the first one is asked for. Routes get
+what the app holds through the dependencies of `api.deps`, never from `request.app.state`.
 Feedback requests add up into windows that may send `ingest.quarantine`
 (`api.quarantine`).
 """
@@ -26,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from driftloop.app.api.auth import configured_tokens
+from driftloop.app.api.bodies import add_body_schemas
 from driftloop.app.api.quarantine import QuarantineWatch
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
@@ -78,4 +81,15 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     app.include_router(feedback.router)
     app.include_router(evaluations.router)
     app.include_router(mlflow_hooks.router)
+    if cfg.api.docs:
+        openapi = app.openapi
+
+        def openapi_with_bodies() -> dict[str, Any]:
+            # The bodies that routes read themselves (bounded, depth-limited) are described by models
+            # FastAPI never sees as parameters: their schemas join the components here.
+            if app.openapi_schema is None:
+                app.openapi_schema = add_body_schemas(openapi())
+            return app.openapi_schema
+
+        app.openapi = openapi_with_bodies  # type: ignore[method-assign]
     return app

@@ -13,10 +13,12 @@ import hmac
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from driftloop.app.api.deps import TokensDep
 from driftloop.core.errors import ConfigError
 
 SCOPES = ("ingest", "evaluate", "admin")
@@ -54,8 +56,13 @@ def configured_tokens(cfg: Any) -> list[tuple[bytes, frozenset[str]]]:
     return out
 
 
-def token_scopes(request: Request) -> frozenset[str]:
-    """The scopes of the request's bearer token; 401 unless it carries a configured one.
+# Declares the bearer scheme in OpenAPI; never refuses by itself (token_scopes does, with its own messages).
+bearer = HTTPBearer(auto_error=False, description="A token of `api.token` or `api.tokens`.")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def token_scopes(request: Request, tokens: TokensDep, _scheme: BearerDep) -> frozenset[str]:
+    """A dependency: the scopes of the request's bearer token; 401 unless it carries a configured one.
 
     Every configured token is compared, each in constant time, so neither a
     token nor which one matched can be learnt from response times.
@@ -64,7 +71,7 @@ def token_scopes(request: Request) -> frozenset[str]:
     scheme, _, given = header.partition(" ")
     given_b = given.strip().encode("utf-8", "replace")
     found: frozenset[str] | None = None
-    for token, scopes in request.app.state.tokens:
+    for token, scopes in tokens:
         if hmac.compare_digest(given_b, token) and found is None:
             found = scopes
     if scheme.lower() != "bearer" or found is None:
@@ -74,18 +81,20 @@ def token_scopes(request: Request) -> frozenset[str]:
     return found
 
 
-def require_scope(scope: str) -> Callable[[Request], None]:
+ScopesDep = Annotated[frozenset[str], Depends(token_scopes)]
+
+
+def require_scope(scope: str) -> Callable[..., None]:
     """A dependency: 401 without a configured token, 403 when the token lacks `scope`."""
     if scope not in SCOPES:
         raise ValueError(f"require_scope: {scope!r} is not one of {SCOPES}")
 
-    def check(request: Request) -> None:
-        if scope not in token_scopes(request):
+    def check(scopes: ScopesDep) -> None:
+        if scope not in scopes:
             raise HTTPException(status_code=403, detail=f"this token lacks the {scope!r} scope")
 
     return check
 
 
-def require_token(request: Request) -> None:
-    """Reject the request with 401 unless it carries a configured bearer token (any scope)."""
-    token_scopes(request)
+def require_token(scopes: ScopesDep) -> None:
+    """A dependency: reject the request with 401 unless it carries a configured bearer token (any scope)."""

@@ -15,8 +15,37 @@ from typing import Any
 
 import orjson
 from fastapi import HTTPException, Request
+from pydantic import BaseModel
 
 MAX_DEPTH = 64  # nesting levels of arrays and objects a body may have
+REF = "#/components/schemas/{model}"
+# Models of the bodies that routes read themselves; `add_body_schemas` puts them in the OpenAPI components.
+BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def documented_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:
+    """`openapi_extra` of a route that reads its raw body itself (size bound, depth-limited decode,
+    a signature over the raw bytes): OpenAPI shows `model` as the request body all the same,
+    though FastAPI never parses the body with it."""
+    BODY_MODELS[model.__name__] = model
+    body: dict[str, Any] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
+    }
+    if description:
+        body["description"] = description
+    return {"requestBody": body}
+
+
+def add_body_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """`openapi` with the schema of every `documented_body` model (and the models it refers to) in its components."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, model in BODY_MODELS.items():
+        schema = model.model_json_schema(ref_template=REF)
+        for sub, sub_schema in schema.pop("$defs", {}).items():
+            schemas.setdefault(sub, sub_schema)
+        schemas.setdefault(name, schema)
+    return openapi
 
 
 async def read_body(request: Request, limit: int) -> bytes:

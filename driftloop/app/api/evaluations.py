@@ -2,11 +2,14 @@
 
 A request is validated at once (model reference, window, suites, and that the alias or
 version exists in the registry), its MLflow run is created in status SCHEDULED, and the
-answer is 202 with the run id. The evaluation (the `evaluate` flow) then runs in a bounded
-pool of threads in the API process (`api.max_concurrent_evaluations`; at most
+answer is 202 with the run id. Where PREFECT_API_URL is set in the API's environment, the
+evaluation is a run of the Prefect deployment `evaluate/on-demand` (flows/submit.py), given the
+MLflow run id as its `run_id` parameter: a worker runs it and Prefect's work queue is the only
+queue (503 when Prefect does not take it). Elsewhere the evaluation (the `evaluate` flow) runs in
+a bounded pool of threads in the API process (`api.max_concurrent_evaluations`; at most
 `api.max_queued_evaluations` wait, beyond that 429). Its status lives in the MLflow run
 (status and tags), so any replica answers GET, also after a restart. While an evaluation is
-queued or running, its API process sets the run's `driftloop.heartbeat` tag every
+queued or running in its pool, the API process sets the run's `driftloop.heartbeat` tag every
 `api.evaluation_heartbeat_seconds`; a GET that finds the heartbeat older than
 `api.evaluation_lost_after_seconds` (the process died: a crash, a SIGKILL, a lost node)
 answers `failed` with the reason and marks the run KILLED, so no evaluation waits forever.
@@ -29,15 +32,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.app.api.auth import require_scope
-from driftloop.app.api.bodies import load_json, read_body
+from driftloop.app.api.bodies import documented_body, load_json, read_body
+from driftloop.app.api.deps import ConfigDep, RunnerDep
 from driftloop.app.api.periodic import Periodic
 from driftloop.core.errors import DriftloopError, InputError
 from driftloop.services.evaluation import (
@@ -53,10 +56,41 @@ from driftloop.services.evaluation import (
 router = APIRouter()
 logger = logging.getLogger("driftloop.app.api")
 HEARTBEAT = "driftloop.heartbeat"  # tag: Unix time of the owner's last sign of life
+PREFECT_FLOW_RUN = "driftloop.prefect_flow_run"  # tag: the flow run of a Prefect-submitted evaluation
+Status = Literal["queued", "running", "finished", "failed"]
+
+
+class EvaluationAccepted(BaseModel):
+    """The answer (202) to a request that starts an evaluation."""
+
+    id: str = Field(description="The evaluation's MLflow run id; GET /v1/evaluations/{id} answers its status.")
+    status: Literal["queued"] = "queued"
+    link: str = Field(description="The run in the MLflow UI.")
+
+
+class EvaluationStatus(BaseModel):
+    """An evaluation's status; `results` once finished, `error` once failed."""
+
+    id: str
+    status: Status | str = Field(description="queued, running, finished or failed.")
+    model: str = Field(description="The model reference as asked for (a folder as its resolved path).")
+    version: str = Field(description="Registry version evaluated; empty for a folder or before it started.")
+    window: str
+    suites: list[str]
+    requested_by: str = Field(description="api, mlflow-webhook, ...")
+    link: str = Field(description="The run in the MLflow UI.")
+    results: dict[str, Any] | None = Field(
+        default=None, description="The whole EvaluationResult (evaluation.json); only once finished."
+    )
+    error: str | None = Field(default=None, description="One-line reason; only once failed.")
 
 
 class QueueFull(Exception):
     """Every running and waiting slot is taken."""
+
+
+class SubmitFailed(Exception):
+    """Prefect did not take the evaluation's deployment run; the reason is the message."""
 
 
 class EvaluationRunner:
@@ -65,9 +99,14 @@ class EvaluationRunner:
     `config_path` is what the `evaluate` flow loads (flows take a path, never live objects).
     """
 
-    def __init__(self, cfg: Any, config_path: str | None):
+    def __init__(self, cfg: Any, config_path: str | None, via_prefect: bool | None = None):
         self.cfg = cfg
         self.config_path = config_path
+        if via_prefect is None:
+            from flows.submit import submits_to_prefect
+
+            via_prefect = submits_to_prefect()
+        self.via_prefect = via_prefect  # runs of the `evaluate/on-demand` deployment instead of the pool
         api = cfg.api
         self.pool = ThreadPoolExecutor(max_workers=api.max_concurrent_evaluations, thread_name_prefix="driftloop-eval")
         # Running plus waiting evaluations; a request that finds none free gets 429.
@@ -120,9 +159,12 @@ class EvaluationRunner:
     def submit(self, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None) -> str:
         """Validate, create the SCHEDULED run and queue the evaluation; returns the run id.
 
-        Raises InputError for a bad request and QueueFull when no slot is free.
+        Raises InputError for a bad request and QueueFull when no slot is free; with
+        `via_prefect`, SubmitFailed when Prefect does not take the deployment run.
         """
         req = self.validate(req)
+        if self.via_prefect:
+            return self._submit_to_prefect(req, requested_by, tags)
         if not self.slots.acquire(blocking=False):
             raise QueueFull()
         try:
@@ -145,6 +187,45 @@ class EvaluationRunner:
             self.slots.release()
             raise
         logger.info("evaluation %s of model %s queued (by %s)", run_id, req.model, requested_by)
+        return run_id
+
+    def _submit_to_prefect(self, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None) -> str:
+        """Create the SCHEDULED run and a run of `evaluate/on-demand` that fills it (no heartbeat:
+        Prefect, not this process, holds the evaluation); returns the MLflow run id."""
+        from flows.submit import DEPLOYMENT, submit_evaluation
+
+        tr = self.tracker
+        run_id = tr.start_run(
+            "evaluate-path" if is_model_folder(req.model) else f"evaluate-{req.model}",
+            tags={
+                "driftloop.kind": KIND,
+                "driftloop.model": req.model,
+                "driftloop.requested_by": requested_by,
+                "driftloop.window": req.window or "",
+                "driftloop.suites": ",".join(req.suites or []),
+                **(tags or {}),
+            },
+        )
+        tr.set_run_status(run_id, "SCHEDULED")
+        try:
+            flow_run = submit_evaluation(run_id=run_id, model=req.model, suites=req.suites, window=req.window)
+        except Exception as e:  # noqa: BLE001 - the Prefect API refused or is unreachable: say so, mark the run
+            line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            reason = f"Prefect did not take the run of deployment {DEPLOYMENT}: {line}"
+            try:
+                tr.set_tags(run_id, {"driftloop.error": reason})
+                tr.set_run_status(run_id, "KILLED")
+            except Exception:  # noqa: BLE001 - the refusal matters more than this one
+                logger.warning("could not mark evaluation %s killed", run_id)
+            raise SubmitFailed(reason) from e
+        tr.set_tags(run_id, {PREFECT_FLOW_RUN: flow_run})
+        logger.info(
+            "evaluation %s of model %s submitted to Prefect as flow run %s (by %s)",
+            run_id,
+            req.model,
+            flow_run,
+            requested_by,
+        )
         return run_id
 
     def _run(self, run_id: str, req: EvaluationRequest) -> None:
@@ -263,10 +344,12 @@ def check_window(window: str | None, max_days: float) -> None:
         raise InputError(f"window {window!r}: {days:g} days is over api.max_evaluation_window_days ({max_days:g})")
 
 
-def _start(
-    request: Request, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None
-) -> JSONResponse:
-    runner: EvaluationRunner = request.app.state.evaluations
+def start_evaluation(
+    runner: EvaluationRunner, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None
+) -> EvaluationAccepted:
+    """Validate and queue an evaluation exactly as POST /v1/evaluations does (also used by the
+    MLflow webhook receiver): its id (answered with 202); HTTPException 422 for bad input, 429
+    when the queue is full, 503 when Prefect does not take it."""
     try:
         run_id = runner.submit(req, requested_by, tags)
     except QueueFull:
@@ -277,23 +360,23 @@ def _start(
             f"{api.max_queued_evaluations} waiting); retry later",
             headers={"Retry-After": "60"},
         ) from None
+    except SubmitFailed as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "60"}) from None
     except DriftloopError as e:
         raise HTTPException(422, str(e)) from None
-    return JSONResponse({"id": run_id, "status": "queued", "link": runner.tracker.run_link(run_id)}, status_code=202)
+    return EvaluationAccepted(id=run_id, link=runner.tracker.run_link(run_id))
 
 
-def start_evaluation(
-    request: Request, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None = None
-) -> JSONResponse:
-    """Validate and queue an evaluation exactly as POST /v1/evaluations does (also used by the
-    MLflow webhook receiver); 202 with the id, 422 for bad input, 429 when the queue is full."""
-    return _start(request, req, requested_by, tags)
-
-
-@router.post("/v1/evaluations", status_code=202, dependencies=[Depends(require_scope("evaluate"))])
-async def post_evaluation(request: Request) -> JSONResponse:
+@router.post(
+    "/v1/evaluations",
+    status_code=202,
+    response_model=EvaluationAccepted,
+    dependencies=[Depends(require_scope("evaluate"))],
+    openapi_extra=documented_body(EvaluationRequest, "An empty body evaluates the champion."),
+)
+async def post_evaluation(request: Request, cfg: ConfigDep, runner: RunnerDep) -> EvaluationAccepted:
     """Queue an evaluation of `model` (body: {model, suites?, window?}); answer its id at once."""
-    body = await read_body(request, request.app.state.cfg.api.max_evaluation_body_bytes)
+    body = await read_body(request, cfg.api.max_evaluation_body_bytes)
     doc = load_json(body, empty={})
     try:
         req = EvaluationRequest.model_validate(doc)
@@ -303,15 +386,20 @@ async def post_evaluation(request: Request) -> JSONResponse:
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise HTTPException(422, f"{where}: {msg}") from None
     # MLflow and the registry are synchronous; keep them off the event loop.
-    return await run_in_threadpool(start_evaluation, request, req, "api")
+    return await run_in_threadpool(start_evaluation, runner, req, "api")
 
 
-@router.get("/v1/evaluations/{run_id}", dependencies=[Depends(require_scope("evaluate"))])
-def get_evaluation(run_id: str, request: Request) -> dict[str, Any]:
+@router.get(
+    "/v1/evaluations/{run_id}",
+    response_model=EvaluationStatus,
+    response_model_exclude_unset=True,
+    dependencies=[Depends(require_scope("evaluate"))],
+)
+def get_evaluation(run_id: str, runner: RunnerDep) -> EvaluationStatus:
     """Status (queued, running, finished, failed) of an evaluation; its results once finished."""
     if not run_id.isalnum() or len(run_id) > 64:
         raise HTTPException(404, f"evaluation {run_id!r}: not found")
-    out = request.app.state.evaluations.status(run_id)
+    out = runner.status(run_id)
     if out is None:
         raise HTTPException(404, f"evaluation {run_id!r}: not found")
-    return out
+    return EvaluationStatus(**out)

@@ -14,21 +14,64 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.app.api.auth import require_scope
-from driftloop.app.api.bodies import load_json, read_body
+from driftloop.app.api.bodies import documented_body, load_json, read_body
+from driftloop.app.api.deps import ConfigDep, ParserDep, QuarantineWatchDep, StoreDep
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.rows import RowError
+from driftloop.store import Store
 from driftloop.store.batch import Batch, QuarantineRow
+
+if TYPE_CHECKING:
+    from driftloop.app.api.quarantine import QuarantineWatch
 
 SOURCE = "http:/v1/feedback"
 router = APIRouter()
+
+
+class FeedbackEventIn(BaseModel):
+    """One feedback event as a source sends it, under the field names `api.mapping.fields` gives
+    (by default FeedbackEvent's own). Validated row by row after the body is read: a bad event is
+    quarantined with its reason, never a 422 for the whole request."""
+
+    model_config = ConfigDict(extra="allow")
+    event_id: str | None = Field(
+        default=None, description="Unique id; default: a hash of api.id_namespace and the content."
+    )
+    ts: str | None = Field(
+        default=None, description="When the interaction happened (ISO 8601 with a timezone); required."
+    )
+    model_version: str | None = Field(default=None, description="Registry version (or tag) that served the response.")
+    prompt: str | None = Field(default=None, description="Required.")
+    response: str | None = None
+    rating: float | int | str | bool | None = Field(
+        default=None, description="On the scale of api.mapping.rating_scale."
+    )
+    thumbs_up: bool | None = None
+    correction: str | None = Field(default=None, description="The ideal response, where the user gave one.")
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class FeedbackBatch(BaseModel):
+    """A batch of events wrapped in an object."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackEventIn]
+
+
+class FeedbackRequest(RootModel[FeedbackEventIn | list[FeedbackEventIn] | FeedbackBatch]):
+    """The body of POST /v1/feedback: one event, a list of them, or `{"events": [...]}`
+    (at most api.max_batch events and api.max_body_bytes bytes)."""
 
 
 class Rejected(BaseModel):
@@ -63,10 +106,8 @@ def _events(body: bytes, max_batch: int) -> list[Any]:
     return doc
 
 
-def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
-    app = request.app
-    base: RowParser = app.state.parser
-    parser = base.fork()
+def _store(parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[Any]) -> FeedbackResponse:
+    parser = parser.fork()
     events: list[FeedbackEvent] = []
     quarantine: list[QuarantineRow] = []
     rejected: list[Rejected] = []
@@ -78,8 +119,8 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
             reasons[e.key] += 1
             rejected.append(Rejected(index=i, field=e.field, problem=e.problem))
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
-    accepted, dups = app.state.store.write_batch(Batch(SOURCE, events, quarantine))
-    app.state.quarantine_watch.add(accepted, dups, len(quarantine), reasons)
+    accepted, dups = store.write_batch(Batch(SOURCE, events, quarantine))
+    watch.add(accepted, dups, len(quarantine), reasons)
     return FeedbackResponse(
         received=len(rows),
         accepted=accepted,
@@ -91,10 +132,16 @@ def _store(request: Request, rows: list[Any]) -> FeedbackResponse:
     )
 
 
-@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_scope("ingest"))])
-async def post_feedback(request: Request) -> FeedbackResponse:
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    dependencies=[Depends(require_scope("ingest"))],
+    openapi_extra=documented_body(FeedbackRequest),
+)
+async def post_feedback(
+    request: Request, cfg: ConfigDep, parser: ParserDep, store: StoreDep, watch: QuarantineWatchDep
+) -> FeedbackResponse:
     """Validate, redact and store feedback events; report what happened to each."""
-    api = request.app.state.cfg.api
-    rows = _events(await _body(request, api.max_body_bytes), api.max_batch)
+    rows = _events(await _body(request, cfg.api.max_body_bytes), cfg.api.max_batch)
     # The store is synchronous (SQLAlchemy); run it off the event loop.
-    return await run_in_threadpool(_store, request, rows)
+    return await run_in_threadpool(_store, parser, store, watch, rows)

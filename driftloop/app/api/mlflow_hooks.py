@@ -28,16 +28,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from driftloop.app.api.bodies import load_json, read_body
-from driftloop.app.api.evaluations import start_evaluation
+from driftloop.app.api.bodies import documented_body, load_json, read_body
+from driftloop.app.api.deps import ConfigDep, RunnerDep, StoreDep
+from driftloop.app.api.evaluations import EvaluationRunner, start_evaluation
 from driftloop.services.evaluation import EvaluationRequest
+from driftloop.store import Store
 
 router = APIRouter()
 
@@ -45,6 +48,45 @@ SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 SIGNATURE_VERSION = "v1"
+
+
+class MlflowWebhookData(BaseModel):
+    name: str | None = Field(default=None, description="The registered model.")
+    version: str | int | None = Field(default=None, description="The model version.")
+    alias: str | None = Field(default=None, description="The alias (model_version_alias events).")
+
+
+class MlflowWebhookPayload(BaseModel):
+    """An MLflow registry webhook delivery (mlflow/webhooks), signed over its raw bytes."""
+
+    entity: str | None = Field(default=None, description="model_version, model_version_alias, ...")
+    action: str | None = Field(default=None, description="created, ...")
+    data: MlflowWebhookData | dict[str, Any] | None = None
+    timestamp: str | None = None
+
+
+class WebhookEvaluation(BaseModel):
+    """202: the delivery started an evaluation (as POST /v1/evaluations would)."""
+
+    id: str = Field(description="The evaluation's MLflow run id; GET /v1/evaluations/{id} answers its status.")
+    status: str = "queued"
+    link: str
+    version: str = Field(description="The model version evaluated.")
+    reason: str = Field(description="The event that started it.")
+
+
+class WebhookIgnored(BaseModel):
+    """200: a verified delivery that starts no evaluation (another model, another event, a test)."""
+
+    ignored: str
+
+
+class WebhookDuplicate(BaseModel):
+    """200: a delivery id already received; `id` is the evaluation the first one started (null while starting)."""
+
+    id: str | None
+    duplicate: bool = True
+    reason: str
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
@@ -89,24 +131,25 @@ def _version_to_evaluate(cfg, doc: dict) -> tuple[str | None, str]:
     return None, f"event {event} does not start an evaluation"
 
 
-def _claim(request: Request, delivery_id: str) -> str | None:
+def _claim(store: Store, runner: EvaluationRunner, delivery_id: str) -> str | None:
     """None for the one delivery that claims `delivery_id` (one INSERT in the shared store, so any
     replica); for every other, the evaluation the first one started ('' while it is starting)."""
-    store = request.app.state.store
     if store.claim_delivery(delivery_id):
         return None
     earlier = store.delivery_run(delivery_id)
     if not earlier:  # claimed before the table existed: the run tag says
-        earlier = request.app.state.evaluations.tracker.run_with_tag("driftloop.mlflow_delivery", delivery_id) or ""
+        earlier = runner.tracker.run_with_tag("driftloop.mlflow_delivery", delivery_id) or ""
     return earlier
 
 
-def _start_claimed(request: Request, delivery_id: str, version: str, why: str) -> JSONResponse:
-    """Start the evaluation of a claimed delivery; a refusal (422, 429) gives the claim up for MLflow's retry."""
-    store = request.app.state.store
+def _start_claimed(
+    store: Store, runner: EvaluationRunner, delivery_id: str, version: str, why: str
+) -> WebhookEvaluation:
+    """Start the evaluation of a claimed delivery (its id); a refusal (422, 429, 503) gives the claim
+    up for MLflow's retry."""
     try:
-        resp = start_evaluation(
-            request,
+        accepted = start_evaluation(
+            runner,
             EvaluationRequest(model=version),
             "mlflow-webhook",
             {"driftloop.mlflow_delivery": delivery_id, "driftloop.mlflow_event": why[:250]},
@@ -114,14 +157,20 @@ def _start_claimed(request: Request, delivery_id: str, version: str, why: str) -
     except BaseException:
         store.settle_delivery(delivery_id, None)
         raise
-    store.settle_delivery(delivery_id, json.loads(resp.body)["id"])
-    return resp
+    store.settle_delivery(delivery_id, accepted.id)
+    return WebhookEvaluation(id=accepted.id, status=accepted.status, link=accepted.link, version=version, reason=why)
 
 
-@router.post("/v1/hooks/mlflow")
-async def mlflow_hook(request: Request) -> JSONResponse:
+@router.post(
+    "/v1/hooks/mlflow",
+    openapi_extra=documented_body(MlflowWebhookPayload),
+    responses={
+        200: {"model": WebhookIgnored | WebhookDuplicate, "description": "Ignored, or a repeated delivery."},
+        202: {"model": WebhookEvaluation, "description": "An evaluation started."},
+    },
+)
+async def mlflow_hook(request: Request, cfg: ConfigDep, store: StoreDep, runner: RunnerDep) -> JSONResponse:
     """Verify an MLflow registry webhook and start an evaluation of the version it names."""
-    cfg = request.app.state.cfg
     secret = cfg.api.mlflow_webhook_secret
     if secret is None or not secret.get_secret_value():
         raise HTTPException(503, "api.mlflow_webhook_secret: not set; the MLflow webhook receiver is off")
@@ -139,12 +188,10 @@ async def mlflow_hook(request: Request) -> JSONResponse:
         raise HTTPException(400, "body: not a webhook payload")
     version, why = _version_to_evaluate(cfg, doc)
     if version is None:
-        return JSONResponse({"ignored": why})
-    earlier = await run_in_threadpool(_claim, request, delivery_id)
+        return JSONResponse(WebhookIgnored(ignored=why).model_dump())
+    earlier = await run_in_threadpool(_claim, store, runner, delivery_id)
     if earlier is not None:
-        return JSONResponse(
-            {"id": earlier or None, "duplicate": True, "reason": f"delivery {delivery_id} already received"}
-        )
-    resp = await run_in_threadpool(_start_claimed, request, delivery_id, version, why)
-    out = json.loads(resp.body)
-    return JSONResponse({**out, "version": version, "reason": why}, status_code=resp.status_code)
+        dup = WebhookDuplicate(id=earlier or None, reason=f"delivery {delivery_id} already received")
+        return JSONResponse(dup.model_dump())
+    started = await run_in_threadpool(_start_claimed, store, runner, delivery_id, version, why)
+    return JSONResponse(started.model_dump(), status_code=202)

@@ -1,0 +1,69 @@
+"""FastAPI dependencies of the routes: the one place that reads what `create_app` put in `app.state`.
+
+A route declares what it needs as an annotated parameter and never looks at `request.app`:
+
+    >>> @router.post("/v1/x", dependencies=[Depends(require_scope("ingest"))])
+    ... async def x(cfg: ConfigDep, store: StoreDep) -> XResponse: ...
+
+Tests and embedders may swap any of them with `app.dependency_overrides[get_store] = ...`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+if TYPE_CHECKING:
+    from driftloop.app.api.evaluations import EvaluationRunner
+    from driftloop.app.api.quarantine import QuarantineWatch
+    from driftloop.core.config import Config
+    from driftloop.ingest.pipeline import RowParser
+    from driftloop.store import Store
+    from driftloop.tracking import Tracker
+
+
+def get_config(request: Request) -> Config:
+    """The app's configuration."""
+    return request.app.state.cfg
+
+
+def get_store(request: Request) -> Store:
+    """The app's store (opened and migrated by `create_app`)."""
+    return request.app.state.store
+
+
+def get_tokens(request: Request) -> list[tuple[bytes, frozenset[str]]]:
+    """(token, scopes) of every configured bearer token."""
+    return request.app.state.tokens
+
+
+def get_parser(request: Request) -> RowParser:
+    """The feedback row parser (mapping, redaction, id namespace); fork it per request."""
+    return request.app.state.parser
+
+
+def get_quarantine_watch(request: Request) -> QuarantineWatch:
+    """The windows of quarantined feedback that may send `ingest.quarantine`."""
+    return request.app.state.quarantine_watch
+
+
+def get_runner(request: Request) -> EvaluationRunner:
+    """The on-demand evaluation runner (in-process pool, or Prefect deployment runs)."""
+    return request.app.state.evaluations
+
+
+ConfigDep = Annotated["Config", Depends(get_config)]
+StoreDep = Annotated["Store", Depends(get_store)]
+TokensDep = Annotated[list[tuple[bytes, frozenset[str]]], Depends(get_tokens)]
+ParserDep = Annotated["RowParser", Depends(get_parser)]
+QuarantineWatchDep = Annotated["QuarantineWatch", Depends(get_quarantine_watch)]
+RunnerDep = Annotated["EvaluationRunner", Depends(get_runner)]
+
+
+def get_tracker(runner: RunnerDep) -> Tracker:
+    """The MLflow tracker, created on first use (the feedback routes never import MLflow)."""
+    return runner.tracker
+
+
+TrackerDep = Annotated["Tracker", Depends(get_tracker)]
