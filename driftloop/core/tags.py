@@ -55,6 +55,7 @@ REQUESTED_BY = "driftloop.requested_by"
 HEARTBEAT = "driftloop.heartbeat"
 MLFLOW_DELIVERY = "driftloop.mlflow_delivery"
 MLFLOW_EVENT = "driftloop.mlflow_event"
+PREFECT_FLOW_RUN = "driftloop.prefect_flow_run"  # the Prefect flow run of an evaluation submitted to a deployment
 
 
 def decision_action(stage: str) -> str:

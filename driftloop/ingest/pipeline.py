@@ -59,18 +59,19 @@ class RowParser:
 
     def event(self, obj: Any, source: str) -> FeedbackEvent:
         """The event for one decoded row; raises RowError for any fault."""
-        row = map_row(obj, self.mapping, self.text_cells, self.typed)
+        return parse_row(map_row(obj, self.mapping, self.text_cells, self.typed), source, **self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        """`parse_row`'s keyword settings for this parser."""
         m = self.mapping
-        return parse_row(
-            row,
-            source,
-            now=self.now,
-            rating_scale=m.rating_scale,
-            redactor=self.redactor,
-            id_namespace=self.id_namespace,
-            max_segment_keys=m.segment_max_keys,
-            max_segment_value=m.segment_value_max_chars,
-        )
+        return {
+            "now": self.now,
+            "rating_scale": m.rating_scale,
+            "redactor": self.redactor,
+            "id_namespace": self.id_namespace,
+            "max_segment_keys": m.segment_max_keys,
+            "max_segment_value": m.segment_value_max_chars,
+        }
 
     def event_function(self) -> Callable[[Any, str], FeedbackEvent]:
         """`event` as one callable with the settings looked up once, for loops over many rows.
@@ -81,15 +82,7 @@ class RowParser:
         m = self.mapping
         if self.text_cells or self.typed or m.fields or m.segment_fields:
             return self.event
-        return partial(
-            parse_row,
-            now=self.now,
-            rating_scale=m.rating_scale,
-            redactor=self.redactor,
-            id_namespace=self.id_namespace,
-            max_segment_keys=m.segment_max_keys,
-            max_segment_value=m.segment_value_max_chars,
-        )
+        return partial(parse_row, **self._settings())
 
     def quarantine(self, raw: str, err: RowError, source: str) -> QuarantineRow:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted.

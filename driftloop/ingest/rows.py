@@ -217,27 +217,7 @@ def parse_row(
     if redactor is not None and redactor.enabled:
         _unflagged(redactor, given, model_version, segment)
     extra = _extra(obj, redactor) if EXTRA_FIELDS else None
-    if given is None:
-        content = {
-            "ts": ts.isoformat(),
-            "model_version": model_version,
-            "prompt": prompt,
-            "response": response,
-            "rating_raw": rating_raw,
-            "thumbs_up": thumbs,
-            "correction": correction,
-            "segment": segment,
-            "latency_ms": latency,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-        }
-        if extra:  # a field given enters the id; one left out does not, so older ids stay as they were
-            content.update({k: v for k, v in extra.items() if v is not None and v != {} and v != []})
-        event_id = event_id_for(content, id_namespace)
-    else:
-        event_id = given
     values = {
-        "event_id": event_id,
         "ts": ts,
         "model_version": model_version,
         "prompt": prompt,
@@ -252,6 +232,14 @@ def parse_row(
         "tokens_out": tokens_out,
         "metadata": metadata,
     }
+    if given is None:
+        # The content id: the event's own fields but its normalised rating and its metadata.
+        content = {k: v for k, v in values.items() if k not in _NOT_IN_ID}
+        content["ts"] = ts.isoformat()
+        if extra:  # a field given enters the id; one left out does not, so older ids stay as they were
+            content.update({k: v for k, v in extra.items() if v is not None and v != {} and v != []})
+        given = event_id_for(content, id_namespace)
+    values["event_id"] = given
     if extra:
         values.update(extra)
     return checked_event(values)
@@ -302,6 +290,10 @@ def _extra(obj: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
         except ValidationError as e:
             raise RowError(name, "invalid", e.errors()[0]["msg"][:120]) from None
     return out
+
+
+# Fields that never enter a content id: the rating is derived from rating_raw, metadata is free-form.
+_NOT_IN_ID = frozenset({"rating", "metadata"})
 
 
 def event_id_for(content: dict[str, Any], namespace: str = "") -> str:

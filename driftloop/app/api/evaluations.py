@@ -42,6 +42,7 @@ from driftloop.app.api.auth import require_scope
 from driftloop.app.api.bodies import documented_body, load_json, read_body
 from driftloop.app.api.deps import ConfigDep, RunnerDep
 from driftloop.app.api.periodic import Periodic
+from driftloop.core import tags as T
 from driftloop.core.errors import DriftloopError, InputError
 from driftloop.services.evaluation import (
     KIND,
@@ -55,8 +56,8 @@ from driftloop.services.evaluation import (
 
 router = APIRouter()
 logger = logging.getLogger("driftloop.app.api")
-HEARTBEAT = "driftloop.heartbeat"  # tag: Unix time of the owner's last sign of life
-PREFECT_FLOW_RUN = "driftloop.prefect_flow_run"  # tag: the flow run of a Prefect-submitted evaluation
+HEARTBEAT = T.HEARTBEAT  # tag: Unix time of the owner's last sign of life
+PREFECT_FLOW_RUN = T.PREFECT_FLOW_RUN  # tag: the flow run of a Prefect-submitted evaluation
 Status = Literal["queued", "running", "finished", "failed"]
 
 
@@ -168,25 +169,28 @@ class EvaluationRunner:
         if not self.slots.acquire(blocking=False):
             raise QueueFull()
         try:
-            tr = self.tracker
-            run_id = tr.start_run(
-                "evaluate-path" if is_model_folder(req.model) else f"evaluate-{req.model}",
-                tags={
-                    "driftloop.kind": KIND,
-                    "driftloop.model": req.model,
-                    "driftloop.requested_by": requested_by,
-                    "driftloop.window": req.window or "",
-                    "driftloop.suites": ",".join(req.suites or []),
-                    HEARTBEAT: f"{time.time():.0f}",
-                    **(tags or {}),
-                },
-            )
-            tr.set_run_status(run_id, "SCHEDULED")
+            run_id = self._scheduled_run(req, requested_by, {HEARTBEAT: f"{time.time():.0f}", **(tags or {})})
             self._queued[run_id] = self.pool.submit(self._context.copy().run, self._run, run_id, req)
         except BaseException:
             self.slots.release()
             raise
         logger.info("evaluation %s of model %s queued (by %s)", run_id, req.model, requested_by)
+        return run_id
+
+    def _scheduled_run(self, req: EvaluationRequest, requested_by: str, tags: dict[str, str]) -> str:
+        """The evaluation's MLflow run, created SCHEDULED with what was asked and by whom."""
+        run_id = self.tracker.start_run(
+            "evaluate-path" if is_model_folder(req.model) else f"evaluate-{req.model}",
+            tags={
+                T.KIND: KIND,
+                T.MODEL: req.model,
+                T.REQUESTED_BY: requested_by,
+                T.WINDOW: req.window or "",
+                T.SUITES: ",".join(req.suites or []),
+                **tags,
+            },
+        )
+        self.tracker.set_run_status(run_id, "SCHEDULED")
         return run_id
 
     def _submit_to_prefect(self, req: EvaluationRequest, requested_by: str, tags: dict[str, str] | None) -> str:
@@ -195,25 +199,14 @@ class EvaluationRunner:
         from flows.submit import DEPLOYMENT, submit_evaluation
 
         tr = self.tracker
-        run_id = tr.start_run(
-            "evaluate-path" if is_model_folder(req.model) else f"evaluate-{req.model}",
-            tags={
-                "driftloop.kind": KIND,
-                "driftloop.model": req.model,
-                "driftloop.requested_by": requested_by,
-                "driftloop.window": req.window or "",
-                "driftloop.suites": ",".join(req.suites or []),
-                **(tags or {}),
-            },
-        )
-        tr.set_run_status(run_id, "SCHEDULED")
+        run_id = self._scheduled_run(req, requested_by, tags or {})
         try:
             flow_run = submit_evaluation(run_id=run_id, model=req.model, suites=req.suites, window=req.window)
         except Exception as e:  # noqa: BLE001 - the Prefect API refused or is unreachable: say so, mark the run
             line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             reason = f"Prefect did not take the run of deployment {DEPLOYMENT}: {line}"
             try:
-                tr.set_tags(run_id, {"driftloop.error": reason})
+                tr.set_tags(run_id, {T.ERROR: reason})
                 tr.set_run_status(run_id, "KILLED")
             except Exception:  # noqa: BLE001 - the refusal matters more than this one
                 logger.warning("could not mark evaluation %s killed", run_id)
@@ -246,9 +239,7 @@ class EvaluationRunner:
         for run_id, fut in list(self._queued.items()):
             if fut.cancelled():
                 try:
-                    self.tracker.set_tags(
-                        run_id, {"driftloop.error": "the API shut down before the evaluation started"}
-                    )
+                    self.tracker.set_tags(run_id, {T.ERROR: "the API shut down before the evaluation started"})
                     self.tracker.set_run_status(run_id, "KILLED")
                 except Exception:  # noqa: BLE001 - best effort on the way down
                     logger.warning("could not mark evaluation %s killed", run_id)
@@ -257,27 +248,27 @@ class EvaluationRunner:
         """What GET answers for `run_id`: None where it is no evaluation run."""
         tr = self.tracker
         rec = tr.run_record(run_id)
-        if rec is None or rec["tags"].get("driftloop.kind") != KIND:
+        if rec is None or rec["tags"].get(T.KIND) != KIND:
             return None
         tags = rec["tags"]
         out: dict[str, Any] = {
             "id": run_id,
             "status": STATUS.get(rec["status"], rec["status"].lower()),
-            "model": tags.get("driftloop.model", ""),
-            "version": tags.get("driftloop.model_version", ""),
-            "window": tags.get("driftloop.window", ""),
-            "suites": [s for s in tags.get("driftloop.suites", "").split(",") if s],
-            "requested_by": tags.get("driftloop.requested_by", ""),
+            "model": tags.get(T.MODEL, ""),
+            "version": tags.get(T.MODEL_VERSION, ""),
+            "window": tags.get(T.WINDOW, ""),
+            "suites": [s for s in tags.get(T.SUITES, "").split(",") if s],
+            "requested_by": tags.get(T.REQUESTED_BY, ""),
             "link": tr.run_link(run_id),
         }
         if out["status"] in ("queued", "running"):
             lost = self._lost(run_id, tags)
             if lost:
-                out["status"], tags = "failed", {**tags, "driftloop.error": lost}
+                out["status"], tags = "failed", {**tags, T.ERROR: lost}
         if out["status"] == "finished":
             out["results"] = tr.read_json(run_id, RESULT_ARTIFACT)
         if out["status"] == "failed":
-            out["error"] = tags.get("driftloop.error", "failed without a recorded reason")
+            out["error"] = tags.get(T.ERROR, "failed without a recorded reason")
         return out
 
     def _lost(self, run_id: str, tags: dict[str, str]) -> str | None:
@@ -290,7 +281,7 @@ class EvaluationRunner:
             return None
         since = datetime.fromtimestamp(last, tz=UTC).isoformat(timespec="seconds")
         reason = f"lost: no heartbeat since {since} (the API process that held it stopped before it finished)"
-        self.tracker.set_tags(run_id, {"driftloop.error": reason})
+        self.tracker.set_tags(run_id, {T.ERROR: reason})
         self.tracker.set_run_status(run_id, "KILLED")
         logger.warning("evaluation %s lost: no heartbeat since %s; marked KILLED", run_id, since)
         return reason

@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from driftloop.app.api.bodies import documented_body, load_json, read_body
 from driftloop.app.api.deps import ConfigDep, RunnerDep, StoreDep
 from driftloop.app.api.evaluations import EvaluationRunner, start_evaluation
+from driftloop.core import tags as T
 from driftloop.services.evaluation import EvaluationRequest
 from driftloop.store import Store
 
@@ -138,7 +139,7 @@ def _claim(store: Store, runner: EvaluationRunner, delivery_id: str) -> str | No
         return None
     earlier = store.delivery_run(delivery_id)
     if not earlier:  # claimed before the table existed: the run tag says
-        earlier = runner.tracker.run_with_tag("driftloop.mlflow_delivery", delivery_id) or ""
+        earlier = runner.tracker.run_with_tag(T.MLFLOW_DELIVERY, delivery_id) or ""
     return earlier
 
 
@@ -152,7 +153,7 @@ def _start_claimed(
             runner,
             EvaluationRequest(model=version),
             "mlflow-webhook",
-            {"driftloop.mlflow_delivery": delivery_id, "driftloop.mlflow_event": why[:250]},
+            {T.MLFLOW_DELIVERY: delivery_id, T.MLFLOW_EVENT: why[:250]},
         )
     except BaseException:
         store.settle_delivery(delivery_id, None)
