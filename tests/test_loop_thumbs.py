@@ -41,6 +41,26 @@ def _thumbs_world(tmp_path, demo_model, e2e_config, extra: str = ""):
     return cfg_path
 
 
+def _latest_cycle(tr: Tracker):
+    return tr.client.search_runs(
+        [tr.experiment_id],
+        filter_string="tags.`driftloop.kind` = 'cycle'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+
+
+def _loop_process(cfg_path, env) -> subprocess.CompletedProcess:
+    """`driftloop loop` as a user runs it, in its own process."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
 def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_gate(
     tmp_path, demo_model, prefect_harness, e2e_config
 ):
@@ -48,12 +68,7 @@ def test_thumbs_train_a_preference_objective_and_the_candidate_meets_the_same_ga
     assert main(["--config", str(cfg_path), "loop"]) == 0
     cfg = load_config(cfg_path)
     tr = Tracker.from_config(cfg)
-    cycle = tr.client.search_runs(
-        [tr.experiment_id],
-        filter_string="tags.`driftloop.kind` = 'cycle'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )[0]
+    cycle = _latest_cycle(tr)
     summary = tr.read_json(cycle.info.run_id, "cycle_summary.json")
     assert summary["decision_action"] == "retrain"
     # The world has prompts asked more than once with opposite thumbs: auto trains DPO on those pairs.
@@ -70,13 +85,7 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
     # The command as a user runs it, in its own process: exit 0, the verdict on one line, no traceback.
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+    proc = _loop_process(cfg_path, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "outcome: regression; nothing to train on: 0 corrections in the training pool, need 1" in proc.stdout
@@ -89,12 +98,7 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
     assert st["data"]["answered"]["outcome"] == "nothing to train on"
     tr = Tracker.from_config(cfg)
     assert tr.alias_version("champion") == "1" and tr.alias_version("challenger") is None
-    cycle = tr.client.search_runs(
-        [tr.experiment_id],
-        filter_string="tags.`driftloop.kind` = 'cycle'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )[0]
+    cycle = _latest_cycle(tr)
     assert cycle.info.status == "FINISHED"
     assert cycle.data.tags["driftloop.retrain.action"] == "alert"
     decision = tr.read_json(cycle.info.run_id, "decision_retrain.json")
@@ -103,13 +107,7 @@ def test_thumbs_only_regression_is_a_recorded_decision_not_a_crash(tmp_path, dem
 
     # The next cycle on the same feedback (cooldown_hours is 0 here) does not try again: the
     # breach was answered, and it waits for new feedback.
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "driftloop"), "--config", str(cfg_path), "loop"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+    proc = _loop_process(cfg_path, env)
     assert proc.returncode == 0 and "already answered" in proc.stdout, proc.stdout[-2000:]
     path = [h["to_state"] for h in reversed(store.history("e2e", limit=20))]
     assert path.count("triggered") == 1 and store.get_state("e2e")["state"] == "armed"
