@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.checks import column_checks, key_order
 from driftloop.ingest.lines import Block
-from driftloop.ingest.redact import SECRET_HINT_REGEX, might_match
+from driftloop.ingest.redact import FLAG_SCREEN_REGEX, SECRET_HINT_REGEX, might_match
 from driftloop.ingest.rows import DOTTED_VERSION, EXTRA_FIELDS, RowError, checked_event, event_id_for
 from driftloop.store.batch import EventColumns, EventTable
 
@@ -329,7 +329,7 @@ def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> np.ndarray:
     for a, version in ((eid, False), (mv, True)):
         if a.null_count == n:
             continue
-        cand = (np.ones(n, dtype=bool) if redact_all else screen_hits(a)).nonzero()[0]
+        cand = (np.ones(n, dtype=bool) if redact_all else _may_flag(a)).nonzero()[0]
         if not len(cand):
             continue
         values = a.take(cand).to_pylist()
@@ -337,6 +337,14 @@ def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> np.ndarray:
             if v and not (version and DOTTED_VERSION.fullmatch(v)) and redactor.flags(v):
                 out[j] = True
     return out
+
+
+def _may_flag(a: Any) -> np.ndarray:
+    """Which values of `a` the built-in detectors could flag at all (`redact.FLAG_SCREEN_REGEX`): an
+    id like `e123` has a digit, so the byte screen would send every row to the redactor."""
+    import pyarrow.compute as pc
+
+    return pc.match_substring_regex(a, FLAG_SCREEN_REGEX).fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def screen_hits(a: Any) -> np.ndarray:
