@@ -5,7 +5,7 @@ challenger, or the serving model before and after a drift). Each draw gives
 per-item 0/1 outcomes with a chosen share of discordant items and a chosen true
 drop. On every draw it runs, side by side:
 
-- driftloop: the real `driftloop.core.policy.gate` (one-sided exact McNemar) for
+- driftloop: the real `driftloop.core.gate.gate` (one-sided exact McNemar) for
   promotion, and the paired one-sided exact McNemar that `driftloop plan`
   sizes (`stats.paired_binary(...).p_greater`) for regression detection;
 - a point gate of the MLflow MetricThreshold kind: promote when
@@ -42,7 +42,7 @@ import numpy as np
 
 from driftloop.core import stats
 from driftloop.core.config import PolicyConfig
-from driftloop.core.policy import gate
+from driftloop.core.gate import gate
 from driftloop.core.types import Action, MetricSpec, SampleResults
 
 SIZES = [50, 100, 200, 500, 1000, 2000]

@@ -32,8 +32,9 @@ from dashboards.timeline import log_timeline
 from driftloop.core import tags as T
 from driftloop.core.errors import StageError
 from driftloop.core.findings import render_all
+from driftloop.core.gate import gate
 from driftloop.core.loopstate import Event, LoopMemory, Pending, State, advance
-from driftloop.core.policy import BREACH_KINDS, breach_key, decide, gate, nothing_to_train
+from driftloop.core.policy import BREACH_KINDS, breach_key, decide, nothing_to_train
 from driftloop.core.types import Action, Decision, MetricResult
 from driftloop.services import cycle
 from driftloop.services.cycle import CycleSummary

@@ -17,7 +17,7 @@ import pytest
 from dashboards.timeline import log_timeline, render_stats, timeline_html, timeline_rows
 from driftloop.app.cli import main
 from driftloop.core.config import PolicyConfig, load_config
-from driftloop.core.policy import gate
+from driftloop.core.gate import gate
 from driftloop.core.types import SampleResults
 from driftloop.tracking import Tracker
 

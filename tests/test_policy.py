@@ -9,7 +9,8 @@ import pytest
 
 from driftloop.core import stats
 from driftloop.core.config import PolicyConfig
-from driftloop.core.policy import decide, gate
+from driftloop.core.gate import gate
+from driftloop.core.policy import decide
 from driftloop.core.types import Action, MetricResult, SampleResults
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)

@@ -12,9 +12,22 @@ from driftloop.ingest.redact import FLAG_SCREEN_REGEX, Redactor
 
 SCREEN = re.compile(FLAG_SCREEN_REGEX)
 REDACTOR = Redactor()
-KNOWN = ["a@b.co", "4111 1111 1111 1111", "4111111111111111", "10.0.0.1", "fe80::1", "DE89370400440532013000",
-         "sk-abcdefghijklmnopqrstuvwx", "ghp_" + "a" * 36, "eyJhbGciOi.eyJzdWIi.sig", "AKIAABCDEFGHIJKLMNOP",
-         "555-0100", "(415) 555-0100", "020 7946 0958", "GB82 WEST 1234 5698 7654 32"]
+KNOWN = [
+    "a@b.co",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "10.0.0.1",
+    "fe80::1",
+    "DE89370400440532013000",
+    "sk-abcdefghijklmnopqrstuvwx",
+    "ghp_" + "a" * 36,
+    "eyJhbGciOi.eyJzdWIi.sig",
+    "AKIAABCDEFGHIJKLMNOP",
+    "555-0100",
+    "(415) 555-0100",
+    "020 7946 0958",
+    "GB82 WEST 1234 5698 7654 32",
+]
 
 
 def test_every_known_secret_or_pii_passes_the_screen():

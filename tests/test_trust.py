@@ -16,6 +16,7 @@ import pytest
 
 from driftloop.core.config import PolicyConfig, TaskSpec, load_config
 from driftloop.core.errors import ConfigError
+from driftloop.core.gate import gate
 from driftloop.core.loopstate import (
     EDGES,
     MAX_BREACHES,
@@ -27,7 +28,7 @@ from driftloop.core.loopstate import (
     advance,
     legal,
 )
-from driftloop.core.policy import decide, gate
+from driftloop.core.policy import decide
 from driftloop.core.types import Action, MetricResult, MetricSpec, SampleResults
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
