@@ -24,7 +24,12 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "configurati
 
 
 def _type_name(annotation) -> str:
-    text = str(annotation).replace("typing.", "").replace("driftloop.core.config.", "").replace("driftloop.core.config_eval.", "")
+    text = (
+        str(annotation)
+        .replace("typing.", "")
+        .replace("driftloop.core.config.", "")
+        .replace("driftloop.core.config_eval.", "")
+    )
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
     return text.replace("|", "\\|")
 
