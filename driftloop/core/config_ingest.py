@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, SecretStr, Tag, model_validator
 
 from driftloop.core.config_base import _Section
+from driftloop.core.config_limits import ApiLimits
 
 # FeedbackEvent fields that a row may lack even where the mapping names them: feedback
 # (a rating, a thumb, a correction) and telemetry arrive on some rows only.
@@ -241,6 +242,10 @@ class ApiConfig(_Section):
         default=300,
         ge=1,
         description="Largest age or clock skew (s) of a webhook's X-MLflow-Timestamp; an older delivery is refused as a replay.",
+    )
+    limits: ApiLimits = Field(
+        default_factory=ApiLimits,
+        description="Lockout after failed authentication, and timeouts and bounds against slow clients.",
     )
     mlflow_webhook_aliases: list[str] = Field(
         default_factory=list,

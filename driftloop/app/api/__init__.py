@@ -29,6 +29,7 @@ from fastapi import FastAPI
 
 from driftloop.app.api.auth import configured_tokens
 from driftloop.app.api.bodies import add_body_schemas
+from driftloop.app.api.limits import ClientLimits
 from driftloop.app.api.quarantine import QuarantineWatch
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
@@ -78,6 +79,8 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     )
     app.state.evaluations = runner
     app.state.quarantine_watch = watch
+    # Outermost: a locked-out address or a stalled body is answered before any route runs.
+    app.add_middleware(ClientLimits, limits=cfg.api.limits)
     app.include_router(feedback.router)
     app.include_router(evaluations.router)
     app.include_router(mlflow_hooks.router)

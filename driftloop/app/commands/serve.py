@@ -20,6 +20,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from driftloop.app.api import create_app
+    from driftloop.app.api.limits import uvicorn_options
     from driftloop.app.report import console
 
     cfg = config(args)
@@ -30,7 +31,6 @@ def serve(args: argparse.Namespace) -> int:
         f"(store {app.state.store!r})"
     )
     # No access log: request lines carry nothing useful and would flood the terminal under load.
-    # Keep-alive 75 s (uvicorn's default is 5 s): longer than the idle timeout of common load
-    # balancers and clients, so a client never sends on a connection the server is closing.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", timeout_keep_alive=75)
+    # Keep-alive, head timeout, head size and concurrency from api.limits (driftloop.app.api.limits).
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", **uvicorn_options(cfg.api.limits))
     return 0
