@@ -83,7 +83,8 @@ def rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, s
         desc = _escape_html(field.description or "").replace("|", "\\|").replace("\n", " ")
         out.append((path, _type_name(field.annotation) if not subs else "list/map of sections", _default(field), desc))
         for sub in subs:
-            key = f"{path}[]." if origin is list else f"{path}.<name>."
+            # A list: `key[].field`; a mapping: `key.<name>.field`; a union of sections (one of several kinds): `key.field`.
+            key = f"{path}[]." if origin is list else f"{path}.<name>." if origin is dict else f"{path}."
             tag = f" ({sub.__name__})" if len(subs) > 1 else ""
             out += [(p, t, d, (x + tag).strip()) for p, t, d, x in rows(sub, key)]
     return out

@@ -37,6 +37,7 @@ from driftloop.core.config_eval import (
 
 # Sections kept in modules of their own, re-exported: `from driftloop.core.config import FileSource` still works.
 from driftloop.core.config_ingest import AnySource, ApiConfig, FieldMapping, FileSource, RedactionConfig, SqlSource
+from driftloop.core.config_judges import Judges, JudgeSpec
 from driftloop.core.config_ops import AlertEventType, AlertsConfig, RunnerConfig, WebhookConfig
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "FieldMapping",
     "FileSource",
     "GoldenConfig",
+    "JudgeSpec",
     "ModelConfig",
     "MonitorConfig",
     "PolicyConfig",
@@ -254,6 +256,10 @@ class Config(_Section):
         description="Where benchmark suites run: serially in the flow, or one per Dask worker.",
     )
     alerts: AlertsConfig = AlertsConfig()
+    judges: Judges = Field(
+        default_factory=list,
+        description="Models that rate responses where no human did; used once calibrated on human labels (docs/concepts/judges.md).",
+    )
 
     # Resolved after loading; not part of the file.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

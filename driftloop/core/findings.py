@@ -146,7 +146,18 @@ def render(f: Finding) -> str:
         return (
             f"regression; nothing to train on: {d['corrections']} corrections in the training pool, need {d['needed']}"
         )
+    if f.kind in ("judge_trusted", "judge_untrusted"):
+        return _judge(f)
     raise ValueError(f"no renderer for finding kind {f.kind!r}")
+
+
+def _judge(f: Finding) -> str:
+    d = f.detail
+    kappa = "kappa undefined" if f.estimate is None else f"kappa {f.estimate:.2f}{_ci(f.ci_low, f.ci_high)}"
+    head = f"judge {d['judge']} vs human {d['label']}: {kappa} on {f.n} events with both"
+    if f.kind == "judge_trusted":
+        return f"{head}; trusted (lower bound >= {d['min_kappa']:.2f}, n >= {d['min_labels']}), its estimates used"
+    return f"{head}; not used ({d['reason']}), its figures shown only"
 
 
 def render_all(findings: list[Finding]) -> list[str]:

@@ -36,6 +36,7 @@ from scipy import stats as _st
 from driftloop.core import stats
 from driftloop.core.config import PolicyConfig
 from driftloop.core.findings import render_all
+from driftloop.core.judging import JudgedWindow, apply
 from driftloop.core.loopstate import LoopMemory
 from driftloop.core.types import Action, Decision, Finding, FindingKind, MetricResult, MetricSpec
 
@@ -81,6 +82,8 @@ def _p_worse_than(m: MetricResult, floor: float) -> float:
 
 
 def _is_rate(m: MetricResult) -> bool:
+    if m.estimator == "ppi":  # a prediction-powered estimate: its interval is normal, no count of successes
+        return False
     return m.name in RATE_METRICS or (m.ci_low is None and m.value is not None and 0 <= m.value <= 1)
 
 
@@ -232,6 +235,7 @@ def decide(
     benchmark: list[MetricResult] | None = None,
     baseline: list[MetricResult] | None = None,
     fresh_events: int | None = None,
+    judged: JudgedWindow | None = None,
 ) -> Decision:
     """Whether to retrain, from the current window's quality metrics and the champion's benchmark scores.
 
@@ -246,9 +250,15 @@ def decide(
     budget) and `answered`, the breaches a retrain already acted on; those hold back a
     trigger until `fresh_events` (events of the current window newer than that retrain's
     window) reach `policy.min_n`.
+
+    `judged`: what calibrated judges add to the current window. A trusted judge's
+    prediction-powered estimate replaces the human-only figure of the same metric and
+    segment (`driftloop.core.judging.apply`); every judge's finding (used or not, and why)
+    joins the reasons.
     """
     memory = state if isinstance(state, LoopMemory) else LoopMemory.load(state)
     now = now or datetime.now(UTC)
+    current = apply(current, judged)
     found = _breach_tests(current + list(benchmark or []), reference, list(baseline or []), policy)
     adjusted = stats.holm([f.p_value or 1.0 for f, _ in found.tests]) if found.tests else []
     findings: list[Finding] = []
@@ -272,7 +282,7 @@ def decide(
             )
         )
     breaches = [f for f in findings if f.breached]
-    quiet = [f for f, _ in found.quiet]
+    quiet = [f for f, _ in found.quiet] + (judged.findings if judged is not None else [])
     evidence.extend(m for _, m in found.quiet if m is not None)
     drifted = [d for d in drift if d.name == "drifted_share" and d.passed is False]
     drift_findings = [

@@ -137,6 +137,12 @@ class MetricResult(_Model):
     threshold: float | None = None
     passed: bool | None = Field(default=None, description="None means no verdict (e.g. insufficient data).")
     note: str = ""
+    estimator: Literal["direct", "ppi"] = Field(
+        default="direct",
+        description="direct: from the observations alone; ppi: prediction-powered, a judge's verdicts on "
+        "`n_judged` more events corrected by the `n` human labels (`driftloop.core.ppi`); its interval is normal.",
+    )
+    n_judged: int = Field(default=0, description="ppi: events with a judge's verdict but no human label.")
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +207,8 @@ FindingKind = Literal[
     "budget",
     "answered",  # the loop's memory holds a trigger back
     "nothing_to_train",  # a regression the training data cannot answer
+    "judge_trusted",
+    "judge_untrusted",  # a judge's agreement with the humans: its estimates used, or shown only
 ]
 
 
