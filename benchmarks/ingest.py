@@ -127,6 +127,7 @@ def preparsed(path: Path, dialect: str, chunk: int):
                     "{}",
                     str(path),
                     now,
+                    "files",  # id_namespace: what driftloop stores for a file given as a bare path
                 )
             )
             if len(out) >= chunk:

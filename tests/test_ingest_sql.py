@@ -99,14 +99,13 @@ def test_a_query_source_reads_only_its_rows_and_keeps_its_own_checkpoint(store, 
         watermark="id",
         name="german",
         mapping={**MAPPING, "segment_fields": []},
+        id_namespace="sql:team",  # ids are unique within a namespace: two views of one table share theirs
     )
     r = ingest_sql(store, q)
     assert (r.read, r.accepted) == (5, 5) and store.get_checkpoint("sql:german") is not None
+    table_source = {"kind": "sql", "url": url, "table": table, "watermark": "id", "mapping": MAPPING}
     cfg = load_config(
-        None,
-        env={},
-        check_files=False,
-        overrides={"sources": [{"kind": "sql", "url": url, "table": table, "watermark": "id", "mapping": MAPPING}]},
+        None, env={}, check_files=False, overrides={"sources": [{**table_source, "id_namespace": "sql:team"}]}
     )
     both = ingest_config(cfg, store)
     assert (both.read, both.accepted, both.duplicates) == (10, 5, 5)

@@ -501,7 +501,8 @@ def run_batches(
             if typo:
                 raise ConfigError(f"{source}: {typo}; nothing was stored")
             first = None
-        accepted, dups = store.write_batch(Batch(source, events, quarantine, Checkpoint(key, position(safe))))
+        checkpoint = Checkpoint(key, position(safe))
+        accepted, dups = store.write_batch(Batch(source, events, quarantine, checkpoint, parser.id_namespace))
         fr.accepted += accepted
         fr.duplicates += dups
         fr.quarantined += len(quarantine)

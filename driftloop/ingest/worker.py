@@ -110,7 +110,8 @@ def ingest_stream(
         own = parser.fork()
         part: Counter[str] = Counter()
         events, quarantine = block_parts(block, own, source, part)
-        batch = store.prepare(Batch(source, events, quarantine, Checkpoint(key, position(block.end))))
+        checkpoint = Checkpoint(key, position(block.end))
+        batch = store.prepare(Batch(source, events, quarantine, checkpoint, parser.id_namespace))
         return block, batch, part, own.redactor.counts
 
     pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="driftloop-ingest-parse")
@@ -324,7 +325,8 @@ def ingest_in_process(
             if msg[0] in ("failed", "died"):  # the thread path goes on from the last commit
                 return "fallback", committed
             _, end, n, events, quarantine, part, redacted, disk = msg
-            accepted, dups = store.write_batch(Batch(source, events, quarantine, Checkpoint(key, position(end))))
+            checkpoint = Checkpoint(key, position(end))
+            accepted, dups = store.write_batch(Batch(source, events, quarantine, checkpoint, parser.id_namespace))
             reasons.update(part)
             parser.redactor.counts.update(redacted)
             fr.read += n

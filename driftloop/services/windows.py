@@ -190,12 +190,11 @@ def read_prompt_sample(store: Store, start: datetime, end: datetime, n: int, max
             return []
         k = -(-total // n)  # ceil: every k-th event gives at most n
         # Number the ids (index only), keep every k-th, and only then touch the texts.
-        rn = func.row_number().over(order_by=(f.ts, f.event_id)).label("rn")
-        ids = select(f.event_id, rn).where(f.ts >= start, f.ts < end).subquery()
-        picked = select(ids.c.event_id, ids.c.rn).where((ids.c.rn - 1) % k == 0).limit(n).subquery()
+        rn = func.row_number().over(order_by=(f.ts, f.event_id, f.id_namespace)).label("rn")
+        ids = select(f.id_namespace, f.event_id, rn).where(f.ts >= start, f.ts < end).subquery()
+        picked = select(ids.c.id_namespace, ids.c.event_id, ids.c.rn).where((ids.c.rn - 1) % k == 0).limit(n).subquery()
+        on = (f.id_namespace == picked.c.id_namespace) & (f.event_id == picked.c.event_id)  # the key
         stmt = (
-            select(func.substr(f.prompt, 1, max_chars))
-            .join_from(Feedback.__table__, picked, f.event_id == picked.c.event_id)
-            .order_by(picked.c.rn)
+            select(func.substr(f.prompt, 1, max_chars)).join_from(Feedback.__table__, picked, on).order_by(picked.c.rn)
         )
         return [r[0] or "" for r in conn.execute(stmt)]

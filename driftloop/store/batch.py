@@ -9,9 +9,9 @@ the store's own business.
 The feedback table's event columns are the `FeedbackEvent` fields, in the
 model's order, followed by the two columns only the store sets:
 
-    >>> EVENT_FIELDS[:3], EVENT_COLUMNS[-2:]
-    (('event_id', 'ts', 'model_version'), ('source', 'ingested_at'))
-    >>> store.write_batch(Batch("feedback.jsonl", events, quarantine, Checkpoint("file:/x", "2048")))
+    >>> EVENT_FIELDS[:3], EVENT_COLUMNS[-3:]
+    (('event_id', 'ts', 'model_version'), ('source', 'ingested_at', 'id_namespace'))
+    >>> store.write_batch(Batch("feedback.jsonl", events, quarantine, Checkpoint("file:/x", "2048"), "files:x"))
     Written(accepted=1200, duplicates=3)
 """
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # The feedback table's columns: one per FeedbackEvent field, then what the store adds.
 EVENT_FIELDS: tuple[str, ...] = tuple(FeedbackEvent.model_fields)
-STORE_COLUMNS: tuple[str, ...] = ("source", "ingested_at")
+STORE_COLUMNS: tuple[str, ...] = ("source", "ingested_at", "id_namespace")
 EVENT_COLUMNS: tuple[str, ...] = EVENT_FIELDS + STORE_COLUMNS
 
 
@@ -170,13 +170,17 @@ class Batch:
 
     `source` is stored with every event (a file path, an HTTP route, a SQL
     source). `events` are `FeedbackEvent`s, `EventColumns`, or what
-    `Store.prepare` made of either.
+    `Store.prepare` made of either. `id_namespace` is the source's id
+    namespace (its parser's): an event id is unique within it, so an explicit
+    id another source stored is no duplicate here. '' is the namespace of
+    rows stored before namespaces were recorded (see `Store.write_batch`).
     """
 
     source: str
     events: Sequence[FeedbackEvent] | EventColumns | Encoded = ()
     quarantine: Sequence[QuarantineRow] = ()
     checkpoint: Checkpoint | None = None
+    id_namespace: str = ""
 
 
 class Written(NamedTuple):

@@ -12,7 +12,7 @@ and `ON CONFLICT DO NOTHING`.
 It runs wherever `Store.prepare` is called: in the ingestion's parser
 thread, so the writer only sends bytes to the server.
 
-    >>> block = copy_block(events, "feedback.jsonl", now)
+    >>> block = copy_block(events, "feedback.jsonl", now, "files:feedback.jsonl")
     >>> block.payload[:40], block.rows, block.total
     (b'e1\\t2026-10-01 00:00:00.000000+00:00\\t3\\t...', 1987, 2000)
 """
@@ -61,10 +61,10 @@ def line(row: tuple) -> str:
     return "\t".join(map(cell, row)) + "\n"
 
 
-def copy_block(events: EventColumns, source: str, now: Any) -> CopyBlock:
+def copy_block(events: EventColumns, source: str, now: Any, namespace: str = "") -> CopyBlock:
     """The COPY text of column-form events: in-batch duplicates dropped, the first one kept.
 
-    `now` is the ingestion time, stored in every row with `source`.
+    `now` is the ingestion time, stored in every row with `source` and the id `namespace`.
     """
     import numpy as np
     import pyarrow as pa
@@ -88,14 +88,16 @@ def copy_block(events: EventColumns, source: str, now: Any) -> CopyBlock:
     keep = _first_of_each(np.asarray(positions, dtype=np.int64), ids)
 
     chunks: list[bytes] = []
-    tail = [pa.scalar(cell(source)), pa.scalar(cell(now) + "\n")]
+    tail = [pa.scalar(cell(source)), pa.scalar(cell(now)), pa.scalar(cell(namespace) + "\n")]
     given: list[str] = []  # lines of the events given whole
     at = 0
     for idx, table in events.tables:
         mine = keep[at : at + len(idx)]
         at += len(idx)
         if table.events:
-            given += [line(event_row(e, source, now, "postgresql")) for j, e in table.events.items() if mine[j]]
+            given += [
+                line(event_row(e, source, now, "postgresql", namespace)) for j, e in table.events.items() if mine[j]
+            ]
             mine = mine.copy()
             mine[list(table.events)] = False
         cols = [pa.scalar(cell(c.value)) if isinstance(c, Constant) else c for c in table_columns(table, "postgresql")]
@@ -105,7 +107,9 @@ def copy_block(events: EventColumns, source: str, now: Any) -> CopyBlock:
             take = pa.array(mine)
             cols = [c if isinstance(c, pa.Scalar) else pc.filter(c, take) for c in cols]
             chunks.append(_arrow_lines(cols, tail, table.plain))
-    given += [line(event_row(e, source, now, "postgresql")) for (_, e), k in zip(events.events, keep[at:]) if k]
+    given += [
+        line(event_row(e, source, now, "postgresql", namespace)) for (_, e), k in zip(events.events, keep[at:]) if k
+    ]
     if given:
         chunks.append("".join(given).encode())
     return CopyBlock(b"".join(chunks), int(keep.sum()), total)

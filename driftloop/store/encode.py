@@ -6,7 +6,7 @@ optional field is stored without a change here. `encode` is pure (no
 database), so the ingestion pipeline can call it through `Store.prepare` in
 the thread that parsed a block, leaving the writer only the sending.
 
-    >>> enc = encode(events, "sqlite", "feedback.jsonl", driver_value("sqlite", utcnow()))
+    >>> enc = encode(events, "sqlite", "feedback.jsonl", driver_value("sqlite", utcnow()), "files:feedback.jsonl")
     >>> enc.n_rows, enc.total
     (1200, 1203)
 """
@@ -57,8 +57,9 @@ def _segment_json(seg: dict[str, str]) -> str:
     return text_
 
 
-def event_row(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple:
-    """One event as a feedback row: EVENT_COLUMNS order, the driver's types (`now`: ingestion time, driver form)."""
+def event_row(e: FeedbackEvent, source: str, now: Any, dialect: str, namespace: str = "") -> tuple:
+    """One event as a feedback row: EVENT_COLUMNS order, the driver's types (`now`: ingestion time, driver form;
+    `namespace`: the source's id namespace)."""
     v = list(_VALUES(e.__dict__))
     for i in _TIME_AT:
         ts = v[i]
@@ -68,7 +69,7 @@ def event_row(e: FeedbackEvent, source: str, now: Any, dialect: str) -> tuple:
             v[i] = driver_value(dialect, ts)
     for i in _JSON_AT:
         v[i] = (_segment_json(v[i]) if v[i] else "{}") if i == _SEGMENT_AT else _json(v[i])
-    v += (source, now)
+    v += (source, now, namespace)
     return tuple(v)
 
 
@@ -119,32 +120,35 @@ class Constant:
         self.value = value
 
 
-def _table_rows(table: EventTable, source: str, now: Any, dialect: str) -> list[tuple]:
+def _table_rows(table: EventTable, source: str, now: Any, dialect: str, namespace: str) -> list[tuple]:
     n = len(table)
     cols = [repeat(c.value, n) if isinstance(c, Constant) else c.to_pylist() for c in table_columns(table, dialect)]
-    rows = list(zip(*cols, repeat(source), repeat(now)))
+    rows = list(zip(*cols, repeat(source), repeat(now), repeat(namespace)))
     for j, e in table.events.items():
-        rows[j] = event_row(e, source, now, dialect)
+        rows[j] = event_row(e, source, now, dialect, namespace)
     return rows
 
 
-def assemble(events: EventColumns, source: str, now: Any, dialect: str) -> list[tuple]:
+def assemble(events: EventColumns, source: str, now: Any, dialect: str, namespace: str = "") -> list[tuple]:
     """The rows of column-form events, in position order (the first of two duplicates first)."""
     done_idx: list[int] = []  # positions of the rows so far, ascending
     rows: list[tuple] = []
     for idx, table in events.tables:
         done_idx.extend(idx)
-        rows.extend(_table_rows(table, source, now, dialect))
+        rows.extend(_table_rows(table, source, now, dialect, namespace))
     for i, e in events.events:  # few rows: each goes where its position is
         at = bisect_left(done_idx, i)
         done_idx.insert(at, i)
-        rows.insert(at, event_row(e, source, now, dialect))
+        rows.insert(at, event_row(e, source, now, dialect, namespace))
     return rows
 
 
-def encode(events: Sequence[FeedbackEvent] | EventColumns, dialect: str, source: str, now: Any) -> Encoded:
+def encode(
+    events: Sequence[FeedbackEvent] | EventColumns, dialect: str, source: str, now: Any, namespace: str = ""
+) -> Encoded:
     """The events as the store writes them on `dialect`; duplicates are kept for the write to count.
 
+    Every row is stored with `source` and the source's id `namespace`.
     PostgreSQL gets COPY text for column-form events (built with arrow, in
     `copytext`) and row tuples for a list of events, both with in-batch
     duplicates dropped (the first wins) so that a COPY fails only on an id
@@ -155,11 +159,11 @@ def encode(events: Sequence[FeedbackEvent] | EventColumns, dialect: str, source:
         if dialect == "postgresql":
             from driftloop.store.copytext import copy_block
 
-            block = copy_block(events, source, now)
+            block = copy_block(events, source, now, namespace)
             return Encoded(block.payload, block.rows, block.total, dialect)
-        rows = assemble(events, source, now, dialect)
+        rows = assemble(events, source, now, dialect, namespace)
         return Encoded(rows, len(rows), len(rows), dialect)
-    rows = [event_row(e, source, now, dialect) for e in events]
+    rows = [event_row(e, source, now, dialect, namespace) for e in events]
     if dialect == "postgresql":
         seen: set[str] = set()
         firsts = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -63,11 +63,14 @@ class Base(DeclarativeBase):
 
 
 class Feedback(Base):
-    """One accepted feedback event: a column per `driftloop.core.types.FeedbackEvent` field, then source and ingested_at."""
+    """One accepted feedback event: a column per `driftloop.core.types.FeedbackEvent` field, then source,
+    ingested_at and id_namespace."""
 
     __tablename__ = "feedback"
+    # Namespace first: "is any row unscoped" and "is this id taken unscoped" are seeks on the key.
+    __table_args__ = (PrimaryKeyConstraint("id_namespace", "event_id", name="pk_feedback"),)
 
-    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column(index=True)
     model_version: Mapped[str] = mapped_column(String(128), default="")
     prompt: Mapped[str] = mapped_column(Text)
@@ -84,6 +87,10 @@ class Feedback(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     source: Mapped[str] = mapped_column(String(SOURCE_LEN), default="")
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The id namespace of the source that stored the event: the key is (id_namespace, event_id), so
+    # an explicit id is unique within its source's namespace only. '' on rows stored before 0006,
+    # whose ids stay taken in every namespace (see `repo.Store.write_batch`).
+    id_namespace: Mapped[str] = mapped_column(String(SOURCE_LEN), default="")
 
 
 def _sql_type(name: str) -> Any:

@@ -3,7 +3,7 @@
 Every write is one transaction: a batch of events, its quarantined rows and the
 source's checkpoint commit together or not at all, so an interrupted ingestion
 resumes exactly after its last committed batch. Duplicate events (by
-`event_id`) are skipped and counted. Works on SQLite (one machine) and
+`event_id` within the source's id namespace) are skipped and counted. Works on SQLite (one machine) and
 PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 
     >>> store = Store("sqlite:///.driftloop/store.db")
@@ -38,6 +38,7 @@ from driftloop.store.models import (
     WebhookDelivery,
     utcnow,
 )
+from driftloop.store.scope import drop_unscoped, has_unscoped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,32 +128,36 @@ class Store(LoopStateMixin):
         if isinstance(batch.events, Encoded):
             return batch
         now = driver_value(self.dialect, utcnow())
-        return Batch(
-            batch.source, encode(batch.events, self.dialect, batch.source, now), batch.quarantine, batch.checkpoint
-        )
+        enc = encode(batch.events, self.dialect, batch.source, now, batch.id_namespace)
+        return Batch(batch.source, enc, batch.quarantine, batch.checkpoint, batch.id_namespace)
 
     def write_batch(self, batch: Batch) -> Written:
         """Write a batch's events, its quarantined rows and its checkpoint in one transaction.
 
-        An event whose `event_id` is already stored, or appears earlier in the
-        same batch, is skipped and counted as a duplicate; a quarantined row
-        whose content id is stored already is skipped; the checkpoint is
-        overwritten. SQLite takes multi-row `INSERT OR IGNORE`s; PostgreSQL
-        a COPY straight into the table, or, where an id is stored already,
-        through a staging table with `ON CONFLICT DO NOTHING`.
+        An event whose `event_id` is already stored in the batch's id
+        namespace, or stored by an older version (namespace ''; those ids
+        stay taken in every namespace), or appears earlier in the same batch,
+        is skipped and counted as a duplicate; a quarantined row whose content
+        id is stored already is skipped; the checkpoint is overwritten. SQLite
+        takes multi-row `INSERT OR IGNORE`s; PostgreSQL a COPY straight into
+        the table, or, where an id is stored already, through a staging table
+        with `ON CONFLICT DO NOTHING`.
         """
         enc = self.prepare(batch).events
         assert isinstance(enc, Encoded)
         if enc.dialect != self.dialect:
             raise ValueError(f"write_batch: events prepared for {enc.dialect}, this store is {self.dialect}")
         with self._writer.begin() as conn:
-            if not enc.n_rows:
+            rows, n = enc.rows, enc.n_rows
+            if n and batch.id_namespace and has_unscoped(conn):
+                rows, n = drop_unscoped(conn, rows)
+            if not n:
                 accepted = 0
             elif enc.dialect == "sqlite":
-                assert isinstance(enc.rows, list)
-                accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), enc.rows, "event_id")
+                assert isinstance(rows, list)
+                accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, _KEY)
             else:
-                accepted = _pg_copy_new(conn, enc.rows, enc.n_rows)
+                accepted = _pg_copy_new(conn, rows, n)
             _write_side_rows(conn.connection.driver_connection, self.dialect, batch.quarantine, batch.checkpoint)
         return Written(accepted, enc.total - accepted)
 
@@ -405,6 +410,7 @@ class Store(LoopStateMixin):
         }
 
 
+_KEY = "id_namespace, event_id"  # the feedback table's key: an id is unique within its namespace
 _QUARANTINE_SQL = (
     "INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING"
@@ -441,7 +447,7 @@ def _write_side_rows(
 
 
 def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> int:
-    """COPY rows (distinct event_ids) straight into feedback; return how many were new.
+    """COPY rows (distinct event_ids, one namespace) straight into feedback; return how many were new.
 
     `rows` are tuples in the driver's types, or `n` rows already in COPY text.
     Optimistic: one write per row instead of the staging table's two (COPY,
@@ -459,7 +465,7 @@ def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> 
         with dbapi.transaction(), dbapi.cursor() as cur:  # a savepoint inside the caller's transaction
             copy_into(cur, f"feedback ({', '.join(EVENT_COLUMNS)})", rows)
     except psycopg.errors.UniqueViolation:
-        return bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, "event_id")
+        return bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, _KEY)
     return n if isinstance(rows, bytes) and n is not None else len(rows)
 
 

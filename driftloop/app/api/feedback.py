@@ -119,7 +119,7 @@ def _store(parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[A
             reasons[e.key] += 1
             rejected.append(Rejected(index=i, field=e.field, problem=e.problem))
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
-    accepted, dups = store.write_batch(Batch(SOURCE, events, quarantine))
+    accepted, dups = store.write_batch(Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace))
     watch.add(accepted, dups, len(quarantine), reasons)
     return FeedbackResponse(
         received=len(rows),
