@@ -38,9 +38,11 @@ from driftloop.core import tags as T
 from driftloop.core.config import RunnerConfig, TaskSpec, load_config, looks_like_path
 from driftloop.core.errors import InputError, StageError
 from driftloop.core.types import MetricResult, SampleResults
+from driftloop.services.preference import golden_pairs
 from evaluators.benchmark import TASKS_DIR, BenchmarkOutput
 from evaluators.cache import CachedTask, evaluate_cached, model_fingerprint, spec_hash
 from evaluators.golden import GoldenTask, split_corrections, write_golden_task
+from evaluators.preference_task import reward_margin, write_preference_task
 from flows.common import Context, StageParams, context, log, stage_run
 
 
@@ -104,7 +106,28 @@ def refresh_golden(params: StageParams) -> tuple[GoldenTask | None, dict[str, in
     return write_golden_task(items, cfg.state_path / "tasks" / "golden", cfg.golden.num_choices), counts
 
 
-def _plan(cfg, suites: list[str], golden: GoldenTask | None, quiet: bool = False) -> list[tuple[str, TaskSpec]]:
+@task(name="refresh-preference-set")
+def refresh_preference(params: StageParams) -> tuple[GoldenTask | None, dict[str, int]]:
+    """The golden side's (chosen, rejected) pairs as the `driftloop_preference` task, once there are
+    `golden.min_preference_pairs` of them (after `refresh_golden`, which files new corrections)."""
+    ctx = context(params)
+    cfg = ctx.cfg
+    pairs, quarantined = golden_pairs(ctx.store, cfg.golden)
+    counts = {"preference_pairs": len(pairs), "preference_quarantined": quarantined}
+    if len(pairs) < cfg.golden.min_preference_pairs:
+        log().info(
+            "preference set: %d golden pairs, %d needed (golden.min_preference_pairs): not evaluated yet",
+            len(pairs),
+            cfg.golden.min_preference_pairs,
+        )
+        return None, counts
+    log().info("preference set: %d golden pairs, %d quarantined as identical", len(pairs), quarantined)
+    return write_preference_task(pairs, cfg.state_path / "tasks" / "preference"), counts
+
+
+def _plan(
+    cfg, suites: list[str], golden: GoldenTask | None, preference: GoldenTask | None = None, quiet: bool = False
+) -> list[tuple[str, TaskSpec]]:
     """(suite, spec) pairs to evaluate; local data folders resolved against the config file."""
     plan = []
     for suite in suites:
@@ -112,6 +135,15 @@ def _plan(cfg, suites: list[str], golden: GoldenTask | None, quiet: bool = False
             if spec.kind == "golden" and golden is None:
                 if not quiet:
                     log().warning("suite %s: no golden items yet; %s skipped", suite, spec.name)
+                continue
+            if spec.kind == "preference" and preference is None:
+                if not quiet:
+                    log().warning(
+                        "suite %s: fewer than golden.min_preference_pairs (%d) golden pairs yet; %s skipped",
+                        suite,
+                        cfg.golden.min_preference_pairs,
+                        spec.name,
+                    )
                 continue
             if spec.data_dir:
                 spec = spec.model_copy(update={"data_dir": str(cfg.path(spec.data_dir))})
@@ -135,7 +167,7 @@ def preflight(params: BenchmarkParams) -> list[str]:
     for d in includes:
         if not d.is_dir():
             raise InputError(f"benchmark.task_dirs: folder does not exist: {d}")
-    for _, spec in _plan(cfg, suites, None, quiet=True):
+    for _, spec in _plan(cfg, suites, None, None, quiet=True):
         spec_hash(spec, includes)  # unknown task, missing data file -> InputError
     return suites
 
@@ -344,18 +376,20 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     cfg, store, tr = ctx.cfg, ctx.store, ctx.tracker
     sp = StageParams(config=params.config, parent_run_id=params.parent_run_id)
     golden, counts = refresh_golden(sp)
+    preference, pref_counts = refresh_preference(sp)
+    counts = {**counts, **pref_counts}
     label, path = tr.resolve(params.model)
     source = tr.version_info(label)["source"] if label.isdigit() else ""
     fingerprint = model_fingerprint(path, label, source)
     out = BenchmarkResult(model=label, golden_hash=golden.task_hash if golden else "", golden_counts=counts)
-    includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + (
-        [golden.yaml_path.parent] if golden else []
-    )
+    includes = [TASKS_DIR, *(cfg.path(d) for d in cfg.benchmark.task_dirs)] + [
+        t.yaml_path.parent for t in (golden, preference) if t
+    ]
     with stage_run(ctx, f"benchmark-{params.model}", params.parent_run_id) as run_id:
         out.run_id = run_id
         tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash, T.RUNNER: cfg.runner.kind})
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
-        plan = _plan(cfg, suites, golden)
+        plan = _plan(cfg, suites, golden, preference)
         log().info("benchmark %s: %d task(s); lm-eval runs only those not cached", label, len(plan))
         run_kwargs = {
             "batch_size": params.batch_size or cfg.benchmark.batch_size,
@@ -376,6 +410,9 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
         for r in results:
             out.samples.setdefault(r.suite, []).append(r.samples)
             out.metrics.setdefault(r.suite, []).extend(r.metrics)
+            margin = reward_margin(r.samples) if r.spec.kind == "preference" else None
+            if margin is not None:  # informative: the gate decides on the win rate
+                out.metrics[r.suite].append(margin)
             tr.log_dict(run_id, r.samples.model_dump(mode="json"), f"samples/{r.suite}/{r.samples.task}.json")
         hits = sum(r.cached for r in results)
         log().info(

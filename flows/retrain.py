@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from driftloop.core import tags as T
 from driftloop.core.errors import StageError
+from driftloop.services.preference import golden_pairs
 from driftloop.store.feedback_reads import rated_events
 from evaluators.golden import exclude_near_duplicates, split_of
 from flows.common import StageParams, context, log, stage_run
@@ -57,11 +58,12 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
     (SFT, as always). Otherwise every kind of feedback in the training pool feeds its objective
     (`retrain.curate.build_preference_set`): pairs for dpo, thumbs and ratings for kto, both for
     mixed; auto takes what the data can feed. Rated events on a golden prompt (same hash split as
-    the corrections) or near one never come in.
+    the corrections) or near one never come in, nor anything near a golden preference pair's prompt.
     """
     ctx = context(params)
     cfg, store = ctx.cfg, ctx.store
-    golden = [i["prompt"] for i in store.items("golden")]
+    # Held-out prompts: the golden corrections' and the golden preference pairs' (the preference suite).
+    golden = [i["prompt"] for i in store.items("golden")] + [p["prompt"] for p in golden_pairs(store, cfg.golden)[0]]
     pool = store.items("train")
     # Re-checked here: the golden set may have grown since these items were filed as training.
     kept = exclude_near_duplicates(pool, golden, cfg.golden.near_dup_jaccard)

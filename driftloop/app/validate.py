@@ -63,7 +63,10 @@ def _tasks(cfg: Config, origin: str) -> list[str]:
         lines.append(f"lm-eval built-in tasks: ok ({', '.join(sorted(builtin))})")
     unchecked = set()
     for suite, j, spec in specs:
-        declared = _golden_metrics() if spec.kind == "golden" else _declared(index[spec.kind, spec.name], spec.name)
+        if spec.kind in ("golden", "preference"):
+            declared = _golden_metrics()[spec.kind]
+        else:
+            declared = _declared(index[spec.kind, spec.name], spec.name)
         if declared is None:  # a Python-defined task: its metrics are known only once it is built
             unchecked.add(spec.name)
             continue
@@ -125,14 +128,22 @@ def _metric_names(task_cfg: dict[str, Any]) -> set[str]:
 
 
 @functools.cache
-def _golden_metrics() -> dict[str, set[str]]:
-    """The golden task's metrics, from the YAML that `write_golden_task` writes (two stand-in items)."""
+def _golden_metrics() -> dict[str, dict[str, set[str]]]:
+    """kind -> {task: metrics} of the generated tasks, from the YAML that `write_golden_task` and
+    `write_preference_task` write (stand-in items)."""
     from evaluators.golden import TASK_NAME, write_golden_task
+    from evaluators.preference_task import PREFERENCE_TASK, write_preference_task
 
     items = [{"item_id": "a", "prompt": "p", "answer": "x"}, {"item_id": "b", "prompt": "q", "answer": "y"}]
+    pairs = [{"item_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"}]
     with tempfile.TemporaryDirectory(prefix="driftloop-validate-") as tmp:
-        task = write_golden_task(items, Path(tmp), num_choices=2)
-        return {TASK_NAME: _metric_names(yaml.safe_load(task.yaml_path.read_text(encoding="utf-8")))}
+        golden = write_golden_task(items, Path(tmp), num_choices=2)
+        pref = write_preference_task(pairs, Path(tmp))
+
+        def read(task) -> set[str]:
+            return _metric_names(yaml.safe_load(task.yaml_path.read_text(encoding="utf-8")))
+
+        return {"golden": {TASK_NAME: read(golden)}, "preference": {PREFERENCE_TASK: read(pref)}}
 
 
 def _prefect(path: Path, cfg: Config | None = None) -> list[str]:

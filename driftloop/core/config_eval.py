@@ -10,7 +10,7 @@ Re-exported by `driftloop.core.config`, where the whole tree is assembled.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -123,9 +123,12 @@ class TaskSpec(_Section, MetricTolerance):
     """One lm-eval task of a suite, and what better means for its metric of record."""
 
     name: str = Field(
-        description="lm-eval task name (built-in, a YAML task in evaluators/tasks, or `driftloop_golden`)."
+        description="lm-eval task name (built-in, a YAML task in evaluators/tasks, `driftloop_golden` or `driftloop_preference`)."
     )
-    kind: Literal["builtin", "project", "golden"] = "project"
+    kind: Literal["builtin", "project", "golden", "preference"] = Field(
+        default="project",
+        description="builtin: lm-eval's own task; project: a YAML task in evaluators/tasks or task_dirs; golden: the held-out corrections task; preference: the held-out preference pairs task (its metric of record defaults to acc_norm, the length-normalised win rate of the chosen reply).",
+    )
     limit: int | None = Field(default=None, gt=0, description="At most this many items.")
     num_fewshot: int = Field(default=0, ge=0)
     metric: str = Field(default="acc", description="Metric of record.")
@@ -152,6 +155,14 @@ class TaskSpec(_Section, MetricTolerance):
             bounds=self.bounds,
         )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preference_metric(cls, data: Any) -> Any:
+        # The preference task's metric of record: the win rate on per-character log-likelihoods.
+        if isinstance(data, dict) and data.get("kind") == "preference" and "metric" not in data:
+            data = {**data, "metric": "acc_norm"}
+        return data
+
     @model_validator(mode="after")
     def _local_data(self) -> TaskSpec:
         if self.target is not None and self.direction is not None:
@@ -174,6 +185,7 @@ class BenchmarkConfig(_Section):
     suites: dict[str, SuiteConfig] = Field(
         default_factory=lambda: {
             "golden": SuiteConfig(role="target", tasks=[TaskSpec(name="driftloop_golden", kind="golden")]),
+            "preference": SuiteConfig(role="target", tasks=[TaskSpec(name="driftloop_preference", kind="preference")]),
             "canary": SuiteConfig(role="canary", tasks=[TaskSpec(name="driftloop_canary", kind="project")]),
         }
     )
@@ -203,4 +215,9 @@ class GoldenConfig(_Section):
     salt: str = Field(
         default="driftloop",
         description="Salt of the split hash; changing it reshuffles the split (never do it in production).",
+    )
+    min_preference_pairs: int = Field(
+        default=10,
+        ge=1,
+        description="The preference suite (`driftloop_preference`) runs once the golden side of the split holds at least this many (chosen, rejected) pairs: two replies to one prompt rated differently, or a correction over its original reply.",
     )

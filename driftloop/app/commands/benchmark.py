@@ -131,8 +131,8 @@ def from_cache(cfg, model: str, suites: list[str] | None) -> SimpleNamespace | N
     """The figures of a benchmark that would evaluate nothing, read from the result cache; None
     where the `benchmark` flow has more to do.
 
-    That is a local model folder (a registry model is resolved through MLflow), no golden task
-    (the flow first refreshes the golden set from new corrections, which changes the task) and a
+    That is a local model folder (a registry model is resolved through MLflow), no golden or
+    preference task (the flow first refreshes them from new feedback, which changes the task) and a
     cache hit for every task. The flow would only log those figures again in a new MLflow run;
     this answers without starting Prefect, MLflow or lm-eval. Anything unusual (an unknown
     suite or task, a store not yet created) also returns None, and the flow reports it.
@@ -144,7 +144,7 @@ def from_cache(cfg, model: str, suites: list[str] | None) -> SimpleNamespace | N
     if not path.exists() or any(s not in cfg.benchmark.suites for s in names):
         return None
     plan = [(s, t) for s in names for t in cfg.benchmark.suites[s].tasks]
-    if not plan or any(t.kind == "golden" for _, t in plan):
+    if not plan or any(t.kind in ("golden", "preference") for _, t in plan):
         return None
     if cfg.store_url.startswith("sqlite:///") and not Path(cfg.store_url[len("sqlite:///") :]).exists():
         return None
