@@ -142,3 +142,19 @@ def test_no_golden_pair_prompt_nor_a_near_duplicate_of_one_trains():
     # The suite measures what the world's shift is about: many pairs choose a billing answer.
     billing = set(all_answers(["billing"]))
     assert sum(p["chosen"] in billing for p in pairs) >= 10
+
+
+@pytest.mark.parametrize(
+    "retrain, message",
+    [
+        ("{beta: 0}", "retrain: Value error, beta: must be > 0, got 0.0"),
+        ("{objective: ppo}", "retrain.objective: Input should be 'auto', 'sft', 'dpo', 'kto' or 'mixed'"),
+    ],
+)
+def test_bad_preference_settings_are_one_line_and_exit_2(tmp_path, capsys, retrain, message):
+    from driftloop.app.cli import main
+
+    cfg = tmp_path / "driftloop.yaml"
+    cfg.write_text(f"project: x\nretrain: {retrain}\n")
+    assert main(["--config", str(cfg), "validate"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"driftloop: error: {cfg}: {message}"]
