@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the config module loads pydantic and YAML: `driftloop --hel
 MODULES = [
     "driftloop.app.commands.loop",
     "driftloop.app.commands.ingest",
+    "driftloop.app.commands.convert",
     "driftloop.app.commands.serve",
     "driftloop.app.commands.monitor",
     "driftloop.app.commands.benchmark",
