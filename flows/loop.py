@@ -38,6 +38,7 @@ from driftloop.core.policy import BREACH_KINDS, breach_key, decide, nothing_to_t
 from driftloop.core.types import Action, Decision, MetricResult
 from driftloop.services import cycle
 from driftloop.services.cycle import CycleSummary
+from driftloop.services.reconcile import reconcile
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import Context, StageParams, alert, context, log
 from flows.ingest import ingest
@@ -79,6 +80,9 @@ def decide_task(
 def _rearm(ctx: Context, owner: str) -> dict:
     """Leave cooldown when it has elapsed; recover from a crashed holder whose lease expired."""
     policy = ctx.cfg.policy
+    done = reconcile(ctx.store, ctx.tracker, ctx.cfg.project, owner)
+    if done is not None:
+        log().warning("loop state: %s", done.reason)
     before = ctx.store.get_state(ctx.cfg.project)["state"]
     st = ctx.store.rearm(ctx.cfg.project, owner, policy.cooldown_hours * 3600)
     if before != st["state"]:
@@ -211,6 +215,7 @@ def finish_retrain(
             0,
             {State.RETRAINING.value},
             memory.dump(),
+            holder=True,
         )
         summary.outcome = "retrain failed"
         summary.retrain_note = f"failed: {e}"[:300]
@@ -269,9 +274,17 @@ def finish_retrain(
     summary.outcome = f"{'promoted' if promoted else 'rejected'} version {rt.version}"
     if promoted:
         memory.new_champion(rt.version, datetime.now(UTC), "gate")
-        # The state first: a cycle that lost its lease must not move the alias.
-        at = _step(ctx, owner, State.EVALUATING, Event.PROMOTE, summary.outcome, memory)
-        tr.move_champion(rt.version, by="gate", reason="; ".join(verdict.reasons)[:4000], how="gate")
+        # The state and the alias in one fenced transaction: a cycle that lost its lease moves nothing.
+        why = "; ".join(verdict.reasons)[:4000]
+        at = cycle.promote(
+            store,
+            cfg.project,
+            owner,
+            summary,
+            memory,
+            cfg.policy.lease_seconds,
+            lambda: tr.move_champion(rt.version, by="gate", reason=why, how="gate"),
+        )
         tr.set_version_tags(rt.version, {T.CYCLE_RUN: parent})
         summary.champion_version = rt.version
     else:

@@ -270,5 +270,15 @@ def status(cfg: Config, history: int = 10) -> None:
             )
     from driftloop.tracking import alias_versions
 
-    for alias, version in alias_versions(cfg, ("champion", "challenger")).items():
+    aliases = alias_versions(cfg, ("champion", "challenger"))
+    for alias, version in aliases.items():
         console.print(f"{alias}: version {version or '-'} of {cfg.tracking.registered_model}")
+    from driftloop.services.reconcile import stranded
+
+    half_done = stranded(st, aliases.get("champion"), now)
+    if half_done is not None:
+        console.print(
+            f"reconcile: {half_done.describe()}; the next cycle finishes it (rolls it back if the version is gone)",
+            soft_wrap=True,
+            markup=False,
+        )

@@ -12,6 +12,7 @@ and plain results, never Prefect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -103,10 +104,31 @@ def step(
     took over) stops the cycle with a StageError before it acts on a state it no longer owns."""
     to = advance(current, event)
     if not store.transition(
-        project, to, reason[:500], owner, lease_seconds, expected={current.value}, data=memory.dump()
+        project, to, reason[:500], owner, lease_seconds, expected={current.value}, data=memory.dump(), holder=True
     ):
         raise StageError(lost_lease(store, project, to, lease_seconds))
     return to
+
+
+def promote(
+    store: Store,
+    project: str,
+    owner: str,
+    summary: CycleSummary,
+    memory: LoopMemory,
+    lease_seconds: float,
+    move: Callable[[], object],
+) -> State:
+    """evaluating -> promoted and the alias move (`move`) in one fenced store transaction.
+
+    A cycle that no longer holds the lease (it lapsed and another cycle recovered or took the
+    loop) moves nothing: `summary.outcome` says so and a StageError stops the cycle.
+    """
+    if not store.promote(project, owner, summary.outcome[:500], memory.dump(), lease_seconds, move):
+        version = summary.challenger_version
+        summary.outcome = f"not promoted: version {version} passed the gate, but this cycle lost the loop's lease"
+        raise StageError(f"{lost_lease(store, project, State.PROMOTED, lease_seconds)}; version {version} not promoted")
+    return State.PROMOTED
 
 
 def lost_lease(store: Store, project: str, to: State, lease_seconds: float) -> str:

@@ -19,6 +19,7 @@ hold (IllegalTransition), whatever the caller expected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,6 +72,7 @@ class LoopStateMixin:
         expected: set[str] | None = None,
         data: dict[str, Any] | None = None,
         expected_version: int | None = None,
+        holder: bool = False,
     ) -> bool:
         """Move `project` to `to_state` if nobody else may; return whether it happened.
 
@@ -79,55 +81,90 @@ class LoopStateMixin:
         `expected_version` (given by a caller whose `data` was read at that
         version, so it never overwrites newer data), when another owner holds a
         lease that has not expired, or when another process changed the row in
-        between. On
+        between. With `holder` (a write by a cycle that acquired the lease earlier) it is
+        also refused unless the row still names `owner` as its lease holder, checked in the
+        UPDATE itself: owner ids are minted once per acquisition, so a holder whose lease
+        lapsed and was taken over (recovered, released, re-acquired) is fenced off, however
+        the later holders' leases stand. On
         success the state, reason and data (None means `{}`) are replaced,
         `since` becomes now unless the state is unchanged (a renewal), `owner`
         holds the lease for `lease_seconds` seconds, and a history row is added.
         """
-        now = utcnow()
-        to_state = State(to_state).value
         with self._writer.begin() as conn:
             row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
-            current = row["state"] if row is not None else INITIAL_STATE
-            if expected is not None and current not in expected:
-                return False
-            if not legal(current, to_state):
-                raise IllegalTransition(f"loop state of {project}: {current} -> {to_state} is not a legal transition")
-            if expected_version is not None and (row["version"] if row is not None else 0) != expected_version:
-                return False
-            if row is not None and _leased_by_other(row, owner, now):
-                return False
-            values = {
-                "state": to_state,
-                "since": row["since"] if row is not None and to_state == current else now,
-                "reason": reason,
-                "data": data or {},
-                "lease_owner": owner,
-                "lease_expires": now + timedelta(seconds=lease_seconds),
-            }
-            if row is None:
-                # Two first transitions race on the primary key: one row wins.
-                if insert_ignore(conn, _STATE, [{"project": project, "version": 1, **values}], ["project"]) == 0:
-                    return False
-            else:
-                res = conn.execute(
-                    update(_STATE)
-                    .where(_STATE.c.project == project, _STATE.c.version == row["version"])
-                    .values(version=row["version"] + 1, **values)
-                )
-                if res.rowcount != 1:
-                    return False
-            conn.execute(
-                insert(_HISTORY).values(
-                    project=project,
-                    from_state=current,
-                    to_state=to_state,
-                    reason=reason,
-                    owner=owner,
-                    at=now,
-                    data=data or {},
-                )
+            return self._write(
+                conn,
+                project,
+                row,
+                State(to_state).value,
+                reason,
+                owner,
+                lease_seconds,
+                expected,
+                data,
+                expected_version,
+                holder,
             )
+
+    def _write(
+        self,
+        conn: Any,
+        project: str,
+        row: Any,
+        to_state: str,
+        reason: str,
+        owner: str,
+        lease_seconds: float,
+        expected: set[str] | None,
+        data: dict[str, Any] | None,
+        expected_version: int | None,
+        holder: bool,
+    ) -> bool:
+        """`transition`'s checks and writes inside the caller's transaction over `row` (read in it)."""
+        now = utcnow()
+        current = row["state"] if row is not None else INITIAL_STATE
+        if expected is not None and current not in expected:
+            return False
+        if not legal(current, to_state):
+            raise IllegalTransition(f"loop state of {project}: {current} -> {to_state} is not a legal transition")
+        if expected_version is not None and (row["version"] if row is not None else 0) != expected_version:
+            return False
+        if row is not None and _leased_by_other(row, owner, now):
+            return False
+        if holder and (row is None or row["lease_owner"] != owner):
+            return False
+        values = {
+            "state": to_state,
+            "since": row["since"] if row is not None and to_state == current else now,
+            "reason": reason,
+            "data": data or {},
+            "lease_owner": owner,
+            "lease_expires": now + timedelta(seconds=lease_seconds),
+        }
+        if row is None:
+            # Two first transitions race on the primary key: one row wins.
+            if insert_ignore(conn, _STATE, [{"project": project, "version": 1, **values}], ["project"]) == 0:
+                return False
+        else:
+            fence = [_STATE.c.lease_owner == owner] if holder else []
+            res = conn.execute(
+                update(_STATE)
+                .where(_STATE.c.project == project, _STATE.c.version == row["version"], *fence)
+                .values(version=row["version"] + 1, **values)
+            )
+            if res.rowcount != 1:
+                return False
+        conn.execute(
+            insert(_HISTORY).values(
+                project=project,
+                from_state=current,
+                to_state=to_state,
+                reason=reason,
+                owner=owner,
+                at=now,
+                data=data or {},
+            )
+        )
         return True
 
     def rearm(self, project: str, owner: str, cooldown_seconds: float) -> dict[str, Any]:
@@ -202,7 +239,35 @@ class LoopStateMixin:
             lease_seconds,
             expected={triggered.value},
             data=data,
+            holder=True,
         )
+
+    def promote(
+        self,
+        project: str,
+        owner: str,
+        reason: str,
+        data: dict[str, Any],
+        lease_seconds: float,
+        move: Callable[[], object],
+    ) -> bool:
+        """evaluating -> promoted under `owner`'s lease, and `move` (the alias move) in the same transaction.
+
+        The fenced write (the row must still name `owner` as its holder) comes first and holds the
+        row's write lock while `move` runs, so no cycle can recover or take the loop in between; a
+        refused write returns False and `move` never runs. If `move` raises, the state is rolled
+        back and the exception propagates: the alias and the state never disagree by the state's
+        doing (a crash after `move` and before the commit leaves the alias moved and the state
+        `evaluating`, which the next cycle recovers as after any crash).
+        """
+        to = advance(State.EVALUATING, Event.PROMOTE).value
+        with self._writer.begin() as conn:
+            row = conn.execute(select(_STATE).where(_STATE.c.project == project)).mappings().first()
+            expected = {State.EVALUATING.value}
+            if not self._write(conn, project, row, to, reason, owner, lease_seconds, expected, data, None, True):
+                return False
+            move()
+        return True
 
     def release(self, project: str, owner: str) -> bool:
         """Give up `owner`'s lease on `project` (the state stays); False if it held none."""
