@@ -15,6 +15,7 @@ from pydantic import Discriminator, Field, SecretStr, Tag, model_validator
 
 from driftloop.core.config_base import _Section
 from driftloop.core.config_limits import ApiLimits
+from driftloop.core.config_traces import MlflowTracesSource, TracesConfig
 
 # FeedbackEvent fields that a row may lack even where the mapping names them: feedback
 # (a rating, a thumb, a correction) and telemetry arrive on some rows only.
@@ -123,7 +124,10 @@ def _source_kind(v: Any) -> str:
 
 
 AnySource = Annotated[
-    Annotated[FileSource, Tag("files")] | Annotated[SqlSource, Tag("sql")], Discriminator(_source_kind)
+    Annotated[FileSource, Tag("files")]
+    | Annotated[SqlSource, Tag("sql")]
+    | Annotated[MlflowTracesSource, Tag("mlflow_traces")],
+    Discriminator(_source_kind),
 ]
 
 
@@ -167,7 +171,7 @@ class ApiToken(_Section):
     )
     scopes: list[Scope] = Field(
         min_length=1,
-        description="What the token may do: `ingest` (POST /v1/feedback), `evaluate` (POST and GET /v1/evaluations), `admin` (everything, the API docs included).",
+        description="What the token may do: `ingest` (POST /v1/feedback and /v1/traces), `evaluate` (POST and GET /v1/evaluations), `admin` (everything, the API docs included).",
     )
 
     @model_validator(mode="after")
@@ -246,6 +250,10 @@ class ApiConfig(_Section):
     limits: ApiLimits = Field(
         default_factory=ApiLimits,
         description="Lockout after failed authentication, and timeouts and bounds against slow clients.",
+    )
+    traces: TracesConfig = Field(
+        default_factory=TracesConfig,
+        description="POST /v1/traces (OTLP/HTTP): which spans become feedback events, and how long a rating waits for its span.",
     )
     mlflow_webhook_aliases: list[str] = Field(
         default_factory=list,

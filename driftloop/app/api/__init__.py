@@ -3,11 +3,11 @@
     >>> app = create_app(load_config("driftloop.yaml"), config_path="driftloop.yaml")
     >>> uvicorn.run(app, host="127.0.0.1", port=8080)
 
-Routes: `POST /v1/feedback`, `POST /v1/evaluations`, `GET /v1/evaluations/{id}` and
+Routes: `POST /v1/feedback`, `POST /v1/traces` (OTLP/HTTP), `POST /v1/evaluations`, `GET /v1/evaluations/{id}` and
 `POST /v1/hooks/mlflow` (MLflow registry webhooks, verified by their signature).
 Every other route depends on `auth.require_scope` (a bearer token from `api.token` or
 `DRIFTLOOP_API__TOKEN`, which holds every scope, or one of `api.tokens` with its scopes:
-`ingest` for feedback, `evaluate` for evaluations). The docs routes exist only with
+`ingest` for feedback and traces, `evaluate` for evaluations). The docs routes exist only with
 `api.docs: true`; the schema there names every route's request and response model. The app
 opens one `Store` (SQLite or PostgreSQL, migrated) and closes it on shutdown; evaluations run
 in a bounded thread pool, or as Prefect deployment runs where PREFECT_API_URL is set (see
@@ -50,7 +50,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
         store = Store(cfg.store_url)
         store.migrate()
 
-    from driftloop.app.api import evaluations, feedback, mlflow_hooks
+    from driftloop.app.api import evaluations, feedback, mlflow_hooks, traces
 
     if config_path is None:
         default = cfg.base_dir / "driftloop.yaml"
@@ -82,6 +82,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     # Outermost: a locked-out address or a stalled body is answered before any route runs.
     app.add_middleware(ClientLimits, limits=cfg.api.limits)
     app.include_router(feedback.router)
+    app.include_router(traces.router)
     app.include_router(evaluations.router)
     app.include_router(mlflow_hooks.router)
     if cfg.api.docs:

@@ -4,6 +4,9 @@ The body is a JSON event object, a list of them, or `{"events": [...]}`.
 Bodies over `api.max_body_bytes` and batches over `api.max_batch` get 413
 before anything is parsed or stored. Every event is accounted for in the
 response; a bad one is quarantined with its reason and the others are kept.
+An object with a `trace_id` (and optionally a `span_id`) and no `prompt` rates
+a traced answer (see `api.traces`): it joins the event of that span, now or
+when the span arrives at POST /v1/traces.
 
     $ curl -H "Authorization: Bearer $TOKEN" -d '[{"ts": "2026-11-01T10:00:00Z", "prompt": "hi"}]' \\
         http://127.0.0.1:8080/v1/feedback
@@ -25,9 +28,11 @@ from driftloop.app.api.bodies import documented_body, load_json, read_body
 from driftloop.app.api.deps import ConfigDep, ParserDep, QuarantineWatchDep, StoreDep
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.pipeline import RowParser
+from driftloop.ingest.ratings import TraceRating, is_rating, parse_rating
 from driftloop.ingest.rows import RowError
 from driftloop.store import Store
 from driftloop.store.batch import Batch, QuarantineRow
+from driftloop.store.traces import add_ratings, expire_ratings
 
 if TYPE_CHECKING:
     from driftloop.app.api.quarantine import QuarantineWatch
@@ -60,6 +65,13 @@ class FeedbackEventIn(BaseModel):
     tokens_in: int | None = None
     tokens_out: int | None = None
     metadata: dict[str, Any] | None = None
+    trace_id: str | None = Field(
+        default=None,
+        description="Rate a traced answer: the W3C trace id (32 hex digits) of its span, or an MLflow trace id. Without a prompt the object is a rating of that span's event.",
+    )
+    span_id: str | None = Field(
+        default=None, description="With trace_id: the span (16 hex digits); default: the trace's span that ended last."
+    )
 
 
 class FeedbackBatch(BaseModel):
@@ -81,13 +93,20 @@ class Rejected(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    received: int = Field(description="Events in the request; always accepted + duplicates + quarantined.")
+    received: int = Field(
+        description="Objects in the request; always accepted + duplicates + quarantined + joined + waiting."
+    )
     accepted: int
     duplicates: int
     quarantined: int
     reasons: dict[str, int] = Field(description="`field: problem` -> how many events were quarantined for it.")
     rejected: list[Rejected] = Field(description="Each quarantined event and why.")
     redacted: dict[str, int] = Field(description="PII replaced before storage, by kind.")
+    joined: int = Field(default=0, description="Ratings by trace id applied to their span's stored event.")
+    waiting: int = Field(
+        default=0,
+        description="Ratings by trace id whose span has not arrived yet (kept for api.traces.join_window_seconds).",
+    )
 
 
 _body = read_body  # the name other routers import
@@ -106,14 +125,21 @@ def _events(body: bytes, max_batch: int) -> list[Any]:
     return doc
 
 
-def _store(parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[Any]) -> FeedbackResponse:
+def _store(
+    parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[Any], window_s: float = 3600.0
+) -> FeedbackResponse:
     parser = parser.fork()
     events: list[FeedbackEvent] = []
     quarantine: list[QuarantineRow] = []
     rejected: list[Rejected] = []
     reasons: Counter[str] = Counter()
+    ratings: list[TraceRating] = []
     for i, row in enumerate(rows):
         try:
+            rated = _rating_row(parser, row)
+            if rated is not None:
+                ratings.append(parse_rating(rated, parser.mapping.rating_scale, parser.redactor))
+                continue
             events.append(parser.event(row, SOURCE))
         except RowError as e:
             reasons[e.key] += 1
@@ -121,6 +147,9 @@ def _store(parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[A
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
     accepted, dups = store.write_batch(Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace))
     watch.add(accepted, dups, len(quarantine), reasons)
+    joined = add_ratings(store, ratings, SOURCE)
+    if ratings:
+        expire_ratings(store, window_s)
     return FeedbackResponse(
         received=len(rows),
         accepted=accepted,
@@ -129,12 +158,26 @@ def _store(parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[A
         reasons=dict(reasons),
         rejected=rejected,
         redacted=dict(parser.redactor.counts),
+        joined=joined.joined,
+        waiting=joined.waiting,
     )
+
+
+def _rating_row(parser: RowParser, row: Any) -> dict[str, Any] | None:
+    """The row with the API mapping's names given back their field names, where it rates a trace; else None."""
+    if not isinstance(row, dict) or "trace_id" not in row:
+        return None
+    named = dict(row)
+    for fname, name in parser.mapping.fields.items():
+        if name in named and name != fname:
+            named[fname] = named.pop(name)
+    return named if is_rating(named) else None
 
 
 @router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
+    response_model_exclude_defaults=True,  # joined and waiting appear where a request rated traces
     dependencies=[Depends(require_scope("ingest"))],
     openapi_extra=documented_body(FeedbackRequest),
 )
@@ -144,4 +187,4 @@ async def post_feedback(
     """Validate, redact and store feedback events; report what happened to each."""
     rows = _events(await _body(request, cfg.api.max_body_bytes), cfg.api.max_batch)
     # The store is synchronous (SQLAlchemy); run it off the event loop.
-    return await run_in_threadpool(_store, parser, store, watch, rows)
+    return await run_in_threadpool(_store, parser, store, watch, rows, cfg.api.traces.join_window_seconds)
