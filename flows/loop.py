@@ -291,6 +291,7 @@ def finish_retrain(
         memory.answer(summary.outcome)
         at = _step(ctx, owner, State.EVALUATING, Event.REJECT, summary.outcome, memory)
         tr.set_version_tags(rt.version, {T.REJECTED_BY: "gate", T.CYCLE_RUN: parent})
+    tr.close_candidate(rt.version, promoted)  # `challenger` goes; a rejected version keeps no alias
     summary.stage_notes["gate"] = summary.outcome
     alert(
         ctx,

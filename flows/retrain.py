@@ -12,6 +12,7 @@ its error is tagged `driftloop.error` on the FAILED `retrain` run in MLflow.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 from prefect import flow, task
@@ -74,6 +75,9 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
             kept, load_replay(champion_dir), cfg.retrain.replay_fraction, cfg.retrain.seed
         )
         manifest["objective"] = "sft"
+        # Lineage: the feedback event behind each example (replay rows: the item's event where known).
+        event_of = {str(i["item_id"]): i.get("source_event_id") for i in pool}
+        manifest["sources"] = {e["id"]: [str(event_of[e["id"]])] if event_of.get(e["id"]) else [] for e in examples}
     else:
         examples, manifest = _preference_set(ctx, kept, golden, objective)
     manifest["counts"]["dropped_near_golden"] = dropped
@@ -174,7 +178,10 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
         tr.log_metrics(run_id, {k: v for k, v in m.items() if isinstance(v, (int, float))})
         for step, loss in m.get("loss_curve", []):
             tr.log_metrics(run_id, {"train_loss": loss}, step=int(step))
-        tr.log_artifacts(run_id, result.output_dir, "job")
+        # The job's record (metrics, manifest, spec, a LoRA adapter); the model itself is stored once,
+        # as the version's MLflow Model below.
+        tr.log_artifacts(run_id, result.output_dir, "job", skip=("model",))
+        tr.log_training_set(run_id, examples, manifest, str(data))
         # Replay keeps corrections only: a pair or a rated row teaches relative to its own model.
         sft_rows = [e for e in examples if "completion" in e and "label" not in e]
         carry_replay(result.model_dir, load_replay(base_dir), sft_rows, r.seed, keep=REPLAY_KEEP)
@@ -185,6 +192,7 @@ def retrain(params: StageParams = StageParams()) -> RetrainResult:
             f"{manifest['counts']['train']} training-pool items + {manifest['counts']['replay']} replay.",
             tags={T.ORIGIN: "retrain", T.BASE_VERSION: base_version, T.METHOD: r.method, T.RETRAIN_RUN: run_id},
         )
+        shutil.rmtree(result.model_dir, ignore_errors=True)  # the registry holds it now; no second copy
         tr.set_alias("challenger", version)
         tr.set_tags(run_id, {T.CHALLENGER_VERSION: version})
         return RetrainResult(

@@ -40,6 +40,10 @@ REJECTED_BY = "driftloop.rejected_by"
 PROMOTED_BY = "driftloop.promoted_by"
 PROMOTION = "driftloop.promotion"
 GATE_VERDICT = "driftloop.gate.verdict"
+# A version's place in the loop: candidate (registered, under evaluation), promoted (was or is the
+# champion) or rejected (the gate said no; it never carries an alias).
+STATUS = "driftloop.status"
+STATUS_CANDIDATE, STATUS_PROMOTED, STATUS_REJECTED = "candidate", "promoted", "rejected"
 
 # A promotion run (the champion alias moved).
 VERSION = "driftloop.version"

@@ -27,6 +27,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser("history", help="every move of the champion alias: when, who, how and why")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(handler=history)
+    p = sub.add_parser(
+        "lineage", help="a version's training run, its datasets, and the feedback events behind each training item"
+    )
+    p.add_argument("version", help="registry version number or alias (champion, challenger)")
+    p.add_argument("--json", action="store_true", help="print the lineage as one JSON object")
+    p.set_defaults(handler=lineage)
 
 
 def _who(args: argparse.Namespace) -> str:
@@ -73,4 +79,31 @@ def history(args: argparse.Namespace) -> int:
 
     # Piped output keeps whole reasons on one line each (rich would wrap at 80 columns).
     Console(width=None if sys.stdout.isatty() else 240).print(t)
+    return 0
+
+
+def lineage(args: argparse.Namespace) -> int:
+    from driftloop.services.lineage import lineage as find
+    from driftloop.store import Store
+    from driftloop.tracking import Tracker
+
+    cfg = config(args)
+    store = Store(cfg.store_url)
+    store.migrate()
+    lin = find(store, Tracker.from_config(cfg), args.version)
+    if args.json:
+        print(lin.model_dump_json(indent=2))
+        return 0
+    print(f"version {lin.version} ({lin.origin or 'unknown origin'}, {lin.status or 'no status'}): {lin.model_uri}")
+    if lin.base_version:
+        print(f"  fine-tuned from version {lin.base_version}, objective {lin.objective or '-'}")
+    print(f"  run {lin.run_id or '-'}")
+    for d in lin.datasets:
+        rows = f", {d.rows} rows" if d.rows is not None else ""
+        print(f"  dataset {d.name} ({d.context}{rows}) digest {d.digest[:16]} from {d.source_type} {d.source}")
+    events = lin.event_ids()
+    print(f"  {len(lin.items)} training items from {len(events)} feedback events")
+    for item in lin.items:
+        refs = ", ".join(f"{e.event_id} ({e.source or 'not in the store'})" for e in item.events) or "no event"
+        print(f"    {item.item}: {refs}")
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -26,11 +25,10 @@ from typing import Any
 from driftloop.core import tags as T
 from driftloop.core.errors import InputError, StageError
 from driftloop.core.types import Decision, MetricResult
+from driftloop.tracking.keys import BAD_KEY as _BAD_KEY
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-_BAD_KEY = re.compile(r"[^\w.\- :/]")
 
 
 def metric_key(m: MetricResult) -> str:
@@ -39,6 +37,17 @@ def metric_key(m: MetricResult) -> str:
     for k, v in sorted(m.segment.items()):
         key += f"/{k}:{v}"
     return _BAD_KEY.sub("_", key)[:250]
+
+
+def _init_lock(uri: str) -> Any:
+    """An exclusive lock on `<db>.init.lock` for a SQLite tracking URI (a no-op for others)."""
+    import contextlib
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return FileLock(uri[len("sqlite:///") :] + ".init.lock", timeout=300)
 
 
 class Tracker:
@@ -51,22 +60,28 @@ class Tracker:
         model_name: str,
         artifact_location: str | None = None,
         cache_dir: str | Path | None = None,
+        prompt_template: str = "Q: {prompt}\nA:",
     ):
         import mlflow
         from mlflow import MlflowClient
 
         self._mlflow = mlflow
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.model_name = model_name
+        self.prompt_template = prompt_template  # what a served version puts around each prompt
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "driftloop-models"
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            if artifact_location and "://" not in artifact_location:
-                Path(artifact_location).mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
-        else:
-            self.experiment_id = exp.experiment_id
+        # MLflow creates and migrates a fresh SQLite file's tables when its client first opens it,
+        # unguarded: two processes that start on a fresh state folder at once race it ("table ...
+        # already exists"). A file lock beside the database serialises that and the experiment's creation.
+        with _init_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                if artifact_location and "://" not in artifact_location:
+                    Path(artifact_location).mkdir(parents=True, exist_ok=True)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            else:
+                self.experiment_id = exp.experiment_id
 
     @classmethod
     def from_config(cls, cfg) -> Tracker:
@@ -78,6 +93,7 @@ class Tracker:
             cfg.tracking.registered_model,
             cfg.artifact_location,
             cfg.state_path / "models",
+            cfg.retrain.prompt_template,
         )
 
     # -- runs -------------------------------------------------------------
@@ -137,8 +153,48 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+    def log_artifacts(
+        self, run_id: str, local_dir: str | Path, artifact_path: str | None = None, skip: tuple[str, ...] = ()
+    ) -> None:
+        """Log a folder's files; top-level entries named in `skip` are left out."""
+        if not skip:
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+            return
+        for p in sorted(Path(local_dir).iterdir()):
+            if p.name in skip:
+                continue
+            if p.is_dir():
+                self.client.log_artifacts(run_id, str(p), f"{artifact_path}/{p.name}" if artifact_path else p.name)
+            else:
+                self.client.log_artifact(run_id, str(p), artifact_path)
+
+    # -- datasets (driftloop.tracking.datasets) ------------------------------
+    def log_dataset(
+        self,
+        run_id: str,
+        rows: list[dict[str, Any]],
+        name: str,
+        context: str,
+        source: str | tuple[str, str],
+        digest: str | None = None,
+    ) -> str:
+        """Log `rows` as an input dataset of the run (`context`: training, evaluation, monitoring).
+        `source`: a path or URI, or (table, filter) of the feedback store. Returns the digest shown."""
+        from driftloop.tracking.datasets import StoreSource, log_dataset
+
+        src = StoreSource(*source) if isinstance(source, tuple) else source
+        return log_dataset(self, run_id, rows, name, context, src, digest)
+
+    def log_training_set(self, run_id: str, examples: list[dict[str, Any]], manifest: dict, path: str) -> str:
+        """The curated training set (the job's data file) as the run's `training` dataset."""
+        rows = [{k: v for k, v in e.items() if k != "sources"} for e in examples]
+        return self.log_dataset(run_id, rows, "training-set", "training", path, digest=manifest.get("digest"))
+
+    def run_datasets(self, run_id: str) -> list:
+        """The run's input datasets (`driftloop.tracking.datasets.DatasetRecord`), in logging order."""
+        from driftloop.tracking.datasets import run_datasets
+
+        return run_datasets(self, run_id)
 
     def log_decision(self, run_id: str, decision: Decision, stage: str) -> None:
         """Tags for the action and the first reasons; the whole decision as JSON."""
@@ -206,17 +262,29 @@ class Tracker:
     def register_model(
         self, run_id: str, model_dir: str | Path, description: str = "", tags: dict[str, str] | None = None
     ) -> str:
-        """Log `model_dir` as the run's `model` artifact and register it; returns the new version."""
+        """Log `model_dir` as an MLflow Model of the run (a LoggedModel: pyfunc text generator with
+        signature and input example, `driftloop.tracking.models`) and register it; returns the new
+        version. The files are stored once, under the LoggedModel; the version points at it."""
         from mlflow.exceptions import MlflowException
 
-        self.log_artifacts(run_id, model_dir, "model")
+        from driftloop.tracking.models import log_text_model
+
+        t = {T.STATUS: T.STATUS_CANDIDATE, **(tags or {})}
+        logged = log_text_model(self, run_id, model_dir, self.prompt_template, tags=t)
         try:
             self.client.get_registered_model(self.model_name)
         except MlflowException:
             self.client.create_registered_model(self.model_name)
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        # MLflow's SQL registry looks the LoggedModel up through the process-wide tracking URI
+        # (a TODO in mlflow/store/model_registry/sqlalchemy_store.py), not this client's.
+        self._mlflow.set_tracking_uri(self.uri)
         mv = self.client.create_model_version(
-            self.model_name, source=source, run_id=run_id, description=description or None, tags=tags or None
+            self.model_name,
+            source=logged.model_uri,
+            run_id=run_id,
+            description=description or None,
+            tags=t,
+            model_id=logged.model_id,
         )
         return str(mv.version)
 
@@ -264,8 +332,18 @@ class Tracker:
         }
         run = self.start_run(f"{how}-v{version}", tags=tags)
         self.end_run(run)
-        self.set_version_tags(str(version), {T.PROMOTED_BY: by, T.PROMOTION: how})
+        self.set_version_tags(str(version), {T.PROMOTED_BY: by, T.PROMOTION: how, T.STATUS: T.STATUS_PROMOTED})
         return previous
+
+    def close_candidate(self, version: str, promoted: bool) -> None:
+        """After the gate's decision on `version`: `challenger` is removed (it named the candidate
+        under evaluation); a rejected version is tagged `driftloop.status=rejected` and keeps no alias."""
+        if not promoted:
+            self.set_version_tags(str(version), {T.STATUS: T.STATUS_REJECTED})
+            for alias in self.version_info(str(version))["aliases"]:
+                self.delete_alias(alias)
+        if self.alias_version("challenger") == str(version):
+            self.delete_alias("challenger")
 
     def champion_history(self, limit: int = 100) -> list[dict[str, str]]:
         """Every move of `champion` (gate, manual or rollback), newest first."""
@@ -330,7 +408,9 @@ class Tracker:
             tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self._ensure_cache()))
             try:
                 got = self._mlflow.artifacts.download_artifacts(
-                    artifact_uri=mv.source, dst_path=str(tmp), tracking_uri=self.uri
+                    artifact_uri=self.client.get_model_version_download_uri(self.model_name, version),
+                    dst_path=str(tmp),
+                    tracking_uri=self.uri,
                 )
             except Exception as e:  # noqa: BLE001 - any download failure is a stage failure
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -339,7 +419,9 @@ class Tracker:
             shutil.rmtree(dest, ignore_errors=True)
             Path(got).rename(dest)
             shutil.rmtree(tmp, ignore_errors=True)
-        return version, dest
+        from driftloop.tracking.models import hf_folder
+
+        return version, hf_folder(dest)
 
     def _ensure_cache(self) -> Path:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -393,104 +475,13 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{key}` = '{value}'", max_results=1)
         return runs[0].info.run_id if runs else None
 
-    # -- the gate's evidence where the MLflow UI shows it (dashboards) ----------
     def record_gate(self, run_id: str, version: str, verdict: Decision) -> dict[str, str]:
-        """Put the gate's key figures where the MLflow UI shows them; returns the version tags set.
+        """The gate's figures on the cycle run and the version (`driftloop.tracking.gate.record_gate`)."""
+        from driftloop.tracking.gate import record_gate
 
-        On the cycle run `run_id`: metrics `gate/<suite>/diff` (the challenger's improvement in
-        the metric's units, positive is better), `.../ci_low`, `.../ci_high`, `.../p_value` (so
-        Compare lines cycles up side by side) and tags
-        `driftloop.challenger_version`, `driftloop.gate.verdict`. On registry version
-        `version`: one tag per suite (`driftloop.gate.<suite>`: diff, CI, n, p, pass/fail),
-        the verdict, the cycle run and its UI path, and a description that starts
-        "Promoted by the gate:" or "Rejected by the gate:" followed by the reasons.
-        """
-        metrics: dict[str, float] = {}
-        tags = {
-            T.GATE_VERDICT: verdict.action.value,
-            T.CYCLE_RUN: run_id,
-            T.CYCLE_RUN_URL: self.run_url(run_id),
-            T.POLICY_VERSION: verdict.policy_version,
-        }
-        for f in verdict.findings:
-            suite = f.segment.get("suite")
-            if suite is None:
-                continue
-            suite = _BAD_KEY.sub("_", suite)
-            if f.kind not in ("gain", "non_inferiority"):
-                tags[T.gate_suite(suite)] = f"no verdict: {f.kind.replace('_', ' ')}"
-                continue
-            metrics.update(
-                {
-                    f"gate/{suite}/diff": f.estimate,
-                    f"gate/{suite}/ci_low": f.ci_low,
-                    f"gate/{suite}/ci_high": f.ci_high,
-                    f"gate/{suite}/n": f.n,
-                    f"gate/{suite}/p_value": f.p_value,
-                }
-            )
-            ci = f" [{f.ci_low:+.3f}, {f.ci_high:+.3f}]" if f.ci_low is not None and f.ci_high is not None else ""
-            better = (
-                ""
-                if f.direction == "higher" and f.target is None
-                else (f" (target {f.target:g})" if f.target is not None else " (lower is better)")
-            )
-            tags[T.gate_suite(suite)] = (
-                f"{f.role} {f.metric}{better}: {'diff' if not better else 'improvement'} "
-                f"{f.estimate:+.3f}{ci}, "
-                f"n={f.n}, p={f.p_value:.4g}, {'pass' if f.passed else 'fail'}"
-            )
-        self.log_metrics(run_id, metrics)
-        self.set_tags(run_id, {T.CHALLENGER_VERSION: version, T.GATE_VERDICT: verdict.action.value})
-        self.set_version_tags(version, tags)
-        head = "Promoted by the gate: " if verdict.action.value == "promote" else "Rejected by the gate: "
-        self.set_version_description(version, head + " | ".join(verdict.reasons))
-        return tags
+        return record_gate(self, run_id, version, verdict)
 
 
-def alias_versions(cfg, aliases: Iterable[str]) -> dict[str, str | None]:
-    """The registry version each alias points at (None where it is not set), for `driftloop status`.
+from driftloop.tracking.aliases import _read_aliases, alias_versions  # noqa: E402  (re-exported)
 
-    Read straight from a local SQL tracking store's alias table where there is one (`_read_aliases`):
-    loading MLflow to ask it takes seconds, the query milliseconds. Anything else asks MLflow.
-    """
-    names = list(aliases)
-    found = _read_aliases(cfg.tracking_uri, cfg.tracking.registered_model, names)
-    if found is not None:
-        return found
-    tr = Tracker.from_config(cfg)
-    return {a: tr.alias_version(a) for a in names}
-
-
-def _read_aliases(uri: str, model_name: str, aliases: list[str]) -> dict[str, str | None] | None:
-    """Aliases of `model_name` from MLflow's `registered_model_aliases` table, read-only; None
-    where this cannot answer for certain (not a SQL store, a named MLflow workspace, a table
-    not of the expected shape, one alias in several workspaces): the caller then asks MLflow.
-    A SQLite store that does not exist yet holds no aliases."""
-    if os.environ.get("MLFLOW_WORKSPACE", "").strip() or not uri.startswith(("sqlite:", "postgresql", "mysql")):
-        return None
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        return dict.fromkeys(aliases)
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        engine = create_engine(uri)
-    except (SQLAlchemyError, ImportError):  # a URI or a database driver SQLAlchemy cannot use here
-        return None
-    try:
-        with engine.connect() as conn:
-            rows = (
-                conn.execute(text("SELECT * FROM registered_model_aliases WHERE name = :name"), {"name": model_name})
-                .mappings()
-                .all()
-            )
-    except SQLAlchemyError:
-        return None
-    finally:
-        engine.dispose()
-    rows = [r for r in rows if r.get("workspace", "default") == "default"]
-    if any(not {"alias", "version"} <= set(r) for r in rows) or len({r["alias"] for r in rows}) != len(rows):
-        return None
-    got = {r["alias"]: str(r["version"]) for r in rows}
-    return {a: got.get(a) for a in aliases}
+__all__ = ["Tracker", "alias_versions", "metric_key", "_read_aliases"]
