@@ -41,8 +41,17 @@ def test_demo_loop_promotes_the_challenger(demo_run):
     cfg = load_config(cfg_path)
     tr = Tracker.from_config(cfg)
     assert tr.alias_version("champion") == "2"
-    assert tr.alias_version("challenger") == "2"
+    assert tr.alias_version("challenger") is None  # it named the candidate only while under evaluation
     info = tr.version_info("2")
+    assert info["tags"]["driftloop.status"] == "promoted"
+    # The champion is an MLflow Model: pyfunc loads it from the registry and it answers in text.
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{tr.model_name}@champion")
+    [answer] = served.predict(pd.DataFrame({"prompt": ["How do I reset my password?"]}), params={"max_new_tokens": 16})
+    assert isinstance(answer, str) and answer.strip()
     assert info["tags"]["driftloop.base_version"] == "1"
     assert info["description"].startswith("Promoted by the gate")
     # The gate's figures per suite on the version, for the MLflow UI's "why is it the champion?".
