@@ -1,4 +1,4 @@
-"""Ingest every source a config names (files, then SQL) with one redactor, into one report.
+"""Ingest every source a config names (files, then SQL and MLflow traces) with one redactor, into one report.
 
 >>> report = ingest_config(cfg, store)
 >>> report.balanced, dict(report.redacted)
@@ -13,6 +13,7 @@ from typing import Any
 
 from driftloop.core.errors import ConfigError
 from driftloop.ingest.files import ingest_files, source_files
+from driftloop.ingest.mlflow_traces import ingest_mlflow_traces
 from driftloop.ingest.pipeline import IngestReport, Progress
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.sql import ingest_sql
@@ -46,4 +47,8 @@ def ingest_config(
             if on_source:
                 on_source(f"sql {src.table or 'query'}")
             report.merge(ingest_sql(store, src, redactor=redactor))
+        elif src.kind == "mlflow_traces":
+            if on_source:
+                on_source(f"mlflow traces of {src.experiment}")
+            report.merge(ingest_mlflow_traces(store, src, cfg.tracking_uri, redactor=redactor))
     return report
