@@ -114,7 +114,7 @@ def llm_spans(tracer) -> dict[str, tuple[str, str]]:
                 "gen_ai.system": "anthropic",
                 "gen_ai.request.model": "claude-3-5-haiku",
                 "gen_ai.prompt.0.role": "user",
-                "gen_ai.prompt.0.content": "call me on (415) 555-0134 or mail ann@example.com",
+                "gen_ai.prompt.0.content": "call me on +49 30 901820 or mail ann@example.com",
                 "gen_ai.completion.0.role": "assistant",
                 "gen_ai.completion.0.content": "will do",
                 "gen_ai.usage.prompt_tokens": 20,

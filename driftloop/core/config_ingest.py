@@ -46,6 +46,10 @@ class FieldMapping(_Section):
         default_factory=list,
         description="Source fields copied into the event's segment (as strings), e.g. `[locale, tier]`. A row may lack one; one that no row of a run's first batch holds is a typo (see `fields`).",
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone (e.g. `Europe/Berlin`) in which timestamps without an offset were written; without it such a row is quarantined (`ts: no timezone`). Timestamps with an offset, and epoch numbers (seconds, milliseconds, microseconds or nanoseconds, told apart by size), need none.",
+    )
     segment_max_keys: int = Field(
         default=16,
         ge=1,
@@ -66,6 +70,13 @@ class FieldMapping(_Section):
         unknown = sorted(set(self.fields) - set(FeedbackEvent.model_fields))
         if unknown:
             raise ValueError(f"fields: {unknown[0]!r} is not a FeedbackEvent field")
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
         return self
 
 
@@ -140,11 +151,22 @@ class RedactionConfig(_Section):
     patterns: dict[str, str] = Field(
         default_factory=dict, description="Extra PII patterns: name -> Python regex; matches become `[NAME]`."
     )
+    phone_regions: list[str] = Field(
+        default=["US", "GB", "DE", "FR", "IN", "BR", "JP", "AU"],
+        description="Countries (ISO 3166 codes) whose national phone formats are recognised, e.g. `020 7946 0958` in GB; a number with a +country code is recognised for every country. Each candidate is checked against libphonenumber's numbering plan of the country, as written there, so years, ranges and order numbers are left alone.",
+    )
 
     @model_validator(mode="after")
     def _compile(self) -> RedactionConfig:
         import re
 
+        import phonenumbers
+
+        for code in self.phone_regions:
+            if code not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(
+                    f"phone_regions: {code!r} is not a country code libphonenumber knows (e.g. GB, DE, US)"
+                )
         for name, pat in self.patterns.items():
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
                 raise ValueError(f"patterns: name {name!r} must be letters, digits and _")

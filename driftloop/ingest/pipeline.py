@@ -71,6 +71,7 @@ class RowParser:
             "id_namespace": self.id_namespace,
             "max_segment_keys": m.segment_max_keys,
             "max_segment_value": m.segment_value_max_chars,
+            "timezone": m.timezone,
         }
 
     def event_function(self) -> Callable[[Any, str], FeedbackEvent]:

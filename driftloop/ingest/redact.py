@@ -1,6 +1,9 @@
 """PII redaction applied to every text before it reaches the store, the logs or MLflow.
 
-Built-in detectors find e-mail addresses, phone numbers, card-like numbers
+Built-in detectors find e-mail addresses, phone numbers (any country's in
+international form, `+49 30 901820`; national forms of `phone_regions`; each
+checked against libphonenumber's numbering plans by `phonenumbers`, so years,
+ranges like `(1874-1936)` and order numbers are left alone), card-like numbers
 (13-19 digits that pass the Luhn check), IPv4/IPv6 addresses and secrets:
 API keys and tokens of well-known shapes (`key`: OpenAI/Anthropic `sk-...`,
 Stripe `sk_live_...`, GitHub `ghp_...`/`github_pat_...`, AWS `AKIA...`, Slack
@@ -23,6 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -48,11 +52,19 @@ BUILTIN: dict[str, str] = {
         rf"|(?<![:\w])(?:{_H}:){{7}}{_H}(?![:\w])"
         rf"|(?<![:\w])(?:{_H}:){{1,6}}:(?:{_H}(?::{_H}){{0,5}})?(?![:\w])"
     ),
-    # An optional +country code, then 7-15 digits in groups separated by space, dot,
-    # dash or parentheses: "+1 (415) 555-0100", "020 7946 0958", "555-0100-22".
+    # Candidates only: digit groups that may be a phone number, "+49 30 901820", "(030) 901820",
+    # "020 7946 0958", "555-0100"; `phone_ok` (libphonenumber's numbering plans) decides. A
+    # candidate starts with '+' or '(', or has a separator between two digits (see FLAG_SCREEN_REGEX).
     # ISO dates (2026-11-01) and times are not phone numbers.
-    "phone": r"(?<![\w+:.-])(?!\d{4}-\d\d-\d\d(?!\d))(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])",
+    "phone": (
+        r"(?<![\w+:.-])(?!\d{4}-\d\d-\d\d(?!\d))"
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){0,6}"
+        r"|\(\d{1,5}\)[ .-]?\d{1,8}(?:[ .-]\d{1,8}){0,6}"
+        r"|\d{1,8}(?:[ .-]\d{1,8}){1,6})(?![\w])"
+    ),
 }
+# National forms of these countries' numbers are recognised (any country's with a +country code).
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "AU")
 ORDER = ("key", "jwt", "iban", "email", "card", "ip", "phone")  # alternation order of the built-ins
 # A text without any of these characters cannot hold a built-in match other than a
 # secret: most texts are skipped after one scan.
@@ -67,7 +79,7 @@ SECRET_HINT_REGEX = _HINT.pattern  # the same test for pyarrow (RE2) in the colu
 # separator and a digit, every ungrouped card 13 digits in a row, every IBAN two capitals and two
 # digits, every key or token one of SECRET_HINTS. Ids and versions (digits, but rarely these)
 # are screened with it before the redactor looks at them one by one (RE2 syntax, for pyarrow).
-FLAG_SCREEN_REGEX = r"[@:]|\d[ .-]\d|\d{13}|[A-Z]{2}\d{2}|" + SECRET_HINT_REGEX
+FLAG_SCREEN_REGEX = r"[@:]|\d[ .-]\d|\+\d|\(\d|\d{13}|[A-Z]{2}\d{2}|" + SECRET_HINT_REGEX
 BEFORE_TRIGGER = 64  # characters: an e-mail's local part may precede its '@' (or a digit in it)
 
 
@@ -125,6 +137,45 @@ def iban_ok(s: str) -> bool:
     return int(n) % 97 == 1
 
 
+_NANP_LOCAL = re.compile(r"[2-9]\d\d[ .-]\d{4}")  # a North American number without its area code: 555-0100
+
+
+@lru_cache(maxsize=65536)
+def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
+    """True when `s` is a phone number: a valid one of any country after '+', or one of `regions` as written there.
+
+    A number without '+' counts only in a region whose numbering plan makes it
+    valid and whose national form it is written in (the trunk prefix
+    included: "020 7946 0958" in GB, not "2019-2021" in DE); a North American
+    local number (555-0100) counts where US or CA is a region.
+    """
+    import phonenumbers as pn
+
+    groups = re.findall(r"\d+", s)
+    if not 7 <= sum(map(len, groups)) <= 15:  # E.164: at most 15 digits
+        return False
+    if s.startswith("+"):
+        try:
+            return pn.is_valid_number(pn.parse(s, None))
+        except pn.NumberParseException:
+            return False
+    for region in regions:
+        try:
+            n = pn.parse(s, region)
+        except pn.NumberParseException:
+            continue
+        if pn.is_valid_number(n):
+            # Written as the region writes it: the same digit groups as its national format
+            # (optionally after the trunk prefix, 1-415-555-0100), not merely the same digits.
+            national = re.findall(r"\d+", pn.format_number(n, pn.PhoneNumberFormat.NATIONAL))
+            prefix = pn.PhoneMetadata.metadata_for_region(region).national_prefix or ""
+            if groups in (national, [prefix, *national]):
+                return True
+        elif region in ("US", "CA") and _NANP_LOCAL.fullmatch(s):
+            return pn.is_possible_number_with_reason(n) == pn.ValidationResult.IS_POSSIBLE_LOCAL_ONLY
+    return False
+
+
 def luhn_ok(digits: str) -> bool:
     """True when the digit string passes the Luhn checksum used by payment cards."""
     total, odd = 0, False
@@ -145,11 +196,17 @@ class Redactor:
     """
 
     def __init__(
-        self, builtin: Iterable[str] = tuple(BUILTIN), patterns: dict[str, str] | None = None, enabled: bool = True
+        self,
+        builtin: Iterable[str] = tuple(BUILTIN),
+        patterns: dict[str, str] | None = None,
+        enabled: bool = True,
+        phone_regions: Iterable[str] = PHONE_REGIONS,
     ) -> None:
         self.enabled = enabled
         self.counts: Counter[str] = Counter()
-        self.spec = (tuple(builtin), dict(patterns or {}), enabled)  # rebuilds it elsewhere: Redactor(*spec)
+        self.phone_regions = tuple(r.upper() for r in phone_regions)
+        # Rebuilds it elsewhere: Redactor(*spec).
+        self.spec = (tuple(builtin), dict(patterns or {}), enabled, self.phone_regions)
         # User patterns run first (they may be more specific); the built-ins then run as
         # one alternation in one pass, cards before phones (a card number also looks
         # like a phone number).
@@ -227,8 +284,8 @@ class Redactor:
             kind = fixed or m.lastgroup or ""
             if kind == "card" and not luhn_ok(re.sub(r"\D", "", m.group(0))):
                 return m.group(0)
-            if kind == "phone" and sum(c.isdigit() for c in m.group(0)) < 7:
-                return m.group(0)  # too short for a phone number: a date, a count, a version
+            if kind == "phone" and not phone_ok(m.group(0), self.phone_regions):
+                return m.group(0)  # a year, a range, a count, a version, an order number
             if kind == "iban" and not iban_ok(m.group(0)):
                 return m.group(0)
             (self.counts if counts is None else counts)[kind] += 1
@@ -248,7 +305,7 @@ class Redactor:
     @classmethod
     def from_config(cls, cfg: Any) -> Redactor:
         """A redactor for a `RedactionConfig`."""
-        return cls(cfg.builtin, cfg.patterns, cfg.enabled)
+        return cls(cfg.builtin, cfg.patterns, cfg.enabled, getattr(cfg, "phone_regions", PHONE_REGIONS))
 
     def value(self, v: Any) -> Any:
         """Redact every string inside a JSON-like value (keys included)."""

@@ -26,6 +26,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from driftloop.core.types import FeedbackEvent
+from driftloop.ingest.times import epoch_time, is_epoch, zone
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -123,10 +124,14 @@ def parse_row(
     id_namespace: str = "",
     max_segment_keys: int = MAX_SEGMENT_KEYS,
     max_segment_value: int = MAX_SEGMENT_VALUE_CHARS,
+    timezone: str | None = None,
 ) -> FeedbackEvent:
     """Validate one decoded row of the feedback format and return the event.
 
-    `ts` must be ISO-8601 with a timezone, from 1970 on and at most a day in
+    `ts` must be ISO-8601 with a timezone (or without one where `timezone`,
+    an IANA name, says where it was taken), or epoch seconds, milliseconds,
+    microseconds or nanoseconds (a number, or a string of 9 digits or more;
+    the unit by its size), from 1970 on and at most a day in
     the future (relative to `now`, default the current time). `rating` is read
     on `rating_scale`: `stars` (an integer 1-5, or a string or float holding
     one) becomes (s-1)/4; `thumbs` (true/false, up/down, 1/0) becomes 1.0/0.0
@@ -147,7 +152,7 @@ def parse_row(
     if not isinstance(obj, dict):
         raise RowError("(row)", "not a JSON object", type(obj).__name__)
     now = now or datetime.now(UTC)
-    ts = _timestamp(obj.get("ts"), now)
+    ts = _timestamp(obj.get("ts"), now, timezone)
     # Each field has a fast path for the common, valid value; anything else goes
     # through the full check, which raises the precise RowError (same order, same
     # reasons as checking every value the slow way).
@@ -348,19 +353,28 @@ def _event_id(given: Any) -> str:
     return eid
 
 
-def _timestamp(v: Any, now: datetime) -> datetime:
+def _timestamp(v: Any, now: datetime, timezone: str | None = None) -> datetime:
     if v is None:
         raise RowError("ts", "missing")
     if isinstance(v, datetime):  # Parquet and SQL sources hand over typed timestamps
         v = v.isoformat()
-    if not isinstance(v, str):
-        raise RowError("ts", "not an ISO-8601 string")
-    try:
-        ts = datetime.fromisoformat(v.strip())
-    except ValueError:
-        raise RowError("ts", "not ISO-8601", v[:64]) from None
+    if is_epoch(v):
+        try:
+            ts = epoch_time(v)
+        except ValueError as e:
+            raise RowError("ts", str(e), str(v)[:64]) from None
+        v = str(v)
+    elif not isinstance(v, str):
+        raise RowError("ts", "not an ISO-8601 string or epoch number")
+    else:
+        try:
+            ts = datetime.fromisoformat(v.strip())
+        except ValueError:
+            raise RowError("ts", "not ISO-8601", v[:64]) from None
     if ts.tzinfo is None or ts.utcoffset() is None:
-        raise RowError("ts", "no timezone", v[:64])
+        if timezone is None:
+            raise RowError("ts", "no timezone", v[:64])
+        ts = ts.replace(tzinfo=zone(timezone))  # an hour that occurs twice (DST ends): its first occurrence
     try:
         if ts.tzinfo is not UTC:  # fromisoformat gives this very object for Z and +00:00
             ts = ts.astimezone(UTC)
@@ -458,7 +472,7 @@ def _rating(v: Any, scale: Scale = "stars") -> tuple[float | None, str | None]:
 def _thumbs(v: Any, name: str = "thumbs_up", problem: str = "not a boolean") -> bool | None:
     if v is None or isinstance(v, bool):
         return v
-    if isinstance(v, int) and v in (0, 1, -1):
+    if isinstance(v, (int, float)) and v in (0, 1, -1):  # 1.0 as 1: exports write numbers as floats
         return v == 1
     if isinstance(v, str):
         w = v.strip().lower()
@@ -466,6 +480,8 @@ def _thumbs(v: Any, name: str = "thumbs_up", problem: str = "not a boolean") -> 
             return None
         if w in THUMBS:
             return THUMBS[w]
+        if w in ("1.0", "0.0", "-1.0"):
+            return w == "1.0"
     raise RowError(name, problem, repr(v)[:32])
 
 
