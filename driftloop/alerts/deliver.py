@@ -6,7 +6,10 @@ when `jitter` is on; a 429's Retry-After is honoured up to the same cap);
 any other 4xx is final at once, since sending the same body again cannot
 succeed. Each attempt is signed afresh, so a retry is never outside the
 receiver's replay window. Redirects are not followed (an allow-list of hosts
-would otherwise be bypassed).
+would otherwise be bypassed). The host is resolved once and every address checked
+(`driftloop.alerts.resolve`); the request goes to a checked address, with the
+host's name in the Host header and TLS's SNI and certificate check, so a second,
+different answer from DNS is never used.
 
     >>> res = post("https://hooks.example.com/x", body, secret, "retrain.started", "evt_1:ops",
     ...            retries=3, backoff_seconds=1.0, timeout_seconds=5.0)
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from driftloop.alerts.resolve import ForbiddenHost, checked_addresses
 from driftloop.alerts.signing import sign_headers
 
 MAX_BACKOFF_S = 60.0
@@ -71,13 +75,26 @@ def post(
     jitter: bool = True,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
+    allow_link_local: bool = False,
 ) -> Result:
     """POST `body` to `url`, signed with `secret`, retrying as described above; never raises for
-    network or HTTP failures (they are in the result). Error texts never contain the secret or the URL."""
+    network or HTTP failures (they are in the result). Error texts never contain the secret or the URL.
+    A host that resolves to a forbidden address (`resolve.checked_addresses`) is final at once."""
     token = _SENDING.set(True)
     try:
         return _post(
-            url, body, secret, event_type, delivery, retries, backoff_seconds, timeout_seconds, jitter, sleep, clock
+            url,
+            body,
+            secret,
+            event_type,
+            delivery,
+            retries,
+            backoff_seconds,
+            timeout_seconds,
+            jitter,
+            sleep,
+            clock,
+            allow_link_local,
         )
     finally:
         _SENDING.reset(token)
@@ -95,15 +112,26 @@ def _post(
     jitter: bool,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
+    allow_link_local: bool,
 ) -> Result:
     res = Result(ok=False, attempts=0)
+    target = httpx.URL(url)
+    pinned: tuple[list[httpx.URL], dict[str, str], dict[str, str]] | None = None
     with httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False, trust_env=False) as client:
         for attempt in range(1, retries + 2):
             res.attempts = attempt
             headers = sign_headers(secret, body, int(clock()), event_type, delivery)
             retry_after = 0.0
             try:
-                r = client.post(url, content=body, headers=headers)
+                if pinned is None:
+                    pinned = _pin(target, allow_link_local)
+                urls, host, sni = pinned
+                r = _post_first(client, urls, body, {**headers, **host}, sni)
+            except ForbiddenHost as e:
+                res.status, res.error = None, str(e)
+                return res  # no retry can make the address allowed
+            except OSError as e:  # the name did not resolve (socket.gaierror): like a connect error
+                res.status, res.error = None, f"{type(e).__name__}: name resolution failed"
             except httpx.HTTPError as e:
                 res.status, res.error = None, _describe(e)
             else:
@@ -118,6 +146,29 @@ def _post(
             if attempt <= retries:
                 sleep(min(max(backoff(attempt, backoff_seconds, jitter), retry_after), MAX_BACKOFF_S))
     return res
+
+
+def _pin(url: httpx.URL, allow_link_local: bool) -> tuple[list[httpx.URL], dict[str, str], dict[str, str]]:
+    """(the URL with its host replaced by each checked address, the Host header, TLS's server name)."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    addresses = checked_addresses(url.host, port, allow_link_local)
+    name = f"[{url.host}]" if ":" in url.host else url.host
+    host = name if url.port is None else f"{name}:{url.port}"
+    sni = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    return [url.copy_with(host=a) for a in addresses], {"Host": host}, sni
+
+
+def _post_first(
+    client: httpx.Client, urls: list[httpx.URL], body: bytes, headers: dict[str, str], sni: dict[str, str]
+) -> httpx.Response:
+    """POST to the first of `urls` (one per checked address) that accepts a connection."""
+    for i, to in enumerate(urls):
+        try:
+            return client.post(to, content=body, headers=headers, extensions=sni)
+        except httpx.ConnectError:
+            if i == len(urls) - 1:
+                raise
+    raise httpx.ConnectError("no address")
 
 
 def _describe(e: httpx.HTTPError) -> str:

@@ -99,6 +99,7 @@ def send_one(
             timeout_seconds=a.timeout_seconds,
             jitter=a.backoff_jitter,
             sleep=sleep,
+            allow_link_local=a.allow_link_local,
         )
     except Exception as e:  # noqa: BLE001 - a bug or an odd URL must not fail the loop
         return False, 1, None, type(e).__name__

@@ -195,7 +195,7 @@ class AlertsConfig(_Section):
     )
     allow_link_local: bool = Field(
         default=False,
-        description="Allow webhooks on link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, metadata.google.internal); refused by default, since a webhook there reads instance credentials. Names are checked as written, not resolved.",
+        description="Allow webhooks on link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, metadata.google.internal); refused by default, since a webhook there reads instance credentials. A webhook's name is resolved when an alert is sent and refused if any address it resolves to is one of these (or loopback); the alert goes to the address checked.",
     )
 
     @model_validator(mode="after")
