@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from driftloop.core import tags as T
+from driftloop.core.judging import JudgeCalibration, JudgedWindow
 from driftloop.core.loopstate import ChampionScope
 from driftloop.core.types import MetricResult
 from driftloop.services.windows import (
@@ -60,6 +61,12 @@ class MonitorResult(BaseModel):
     fresh_events: int = Field(default=0, description="Current-window events newer than the flow's `fresh_after`.")
     current_newest: datetime | None = Field(
         default=None, description="Timestamp of the newest event the current window counts."
+    )
+    judged: JudgedWindow | None = Field(
+        default=None, description="The judges' PPI++ estimates and findings on the current window (judges: only)."
+    )
+    judges: list[JudgeCalibration] = Field(
+        default_factory=list, description="Each judge's agreement with the humans on the current window."
     )
 
 
@@ -118,6 +125,14 @@ def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
     ref = read_prompt_sample(ctx.store, w.reference_start, w.reference_end, t.sample, t.max_chars)
     cur = read_prompt_sample(ctx.store, w.current_start, w.current_end, t.sample, t.max_chars)
     return text_drift(ref, cur, t, ctx.cfg.policy.min_n)
+
+
+@task(name="judges", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def judges_task(params: StageParams, cur, w: Windows):
+    from driftloop.services.judging import judge_window_events
+
+    ctx = context(params)
+    return judge_window_events(ctx.cfg, ctx.store, cur, w.current_start, w.current_end, log().info)
 
 
 @task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
@@ -201,6 +216,7 @@ def monitor(
         if hit is None and mon.profile_cache and out.reference_profile is not None:
             cache.put(key, out.reference_profile, out.reference)
         text = clock("text", text_task, params, w) if len(cur) and n_ref else []
+        judged = clock("judges", judges_task, params, cur, w) if ctx.cfg.judges and len(cur) else None
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None:
             # Quality per segment and the segment gaps ride in the same snapshot, for the dashboard's panels.
@@ -228,6 +244,8 @@ def monitor(
             scope=scope_note,
             fresh_events=fresh,
             current_newest=cur["ts"].max().to_pydatetime() if len(cur) else None,
+            judged=judged.window if judged is not None else None,
+            judges=judged.calibrations if judged is not None else [],
         )
 
 
@@ -242,6 +260,10 @@ def record_monitor(
     ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
     ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
     ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
+    if result.get("judges"):
+        from driftloop.services.judging import judge_figures
+
+        ctx.tracker.log_metric_results(run_id, judge_figures(result["judges"], result["judged"]), "metrics_judged.json")
     return MonitorResult(
         windows=w.as_dict(),
         n_reference=n_ref,

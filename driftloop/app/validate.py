@@ -1,4 +1,4 @@
-"""`driftloop validate`: the config, the lm-eval tasks it names and their metrics, and prefect.yaml.
+"""`driftloop validate`: the config, the lm-eval tasks it names and their metrics, the judges (model folders, keys, endpoints), and prefect.yaml.
 
 Returns the lines to print; raises ConfigError (exit 2) at the first problem,
 with a message naming the key, task or deployment at fault. Writes nothing
@@ -229,6 +229,20 @@ def _event_mode(path: Path, cfg: Config, regression: list[tuple[str, float]]) ->
     return f"event-driven retrain: ok ({len(regression)} automation(s) on driftloop.regression.detected)"
 
 
+def _judges(cfg: Config) -> list[str]:
+    """Each judge builds (its model folder, its API key) and an `openai` judge's endpoint answers."""
+    if not cfg.judges:
+        return []
+    from evaluators.judges.backends import make_judge
+
+    lines = []
+    for spec in cfg.judges:
+        judge = make_judge(spec, cfg.base_dir)  # ConfigError naming the judge
+        check = getattr(judge, "check", None)
+        lines.append(check() if check is not None else f"judge {spec.name}: ok ({spec.backend.kind})")
+    return lines
+
+
 def validate(config: str | None = None, prefect: str | None = None) -> list[str]:
     """Check everything `driftloop loop` would need; return the report lines.
 
@@ -240,6 +254,7 @@ def validate(config: str | None = None, prefect: str | None = None) -> list[str]
     origin = config or os.environ.get("DRIFTLOOP_CONFIG") or "driftloop.yaml"
     lines = [f"config {origin}: ok ({len(cfg.benchmark.suites)} suites, {len(cfg.sources)} source(s))"]
     lines += _tasks(cfg, origin)
+    lines += _judges(cfg)
     found = (
         Path(prefect)
         if prefect

@@ -110,17 +110,18 @@ class JudgeSpec(_Section):
 
     @model_validator(mode="after")
     def _rubric(self) -> JudgeSpec:
-        from jinja2 import TemplateSyntaxError, meta
+        from jinja2 import TemplateSyntaxError, meta, nodes
         from jinja2.sandbox import SandboxedEnvironment
 
         try:
-            names = meta.find_undeclared_variables(SandboxedEnvironment().parse(self.rubric))
+            tree = SandboxedEnvironment().parse(self.rubric)
         except TemplateSyntaxError as e:
             raise ValueError(f"judge {self.name!r}: rubric is not a valid Jinja2 template ({e.message})") from None
+        names = meta.find_undeclared_variables(tree)
         if "verdict" not in names:
             raise ValueError(f"judge {self.name!r}: rubric has no {{{{ verdict }}}} placeholder")
-        if self.rubric.count("verdict") != 1:
-            raise ValueError(f"judge {self.name!r}: rubric must name `verdict` exactly once")
+        if sum(1 for n in tree.find_all(nodes.Name) if n.name == "verdict") != 1:
+            raise ValueError(f"judge {self.name!r}: rubric must use {{{{ verdict }}}} exactly once")
         unknown = sorted(names - set(RUBRIC_VARIABLES))
         if unknown:
             raise ValueError(

@@ -80,4 +80,27 @@ def monitor_table(res) -> Table:
             t.add_row(m.name, m.segment.get("column", ""), "", "-", str(m.n), m.note)
     for m in res.bias:
         t.add_row(m.name, _seg(m), "", _ci(m), str(m.n), m.note)
+    _judge_rows(t, res)
     return t
+
+
+def _judge_rows(t: Table, res) -> None:
+    """The judge section: each judge's kappa against the humans, whether it is used and why, then
+    its PPI++ estimates (n: human labels + judged-only events)."""
+    from driftloop.core.findings import render
+
+    judged = getattr(res, "judged", None)
+    findings = {f.detail.get("judge"): f for f in (judged.findings if judged is not None else [])}
+    for c in getattr(res, "judges", []):
+        a, f = c.overall, findings.get(c.judge)
+        kappa = "-" if a.kappa is None else f"{a.kappa:.3f} [{_fmt(a.kappa_low)}, {_fmt(a.kappa_high)}]"
+        t.add_row(f"judge {c.judge}: kappa", "all", "", kappa, str(a.n), render(f) if f is not None else "")
+        for s in c.segments:
+            t.add_row(
+                f"judge {c.judge}: kappa", _seg(s), "", "-" if s.kappa is None else f"{s.kappa:.3f}", str(s.n), ""
+            )
+    if judged is None:
+        return
+    for used, ms in (("used", judged.estimates), ("shown only", judged.shown)):
+        for m in ms:
+            t.add_row(f"{m.name} (PPI++)", _seg(m), "", _ci(m), f"{m.n}+{m.n_judged}", f"{used}: {m.note}")

@@ -1,0 +1,174 @@
+"""Judge backends: each turns events into scores in [0, 1], the probability that a response is good.
+
+- `hf`: a local causal LM reads the rubric; the score is the softmax of the log-probabilities
+  of the `good` and the `bad` verdict words after the rubric's text (deterministic: eval
+  mode, no sampling).
+- `openai`: the same scoring through an OpenAI-compatible /completions endpoint that
+  returns prompt log-probs (`evaluators.judges.openai_client`).
+- `reference`: token-F1 similarity of the response to the user's correction (a lexical
+  measure: no embedding model is used, so a paraphrase scores low); events without a
+  correction get no score.
+
+Both log-probability backends score the verdict the same way: the full text (rubric up to
+the placeholder, then the verdict word) is tokenised once, and the verdict's tokens are
+those that start at or after the rubric's last character, as an echoing completions
+endpoint reports them.
+
+    >>> judge = make_judge(cfg.judges[0], cfg.base_dir)
+    >>> judge.score([Item("How do I pay?", "Open Billing > Pay.")])
+    [0.93]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Protocol
+
+from driftloop.core.config import JudgeSpec
+from driftloop.core.config_judges import HFBackend, OpenAIBackend
+from driftloop.core.errors import ConfigError, StageError
+from evaluators.judges.rubric import Item, Rubric
+
+
+class Judge(Protocol):
+    name: str
+    fingerprint: str  # what identifies the scoring model: cached verdicts are keyed by it
+    rubric: Rubric
+
+    def score(self, items: list[Item]) -> list[float | None]: ...
+
+
+def verdict_probability(logp_good: float, logp_bad: float) -> float:
+    """P(good) from the two verdicts' log-probabilities: a softmax over the pair."""
+    return 1.0 / (1.0 + math.exp(min(logp_bad - logp_good, 700.0)))
+
+
+def make_judge(spec: JudgeSpec, base_dir: Path) -> Judge:
+    """The judge a spec names; raises ConfigError (one line naming the judge) where it cannot be built."""
+    if spec.backend.kind == "hf":
+        return HFJudge(spec, spec.backend, base_dir)
+    if spec.backend.kind == "openai":
+        from evaluators.judges.openai_client import OpenAIJudge
+
+        return OpenAIJudge(spec, spec.backend, base_dir)
+    return ReferenceJudge(spec)
+
+
+class ReferenceJudge:
+    """Token-F1 of the response against the correction (SQuAD's answer F1, on lower-cased words)."""
+
+    def __init__(self, spec: JudgeSpec) -> None:
+        self.name = spec.name
+        self.rubric = Rubric(spec)
+        self.fingerprint = "reference:token-f1"
+
+    def score(self, items: list[Item]) -> list[float | None]:
+        return [token_f1(i.response, i.correction) if i.correction else None for i in items]
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def token_f1(response: str, reference: str) -> float:
+    """Harmonic mean of word precision and recall of `response` against `reference` (multiset overlap)."""
+    a, b = _WORD.findall(response.lower()), _WORD.findall(reference.lower())
+    if not a or not b:
+        return float(a == b)
+    common = sum((Counter(a) & Counter(b)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(a), common / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _model_fingerprint(folder: Path) -> str:
+    """Hash of a model folder's config and the sizes and names of its weight files (cheap, no full read)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
+            h.update(p.name.encode())
+            h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+class HFJudge:
+    """A local causal LM scoring the verdict words after the rubric; loaded on first use."""
+
+    def __init__(self, spec: JudgeSpec, backend: HFBackend, base_dir: Path) -> None:
+        from driftloop.core.config import looks_like_path
+
+        self.name = spec.name
+        self.rubric = Rubric(spec)
+        self.backend = backend
+        ref = backend.model
+        self.model_ref = str((base_dir / ref).resolve()) if looks_like_path(ref) else ref
+        folder = Path(self.model_ref)
+        if looks_like_path(ref) and not folder.is_dir():
+            raise ConfigError(f"judge {spec.name!r}: model folder {folder} not found")
+        self.fingerprint = f"hf:{_model_fingerprint(folder) if folder.is_dir() else ref}"
+        self._model = None
+        self._tok = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            device = self.backend.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            try:
+                self._tok = AutoTokenizer.from_pretrained(self.model_ref, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(self.model_ref, local_files_only=True, dtype=torch.float32)
+            except OSError as e:
+                raise StageError(f"judge {self.name!r}: cannot load model {self.model_ref}: {e}") from None
+            self._model = model.to(device).eval()
+        return self._model, self._tok
+
+    def logprob(self, context: str, verdict: str) -> float:
+        """Summed log-probability of the tokens of `verdict` after `context` (see the module doc)."""
+        import torch
+
+        model, tok = self._load()
+        enc = tok(context + verdict, return_offsets_mapping=True, add_special_tokens=False)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        limit = min(self.backend.max_tokens, getattr(model.config, "n_positions", None) or self.backend.max_tokens)
+        cut = max(0, len(ids) - limit)  # drop the rubric's start, never the verdict
+        ids, offsets = ids[cut:], offsets[cut:]
+        positions = [i for i, (start, _) in enumerate(offsets) if start >= len(context) and i > 0]
+        if not positions:
+            raise StageError(f"judge {self.name!r}: the verdict {verdict!r} has no token to score after the rubric")
+        with torch.inference_mode():
+            x = torch.tensor([ids], device=model.device)
+            logp = torch.log_softmax(model(x).logits[0, :-1].float(), dim=-1)
+            picked = logp[torch.tensor(positions) - 1, x[0, positions]]
+        return float(picked.sum())
+
+    def score(self, items: list[Item]) -> list[float | None]:
+        out: list[float | None] = []
+        for item in items:
+            ctx = self.rubric.context(item)
+            out.append(verdict_probability(self.logprob(ctx, self.rubric.good), self.logprob(ctx, self.rubric.bad)))
+        return out
+
+
+def api_key(backend: OpenAIBackend, base_dir: Path, judge: str) -> str | None:
+    """The endpoint's key: from `api_key_env` where set, else `api_key_file`; None where neither is configured."""
+    import os
+
+    if backend.api_key_env:
+        value = os.environ.get(backend.api_key_env)
+        if value:
+            return value.strip()
+        if not backend.api_key_file:
+            raise ConfigError(f"judge {judge!r}: environment variable {backend.api_key_env} is not set")
+    if backend.api_key_file:
+        path = base_dir / backend.api_key_file
+        if not path.is_file():
+            raise ConfigError(f"judge {judge!r}: api_key_file {path} not found")
+        return path.read_text(encoding="utf-8").strip()
+    return None
