@@ -44,11 +44,12 @@ BUILTIN: dict[str, str] = {
     "iban": r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
     # Bounded parts (RFC 5321: 64-character local part, 63-character labels) and a
     # start only where a word starts: linear time even on a 1 MB run of letters.
-    "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+    # Domain labels may be internationalised (Unicode letters and digits).
+    "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,24}(?![\w-])",
     # 13-19 digits, optionally grouped by single spaces or dashes; Luhn-checked below.
     "card": r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])",
     "ip": (
-        rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])"
+        rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\d|\.\d)"
         rf"|(?<![:\w])(?:{_H}:){{7}}{_H}(?![:\w])"
         rf"|(?<![:\w])(?:{_H}:){{1,6}}:(?:{_H}(?::{_H}){{0,5}})?(?![:\w])"
     ),
@@ -58,7 +59,7 @@ BUILTIN: dict[str, str] = {
     # ISO dates (2026-11-01) and times are not phone numbers.
     "phone": (
         r"(?<![\w+:.-])(?!\d{4}-\d\d-\d\d(?!\d))"
-        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){0,6}"
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d{1,14}(?:[ .-]\d{1,8}){0,6}"
         r"|\(\d{1,5}\)[ .-]?\d{1,8}(?:[ .-]\d{1,8}){0,6}"
         r"|\d{1,8}(?:[ .-]\d{1,8}){1,6})(?![\w])"
     ),
@@ -155,8 +156,10 @@ def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
     if not 7 <= sum(map(len, groups)) <= 15:  # E.164: at most 15 digits
         return False
     if s.startswith("+"):
+        # A +country code is intent enough: a length the country's plan allows will do (numbers
+        # from unassigned or fictional ranges, +44 7700 900123, are still someone's number).
         try:
-            return pn.is_valid_number(pn.parse(s, None))
+            return pn.is_possible_number(pn.parse(s, None))
         except pn.NumberParseException:
             return False
     for region in regions:
@@ -169,7 +172,14 @@ def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
             # (optionally after the trunk prefix, 1-415-555-0100), not merely the same digits.
             national = re.findall(r"\d+", pn.format_number(n, pn.PhoneNumberFormat.NATIONAL))
             prefix = pn.PhoneMetadata.metadata_for_region(region).national_prefix or ""
-            if groups in (national, [prefix, *national]):
+            # Or the same digits, the trunk prefix written: 0151 23456789 for 01512 3456789.
+            if groups in (national, [prefix, *national]) or (
+                prefix
+                and 1 < len(groups) <= len(national)
+                and len(groups[0]) > len(prefix)
+                and groups[0].startswith(prefix)
+                and "".join(groups) == "".join(national)
+            ):
                 return True
         elif region in ("US", "CA") and _NANP_LOCAL.fullmatch(s):
             return pn.is_possible_number_with_reason(n) == pn.ValidationResult.IS_POSSIBLE_LOCAL_ONLY
