@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from datetime import UTC
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.core import tags as T
-from driftloop.core.errors import InputError, StageError
+from driftloop.core.errors import InputError
 from driftloop.core.types import Decision, MetricResult
 from driftloop.tracking.keys import BAD_KEY as _BAD_KEY
 
@@ -82,6 +81,19 @@ class Tracker:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
             else:
                 self.experiment_id = exp.experiment_id
+                self._follow_move(artifact_location, exp.artifact_location)
+
+    def _follow_move(self, artifact_location: str | None, recorded: str) -> None:
+        """Where the state folder was moved or copied, rewrite MLflow's recorded artifact paths to
+        its new place (`driftloop.tracking.relocate`), so this copy reads and writes its own files."""
+        from driftloop.tracking.relocate import moved_from, relocate
+
+        moved = moved_from(self.uri, artifact_location, recorded)
+        if moved:
+            done = relocate(self.uri, *moved)
+            logging.getLogger("driftloop").warning(
+                "state folder moved from %s to %s: %d MLflow artifact paths rewritten", done.old, done.new, done.rows
+            )
 
     @classmethod
     def from_config(cls, cfg) -> Tracker:
@@ -403,29 +415,9 @@ class Tracker:
             mv = self.client.get_model_version(self.model_name, version)
         except MlflowException:
             raise InputError(f"model {ref!r}: version {version} of {self.model_name!r} does not exist") from None
-        dest = self.cache_dir / f"v{version}"
-        if not (dest / ".complete").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self._ensure_cache()))
-            try:
-                got = self._mlflow.artifacts.download_artifacts(
-                    artifact_uri=self.client.get_model_version_download_uri(self.model_name, version),
-                    dst_path=str(tmp),
-                    tracking_uri=self.uri,
-                )
-            except Exception as e:  # noqa: BLE001 - any download failure is a stage failure
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise StageError(f"model version {version}: download failed: {e}") from None
-            (Path(got) / ".complete").write_text(json.dumps({"version": version, "source": mv.source}))
-            shutil.rmtree(dest, ignore_errors=True)
-            Path(got).rename(dest)
-            shutil.rmtree(tmp, ignore_errors=True)
-        from driftloop.tracking.models import hf_folder
+        from driftloop.tracking.models import version_folder
 
-        return version, hf_folder(dest)
-
-    def _ensure_cache(self) -> Path:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        return self.cache_dir
+        return version, version_folder(self, version, mv.source)
 
     # -- on-demand evaluations (driftloop.services.evaluation) ------------------------
     def set_run_status(self, run_id: str, status: str) -> None:

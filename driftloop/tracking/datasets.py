@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,15 +89,15 @@ def log_dataset(
     from mlflow.data import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
-    if isinstance(source, str) and "://" not in source:
-        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
-
-        source = LocalArtifactDatasetSource(source)  # a file path, said so (else MLflow guesses and warns)
     full = digest or rows_digest(rows)
     frame = pd.DataFrame(rows)
     if columns is not None:
         frame = frame.reindex(columns=columns)
-    ds = from_pandas(frame, source=source, name=name, digest=full[:32])
+    with warnings.catch_warnings():
+        # A local path matches MLflow's two local-file source kinds (plain path, file://), which it
+        # says in a warning before taking the same one either way.
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        ds = from_pandas(frame, source=source, name=name, digest=full[:32])
     tags = [InputTag("mlflow.data.context", context), InputTag(DIGEST_TAG, full)]
     tr.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
     return full[:32]

@@ -79,7 +79,7 @@ def log_text_model(
         )
         with tempfile.TemporaryDirectory(prefix="driftloop-mlmodel-") as tmp, warnings.catch_warnings():
             # The signature is given: MLflow's hint to add type hints for inferring one does not apply.
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.pyfunc\.utils")
             local = Path(tmp) / "model"
             mlflow.pyfunc.save_model(
                 path=str(local),
@@ -97,6 +97,36 @@ def log_text_model(
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return LoggedTextModel(model_id=logged.model_id, model_uri=f"models:/{logged.model_id}")
+
+
+def version_folder(tr: Tracker, version: str, source: str) -> Path:
+    """The Hugging Face folder of registry version `version`. A local artifact store is read in
+    place (no second copy on disk); any other is downloaded once into `tr.cache_dir/v<N>`."""
+    import json
+    import shutil
+    import tempfile
+    from urllib.parse import urlparse
+
+    from driftloop.core.errors import StageError
+
+    uri = tr.client.get_model_version_download_uri(tr.model_name, version)
+    local = Path(urlparse(uri).path) if uri.startswith("file://") else None if "://" in uri else Path(uri)
+    if local is not None and local.is_dir():
+        return hf_folder(local)
+    dest = tr.cache_dir / f"v{version}"
+    if not (dest / ".complete").exists():
+        tr.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=tr.cache_dir))
+        try:
+            got = tr._mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=tr.uri)
+        except Exception as e:  # noqa: BLE001 - any download failure is a stage failure
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StageError(f"model version {version}: download failed: {e}") from None
+        (Path(got) / ".complete").write_text(json.dumps({"version": version, "source": source}))
+        shutil.rmtree(dest, ignore_errors=True)
+        Path(got).rename(dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return hf_folder(dest)
 
 
 def hf_folder(model_root: Path) -> Path:
