@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint constraints clean browser
+.PHONY: install demo test test-fast lint constraints lock-serve clean browser
 
 install: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml constraints.txt
 constraints:
 	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^driftloop=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+# The web-facing dependencies (pyproject's `serve` extra and everything they pull in) at the
+# versions of constraints.txt, with the sha256 of every file PyPI has for each (any platform):
+# `pip install --require-hashes -r requirements-serve.lock` refuses a file that differs.
+lock-serve: install
+	$(PY) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve'], sep='\n')" > .serve.in
+	$(VENV)/bin/uv pip compile .serve.in -c constraints.txt --generate-hashes --universal --python-version 3.11 \
+	  --no-annotate --custom-compile-command "make lock-serve" -q -o requirements-serve.lock
+	rm -f .serve.in
 
 demo: install
 	$(VENV)/bin/driftloop demo
