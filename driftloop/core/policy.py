@@ -15,7 +15,8 @@ must not grow), and margins are in the metric's own units.
 
 Statistics (see `driftloop.core.stats`):
 - a floor breach is a one-sided test that the true value is below the floor
-  (exact binomial for rates, normal from the bootstrap interval for means);
+  (exact binomial for rates, normal from the bootstrap interval for means, and
+  from the PPI++ interval for a trusted judge's estimate, `driftloop.core.judging`);
 - a drop is a one-sided z-test that reference - current exceeds `max_drop`
   (absolute) or `relative_drop` x the champion's baseline value (relative);
 - every breach test of one window, over metrics x segments x kinds, forms one
