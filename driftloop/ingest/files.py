@@ -47,6 +47,7 @@ from driftloop.core.errors import ConfigError, InputError
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest import columnar, worker
 from driftloop.ingest.mapping import unmapped
+from driftloop.ingest.namespaces import record_namespace, stable_namespaces
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
@@ -325,10 +326,12 @@ def ingest_files(
     before = Counter(redactor.counts)
     total = sum(p.stat().st_size for p, _ in pairs)
     report, done = IngestReport(), 0
+    spaces = stable_namespaces(store, pairs)  # a glob edited keeps its files' ids (see namespaces.py)
     for p, src in pairs:
         key = str(p.resolve())
         fr = FileReport()
-        parser = RowParser(src.mapping, redactor, id_namespace=src.namespace())
+        record_namespace(store, p, spaces[id(src)])
+        parser = RowParser(src.mapping, redactor, id_namespace=spaces[id(src)])
         with columnar.arrow_on_malloc():
             _ingest_file(
                 store,
