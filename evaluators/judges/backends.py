@@ -126,6 +126,8 @@ class HFJudge:
                 model = AutoModelForCausalLM.from_pretrained(self.model_ref, local_files_only=True, dtype=torch.float32)
             except OSError as e:
                 raise StageError(f"judge {self.name!r}: cannot load model {self.model_ref}: {e}") from None
+            if not getattr(self._tok, "is_fast", False):  # offsets locate the verdict's tokens
+                raise StageError(f"judge {self.name!r}: model {self.model_ref} has no fast tokenizer (tokenizer.json)")
             self._model = model.to(device).eval()
         return self._model, self._tok
 
