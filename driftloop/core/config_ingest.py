@@ -93,7 +93,7 @@ class FileSource(_Section):
     id_namespace: str | None = Field(
         default=None,
         min_length=1,
-        description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `files:<path>`, the glob as written, so overlapping exports it matches store each event once.",
+        description="Namespace of the ids of events that carry no `event_id`: each is a hash of this and the content. Sources that deliver the same events (an export and the HTTP API, say) should share one, so each event is stored once. Default: `files:<path>`, the glob as written, so overlapping exports it matches store each event once; once its files are read, an edited glob keeps the namespace they were read under (see the ingest how-to).",
     )
 
     def namespace(self) -> str:

@@ -27,7 +27,7 @@ class TracesConfig(_Section):
     )
     segment_attributes: dict[str, str] = Field(
         default_factory=dict,
-        description="Span or resource attribute -> segment key, e.g. `{session.id: session, user.id: user, service.name: service}`. Session and user ids are kept in the event's metadata either way; name them here to monitor them as segments.",
+        description="Span or resource attribute -> segment key, e.g. `{gen_ai.conversation.id: conversation, user.id: user, service.name: service}`. Conversation and user ids are kept in the event's metadata either way; name them here to monitor them as segments.",
     )
     operations: list[str] = Field(
         default=["chat", "text_completion", "completion", "generate_content"],
@@ -66,7 +66,7 @@ class MlflowTracesSource(_Section):
     )
     segment_fields: list[str] = Field(
         default_factory=list,
-        description="Trace tags or metadata keys copied into the event's segment, e.g. `[mlflow.trace.session, mlflow.trace.user]`.",
+        description="Trace tags or metadata keys copied into the event's segment, e.g. `[mlflow.trace.user, environment]`.",
     )
     feedback_lookback_hours: float = Field(
         default=24.0,
