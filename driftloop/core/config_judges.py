@@ -59,11 +59,15 @@ class OpenAIBackend(_Section):
 
 class ReferenceBackend(_Section):
     kind: Literal["reference"] = "reference"
+    similarity: Literal["lexical", "embedding"] = Field(
+        default="lexical",
+        description="lexical: token F1 of the response against the correction (no model; a paraphrase scores low); embedding: cosine similarity of all-MiniLM-L6-v2 embeddings (the `embeddings` extra, offline).",
+    )
     threshold: float = Field(
         default=0.5,
         gt=0,
         lt=1,
-        description="Token-F1 similarity of the response to the correction at or above which the verdict is good. Lexical, not semantic: events without a correction get no verdict.",
+        description="Similarity of the response to the correction at or above which the verdict is good; the score is the similarity rescaled so that this maps to 0.5. Events without a correction get no verdict.",
     )
 
 

@@ -5,8 +5,9 @@
   mode, no sampling).
 - `openai`: the same scoring through an OpenAI-compatible /completions endpoint that
   returns prompt log-probs (`evaluators.judges.openai_client`).
-- `reference`: token-F1 similarity of the response to the user's correction (a lexical
-  measure: no embedding model is used, so a paraphrase scores low); events without a
+- `reference`: similarity of the response to the user's correction: token F1 (lexical,
+  the default: no model, so a paraphrase scores low) or the cosine of all-MiniLM-L6-v2
+  embeddings (the `embeddings` extra, which ships the weights); events without a
   correction get no score.
 
 Both log-probability backends score the verdict the same way: the full text (rubric up to
@@ -59,15 +60,46 @@ def make_judge(spec: JudgeSpec, base_dir: Path) -> Judge:
 
 
 class ReferenceJudge:
-    """Token-F1 of the response against the correction (SQuAD's answer F1, on lower-cased words)."""
+    """Similarity of the response to the correction: token F1 (lexical) or MiniLM cosine (embedding).
+
+    The score is the similarity rescaled piecewise-linearly so that `threshold` maps to 0.5
+    (0 stays 0, 1 stays 1): the verdict boundary of every judge is 0.5.
+    """
 
     def __init__(self, spec: JudgeSpec) -> None:
+        from driftloop.core.config_judges import ReferenceBackend
+
+        assert isinstance(spec.backend, ReferenceBackend)
         self.name = spec.name
         self.rubric = Rubric(spec)
-        self.fingerprint = "reference:token-f1"
+        self.backend = spec.backend
+        self.fingerprint = f"reference:{spec.backend.similarity}:{spec.backend.threshold}"
+        self._embed = None
+        if spec.backend.similarity == "embedding":
+            try:
+                from evaluators.text_drift import load_embedder
+
+                self._embed = load_embedder()
+            except ImportError:
+                raise ConfigError(
+                    f"judge {spec.name!r}: similarity: embedding needs the `embeddings` extra "
+                    "(pip install 'driftloop[embeddings]')"
+                ) from None
+
+    def similarity(self, items: list[Item]) -> list[float | None]:
+        if self._embed is None:
+            return [token_f1(i.response, i.correction) if i.correction else None for i in items]
+        pairs = [i for i in items if i.correction]
+        vecs = self._embed([t for i in pairs for t in (i.response, i.correction or "")])
+        cos = iter(float(max(0.0, vecs[2 * k] @ vecs[2 * k + 1])) for k in range(len(pairs)))
+        return [next(cos) if i.correction else None for i in items]
 
     def score(self, items: list[Item]) -> list[float | None]:
-        return [token_f1(i.response, i.correction) if i.correction else None for i in items]
+        t = self.backend.threshold
+        return [
+            None if s is None else (s / (2 * t) if s < t else 0.5 + (s - t) / (2 * (1 - t)))
+            for s in self.similarity(items)
+        ]
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
