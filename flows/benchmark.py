@@ -43,6 +43,7 @@ from evaluators.benchmark import TASKS_DIR, BenchmarkOutput
 from evaluators.cache import CachedTask, evaluate_cached, model_fingerprint, spec_hash
 from evaluators.golden import GoldenTask, split_corrections, write_golden_task
 from evaluators.preference_task import reward_margin, write_preference_task
+from evaluators.task_data import task_data
 from flows.common import Context, StageParams, context, log, stage_run
 
 
@@ -390,6 +391,8 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
         tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash, T.RUNNER: cfg.runner.kind})
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
         plan = _plan(cfg, suites, golden, preference)
+        for d in task_data(plan, includes):  # the golden and canary sets as the run's dataset inputs
+            tr.log_dataset(run_id, d.rows, d.task, "evaluation", d.path, digest=d.digest)
         log().info("benchmark %s: %d task(s); lm-eval runs only those not cached", label, len(plan))
         run_kwargs = {
             "batch_size": params.batch_size or cfg.benchmark.batch_size,

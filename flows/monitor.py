@@ -212,6 +212,7 @@ def monitor(
             len(cur),
             len(drift_columns(mon)),
         )
+        _log_windows(ctx, run_id, w, cur, None if hit is not None else reference, fingerprint, scope)
         out = monitor_frames(reference, cur, mon, min_n, reference_quality=ref_quality)
         if hit is None and mon.profile_cache and out.reference_profile is not None:
             cache.put(key, out.reference_profile, out.reference)
@@ -247,6 +248,20 @@ def monitor(
             judged=judged.window if judged is not None else None,
             judges=judged.calibrations if judged is not None else [],
         )
+
+
+def _log_windows(ctx: Context, run_id: str, w: Windows, cur, reference, fingerprint: dict, scope) -> None:
+    """Both windows as dataset inputs of the monitor run (MLflow's Datasets column). The reference's
+    digest is its fingerprint's, so a reference served from the profile cache logs the same one."""
+    import hashlib
+    import json
+
+    tr = ctx.tracker
+    note = f"champion version {scope.version}'s traffic" if scope is not None else ""
+    tr.log_window(run_id, cur, "current-window", w.current_start.isoformat(), w.current_end.isoformat(), note=note)
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    start, end = w.reference_start.isoformat(), w.reference_end.isoformat()
+    tr.log_window(run_id, reference, "reference-window", start, end, digest=digest)
 
 
 def record_monitor(

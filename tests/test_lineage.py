@@ -97,3 +97,17 @@ def test_lineage_prints_the_manifest_events_and_their_sources(retrained, capsys)
 
     assert main(["--config", config, "lineage", "99"]) == 2
     assert "version '99': no such version" in capsys.readouterr().err
+
+
+def test_the_canary_and_golden_task_data_with_their_task_hashes(tmp_path):
+    from driftloop.core.config_eval import TaskSpec
+    from evaluators.benchmark import TASKS_DIR
+    from evaluators.task_data import task_data
+    from evaluators.taskfiles import task_hash
+
+    plan = [("canary", TaskSpec(name="driftloop_canary", limit=8)), ("bbq", TaskSpec(name="bbq", kind="builtin"))]
+    [canary] = task_data(plan, [TASKS_DIR])  # a hub task's data is lm-eval's: not listed
+    lines = (TASKS_DIR / "canary.jsonl").read_text().splitlines()
+    assert canary.path == str(TASKS_DIR / "canary.jsonl") and len(canary.rows) == len([x for x in lines if x.strip()])
+    assert canary.digest == task_hash(TASKS_DIR / "driftloop_canary.yaml")
+    assert canary.rows[0]["id"] == json.loads(lines[0])["id"]

@@ -146,3 +146,17 @@ def test_driftloop_monitor_prints_the_compact_table(monitored, capsys, monkeypat
     assert "DRIFT" in out and "latency_ms" in out
     assert "segment_gap" in out and "billing" in out
     assert "evidently ui --workspace" in out
+
+
+def test_both_windows_are_dataset_inputs_of_the_monitor_runs(monitored):
+    cfg_path, first, second = monitored
+    tr = Tracker.from_config(load_config(cfg_path))
+    a, b = ({d.name: d for d in tr.run_datasets(r.run_id)} for r in (first, second))
+    assert set(a) == set(b) == {"current-window", "reference-window"}
+    assert a["current-window"].rows == 600 and a["current-window"].context == "monitoring"
+    assert a["current-window"].source_type == "driftloop_store" and "ts >= " in a["current-window"].source
+    # The same windows, the second reference from the profile cache: the same digests.
+    assert a["reference-window"].digest == b["reference-window"].digest
+    assert a["current-window"].digest == b["current-window"].digest
+    # MLflow keeps one dataset per name and digest: the cached reference is the one read first.
+    assert a["reference-window"].rows == b["reference-window"].rows == 1800

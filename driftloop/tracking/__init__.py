@@ -197,6 +197,12 @@ class Tracker:
         src = StoreSource(*source) if isinstance(source, tuple) else source
         return log_dataset(self, run_id, rows, name, context, src, digest)
 
+    def log_window(self, run_id: str, frame: Any, name: str, start: str, end: str, **kw: Any) -> str:
+        """A monitored window as a `monitoring` input (`driftloop.tracking.datasets.log_window`)."""
+        from driftloop.tracking.datasets import log_window
+
+        return log_window(self, run_id, frame, name, start, end, **kw)
+
     def log_training_set(self, run_id: str, examples: list[dict[str, Any]], manifest: dict, path: str) -> str:
         """The curated training set (the job's data file) as the run's `training` dataset."""
         rows = [{k: v for k, v in e.items() if k != "sources"} for e in examples]

@@ -81,24 +81,49 @@ def log_dataset(
     source: str | DatasetSource,
     digest: str | None = None,
     columns: list[str] | None = None,
+    frame: Any = None,
 ) -> str:
     """Log `rows` as the dataset `name` used by run `run_id` for `context` (training,
     evaluation, monitoring); returns the digest MLflow shows. Only `columns` go into the
-    schema (all by default); the digest covers the whole rows."""
+    schema (all by default); the digest covers the whole rows. A DataFrame may come as `frame`
+    instead of `rows`."""
     import pandas as pd
     from mlflow.data import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
     full = digest or rows_digest(rows)
-    frame = pd.DataFrame(rows)
+    if frame is None:
+        frame = pd.DataFrame(rows)
     if columns is not None:
         frame = frame.reindex(columns=columns)
     with warnings.catch_warnings():
         # A local path matches MLflow's two local-file source kinds (plain path, file://), which it
         # says in a warning before taking the same one either way.
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        # Its hint that integer columns cannot hold missing values is about model signatures.
+        warnings.filterwarnings("ignore", message=r"(?s).*Inferred schema contains integer column")
         ds = from_pandas(frame, source=source, name=name, digest=full[:32])
     tags = [InputTag("mlflow.data.context", context), InputTag(DIGEST_TAG, full)]
+    tr.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+    return full[:32]
+
+
+def log_window(
+    tr: Tracker, run_id: str, frame: Any, name: str, start: str, end: str, note: str = "", digest: str | None = None
+) -> str:
+    """Log a monitored window (a frame of events from the store, or None where only its
+    `digest` is known, e.g. a reference served from the profile cache) as a `monitoring` input.
+    The digest of a frame is the sha256 of its event ids in order."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = StoreSource("feedback", f"ts >= {start} AND ts < {end}" + (f"; {note}" if note else ""))
+    if frame is not None:
+        full = digest or hashlib.sha256("\n".join(frame["event_id"].astype(str)).encode()).hexdigest()
+        return log_dataset(tr, run_id, [], name, "monitoring", source, full, frame=frame)
+    full = digest or ""
+    ds = MetaDataset(source=source, name=name, digest=full[:32] or None)
+    tags = [InputTag("mlflow.data.context", "monitoring"), InputTag(DIGEST_TAG, full)]
     tr.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
     return full[:32]
 
