@@ -1,4 +1,5 @@
-"""`driftloop promote VERSION`, `driftloop rollback` and `driftloop history`: the champion by hand.
+"""`driftloop promote VERSION`, `driftloop rollback` and `driftloop history`: the champion by hand;
+`driftloop lineage VERSION`: what a version was trained on, back to the feedback events.
 
 Each moves the `champion` alias in one registry call, records who asked and why
 (an append-only MLflow run), and puts the loop's state machine into cooldown, so
