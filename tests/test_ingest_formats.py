@@ -115,3 +115,23 @@ def test_international_phone_numbers_are_redacted_and_years_ranges_and_order_num
     gb_only = Redactor(phone_regions=["GB"])
     assert gb_only.text("030 901820") == "030 901820"  # a German national number, not a British one
     assert gb_only.text("+49 30 901820") == "[PHONE]"  # any country with its code
+
+
+def test_a_quarantined_row_names_the_users_field_as_mapped(store, tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "id,created_at,question\nr1,2025-12-01 11:00:00,hi\nr2,2025-12-01T10:00:00Z,\nr3,2025-12-01T10:00:00Z,ok\n"
+    )
+    src = FileSource(
+        path=str(path), mapping=FieldMapping(fields={"event_id": "id", "ts": "created_at", "prompt": "question"})
+    )
+    report = ingest_files(store, [(path, src)])
+    assert report.balanced and (report.accepted, report.quarantined) == (1, 2)
+    assert dict(report.reasons) == {"created_at (-> ts): no timezone": 1, "question (-> prompt): missing": 1}
+    with store.engine.connect() as c:
+        rows = c.execute(text("SELECT source, field, reason FROM quarantine ORDER BY field")).all()
+    assert [(s, f) for s, f, _ in rows] == [
+        (str(path.resolve()), "created_at (-> ts)"),
+        (str(path.resolve()), "question (-> prompt)"),
+    ]
+    assert rows[0][2] == "no timezone (2025-12-01 11:00:00)"

@@ -65,7 +65,7 @@ def test_table_is_read_incrementally_by_id_and_reruns_add_nothing(store, team_db
     src = SqlSource(url=url, table=table, watermark="id", batch_rows=4, mapping=MAPPING)
     r = ingest_sql(store, src)
     assert (r.read, r.accepted, r.duplicates, r.quarantined) == (20, 19, 0, 1) and r.balanced
-    assert r.reasons == {"rating: not 1-5 stars": 1} and r.redacted == {"email": 20}
+    assert r.reasons == {"stars (-> rating): not 1-5 stars": 1} and r.redacted == {"email": 20}
     assert ingest_sql(store, src).read == 0
     insert(url, table, range(21, 26))
     again = ingest_sql(store, src)

@@ -58,8 +58,18 @@ class RowParser:
         return RowParser(self.mapping, self.redactor.fork(), self.text_cells, self.now, self.typed, self.id_namespace)
 
     def event(self, obj: Any, source: str) -> FeedbackEvent:
-        """The event for one decoded row; raises RowError for any fault."""
-        return parse_row(map_row(obj, self.mapping, self.text_cells, self.typed), source, **self._settings())
+        """The event for one decoded row; raises RowError for any fault.
+
+        A fault in a field the mapping renames names the user's field too
+        (`created_at (-> ts): no timezone`), in reports and quarantine rows.
+        """
+        try:
+            return parse_row(map_row(obj, self.mapping, self.text_cells, self.typed), source, **self._settings())
+        except RowError as e:
+            name = self.mapping.fields.get(e.field)
+            if name is None or name == e.field or e.problem.startswith("mapped field"):
+                raise
+            raise RowError(f"{name} (-> {e.field})", e.problem, e.detail) from None
 
     def _settings(self) -> dict[str, Any]:
         """`parse_row`'s keyword settings for this parser."""

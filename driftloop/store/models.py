@@ -259,3 +259,38 @@ class WebhookDelivery(Base):
 
 
 __all__ += ["WebhookDelivery"]
+
+
+class TraceLink(Base):
+    """Span `span_id` of trace `trace_id` became event `event_id` of `source` (see `store.traces`)."""
+
+    __tablename__ = "trace_link"
+
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(SOURCE_LEN))
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class TraceRating(Base):
+    """A rating posted with a trace id, waiting for its span (deleted once applied or quarantined)."""
+
+    __tablename__ = "trace_rating"
+    __table_args__ = (
+        Index("ix_trace_rating_trace_id", "trace_id"),
+        Index("ix_trace_rating_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    span_id: Mapped[str] = mapped_column(String(16))
+    rating: Mapped[float | None] = mapped_column(Float)
+    rating_raw: Mapped[str | None] = mapped_column(String(64))
+    thumbs_up: Mapped[bool | None] = mapped_column(Boolean)
+    correction: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(SOURCE_LEN))
+    received_at: Mapped[datetime] = mapped_column()
+
+
+__all__ += ["TraceLink", "TraceRating"]

@@ -25,38 +25,17 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text, delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from driftloop.store.engine import WRITE, insert_ignore
-from driftloop.store.models import SOURCE_LEN, Feedback, Quarantine, UTCDateTime, utcnow
+from driftloop.store.models import Feedback, Quarantine, TraceLink, TraceRating, utcnow
 from driftloop.store.repo import Store, _quarantine_rows
 
 _FEEDBACK: Table = Feedback.__table__  # type: ignore[assignment]
 _QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
-_META = MetaData()
-LINK = Table(
-    "trace_link",
-    _META,
-    Column("trace_id", String(64), primary_key=True),
-    Column("span_id", String(16), primary_key=True),
-    Column("event_id", String(64), nullable=False),
-    Column("source", String(SOURCE_LEN), nullable=False),
-    Column("ended_at", UTCDateTime(), nullable=True),
-)
-WAITING = Table(
-    "trace_rating",
-    _META,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("trace_id", String(64), nullable=False),
-    Column("span_id", String(16), nullable=False),
-    Column("rating", Float),
-    Column("rating_raw", String(64)),
-    Column("thumbs_up", Boolean),
-    Column("correction", Text),
-    Column("source", String(SOURCE_LEN), nullable=False),
-    Column("received_at", UTCDateTime(), nullable=False),
-)
+LINK: Table = TraceLink.__table__  # type: ignore[assignment]
+WAITING: Table = TraceRating.__table__  # type: ignore[assignment]
 _RATED = ("rating", "rating_raw", "thumbs_up", "correction")
 MLFLOW_PREFIX = "tr-"  # MLflow trace ids; such an event's id is its trace id
 MLFLOW_SOURCE = "mlflow_traces:"  # source (and checkpoint key) prefix of the mlflow_traces source
