@@ -28,7 +28,7 @@ from driftloop.core.loopstate import Event, LoopMemory, State, advance
 from driftloop.services.cycle import CycleSummary, not_started
 from flows.benchmark import BenchmarkParams, benchmark
 from flows.common import StageParams, context, log
-from flows.loop import _Clock, finish_retrain
+from flows.loop import _Clock, finish_retrain, log_cost
 
 REGRESSION_EVENT = "driftloop.regression.detected"
 
@@ -133,4 +133,5 @@ def retrain_cycle(params: StageParams = StageParams(), cycle_run_id: str | None 
         tr.set_tags(summary.run_id, {T.OUTCOME: summary.outcome, T.RETRAIN_VIA: "event"})
         tr.log_dict(summary.run_id, summary.model_dump(mode="json"), "cycle_summary.json")
         log_timeline(tr, ctx.cfg, summary.run_id)  # never raises
+        log_cost(tr, summary.run_id, clock)  # never raises
         tr.end_run(summary.run_id, failed=failed)

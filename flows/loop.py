@@ -37,6 +37,7 @@ from driftloop.core.loopstate import Event, LoopMemory, Pending, State, advance
 from driftloop.core.policy import BREACH_KINDS, breach_key, decide, nothing_to_train
 from driftloop.core.types import Action, Decision, MetricResult
 from driftloop.services import cycle
+from driftloop.services.cost import CostMeter, cost_metrics
 from driftloop.services.cycle import CycleSummary
 from driftloop.services.reconcile import reconcile
 from flows.benchmark import BenchmarkParams, benchmark
@@ -50,11 +51,14 @@ from flows.retrain import retrain
 class _Clock:
     def __init__(self, summary: CycleSummary):
         self.s = summary
+        self.meter = CostMeter()  # wall and CPU seconds per stage, for the cycle run's cost/ metrics
+        self.retrain_run: str | None = None
 
     def __call__(self, stage: str, fn, *a, **kw):
         t0 = time.monotonic()
         try:
-            return fn(*a, **kw)
+            with self.meter.stage(stage):
+                return fn(*a, **kw)
         finally:
             self.s.stage_seconds[stage] = round(time.monotonic() - t0, 2)
             log().info("stage %s took %.1f s", stage, self.s.stage_seconds[stage])
@@ -234,6 +238,7 @@ def finish_retrain(
             raise StageError(f"{lost} (the retrain had failed: {e})"[:1000]) from e
         store.release(cfg.project, owner)
         raise
+    clock.retrain_run = rt.run_id
     if rt.nothing_to_train:
         return _nothing_to_train(ctx, owner, summary, memory, rt.n_train, rt.needed)
     summary.challenger_version = rt.version
@@ -392,7 +397,18 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
         tr.set_tags(parent, {T.OUTCOME: summary.outcome})
         tr.log_dict(parent, summary.model_dump(mode="json"), "cycle_summary.json")
         log_timeline(tr, cfg, parent)  # never raises
+        log_cost(tr, parent, clock)  # never raises
         tr.end_run(parent, failed=failed)
+
+
+def log_cost(tr, run_id: str, clock: _Clock) -> None:
+    """The cycle's cost on its run: `cost/<stage>/wall_s|cpu_s`, and the fine-tune's tokens, GPU
+    seconds and peak GPU memory (`driftloop.services.cost`). Never raises: the cycle is done."""
+    try:
+        trained = (tr.run_record(clock.retrain_run) or {}).get("metrics") if clock.retrain_run else None
+        tr.log_metrics(run_id, cost_metrics(clock.meter, trained))
+    except Exception as e:  # noqa: BLE001 - a cost figure never fails the cycle it describes
+        log().warning("cycle cost not recorded: %s", e)
 
 
 def _flat(bench) -> list[MetricResult]:
