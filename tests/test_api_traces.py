@@ -40,8 +40,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(sqlite_store):
-    store = sqlite_store
+def server(store):
     cfg = load_config(
         None,
         env={},
@@ -155,6 +154,10 @@ def rate(url: str, body) -> httpx.Response:
     return httpx.post(f"{url}/v1/feedback", json=body, headers=AUTH, timeout=30)
 
 
+def as_json(v):
+    return v if isinstance(v, dict) else json.loads(v)  # PostgreSQL hands JSON back decoded
+
+
 def rows(store) -> dict[str, dict]:
     with store.engine.connect() as c:
         got = c.execute(text("SELECT * FROM feedback")).mappings().all()
@@ -195,7 +198,7 @@ def test_sdk_spans_become_events_and_ratings_join_in_either_order(server):
         "gpt-4o-2024-08-06",
     )
     assert (cur["tokens_in"], cur["tokens_out"]) == (12, 7) and cur["latency_ms"] >= 0
-    assert json.loads(cur["segment"]) == {"session": "s-1", "service": "support-bot"}
+    assert as_json(cur["segment"]) == {"session": "s-1", "service": "support-bot"}
     # The rating that came first joined when the span arrived.
     assert (cur["rating"], cur["thumbs_up"], cur["correction"]) == (0.0, 0, "it arrives tomorrow")
 
@@ -211,7 +214,7 @@ def test_sdk_spans_become_events_and_ratings_join_in_either_order(server):
         "gpt-4o-mini",
         5,
     )
-    assert json.loads(oi["segment"])["session"] == "s-2"
+    assert as_json(oi["segment"])["session"] == "s-2"
     assert oi["rating"] is None
 
     # Rated after its span: joins at once, by trace id alone.

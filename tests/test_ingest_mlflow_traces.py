@@ -85,7 +85,8 @@ def events(store: Store) -> dict[str, dict]:
         return {r["event_id"]: dict(r) for r in c.execute(text("SELECT * FROM feedback")).mappings()}
 
 
-def test_traces_and_feedback_become_events_once_and_late_feedback_joins(traced, sqlite_store, tmp_path):
+def test_traces_and_feedback_become_events_once_and_late_feedback_joins(traced, store, tmp_path):
+    sqlite_store = store  # either backend
     uri, ids = traced
     src = MlflowTracesSource(experiment="bot", batch_traces=7)
     r = ingest_mlflow_traces(sqlite_store, src, uri)
