@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -141,6 +141,21 @@ def iban_ok(s: str) -> bool:
 _NANP_LOCAL = re.compile(r"[2-9]\d\d[ .-]\d{4}")  # a North American number without its area code: 555-0100
 
 
+@cache
+def _plan(region: str) -> tuple[str, bool, frozenset[int]]:
+    """A region's trunk prefix, whether its national format writes it, and its national number lengths."""
+    import phonenumbers as pn
+
+    meta = pn.PhoneMetadata.metadata_for_region(region)
+    if meta is None:
+        return "", False, frozenset()
+    prefix = meta.national_prefix or ""
+    example = pn.example_number(region)
+    national = re.sub(r"\D", "", pn.format_number(example, pn.PhoneNumberFormat.NATIONAL)) if example else ""
+    lengths = {*meta.general_desc.possible_length, *(meta.general_desc.possible_length_local_only or ())}
+    return prefix, bool(prefix) and national.startswith(prefix), frozenset(lengths)
+
+
 @lru_cache(maxsize=65536)
 def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
     """True when `s` is a phone number: a valid one of any country after '+', or one of `regions` as written there.
@@ -162,7 +177,12 @@ def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
             return pn.is_possible_number(pn.parse(s, None))
         except pn.NumberParseException:
             return False
+    written = "".join(groups)
     for region in regions:
+        prefix, writes_prefix, lengths = _plan(region)
+        nsn = len(written) - len(prefix) if prefix and written.startswith(prefix) else len(written)
+        if (writes_prefix and not written.startswith(prefix)) or nsn not in lengths:
+            continue  # cannot be this region's number as written there: no parse (the costly part)
         try:
             n = pn.parse(s, region)
         except pn.NumberParseException:
