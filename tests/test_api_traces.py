@@ -287,6 +287,14 @@ def test_bad_bodies_get_4xx_with_a_reason_and_store_nothing(server):
     # An empty export (a valid, empty protobuf) is fine.
     r = httpx.post(f"{url}/v1/traces", content=b"", headers=proto, timeout=30)
     assert r.status_code == 200 and ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans == 0
+    # Messages nested past any message shape: the span is counted with a reason, the request answered.
+    deep = {"key": "gen_ai.input.messages", "value": {"stringValue": "[" * 50_000}}
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "startTimeUnixNano": "1", "attributes": [deep]}
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    r = httpx.post(f"{url}/v1/traces", json=doc, headers=AUTH, timeout=30)
+    assert (
+        r.status_code == 200 and "span: attributes nested too deeply x1" in r.json()["partialSuccess"]["errorMessage"]
+    )
     # A rating with a malformed trace id is quarantined like any bad row.
     r = rate(url, {"trace_id": "not-hex", "rating": 1})
     assert r.json()["quarantined"] == 1 and r.json()["reasons"] == {"trace_id: not 32 hex digits": 1}

@@ -153,7 +153,12 @@ def spans(req: ExportTraceServiceRequest, cfg: TracesConfig) -> Iterator[MappedS
         resource = attributes(rs.resource.attributes)
         for ss in rs.scope_spans:
             for span in ss.spans:
-                yield map_span(span, resource, cfg)
+                try:
+                    yield map_span(span, resource, cfg)
+                except (RecursionError, ValueError, TypeError, OverflowError):
+                    # Attribute values nested past any message shape (a JSON string of 10,000 brackets):
+                    # the span is counted with a reason, the request goes on.
+                    yield DroppedSpan(span.trace_id.hex(), span.span_id.hex(), "span: attributes nested too deeply")
 
 
 def map_span(span: Any, resource: dict[str, Any], cfg: TracesConfig) -> MappedSpan | DroppedSpan:
