@@ -430,6 +430,8 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
         tr.log_metric_results(run_id, [m for ms in out.metrics.values() for m in ms])
         if golden:
             tr.log_artifacts(run_id, golden.yaml_path.parent, "golden_task")
+        if preference:
+            tr.log_artifacts(run_id, preference.yaml_path.parent, "preference_task")
         if params.model == "champion" and cfg.monitor.workspace:
             _save_figures(ctx, run_id, label, out)
         return out

@@ -6,6 +6,12 @@
    then a shifted day in which billing questions appear, and run a cycle
    (regression -> LoRA retrain -> gate -> promotion).
 
+With `feedback="thumbs"` production gives thumbs and star ratings only, never a correction;
+users who got a wrong reply sometimes ask for another one and rate it
+(`driftloop.demo.world.thumbs_world`). The retrain then learns from preferences (DPO on the
+pairs, with replay of earlier training data; KTO where no pair exists) and the gate decides on
+the held-out preference suite.
+
     >>> summaries = run_demo("driftloop.yaml")
     >>> summaries[-1].champion_version
     '2'
@@ -20,11 +26,12 @@ from pathlib import Path
 
 from driftloop.core.config import check_config_files, load_config
 from driftloop.core.errors import ConfigError
-from driftloop.demo.world import simulate
+from driftloop.demo.world import simulate, thumbs_world
 from flows.common import _CACHE, StageParams
 from flows.loop import CycleSummary, loop
 
 KEEP = {"cache", "prefect"}  # survive a fresh start: the built base model and Prefect's run history
+FEEDBACK = ("corrections", "thumbs")  # the demo worlds: with corrections (default), thumbs and ratings only
 
 
 def _write_jsonl(events: list[dict], path: Path) -> None:
@@ -35,8 +42,12 @@ def _write_jsonl(events: list[dict], path: Path) -> None:
     tmp.rename(path)  # atomic: ingestion never sees a half-written file
 
 
-def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> list[CycleSummary]:
-    """Run the two demo cycles and return their summaries."""
+def run_demo(
+    config: str | None = None, fresh: bool = True, seed: int = 0, feedback: str = "corrections"
+) -> list[CycleSummary]:
+    """Run the two demo cycles on the `feedback` world (corrections or thumbs) and return their summaries."""
+    if feedback not in FEEDBACK:
+        raise ConfigError(f"demo --feedback {feedback!r}: expected one of {', '.join(FEEDBACK)}")
     cfg = load_config(config, check_files=False)
     check_config_files(cfg, config or "driftloop.yaml", sources=False)  # the demo writes the sources itself
     files = [s for s in cfg.sources if s.kind == "files"]
@@ -56,7 +67,7 @@ def run_demo(config: str | None = None, fresh: bool = True, seed: int = 0) -> li
     feedback_dir.mkdir(parents=True, exist_ok=True)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=8)
-    events = simulate(seed=seed, start=start)
+    events = thumbs_world(seed=seed, start=start) if feedback == "thumbs" else simulate(seed=seed, start=start)
     cut = start + timedelta(days=7)
     baseline = [e for e in events if datetime.fromisoformat(e["ts"]) < cut]
     shifted = [e for e in events if datetime.fromisoformat(e["ts"]) >= cut]

@@ -243,6 +243,7 @@ def finish_retrain(
         return _nothing_to_train(ctx, owner, summary, memory, rt.n_train, rt.needed)
     summary.challenger_version = rt.version
     counts = ", ".join(f"{n} {k}" for k, n in rt.counts.items() if n) if rt.counts else ""
+    summary.retrain_objective, summary.retrain_counts = rt.objective, dict(rt.counts)
     summary.retrain_note = (
         f"{rt.method} {rt.objective} on {rt.n_train} training-pool items"
         + (f" ({counts})" if counts else "")

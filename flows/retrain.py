@@ -12,6 +12,7 @@ its error is tagged `driftloop.error` on the FAILED `retrain` run in MLflow.
 
 from __future__ import annotations
 
+import random
 import shutil
 import uuid
 
@@ -79,7 +80,7 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
         event_of = {str(i["item_id"]): i.get("source_event_id") for i in pool}
         manifest["sources"] = {e["id"]: [str(event_of[e["id"]])] if event_of.get(e["id"]) else [] for e in examples}
     else:
-        examples, manifest = _preference_set(ctx, kept, golden, objective)
+        examples, manifest = _preference_set(ctx, kept, golden, objective, load_replay(champion_dir))
     manifest["counts"]["dropped_near_golden"] = dropped
     manifest["golden_items"] = len(golden)
     log().info(
@@ -92,7 +93,15 @@ def curate(params: StageParams, champion_dir: str) -> tuple[list[dict], dict]:
     return examples, manifest
 
 
-def _preference_set(ctx, corrected: list[dict], golden: list[str], objective: str) -> tuple[list[dict], dict]:
+def _preference_set(
+    ctx, corrected: list[dict], golden: list[str], objective: str, replay: list[dict]
+) -> tuple[list[dict], dict]:
+    """Rows for the preference objectives. With `auto` choosing DPO, replay rows of earlier
+    training data join the pairs as SFT rows (`replay_fraction` of the result), so the job trains
+    `mixed`: the pairs push the rejected replies down, and the replay keeps what the model
+    already answered right (a DPO run alone lowers the rejected replies everywhere, including on
+    the topics they are right for). Replay rows near a held-out prompt are left out. An explicit
+    `dpo` trains the pairs alone."""
     cfg = ctx.cfg
     splits = ctx.store.item_splits()
     rated = [e for e in rated_events(ctx.store) if split_of(e["prompt"] or "", splits, cfg.golden) == "train"]
@@ -101,9 +110,20 @@ def _preference_set(ctx, corrected: list[dict], golden: list[str], objective: st
     chosen = pm["objective"] if objective == "auto" else objective
     usable = {"sft": ("sft",), "dpo": ("dpo",), "kto": ("kto",), "mixed": ("sft", "dpo")}.get(chosen, ())
     rows = [r for r in rows if r["objective"] in usable]
+    n_train, replayed = len(rows), []
+    if objective == "auto" and chosen == "dpo" and replay and 0 < cfg.retrain.replay_fraction < 1:
+        want = round(cfg.retrain.replay_fraction * n_train / (1.0 - cfg.retrain.replay_fraction))
+        pool = sorted({str(r["id"]): r for r in replay}.values(), key=lambda r: str(r["id"]))
+        pool = exclude_near_duplicates(pool, golden, cfg.golden.near_dup_jaccard)  # held out stays held out
+        replayed = [
+            {"id": str(r["id"]), "objective": "sft", "prompt": r["prompt"], "completion": r["completion"]}
+            for r in random.Random(cfg.retrain.seed).sample(pool, min(want, len(pool)))
+        ]
+        chosen = "mixed"
+    rows += replayed
     manifest = {
         "objective": chosen,
-        "counts": {**pm["counts"], "train": len(rows), "replay": 0},
+        "counts": {**pm["counts"], "train": n_train, "replay": len(replayed)},
         "kto_weights": pm["kto_weights"],
         "quarantined": pm["quarantined"],
         "sources": pm["sources"],

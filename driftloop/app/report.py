@@ -170,6 +170,9 @@ def demo_table(summaries: list, cfg: Config) -> None:
     )
     t.add_row("regression found", "\n".join(shown) if reg else "none")
     t.add_row("retrain", last.retrain_note or "not run")
+    if last.retrain_objective:
+        per = ", ".join(f"{k} {last.retrain_counts.get(k, 0)}" for k in ("sft", "dpo", "kto"))
+        t.add_row("objective", f"{last.retrain_objective} (training rows the feedback gave: {per})")
     gate_rows = [
         f"{g['suite']} ({g['role']}): challenger {g['challenger']:.3f} vs champion {g['champion']:.3f}, "
         f"diff {g['diff']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], n={g['n']}, "
@@ -177,11 +180,35 @@ def demo_table(summaries: list, cfg: Config) -> None:
         for g in last.gate_table
     ]
     t.add_row("challenger vs champion", "\n".join(gate_rows) or "not run")
+    pref = _win_rate_row(last.gate_findings)
+    if pref:
+        t.add_row("preference win rate", pref)
     t.add_row("decision", f"{last.outcome}; champion -> version {last.champion_version}")
     total = sum(sum(s.stage_seconds.values()) for s in summaries)
     t.add_row("wall time", f"{total:.0f} s in stages (see the per-stage tables above)")
     console.print(t)
     ui(cfg)
+
+
+def _win_rate_row(findings: list) -> str:
+    """The preference suite's win rate of the chosen reply, champion and challenger (95 % Wilson
+    intervals), and the gate's paired estimate of the gain with its interval."""
+    from driftloop.core.stats import wilson
+
+    rows = []
+    for f in findings:
+        if "driftloop_preference" not in (f.metric or "") or f.estimate is None:
+            continue
+        n = f.n or 0
+        _, lo0, hi0 = wilson(round(f.reference * n), n)
+        _, lo1, hi1 = wilson(round(f.challenger * n), n)
+        conf = f.detail.get("confidence", 0.9)
+        rows.append(
+            f"champion {f.reference:.3f} [{lo0:.3f}, {hi0:.3f}] -> challenger {f.challenger:.3f} "
+            f"[{lo1:.3f}, {hi1:.3f}] (95% Wilson), n={n} pairs; gain {f.estimate:+.3f} "
+            f"[{f.ci_low:+.3f}, {f.ci_high:+.3f}] ({conf:.0%} paired), {'pass' if f.passed else 'fail'}"
+        )
+    return "\n".join(rows)
 
 
 def ui(cfg: Config) -> None:

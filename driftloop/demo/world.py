@@ -274,6 +274,8 @@ def simulate(
     champion_accuracy: float = 0.92,
     correction_rate: float = 0.6,
     model_version: str = "1",
+    retry_rate: float = 0.0,
+    retry_right: float = 0.8,
 ) -> list[dict[str, Any]]:
     """Production feedback: a baseline period, then a shifted one in which billing appears.
 
@@ -282,6 +284,13 @@ def simulate(
     `correction` where the user gave one, `segment` with topic, locale and tier.
     The champion answers known topics right with `champion_accuracy`; billing
     questions get an answer from a known topic, so they are always wrong.
+
+    `retry_rate`: the share of users who, after a wrong reply, ask for another one (regenerate)
+    and rate it too: a second event on the same prompt a minute later, whose reply is the right
+    one with `retry_right` (the help-centre answer a retry finds), else another wrong one. Two
+    replies to one prompt rated differently are a preference pair. The thumbs-only world
+    (`thumbs_world`) has retries and no corrections; the default world has neither retries nor
+    a change to its random stream.
     """
     rng = random.Random(seed)
     start = start or datetime(2026, 11, 1, tzinfo=UTC)
@@ -308,19 +317,42 @@ def simulate(
             stars = _stars(rng, good)
             thumbs = stars >= 4 if rng.random() < 0.9 else stars >= 3
             correction = right if (not good and rng.random() < correction_rate) else None
-            events.append(
-                {
-                    "ts": ts.isoformat(),
-                    "model_version": model_version,
-                    "prompt": prompt,
-                    "response": response,
-                    "rating": stars,
-                    "thumbs_up": thumbs,
-                    "correction": correction,
-                    "segment": {"topic": topic, "locale": rng.choice(LOCALES), "tier": rng.choice(TIERS)},
-                    "latency_ms": round(rng.lognormvariate(5.0 if topic != NEW_TOPIC else 5.3, 0.3), 1),
-                    "tokens_in": len(prompt.split()) + 3,
-                    "tokens_out": len(response.split()) + 1,
-                }
-            )
+            event = {
+                "ts": ts.isoformat(),
+                "model_version": model_version,
+                "prompt": prompt,
+                "response": response,
+                "rating": stars,
+                "thumbs_up": thumbs,
+                "correction": correction,
+                "segment": {"topic": topic, "locale": rng.choice(LOCALES), "tier": rng.choice(TIERS)},
+                "latency_ms": round(rng.lognormvariate(5.0 if topic != NEW_TOPIC else 5.3, 0.3), 1),
+                "tokens_in": len(prompt.split()) + 3,
+                "tokens_out": len(response.split()) + 1,
+            }
+            events.append(event)
+            if retry_rate and not good and rng.random() < retry_rate:
+                if rng.random() < retry_right:
+                    again = right
+                else:
+                    again = answer_for(
+                        *rng.choice([x for x in known if x != (topic, intent) and answer_for(*x) != response])
+                    )
+                stars = _stars(rng, again == right)
+                events.append(
+                    {
+                        **event,
+                        "ts": (ts + timedelta(seconds=60)).isoformat(),
+                        "response": again,
+                        "rating": stars,
+                        "thumbs_up": stars >= 4 if rng.random() < 0.9 else stars >= 3,
+                        "tokens_out": len(again.split()) + 1,
+                    }
+                )
     return events
+
+
+def thumbs_world(seed: int = 0, start: datetime | None = None) -> list[dict[str, Any]]:
+    """The demo world with thumbs and star ratings only: no user writes a correction, and half of
+    the users who got a wrong reply ask for another one and rate it (`simulate`'s `retry_rate`)."""
+    return simulate(seed=seed, start=start, correction_rate=0.0, retry_rate=0.5)

@@ -37,6 +37,10 @@ class CycleSummary(BaseModel):
     decision_findings: list[Finding] = Field(default_factory=list)
     regression: list[str] = Field(default_factory=list)
     retrain_note: str = ""
+    retrain_objective: str = Field(default="", description="What the retrain trained: sft, dpo, kto or mixed.")
+    retrain_counts: dict[str, int] = Field(
+        default_factory=dict, description="Training rows the feedback gave per objective (sft, dpo, kto)."
+    )
     gate_reasons: list[str] = Field(default_factory=list)
     gate_findings: list[Finding] = Field(default_factory=list)
     gate_table: list[dict] = Field(default_factory=list)

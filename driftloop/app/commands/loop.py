@@ -20,6 +20,13 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=validate)
     p = sub.add_parser("demo", help="build the demo model, simulate production feedback, run the loop")
     p.add_argument("--resume", action="store_true", help="keep earlier demo state instead of starting clean")
+    p.add_argument(
+        "--feedback",
+        choices=["corrections", "thumbs"],
+        default="corrections",
+        help="the simulated users: corrections (they correct wrong replies) or thumbs (thumbs and ratings only, "
+        "no correction; the retrain learns from preferences)",
+    )
     p.set_defaults(handler=demo)
     p = sub.add_parser("loop", help="run one cycle of the loop")
     p.set_defaults(handler=loop)
@@ -75,7 +82,7 @@ def demo(args: argparse.Namespace) -> int:
 
     cfg = config(args)
     with nullcontext() if use_engine(cfg) else plain_calls():  # the cycles' flows, as `loop` runs them
-        summaries = run_demo(args.config, fresh=not args.resume)
+        summaries = run_demo(args.config, fresh=not args.resume, feedback=args.feedback)
     report.demo_table(summaries, cfg)
     return 0
 
