@@ -264,6 +264,20 @@ def _log_windows(ctx: Context, run_id: str, w: Windows, cur, reference, fingerpr
     tr.log_window(run_id, reference, "reference-window", start, end, digest=digest)
 
 
+def _html_due(ctx: Context, drift: list[MetricResult]) -> bool:
+    """`retention.drift_html`: store the HTML report every run, or where a drift test failed and
+    otherwise once a day (the time of the last one kept as a marker file's mtime)."""
+    if ctx.cfg.retention.drift_html == "always":
+        return True
+    marker = _monitor_dir(ctx) / "last_drift_html"
+    due = not marker.exists() or time.time() - marker.stat().st_mtime >= 86400  # 1 day, in seconds
+    if due or any(m.passed is False for m in drift):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+    return False
+
+
 def record_monitor(
     ctx: Context, run_id: str, w: Windows, out, n_ref: int, n_cur: int, text: list[MetricResult], params: dict, **result
 ) -> MonitorResult:
@@ -271,7 +285,8 @@ def record_monitor(
     and return it as a MonitorResult (`result`: its other fields). The `monitor` flow and the
     evaluate flow's explicit windows share it, so both runs hold the same artifacts."""
     ctx.tracker.log_params(run_id, {**w.as_dict(), "n_reference": n_ref, "n_current": n_cur, **params})
-    ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
+    if _html_due(ctx, out.drift.metrics):
+        ctx.tracker.log_text(run_id, out.drift.html, "drift_report.html")
     ctx.tracker.log_dict(run_id, out.drift.summary, "drift_summary.json")
     ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
     ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")

@@ -39,6 +39,7 @@ from driftloop.core.config_eval import (
 from driftloop.core.config_ingest import AnySource, ApiConfig, FieldMapping, FileSource, RedactionConfig, SqlSource
 from driftloop.core.config_judges import Judges, JudgeSpec
 from driftloop.core.config_ops import AlertEventType, AlertsConfig, RunnerConfig, WebhookConfig
+from driftloop.core.config_retention import RetentionConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -256,6 +257,7 @@ class Config(_Section):
         description="Where benchmark suites run: serially in the flow, or one per Dask worker.",
     )
     alerts: AlertsConfig = AlertsConfig()
+    retention: RetentionConfig = RetentionConfig()
     judges: Judges = Field(
         default_factory=list,
         description="Models that rate responses where no human did; used once calibrated on human labels (docs/concepts/judges.md).",

@@ -29,6 +29,7 @@ MODULES = [
     "driftloop.app.commands.evaluate",
     "driftloop.app.commands.dashboard",
     "driftloop.app.commands.registry",
+    "driftloop.app.commands.gc",
     "driftloop.app.commands.alerts",
 ]
 
