@@ -389,6 +389,8 @@ def benchmark(params: BenchmarkParams = BenchmarkParams()) -> BenchmarkResult:
     with stage_run(ctx, f"benchmark-{params.model}", params.parent_run_id) as run_id:
         out.run_id = run_id
         tr.set_tags(run_id, {T.MODEL_VERSION: label, T.GOLDEN_HASH: out.golden_hash, T.RUNNER: cfg.runner.kind})
+        if label.isdigit():  # the evaluated version's LoggedModel lists this run among its inputs
+            tr.log_model_input(run_id, label)
         tr.log_params(run_id, {"model": label, "model_fingerprint": fingerprint[:16], **counts})
         plan = _plan(cfg, suites, golden, preference)
         for d in task_data(plan, includes):  # the golden and canary sets as the run's dataset inputs

@@ -139,3 +139,11 @@ def test_mlflow_models_serve_answers_invocations(champion, demo_model, tmp_path)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_an_evaluation_run_lists_the_version_as_its_model_input(champion):
+    _, tr, version = champion
+    run = tr.start_run("benchmark-champion")
+    model_id = tr.log_model_input(run, version)
+    tr.end_run(run)
+    assert model_id and [m.model_id for m in tr.client.get_run(run).inputs.model_inputs] == [model_id]

@@ -203,6 +203,12 @@ class Tracker:
 
         return log_window(self, run_id, frame, name, start, end, **kw)
 
+    def log_model_input(self, run_id: str, version: str) -> str | None:
+        """Version `version`'s LoggedModel as an input of the run (`driftloop.tracking.models`)."""
+        from driftloop.tracking.models import log_model_input
+
+        return log_model_input(self, run_id, version)
+
     def log_training_set(self, run_id: str, examples: list[dict[str, Any]], manifest: dict, path: str) -> str:
         """The curated training set (the job's data file) as the run's `training` dataset."""
         rows = [{k: v for k, v in e.items() if k != "sources"} for e in examples]

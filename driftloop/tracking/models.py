@@ -99,6 +99,20 @@ def log_text_model(
     return LoggedTextModel(model_id=logged.model_id, model_uri=f"models:/{logged.model_id}")
 
 
+def log_model_input(tr: Tracker, run_id: str, version: str) -> str | None:
+    """Record registry version `version`'s LoggedModel as an input of run `run_id` (an evaluation
+    of it), so the model's page lists the runs that evaluated it; its id, or None for a version
+    that is no LoggedModel (registered before models were MLflow Models)."""
+    from mlflow.entities import LoggedModelInput
+
+    source = tr.client.get_model_version(tr.model_name, str(version)).source
+    if not source.startswith("models:/m-"):
+        return None
+    model_id = source.removeprefix("models:/")
+    tr.client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+    return model_id
+
+
 def version_folder(tr: Tracker, version: str, source: str) -> Path:
     """The Hugging Face folder of registry version `version`. A local artifact store is read in
     place (no second copy on disk); any other is downloaded once into `tr.cache_dir/v<N>`."""
