@@ -11,6 +11,7 @@ with peak memory no higher than the baseline's.
     python benchmarks/finetune_gpu.py                       # H100/H200: JSON lines + summary
     python benchmarks/finetune_gpu.py --variants lora+compile,full+pure+compile --out results.json
     python benchmarks/finetune_gpu.py --smoke               # seconds on a CPU (tests run this)
+    python benchmarks/finetune_gpu.py --objectives dpo,kto  # DPO/KTO against TRL (finetune_preference.py)
 
 The baselines of the modes run first, then driftloop's variants in the order given. A variant
 is `MODE[+pure][+compile]`: MODE is lora or full; `+pure` is `precision: bf16-pure` (bf16
@@ -200,7 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=450.0, help="skip runs that would start after this")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, no compile: a seconds-long check")
     p.add_argument("--out", type=Path, default=None, help="also write all results as JSON here")
+    p.add_argument(
+        "--objectives",
+        default=None,
+        help="comma-separated dpo, kto: time the preference objectives against TRL's DPOTrainer/KTOTrainer "
+        "instead (benchmarks/finetune_preference.py)",
+    )
     args = p.parse_args(argv)
+    if args.objectives:
+        from finetune_preference import run_objectives
+
+        run_objectives([o for o in args.objectives.split(",") if o], args.smoke, args.steps, args.out)
+        return 0
     t0 = time.monotonic()
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (none on the hot path)
     base = load_baseline(args.baseline, args.smoke, args.steps)
