@@ -78,6 +78,7 @@ def decide_task(
         benchmark=bench,
         baseline=baseline,
         fresh_events=mon.fresh_events,
+        judged=mon.judged,  # trusted judges' PPI++ estimates replace human-only figures (docs/concepts/judges.md)
     )
 
 
