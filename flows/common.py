@@ -165,6 +165,10 @@ def run_flow(flow: Callable[..., R], *args: Any, engine: bool | None = None, **k
     """Call `flow` on Prefect's engine where `engine` (default: `use_engine()`), else as plain
     Python under `plain_calls`. Its result and its errors are the same either way."""
     if use_engine() if engine is None else engine:
+        if prefect_api_url() is None:
+            from flows.ephemeral import install
+
+            install()  # the temporary server the engine starts then dies with this process
         return flow(*args, **kwargs)
     with plain_calls():
         return flow(*args, **kwargs)

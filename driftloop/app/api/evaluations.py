@@ -223,9 +223,14 @@ class EvaluationRunner:
 
     def _run(self, run_id: str, req: EvaluationRequest) -> None:
         try:
+            from flows.common import run_flow
             from flows.evaluate import evaluate
 
-            evaluate(model=req.model, suites=req.suites, window=req.window, config=self.config_path, run_id=run_id)
+            # Plain Python without a Prefect API: the engine would start Prefect's temporary server
+            # (about 300 MB), which outlives this process when it is killed.
+            run_flow(
+                evaluate, model=req.model, suites=req.suites, window=req.window, config=self.config_path, run_id=run_id
+            )
         except Exception as e:  # noqa: BLE001 - the flow marked the run FAILED with its reason
             logger.warning("evaluation %s failed: %s", run_id, str(e).splitlines()[0] if str(e) else type(e).__name__)
         finally:
