@@ -150,3 +150,21 @@ def test_config_rejects_bad_judges_naming_them(tmp_path, judge, message):
         load_config(str(path))
     assert message in str(e.value) and "\n" not in str(e.value)
     assert Config(judges=[base]).judges[0].name == "helpful"
+
+
+def test_a_rating_judge_estimates_mean_rating_and_binarises_ratings_for_kappa():
+    rng = np.random.default_rng(7)
+    n = 800
+    quality = rng.random(n)  # the response's true quality in [0, 1]
+    rating = np.where(rng.random(n) < 0.15, np.round(quality * 4) / 4, np.nan)  # 1-5 stars as 0..1, 15% rated
+    score = np.clip(quality + rng.normal(0, 0.1, n), 0, 1)  # a judge that tracks quality closely
+    frame = pd.DataFrame({"rating": rating, "topic": "all"})
+    out = judge_window(frame, pd.Series(score), spec(label="rating"), ["topic"])
+    est = next(m for m in out.window.estimates if not m.segment)
+    assert est.name == "mean_rating" and est.n == int(np.sum(~np.isnan(rating))) and est.n_judged == n - est.n
+    human = next(m for m in quality_metrics(frame, []) if m.name == "mean_rating")
+    assert est.ci_low < quality.mean() < est.ci_high
+    assert est.ci_high - est.ci_low < 0.6 * (human.ci_high - human.ci_low)
+    # Agreement on good/bad: a rating >= 0.5 is good, a score >= 0.5 too.
+    agree = out.calibration.overall
+    assert agree.n == est.n and agree.both_good + agree.both_bad > 0.8 * agree.n
