@@ -17,7 +17,7 @@ from driftloop.core.types import FeedbackEvent
 from driftloop.demo.world import simulate
 from driftloop.ingest import RowError, decode_line, ingest_files, parse_row
 from driftloop.ingest import files as ingest
-from driftloop.ingest.rows import SEGMENT_KEY
+from driftloop.ingest.values import SEGMENT_KEY
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 

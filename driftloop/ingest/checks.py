@@ -16,17 +16,14 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from driftloop.ingest.rows import (
-    CHECKED_FIELDS,
+from driftloop.ingest.rows import CHECKED_FIELDS, KNOWN_FIELDS, SAFE_ID, SAFE_VERSION
+from driftloop.ingest.values import (
     FUTURE_TOLERANCE,
-    KNOWN_FIELDS,
     MAX_INT,
     MAX_SEGMENT_KEYS,
     MAX_SEGMENT_VALUE_CHARS,
     MAX_TEXT_CHARS,
     MIN_TS,
-    SAFE_ID,
-    SAFE_VERSION,
     SEGMENT_KEY,
 )
 

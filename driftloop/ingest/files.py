@@ -29,10 +29,8 @@ writes (`worker.py`).
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
-import os
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -49,6 +47,15 @@ from driftloop.ingest import columnar, worker
 from driftloop.ingest.mapping import unmapped
 from driftloop.ingest.namespaces import record_namespace, stable_namespaces
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
+from driftloop.ingest.positions import (
+    head_bytes,
+    marked_position,
+    open_stream,
+    resume_offset,
+    same_mark,
+    stat_mark,
+    tail_mark,
+)
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
 from driftloop.store import Store
@@ -57,8 +64,6 @@ from driftloop.store.batch import Batch, Checkpoint, QuarantineRow
 BATCH_LINES = 2_000  # rows per transaction
 MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is quarantined, not parsed
 RAW_KEEP_BYTES = 64 * 1024  # how much of an over-long line the quarantine keeps
-HEAD_BYTES = 4096  # bytes hashed to tell a replaced file from an appended one
-TAIL_BYTES = 4096  # bytes just before a checkpoint's offset, hashed to tell a rewritten file from an appended one
 PARQUET_BATCH = 8_192  # rows decoded at a time from a Parquet file
 _DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)  # see json_object
 _LONG_DIGITS = b"0" * 19
@@ -92,91 +97,6 @@ def source_files(cfg: Any) -> list[tuple[Path, FileSource]]:
 
 
 # ------------------------------------------------------------------ streams
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _open(path: Path, raw: BinaryIO) -> BinaryIO:
-    return gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw  # type: ignore[return-value]
-
-
-def _head(path: Path, decompress: bool = True) -> bytes:
-    with open(path, "rb") as raw:
-        return (_open(path, raw) if decompress else raw).read(HEAD_BYTES)
-
-
-def _position(offset: int, head: bytes, mark: bytes | None = None) -> str:
-    """Checkpoint text: the offset, a hash of the bytes before it (at most HEAD_BYTES), and of `mark`.
-
-    `mark` tells an append from a rewrite that kept the head: for a plain
-    file the TAIL_BYTES just before the offset (`tail_mark`), for a gzip file
-    its size, mtime and inode (`stat_mark`). Checkpoints written without one
-    (`offset:hash`) are still read.
-    """
-    text = f"{offset}:{hashlib.sha256(head[:offset]).hexdigest()[:16]}"
-    return text if mark is None else f"{text}:{hashlib.sha256(mark).hexdigest()[:16]}"
-
-
-def tail_mark(fd: int, offset: int) -> bytes:
-    """The TAIL_BYTES of a plain file just before `offset` (one pread, wherever the stream is)."""
-    return os.pread(fd, min(offset, TAIL_BYTES), max(0, offset - TAIL_BYTES))
-
-
-def stat_mark(path: Path) -> bytes:
-    """A gzip file's size, mtime and inode: any change reads it again from the start (ids make that idempotent)."""
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()
-
-
-def _same(value: bytes, _offset: int) -> bytes:
-    return value
-
-
-def _marked_position(head: bytes, mark: Callable[[int], bytes], offset: int) -> str:
-    return _position(offset, head, mark(offset))
-
-
-def _resume_offset(
-    position: str | None,
-    head: bytes,
-    stream: BinaryIO,
-    plain_size: int | None,
-    mark: Callable[[int], bytes] | None = None,
-) -> int:
-    """Seek `stream` to the checkpoint; 0 when the file was replaced, rewritten or truncated since.
-
-    `plain_size` is the file's size when it is not compressed (a plain file
-    seeks past its end without complaint); a gzip stream stops at its end.
-    `mark(offset)` is what `_position` hashed as the mark when the checkpoint
-    was written; a file rewritten in place with its first bytes unchanged
-    differs there (the bytes before the offset, or the gzip file's stat).
-    """
-    offset = _offset_of(position, head, mark)
-    if offset <= 0 or (plain_size is not None and offset > plain_size):
-        return 0
-    stream.seek(offset)
-    if stream.tell() != offset:
-        stream.seek(0)
-        return 0
-    return offset
-
-
-def _offset_of(position: str | None, head: bytes, mark: Callable[[int], bytes] | None = None) -> int:
-    try:
-        offset = int((position or "0").split(":", 1)[0])
-    except ValueError:
-        return 0
-    if offset <= 0:
-        return 0
-    if mark is not None and (position or "").count(":") == 2:
-        try:
-            return offset if _position(offset, head, mark(offset)) == position else 0
-        except OSError:
-            return 0
-    return offset if _position(offset, head) == position else 0
-
-
 def _lines(stream: BinaryIO, offset: int) -> Iterator[tuple[int, bytes | None, bytes]]:
     """Yield (end offset, line or None if over-long, raw sample) for each non-blank line."""
     while True:
@@ -364,21 +284,23 @@ def _ingest_file(
     with open(path, "rb") as raw:
         if fmt == "parquet":
             # A Parquet file is rewritten whole, never appended to: its head and size identify it.
-            ident = hashlib.sha256(_head(path, decompress=False) + str(path.stat().st_size).encode()).hexdigest()[:16]
+            ident = hashlib.sha256(head_bytes(path, decompress=False) + str(path.stat().st_size).encode()).hexdigest()[
+                :16
+            ]
             done, _, seen = (store.get_checkpoint(key) or "0:").partition(":")
             records, fr.resumed_from = _parquet_records(path, int(done) if seen == ident and done.isdigit() else 0)
             offset_fn = lambda n: f"{n}:{ident}"  # noqa: E731
             begin = int(fr.resumed_from)
         else:
-            head = _head(path)
-            stream = _open(path, raw)
+            head = head_bytes(path)
+            stream = open_stream(path, raw)
             plain_size = None if stream is not raw else path.stat().st_size
             mark: Callable[[int], bytes] = (
-                partial(tail_mark, raw.fileno()) if stream is raw else partial(_same, stat_mark(path))
+                partial(tail_mark, raw.fileno()) if stream is raw else partial(same_mark, stat_mark(path))
             )
-            start = _resume_offset(store.get_checkpoint(key), head, stream, plain_size, mark)
+            start = resume_offset(store.get_checkpoint(key), head, stream, plain_size, mark)
             fr.resumed_from = start
-            offset_fn = partial(_marked_position, head, mark)
+            offset_fn = partial(marked_position, head, mark)
             records: Iterator[Record] | None = None
             if fmt == "csv":
                 stream.seek(0)

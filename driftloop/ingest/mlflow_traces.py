@@ -36,7 +36,9 @@ from driftloop.ingest.otlp import prompt_of, text_of
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
 from driftloop.ingest.ratings import TraceRating
 from driftloop.ingest.redact import Redactor
-from driftloop.ingest.rows import RowError, _rating, _text
+from driftloop.ingest.values import RowError
+from driftloop.ingest.values import rating as _rating
+from driftloop.ingest.values import text as _text
 from driftloop.store import Store
 from driftloop.store.traces import add_ratings
 from driftloop.tracking.traces import AssessmentRecord, TraceRecord, read_traces

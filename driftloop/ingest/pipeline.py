@@ -28,7 +28,7 @@ from driftloop.ingest.mapping import map_row
 from driftloop.ingest.redact import Redactor
 from driftloop.ingest.rows import RowError, parse_row
 from driftloop.store.batch import QuarantineRow
-from driftloop.store.repo import quarantine_id
+from driftloop.store.quarantine import quarantine_id
 
 RAW_KEEP_CHARS = 64 * 1024  # how much of a quarantined row's raw payload is kept
 Progress = Callable[[int, int], None]

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftloop.ingest.redact import Redactor
-from driftloop.ingest.rows import RowError, Scale, _rating, _text, _thumbs
+from driftloop.ingest.values import RowError, Scale
+from driftloop.ingest.values import rating as _rating
+from driftloop.ingest.values import text as _text
+from driftloop.ingest.values import thumbs as _thumbs
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 SPAN_ID = re.compile(r"[0-9a-f]{16}")

@@ -172,9 +172,9 @@ def _child(
 ) -> None:
     """The child: each block's (end offset, lines, events, quarantine, reasons, redactions, disk offset)."""
     from driftloop.ingest.columnar import block_parts
-    from driftloop.ingest.files import _open
     from driftloop.ingest.lines import jsonl_blocks
     from driftloop.ingest.pipeline import RowParser
+    from driftloop.ingest.positions import open_stream
     from driftloop.ingest.redact import Redactor
 
     class Gone(Exception):
@@ -192,7 +192,7 @@ def _child(
     redactor = Redactor(*spec)
     try:
         with open(path, "rb") as raw:
-            stream = _open(Path(path), raw)
+            stream = open_stream(Path(path), raw)
             stream.seek(start)
             for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
                 own = RowParser(mapping, redactor.fork(), now=now, id_namespace=namespace)

@@ -75,7 +75,7 @@ class Checkpoint(NamedTuple):
 class QuarantineRow(TypedDict):
     """A row that could not be accepted, as read (redacted), with the field at fault and the reason.
 
-    `content_id` (see `repo.quarantine_id`) makes a row quarantined twice a
+    `content_id` (see `quarantine.quarantine_id`) makes a row quarantined twice a
     single row; without one the store hashes source, raw, field and reason.
     """
 

@@ -135,7 +135,7 @@ class Quarantine(Base):
     field: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Hash of the source's id namespace and the row (see `repo.quarantine_id`): a row quarantined
+    # Hash of the source's id namespace and the row (see `quarantine.quarantine_id`): a row quarantined
     # again (a retry, a copied file, a concurrent ingest) is skipped. NULL on rows from before.
     content_id: Mapped[str | None] = mapped_column(String(32))
 

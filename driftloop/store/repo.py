@@ -15,8 +15,6 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +36,7 @@ from driftloop.store.models import (
     WebhookDelivery,
     utcnow,
 )
+from driftloop.store.quarantine import quarantine_rows
 from driftloop.store.scope import drop_unscoped, has_unscoped
 
 if TYPE_CHECKING:
@@ -439,7 +438,7 @@ def _write_side_rows(
     cur = dbapi.cursor()
     try:
         if quarantine:
-            cur.executemany(q_sql, [tuple({**q, "created_at": now}.values()) for q in _quarantine_rows(quarantine)])
+            cur.executemany(q_sql, [tuple({**q, "created_at": now}.values()) for q in quarantine_rows(quarantine)])
         if checkpoint is not None:
             cur.execute(c_sql, (checkpoint[0], checkpoint[1], now))
     finally:
@@ -467,43 +466,3 @@ def _pg_copy_new(conn: Any, rows: list[tuple] | bytes, n: int | None = None) -> 
     except psycopg.errors.UniqueViolation:
         return bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, _KEY)
     return n if isinstance(rows, bytes) and n is not None else len(rows)
-
-
-def _text(value: Any) -> str:
-    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded.
-    s = value if isinstance(value, str) else str(value)
-    return s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
-def quarantine_id(raw: str, field: str, reason: str, namespace: str) -> str:
-    """32 hex characters of SHA-256 over a quarantined row and its source's id namespace.
-
-    Like an event's content id (`ingest.rows.event_id_for`), the file path is
-    not part of it: the same bad row in a copy of a file, or sent again by a
-    client, is one quarantine row.
-    """
-    canon = json.dumps([namespace, raw, field, reason], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-def _quarantine_row(q: QuarantineRow) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "source": _text(q.get("source", "")),
-        "raw": _text(q.get("raw", "")),
-        "field": _text(q.get("field", ""))[:128],
-        "reason": _text(q.get("reason", "")),
-        "created_at": utcnow(),
-    }
-    row["content_id"] = q.get("content_id") or quarantine_id(row["raw"], row["field"], row["reason"], row["source"])
-    return row
-
-
-def _quarantine_rows(quarantine: Sequence[QuarantineRow]) -> list[dict[str, Any]]:
-    """Store rows of a batch's quarantined rows, each content id once (the first wins)."""
-    out, seen = [], set()
-    for q in quarantine:
-        row = _quarantine_row(q)
-        if row["content_id"] not in seen:
-            seen.add(row["content_id"])
-            out.append(row)
-    return out

@@ -30,7 +30,8 @@ from sqlalchemy.engine import Connection
 
 from driftloop.store.engine import WRITE, insert_ignore
 from driftloop.store.models import Feedback, Quarantine, TraceLink, TraceRating, utcnow
-from driftloop.store.repo import Store, _quarantine_rows
+from driftloop.store.quarantine import quarantine_rows as _quarantine_rows
+from driftloop.store.repo import Store
 
 _FEEDBACK: Table = Feedback.__table__  # type: ignore[assignment]
 _QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
