@@ -345,3 +345,88 @@ def test_loop_in_event_mode_triggers_one_retrain_run_that_finishes_the_cycle(ser
         "rejected version 2",
     )
     assert tr.client.get_run(first.run_id).data.tags["driftloop.retrain_via"] == "event"
+
+
+def test_api_evaluation_runs_as_a_deployment_run_and_reads_back_finished(server, monkeypatch):
+    """POST /v1/evaluations on an API whose environment names the Prefect server: the worker runs
+    `evaluate/on-demand` for the MLflow run the API created, and GET reads the result back."""
+    from test_api_evaluations import AUTH, Server, wait_done
+
+    monkeypatch.setenv("PREFECT_API_URL", server["url"])
+    api = Server(server["config"])
+    try:
+        assert api.app.state.evaluations.via_prefect
+        r = httpx.post(f"{api.url}/v1/evaluations", headers=AUTH, json={"suites": ["canary"]}, timeout=60)
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        tr = Tracker.from_config(load_config(server["config"]))
+        flow_run_id = tr.run_record(run_id)["tags"]["driftloop.prefect_flow_run"]
+        body = wait_done(api.url, run_id, timeout=300)
+    finally:
+        api.stop()
+    assert body["status"] == "finished", f"{body}\n{server['procs'].tail('worker-default')}"
+    assert body["suites"] == ["canary"] and any(k.startswith("canary") for k in str(body["results"]).split("'"))
+    run = next(r for r in _runs_of(server["url"], "evaluate/on-demand") if str(r.id) == flow_run_id)
+    assert run.state.is_completed() and run.parameters["run_id"] == run_id
+
+
+def test_an_evaluation_whose_flow_run_crashed_reads_back_failed_with_the_reason(server, monkeypatch):
+    """The state a worker that died before the flow started leaves behind: the MLflow run SCHEDULED,
+    its flow run Crashed on the server. GET answers failed, names the flow run, marks the run KILLED."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed, Scheduled
+    from test_api_evaluations import AUTH, Server
+
+    async def crashed_run(client):
+        dep = await client.read_deployment_by_name("evaluate/on-demand")
+        later = datetime.now(UTC) + timedelta(days=1)  # never due: no worker takes it
+        fr = await client.create_flow_run_from_deployment(
+            dep.id, parameters={"model": "champion"}, state=Scheduled(scheduled_time=later)
+        )
+        await client.set_flow_run_state(
+            fr.id, Crashed(message="Flow run infrastructure exited with code -9."), force=True
+        )
+        return fr.id, (await client.read_flow_run(fr.id)).state.type
+
+    flow_run_id, state = _client_call(server["url"], crashed_run)
+    assert state == StateType.CRASHED
+    tr = Tracker.from_config(load_config(server["config"]))
+    tags = {
+        "driftloop.kind": "evaluation",
+        "driftloop.model": "champion",
+        "driftloop.prefect_flow_run": str(flow_run_id),
+    }
+    stranded = tr.start_run("evaluate-champion", tags=tags)
+    tr.set_run_status(stranded, "SCHEDULED")
+    # ...and one whose flow run Prefect still holds (scheduled): it stays queued.
+    waiting = tr.start_run("evaluate-champion", tags={**tags, "driftloop.prefect_flow_run": str(_scheduled(server))})
+    tr.set_run_status(waiting, "SCHEDULED")
+    monkeypatch.setenv("PREFECT_API_URL", server["url"])
+    api = Server(server["config"])
+    try:
+        body = httpx.get(f"{api.url}/v1/evaluations/{stranded}", headers=AUTH, timeout=60).json()
+        assert httpx.get(f"{api.url}/v1/evaluations/{waiting}", headers=AUTH, timeout=60).json()["status"] == "queued"
+    finally:
+        api.stop()
+    assert body["status"] == "failed", body
+    assert (
+        body["error"]
+        == f"lost: Prefect flow run {flow_run_id} ended Crashed: Flow run infrastructure exited with code -9."
+    )
+    assert tr.run_record(stranded)["status"] == "KILLED" and tr.run_record(waiting)["status"] == "SCHEDULED"
+
+
+def _scheduled(server) -> str:
+    """A flow run of `evaluate/on-demand` scheduled a day ahead (no worker takes it)."""
+    from prefect.states import Scheduled
+
+    async def make(client):
+        dep = await client.read_deployment_by_name("evaluate/on-demand")
+        later = datetime.now(UTC) + timedelta(days=1)
+        return (
+            await client.create_flow_run_from_deployment(
+                dep.id, parameters={"model": "champion"}, state=Scheduled(scheduled_time=later)
+            )
+        ).id
+
+    return str(_client_call(server["url"], make))

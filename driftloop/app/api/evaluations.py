@@ -12,7 +12,9 @@ a bounded pool of threads in the API process (`api.max_concurrent_evaluations`; 
 queued or running in its pool, the API process sets the run's `driftloop.heartbeat` tag every
 `api.evaluation_heartbeat_seconds`; a GET that finds the heartbeat older than
 `api.evaluation_lost_after_seconds` (the process died: a crash, a SIGKILL, a lost node)
-answers `failed` with the reason and marks the run KILLED, so no evaluation waits forever.
+answers `failed` with the reason and marks the run KILLED, so no evaluation waits forever. A
+Prefect-run evaluation is judged by its flow run instead: one that ended without completing
+(its worker crashed, or it was cancelled) before the flow recorded an outcome is answered alike.
 
     $ curl -H "Authorization: Bearer $TOKEN" -d '{"model": "champion", "suites": ["canary"], "window": "7d"}' \\
         http://127.0.0.1:8080/v1/evaluations
@@ -277,7 +279,10 @@ class EvaluationRunner:
         return out
 
     def _lost(self, run_id: str, tags: dict[str, str]) -> str | None:
-        """The reason, once the run is marked KILLED with it, when the evaluation's heartbeat is too old; else None."""
+        """The reason, once the run is marked KILLED with it, when the evaluation's heartbeat is too
+        old or its Prefect flow run ended without completing; else None."""
+        if tags.get(PREFECT_FLOW_RUN):
+            return self._ended_in_prefect(run_id, tags[PREFECT_FLOW_RUN])
         try:
             last = float(tags[HEARTBEAT])
         except (KeyError, ValueError):
@@ -289,6 +294,29 @@ class EvaluationRunner:
         self.tracker.set_tags(run_id, {T.ERROR: reason})
         self.tracker.set_run_status(run_id, "KILLED")
         logger.warning("evaluation %s lost: no heartbeat since %s; marked KILLED", run_id, since)
+        return reason
+
+    def _ended_in_prefect(self, run_id: str, flow_run_id: str) -> str | None:
+        """The reason, once the run is marked KILLED with it, when the Prefect flow run that was to
+        fill this evaluation ended without completing (its worker crashed or it was cancelled
+        before the flow could record a failure); None while Prefect holds it, or when Prefect
+        cannot be asked (logged: the next GET asks again)."""
+        from flows.submit import flow_run_ended
+
+        try:
+            ended = flow_run_ended(flow_run_id)
+        except Exception as e:  # noqa: BLE001 - Prefect unreachable: the evaluation is still Prefect's
+            logger.warning("evaluation %s: Prefect flow run %s not read: %s", run_id, flow_run_id, str(e)[:200])
+            return None
+        if ended is None:
+            return None
+        rec = self.tracker.run_record(run_id)
+        if rec is not None and rec["status"] not in ("SCHEDULED", "RUNNING"):
+            return None  # the flow recorded its own outcome between the two reads
+        reason = f"lost: Prefect flow run {flow_run_id} ended {ended}"
+        self.tracker.set_tags(run_id, {T.ERROR: reason})
+        self.tracker.set_run_status(run_id, "KILLED")
+        logger.warning("evaluation %s %s; marked KILLED", run_id, reason)
         return reason
 
 
