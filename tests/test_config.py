@@ -24,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_repo_default_config_loads():
     cfg = load_config(REPO / "driftloop.yaml", env={}, check_files=False)
     assert cfg.model.base == "demo"
-    assert set(cfg.benchmark.suites) == {"golden", "canary"}
+    assert set(cfg.benchmark.suites) == {"golden", "preference", "canary"}
     assert cfg.store_url == f"sqlite:///{REPO / '.driftloop' / 'store.db'}"
 
 
