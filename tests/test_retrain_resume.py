@@ -141,6 +141,7 @@ def test_checkpoint_of_another_spec_is_refused_with_exit_2(tiny_base, data_file,
     _spec(tiny_base, data_file, tmp_path / "run", max_steps=20, checkpoint_every=5, learning_rate=5e-3).to_json(
         tmp_path / "spec.json"
     )
+    capsys.readouterr()  # what the first run wrote (a weight-loading bar, where progress bars are on)
     assert job.main([str(tmp_path / "spec.json"), "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"bad input: checkpoint: {tmp_path / 'run.checkpoint'} belongs to a different spec; delete it to start over"
