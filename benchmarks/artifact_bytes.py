@@ -6,9 +6,11 @@ one loop cycle a day. This runs that work on a small local world (the demo's sim
 a one-layer GPT-2 with the demo's tokenizer), with the flows' real functions and Prefect's engine
 off, as the CLI runs them without a Prefect API (`flows.common.plain_calls`):
 
-- once with `retention.drift_html: always` (every monitor run stores Evidently's HTML report,
-  as before the setting existed),
-- once with `retention.drift_html: on_drift_or_daily` (the recommended setting).
+- `before`: every monitor run stores Evidently's HTML report and workspace snapshot, and every
+  cycle its timeline page (the defaults, as before the `retention:` settings existed);
+- `html-daily`: `retention.drift_html: on_drift_or_daily` alone;
+- `recommended`: that, plus `retention.workspace_snapshots: on_drift_or_daily` and
+  `retention.timeline: on_demand` (`driftloop dashboard` builds the page when someone asks).
 
 Each call's bytes are the growth of the state folder (MLflow's artifacts, its SQLite database,
 the feedback store, caches) across the call. The feedback file is ingested once before the
@@ -21,8 +23,7 @@ advanced by ageing its marker file by a day at each simulated day's start.
 
 A day is extrapolated from the calls' averages where fewer ran (`--smoke`, `--hours`): 96
 ingests, 24 monitor runs (as many with the HTML report as a measured day stored) and one cycle.
-A third mode, `rec+no-ws`, adds `monitor.workspace: false` (no Evidently snapshot per monitor
-run) to show what the Evidently workspace costs. The table and the ratios are printed.
+The table and the ratios are printed.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# mode: (retention.drift_html, monitor.workspace)
+# mode: the `retention:` settings it runs with
 MODES = {
-    "before": ("always", True),
-    "recommended": ("on_drift_or_daily", True),
-    "rec+no-ws": ("on_drift_or_daily", False),
+    "before": {"drift_html": "always", "workspace_snapshots": "every_run", "timeline": "every_cycle"},
+    "html-daily": {"drift_html": "on_drift_or_daily", "workspace_snapshots": "every_run", "timeline": "every_cycle"},
+    "recommended": {
+        "drift_html": "on_drift_or_daily",
+        "workspace_snapshots": "on_drift_or_daily",
+        "timeline": "on_demand",
+    },
 }
 
 
@@ -78,7 +83,7 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def world(folder: Path, model: Path, drift_html: str, workspace: bool = True) -> Path:
+def world(folder: Path, model: Path, retention: dict[str, str]) -> Path:
     """A config and a week of healthy feedback (no drift) ending now: the config's path."""
     from driftloop.demo.world import simulate
 
@@ -95,20 +100,21 @@ project: bytes
 state_dir: state
 model: {{base: {model}}}
 sources: [{{path: feedback/*.jsonl}}]
-monitor: {{segment_fields: [topic, locale, tier], workspace: {str(workspace).lower()}}}
+monitor: {{segment_fields: [topic, locale, tier]}}
 policy: {{floors: {{thumbs_up_rate: 0.5}}, min_n: 30}}
-retention: {{drift_html: {drift_html}}}
+retention: {json.dumps(retention)}
 """
     )
     return cfg
 
 
 def age_marker(state: Path) -> None:
-    """A simulated day has passed for `on_drift_or_daily`'s once-a-day clock."""
-    marker = state / "monitor" / "last_drift_html"
-    if marker.exists():
-        t = marker.stat().st_mtime - 86400
-        os.utime(marker, (t, t))
+    """A simulated day has passed for `on_drift_or_daily`'s once-a-day clocks."""
+    for name in ("last_drift_html", "last_workspace_snapshot"):
+        marker = state / "monitor" / name
+        if marker.exists():
+            t = marker.stat().st_mtime - 86400
+            os.utime(marker, (t, t))
 
 
 def run_mode(folder: Path, model: Path, mode: str, days: int, hours: int, cycles: bool, ingests: int = 4) -> dict:
@@ -119,7 +125,7 @@ def run_mode(folder: Path, model: Path, mode: str, days: int, hours: int, cycles
     from flows.monitor import monitor
     from flows.registry import ensure_champion
 
-    cfg = world(folder, model, *MODES[mode])
+    cfg = world(folder, model, MODES[mode])
     params = StageParams(config=str(cfg))
     state = folder / "state"
     kinds = ("ingest", "monitor+html", "monitor", "cycle")
@@ -151,7 +157,7 @@ def run_mode(folder: Path, model: Path, mode: str, days: int, hours: int, cycles
     # A day of the shipped schedules: 96 ingests, 24 monitors (of which as many stored the HTML
     # report as did in a measured day, at most 24), 1 cycle. Where fewer monitors ran (--smoke,
     # --hours), the day is extrapolated from the calls' averages.
-    html = 24.0 if MODES[mode][0] == "always" else min(24.0, calls["monitor+html"] / days)
+    html = 24.0 if MODES[mode]["drift_html"] == "always" else min(24.0, calls["monitor+html"] / days)
     per_day = (
         96 * per_call["ingest"]
         + html * per_call["monitor+html"]

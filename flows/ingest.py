@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task
@@ -47,9 +48,20 @@ def ingest(params: StageParams = StageParams()) -> dict[str, Any]:
     # The sources are checked here rather than by config's check_files, which knows only file sources.
     ctx = context(params)
     check_sources(ctx.cfg, params.config or "driftloop.yaml")
-    with stage_run(ctx, "ingest", params.parent_run_id) as run_id:
+    t0 = time.monotonic()
+    try:
         summary = ingest_task(params)
+    except BaseException:
+        with stage_run(ctx, "ingest", params.parent_run_id):
+            raise  # the stage's MLflow run, marked FAILED
+    if summary["read"] == 0 and params.parent_run_id is None:
+        # A scheduled ingest that found nothing new (most of them): no MLflow run of its own.
+        summary["total_events"] = ctx.store.count_events()
+        log().info("ingest: nothing new to read (%d events stored); no MLflow run", summary["total_events"])
+        return summary
+    with stage_run(ctx, "ingest", params.parent_run_id) as run_id:
         metrics = {f"ingest/{k}": v for k, v in summary.items() if isinstance(v, int)}
+        metrics["ingest/seconds"] = time.monotonic() - t0
         metrics.update({f"ingest/redacted_{k}": n for k, n in summary["redacted"].items()})
         metrics["ingest/balanced"] = float(
             summary["read"] == summary["accepted"] + summary["duplicates"] + summary["quarantined"]

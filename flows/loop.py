@@ -398,7 +398,8 @@ def loop(params: StageParams = StageParams()) -> CycleSummary:
     finally:
         tr.set_tags(parent, {T.OUTCOME: summary.outcome})
         tr.log_dict(parent, summary.model_dump(mode="json"), "cycle_summary.json")
-        log_timeline(tr, cfg, parent)  # never raises
+        if cfg.retention.timeline == "every_cycle":
+            log_timeline(tr, cfg, parent)  # never raises
         log_cost(tr, parent, clock)  # never raises
         tr.end_run(parent, failed=failed)
 

@@ -219,7 +219,7 @@ def monitor(
         text = clock("text", text_task, params, w) if len(cur) and n_ref else []
         judged = clock("judges", judges_task, params, cur, w) if ctx.cfg.judges and len(cur) else None
         saved: dict[str, str] = {}
-        if mon.workspace and out.drift.snapshot is not None:
+        if mon.workspace and out.drift.snapshot is not None and _snapshot_due(ctx, out.drift.metrics):
             # Quality per segment and the segment gaps ride in the same snapshot, for the dashboard's panels.
             saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id, out.current + out.bias)
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
@@ -267,9 +267,21 @@ def _log_windows(ctx: Context, run_id: str, w: Windows, cur, reference, fingerpr
 def _html_due(ctx: Context, drift: list[MetricResult]) -> bool:
     """`retention.drift_html`: store the HTML report every run, or where a drift test failed and
     otherwise once a day (the time of the last one kept as a marker file's mtime)."""
-    if ctx.cfg.retention.drift_html == "always":
-        return True
-    marker = _monitor_dir(ctx) / "last_drift_html"
+    return ctx.cfg.retention.drift_html == "always" or _daily_or_on_drift(ctx, drift, "last_drift_html")
+
+
+def _snapshot_due(ctx: Context, drift: list[MetricResult]) -> bool:
+    """`retention.workspace_snapshots`: save the Evidently snapshot every run, or as `_html_due`
+    stores the HTML report (on drift, else once a day; a marker of its own)."""
+    return ctx.cfg.retention.workspace_snapshots == "every_run" or _daily_or_on_drift(
+        ctx, drift, "last_workspace_snapshot"
+    )
+
+
+def _daily_or_on_drift(ctx: Context, drift: list[MetricResult], name: str) -> bool:
+    """Whether a drift test failed or a day has passed since marker `name` was last touched
+    (touched when the answer is yes)."""
+    marker = _monitor_dir(ctx) / name
     due = not marker.exists() or time.time() - marker.stat().st_mtime >= 86400  # 1 day, in seconds
     if due or any(m.passed is False for m in drift):
         marker.parent.mkdir(parents=True, exist_ok=True)

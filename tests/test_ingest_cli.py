@@ -57,6 +57,8 @@ sources:
         [mlflow.MlflowClient(cfg.tracking_uri).get_experiment_by_name(cfg.tracking.experiment).experiment_id],
         order_by=["attributes.start_time ASC"],
     )
+    # The second ingest read nothing new: it printed its identity but logged no MLflow run.
+    assert [r.data.tags.get("driftloop.stage") for r in runs] == ["ingest"]
     first = runs[0].data.metrics
     assert (
         first["ingest/read"],
