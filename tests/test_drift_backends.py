@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_drift import by_column, window
 
 from driftloop.core.config import MonitorConfig
 from driftloop.core.errors import InputError
@@ -17,7 +18,6 @@ from evaluators import drift_profiles, registry
 from evaluators.drift import drift_report
 from evaluators.drift_spec import ColumnStats, Comparison, DriftSpec
 from evaluators.monitoring import monitor_frames
-from tests.test_drift import by_column, window
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = {"exact_rows": 0, "report_rows": 1001}  # force the profile backend on small frames

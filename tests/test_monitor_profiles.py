@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from test_drift import FEATURES, by_column, window
 
 from driftloop.core.config import MonitorConfig, TextDriftConfig
 from evaluators.drift import drift_report
@@ -16,7 +17,6 @@ from evaluators.drift_profiles import dkw_epsilon
 from evaluators.monitoring import ReferenceCache, monitor_frames
 from evaluators.profiles import GRID_BINS, WindowProfile, column_drift, profile_column, profile_window
 from evaluators.text_drift import descriptors, embedding_drift, permutation_test, text_drift
-from tests.test_drift import FEATURES, by_column, window
 
 LARGE = {"exact_rows": 0, "report_rows": 1001}  # force the profile path on small frames
 
