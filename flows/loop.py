@@ -260,6 +260,7 @@ def finish_retrain(
         run_id=parent,
         cycle=summary.cycle,
     )
+    memory.record_training(datetime.now(UTC), rt.train_seconds)  # against policy.max_training_hours_per_day
     _step(ctx, owner, State.RETRAINING, Event.CANDIDATE, f"challenger version {rt.version}", memory)
     chall = clock(
         "benchmark challenger",

@@ -96,6 +96,32 @@ def test_decide_reasons_carry_the_numbers():
             Action.RETRAIN,
             "below the floor",
         ),
+        (  # 1.5 h + 0.75 h trained within the day: the hours budget of 2 is spent
+            {
+                "training": [
+                    {"at": (NOW - timedelta(hours=h)).isoformat(), "seconds": s} for h, s in ((2, 5400), (20, 2700))
+                ]
+            },
+            {"max_training_hours_per_day": 2},
+            Action.ALERT,
+            "budget: 2.25 training hours in the last 24 h, at most 2 allowed",
+        ),
+        (  # the same hours, one of them 30 h ago: 1.5 h count, under the budget
+            {
+                "training": [
+                    {"at": (NOW - timedelta(hours=h)).isoformat(), "seconds": s} for h, s in ((2, 5400), (30, 2700))
+                ]
+            },
+            {"max_training_hours_per_day": 2},
+            Action.RETRAIN,
+            "below the floor",
+        ),
+        (  # no hours budget set: hours never stop a retrain
+            {"training": [{"at": (NOW - timedelta(hours=1)).isoformat(), "seconds": 86000}]},
+            {},
+            Action.RETRAIN,
+            "below the floor",
+        ),
     ],
 )
 def test_decide_debounce_cooldown_budget(state, policy_kw, action, fragment):
@@ -336,3 +362,15 @@ def test_gate_continuous_scores_use_the_paired_bootstrap(gain, action):
     d = gate({"golden": [chall]}, {"golden": [champ]}, ROLES, POLICY)
     assert d.action == action, d.reasons
     assert "paired-bootstrap SE" in d.reasons[0] and "on 300 shared items" in d.reasons[0]
+
+
+def test_record_training_keeps_the_budget_period_and_sums_hours():
+    from driftloop.core.loopstate import LoopMemory
+
+    m = LoopMemory()
+    m.record_training(NOW - timedelta(hours=30), 3600)  # outside the budget period by the next record
+    m.record_training(NOW - timedelta(hours=2), 1800)
+    m.record_training(NOW, 900)
+    assert [t.seconds for t in m.training] == [1800, 900]  # the 30-hour-old one is dropped
+    assert m.recent_training_hours(NOW) == 0.75
+    assert LoopMemory.load(m.dump()).recent_training_hours(NOW) == 0.75  # survives the state row

@@ -160,6 +160,11 @@ class PolicyConfig(_Section):
     )
     cooldown_hours: float = Field(default=0.0, ge=0, description="Minimum time between retrains.")
     max_retrains_per_day: int = Field(default=3, ge=0, description="Retrain budget.")
+    max_training_hours_per_day: float | None = Field(
+        default=None,
+        gt=0,
+        description="Retrain budget in resources: no retrain starts while the fine-tunes of the last 24 h trained this many hours or more (their training wall time; GPU-hours where retrains run on a GPU, which a fine-tune holds throughout). None: the budget counts runs only (`max_retrains_per_day`).",
+    )
     retrain_via: Literal["inline", "event"] = Field(
         default="inline",
         description="How a RETRAIN decision runs: `inline` fine-tunes, gates and promotes inside the `loop` flow; "

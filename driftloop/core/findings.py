@@ -135,6 +135,8 @@ def render(f: Finding) -> str:
         return f"debounce: {d['hits']} of the last {d['windows']} windows breached, {d['needed']} needed"
     if f.kind == "cooldown":
         return f"cooldown: last retrain {d['hours_since']:.1f} h ago, {d['cooldown_hours']:g} h required"
+    if f.kind == "budget" and "max_hours" in d:
+        return f"budget: {d['hours']:.2f} training hours in the last 24 h, at most {d['max_hours']:g} allowed"
     if f.kind == "budget":
         return f"budget: {d['recent']} retrains in the last 24 h, at most {d['max']} allowed"
     if f.kind == "answered":

@@ -150,6 +150,13 @@ class Pending(_Model):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
+class TrainingSpend(_Model):
+    """One fine-tune's training time, counted against `policy.max_training_hours_per_day`."""
+
+    at: datetime
+    seconds: float = Field(ge=0)
+
+
 class LoopMemory(_Model):
     """What the loop remembers between cycles (the state row's `data`)."""
 
@@ -157,6 +164,10 @@ class LoopMemory(_Model):
     last_retrain_at: datetime | None = None
     retrains: list[datetime] = Field(
         default_factory=list, description="Start times of retrains within the budget period."
+    )
+    training: list[TrainingSpend] = Field(
+        default_factory=list,
+        description="Training time of the fine-tunes that trained within the budget period (GPU seconds on a GPU).",
     )
     baseline: Baseline | None = None
     champion: ChampionScope | None = None
@@ -180,6 +191,14 @@ class LoopMemory(_Model):
 
     def recent_retrains(self, now: datetime) -> int:
         return sum(1 for t in self.retrains if now - t < BUDGET_PERIOD)
+
+    def record_training(self, now: datetime, seconds: float) -> None:
+        """A fine-tune trained `seconds` (its training wall time), finishing now."""
+        recent = [t for t in self.training if now - t.at < BUDGET_PERIOD]
+        self.training = recent + [TrainingSpend(at=now, seconds=max(0.0, seconds))]
+
+    def recent_training_hours(self, now: datetime) -> float:
+        return sum(t.seconds for t in self.training if now - t.at < BUDGET_PERIOD) / 3600
 
     def start_retrain(self, now: datetime, breach_keys: list[str], newest_event: datetime | None) -> None:
         """A retrain starts now, answering these breaches (see `answer`)."""

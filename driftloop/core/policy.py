@@ -358,6 +358,11 @@ def decide(
             Action.ALERT,
             [Finding(kind="budget", detail={"recent": recent, "max": policy.max_retrains_per_day})] + shown,
         )
+    hours, max_hours = memory.recent_training_hours(now), policy.max_training_hours_per_day
+    if max_hours is not None and hours >= max_hours:
+        return done(
+            Action.ALERT, [Finding(kind="budget", detail={"hours": round(hours, 4), "max_hours": max_hours})] + shown
+        )
     return done(Action.RETRAIN, shown + quiet)
 
 
