@@ -212,25 +212,34 @@ def _win_rate_row(findings: list) -> str:
 
 
 def ui(cfg: Config) -> None:
-    """Print the commands that open the MLflow and Prefect UIs on the stored state."""
+    """Print the commands that open the MLflow and Prefect UIs on the stored state: one line each,
+    never wrapped (they are meant to be copied), with absolute paths (they work from any folder)."""
     import os
+    import shlex
+    import sys
+    from pathlib import Path
 
-    console.print("Open the stored state:")
+    def tool(name: str) -> str:
+        here = Path(sys.executable).with_name(name)
+        return shlex.quote(str(here)) if here.exists() else name
+
+    lines = ["Open the stored state:"]
     uri = cfg.tracking_uri
     if uri.startswith(("http://", "https://")):
-        console.print(f"  MLflow UI:  {uri}")
+        lines.append(f"  MLflow UI:  {uri}")
     else:
-        console.print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000 --workers 1")
+        lines.append(
+            f"  MLflow UI:  {tool('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000 --workers 1"
+        )
     api = os.environ.get("PREFECT_API_URL")
     if api:
-        console.print(f"  Prefect UI: {api.removesuffix('/api')}")
-        return
-    # Without an API the commands run the flows as plain Python: Prefect records runs only once one is set.
-    home = os.environ.get("PREFECT_HOME") or str(cfg.state_path / "prefect")
-    console.print(
-        f"  Prefect UI: PREFECT_HOME={home} .venv/bin/prefect server start --port 4200; "
-        "flow runs are recorded there while PREFECT_API_URL=http://127.0.0.1:4200/api is set"
-    )
+        lines.append(f"  Prefect UI: {api.removesuffix('/api')}")
+    else:
+        # Without an API the commands run the flows as plain Python: Prefect records runs only once one is set.
+        home = os.environ.get("PREFECT_HOME") or str(cfg.state_path.resolve() / "prefect")
+        lines.append(f"  Prefect UI: PREFECT_HOME={shlex.quote(home)} {tool('prefect')} server start --port 4200")
+        lines.append("  (flow runs are recorded there while PREFECT_API_URL=http://127.0.0.1:4200/api is set)")
+    print("\n".join(lines))
 
 
 def status(cfg: Config, history: int = 10) -> None:
