@@ -8,6 +8,7 @@ uses (alias_version, version_exists, move_champion).
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -52,7 +53,7 @@ def crashed_after_recording_promoted(store: Store, version: str) -> None:
     time.sleep(LEASE + 0.1)  # ... and then the process died
 
 
-def test_the_next_cycle_finishes_a_promotion_a_crash_left_half_done(sqlite_store, capfd):
+def test_the_next_cycle_finishes_a_promotion_a_crash_left_half_done(sqlite_store):
     from flows.loop import _rearm
 
     registry = Registry("1", {"1", "2"})
@@ -60,13 +61,25 @@ def test_the_next_cycle_finishes_a_promotion_a_crash_left_half_done(sqlite_store
     assert stranded(sqlite_store.get_state(P), registry.alias_version("champion")) is not None
     cfg = load_config(None, env={}, check_files=False, overrides={"project": P, "policy": {"cooldown_hours": 24}})
     ctx = SimpleNamespace(cfg=cfg, store=sqlite_store, tracker=registry)
-    st = _rearm(ctx, "cycle-B")  # the start of the next cycle
+    records: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("driftloop")  # flows.common.log() outside a flow run
+    logger.addHandler(catch)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # whatever an earlier test left it at
+    try:
+        st = _rearm(ctx, "cycle-B")  # the start of the next cycle
+    finally:
+        logger.removeHandler(catch)
+        logger.setLevel(level)
     assert registry.champion == "2"
     assert registry.moves == [("2", "reconcile")]
     assert st["state"] == "cooldown"
     assert LoopMemory.load(st["data"]).champion.version == "2"
     assert "reconciled: finished the promotion of version 2" in st["reason"]
-    assert "WARNING | driftloop - loop state: reconciled: finished the promotion of version 2" in capfd.readouterr().err
+    warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any(m.startswith("loop state: reconciled: finished the promotion of version 2") for m in warned), warned
     assert stranded(sqlite_store.get_state(P), registry.alias_version("champion")) is None
     # A second start finds nothing to do: the alias is not moved again.
     assert reconcile(sqlite_store, registry, P, "cycle-C") is None
