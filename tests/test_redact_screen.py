@@ -46,3 +46,43 @@ def test_the_screen_never_hides_what_the_redactor_flags(s):
 def test_plain_ids_and_versions_skip_the_redactor():
     for s in ("e123", "order-42", "v2", "model_7", "ckpt-20261101"):
         assert not SCREEN.search(s)
+
+
+# The phone pre-check refuses a national candidate without a libphonenumber parse when no region of
+# its country could hold it. `phone_ok` accepts a national candidate only when libphonenumber calls
+# it valid and its digits are those of the number's national format (the trunk prefix perhaps
+# written before it): the pre-check is sound if it never refuses such a candidate.
+_REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "AU", "CA", "IT", "RU", "CN", "AR")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.text(alphabet="0123456789", min_size=1, max_size=6), min_size=1, max_size=5),
+    st.sampled_from([" ", "-", "."]),
+    st.sampled_from(_REGIONS),
+)
+def test_the_phone_pre_check_never_refuses_a_valid_number_as_written_nationally(groups, sep, region):
+    import phonenumbers as pn
+
+    from driftloop.ingest.redact import _may_be_valid
+
+    s = sep.join(groups)
+    prefix = pn.PhoneMetadata.metadata_for_region(region).national_prefix or ""
+    if _may_be_valid("".join(groups), region, prefix):
+        return
+    try:
+        number = pn.parse(s, region)
+    except pn.NumberParseException:
+        return
+    if pn.is_valid_number(number):
+        national = "".join(re.findall(r"\d+", pn.format_number(number, pn.PhoneNumberFormat.NATIONAL)))
+        assert "".join(groups) not in (national, prefix + national), (s, region)
+
+
+def test_the_phone_pre_check_lets_real_national_numbers_through():
+    from driftloop.ingest.redact import _may_be_valid, phone_ok
+
+    for s, region, prefix in [("02079460958", "GB", "0"), ("4155550100", "US", "1"), ("030901820", "DE", "0")]:
+        assert _may_be_valid(s, region, prefix), s
+    assert not _may_be_valid("0000000", "GB", "0")  # no UK number starts 000
+    assert phone_ok("020 7946 0958") and phone_ok("(415) 555-0100") and not phone_ok("(1874-1936)")

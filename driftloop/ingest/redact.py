@@ -156,6 +156,41 @@ def _plan(region: str) -> tuple[str, bool, frozenset[int]]:
     return prefix, bool(prefix) and national.startswith(prefix), frozenset(lengths)
 
 
+@cache
+def _valid_shape(region: str) -> re.Pattern[str] | None:
+    """The national numbers any region of `region`'s country code could hold (their general patterns).
+
+    A number libphonenumber calls valid matches one of these, so a candidate
+    matching none is refused without a parse (the costly part).
+    """
+    import phonenumbers as pn
+
+    meta = pn.PhoneMetadata.metadata_for_region(region)
+    if meta is None:
+        return None
+    patterns = []
+    for other in pn.region_codes_for_country_code(meta.country_code):
+        m = pn.PhoneMetadata.metadata_for_region(other)
+        if m is None or m.general_desc is None or not m.general_desc.national_number_pattern:
+            return None  # unknown shape: parse as before
+        patterns.append(f"(?:{m.general_desc.national_number_pattern})")
+    return re.compile("|".join(patterns)) if patterns else None
+
+
+def _may_be_valid(written: str, region: str, prefix: str) -> bool:
+    """False when no national number `written` can stand for (itself, or after one or two trunk prefixes) fits `region`'s country."""
+    shape = _valid_shape(region)
+    if shape is None:
+        return True
+    for _ in range(3):
+        if shape.fullmatch(written):
+            return True
+        if not prefix or not written.startswith(prefix):
+            return False
+        written = written[len(prefix) :]
+    return False
+
+
 @lru_cache(maxsize=65536)
 def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
     """True when `s` is a phone number: a valid one of any country after '+', or one of `regions` as written there.
@@ -183,6 +218,8 @@ def phone_ok(s: str, regions: tuple[str, ...] = PHONE_REGIONS) -> bool:
         nsn = len(written) - len(prefix) if prefix and written.startswith(prefix) else len(written)
         if (writes_prefix and not written.startswith(prefix)) or nsn not in lengths:
             continue  # cannot be this region's number as written there: no parse (the costly part)
+        if not _may_be_valid(written, region, prefix) and not (region in ("US", "CA") and _NANP_LOCAL.fullmatch(s)):
+            continue
         try:
             n = pn.parse(s, region)
         except pn.NumberParseException:
