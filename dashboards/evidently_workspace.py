@@ -10,7 +10,10 @@ segment, the largest segment gap) so that the dashboard can plot them over time:
 - Drift: drifted columns in the last run; share of drifted columns over time;
 - Quality: thumbs-up rate and mean rating, overall and per segment, over time;
 - Bias: the largest segment gap (best minus worst group) per segment field over time,
-  and the benchmark's bias scores where benchmark figures are saved too.
+  and the benchmark's bias scores where benchmark figures are saved too;
+- Judges (where `judges:` is configured): each judge's Cohen's kappa against the humans
+  with its 95% bootstrap interval over time, and the PPI++ estimate of the quality metric
+  it stands in for beside the human-only figure, both with their intervals.
 
     >>> ref = save_snapshot(Path(".driftloop/evidently"), "driftloop", out.drift.snapshot,
     ...                     name="monitor 2025-01-08", timestamp=window_end,
@@ -39,6 +42,10 @@ DESCRIPTION = (
     "feedback quality per segment and the largest segment gap"
 )
 OVERALL = "overall"  # the `group` label of a figure over the whole window
+# Figures whose interval is plotted too, as `<name>_low` and `<name>_high` (a DriftloopFigure holds one value):
+# judges' kappa and PPI++ estimates in every group, the human-only figure they are compared with overall.
+BOUNDED = {"judge_kappa", "thumbs_up_rate_ppi", "mean_rating_ppi"}
+BOUNDED_OVERALL = {"thumbs_up_rate", "mean_rating"}
 
 
 class DriftloopFigure(SingleValueMetric):
@@ -108,10 +115,24 @@ def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)  # an all-None column would be an object column
 
 
-def figures_snapshot(results: Iterable[MetricResult]) -> Any | None:
-    """An Evidently snapshot with one `DriftloopFigure` per result that has a value (None if none has)."""
-    rows, seen = [], set()
+def with_bounds(results: Iterable[MetricResult]) -> list[MetricResult]:
+    """`results` and, after each figure of `BOUNDED` (or of `BOUNDED_OVERALL` without a segment)
+    that has an interval, its bounds as figures `<name>_low` and `<name>_high`."""
+    out = []
     for m in results:
+        out.append(m)
+        bounded = m.name in BOUNDED or (m.name in BOUNDED_OVERALL and not m.segment)
+        if bounded and m.ci_low is not None and m.ci_high is not None:
+            for end, value in (("low", m.ci_low), ("high", m.ci_high)):
+                out.append(m.model_copy(update={"name": f"{m.name}_{end}", "value": value}))
+    return out
+
+
+def figures_snapshot(results: Iterable[MetricResult]) -> Any | None:
+    """An Evidently snapshot with one `DriftloopFigure` per result that has a value (None if none has),
+    and the bounds of the figures whose interval a panel plots (`with_bounds`)."""
+    rows, seen = [], set()
+    for m in with_bounds(results):
         if m.value is None:
             continue
         labels = figure_labels(m)
@@ -167,6 +188,7 @@ def save_snapshot(
     metadata: dict[str, str] | None = None,
     tags: list[str] | None = None,
     figures: Iterable[MetricResult] = (),
+    judge_panels: bool = False,
 ) -> SavedSnapshot:
     """Add `snapshot` (an Evidently Snapshot, or None) and `figures` to project `project` of the workspace.
 
@@ -175,6 +197,8 @@ def save_snapshot(
     quality, segment gaps, benchmark scores) join the snapshot as `DriftloopFigure`
     metrics. `timestamp` (default: the snapshot's own) places the run on the
     dashboard's time axis; the metadata and tags are shown with the run in the UI.
+    `judge_panels` adds the Judges tab (`panels(judges=True)`), fed by the figures of
+    `driftloop.services.judging.judge_figures` among `figures`.
     """
     from evidently.ui.workspace import Workspace
 
@@ -186,7 +210,7 @@ def save_snapshot(
     ws = Workspace(str(workspace))
     found = [p for p in ws.search_project(project) if p.name == project]
     proj = found[0] if found else ws.create_project(project, description=DESCRIPTION)
-    add_panels(ws, proj)
+    add_panels(ws, proj, judges=judge_panels)
     # Snapshot takes these only in Report.run(); the evaluator that ran it does not know the window.
     if timestamp is not None:
         snapshot._timestamp = timestamp.replace(tzinfo=None) if timestamp.tzinfo else timestamp
@@ -196,10 +220,14 @@ def save_snapshot(
     return SavedSnapshot(str(proj.id), str(ref.id), str(workspace))
 
 
-def panels() -> list[tuple[str, Any]]:
-    """(tab, panel) for every panel of the project's dashboard, in display order."""
+def panels(judges: bool = False) -> list[tuple[str, Any]]:
+    """(tab, panel) for every panel of the project's dashboard, in display order.
+
+    `judges` adds the Judges tab. It is left out where no judge is configured, so that a
+    dashboard does not carry a tab that could never show anything; configuring a judge
+    later adds it to the existing project on the next save (`add_panels`).
+    """
     from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import counter_panel, line_plot_panel
 
     def fig(legend: str, **labels: str) -> PanelMetric:
         return PanelMetric(legend=legend, metric="DriftloopFigure", metric_labels=labels)
@@ -208,6 +236,12 @@ def panels() -> list[tuple[str, Any]]:
         legend="share of drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}
     )
     count = PanelMetric(legend="drifted columns", metric="DriftedColumnsCount", metric_labels={"value_type": "count"})
+    return [*_base_panels(fig, share, count), *(_judge_panels(fig) if judges else [])]
+
+
+def _base_panels(fig, share, count) -> list[tuple[str, Any]]:
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+
     return [
         ("Drift", counter_panel("Drifted columns, last run", [count], size="half")),
         ("Drift", line_plot_panel("Share of drifted columns over time", [share], size="half")),
@@ -244,8 +278,49 @@ def panels() -> list[tuple[str, Any]]:
     ]
 
 
-def add_panels(ws: Any, proj: Any) -> list[str]:
-    """Give `proj` (a project of workspace `ws`) every panel of `panels()` it lacks, by title; returns the titles added.
+def _judge_panels(fig) -> list[tuple[str, Any]]:
+    """The Judges tab: kappa per judge with its interval; PPI++ vs human-only, overall, with their intervals."""
+    from evidently.sdk.panels import line_plot_panel
+
+    def bounded(legend: str, name: str, **labels: str) -> list[Any]:
+        return [
+            fig(legend, source="quality", name=name, **labels),
+            fig(f"{legend}, 95% low", source="quality", name=f"{name}_low", **labels),
+            fig(f"{legend}, 95% high", source="quality", name=f"{name}_high", **labels),
+        ]
+
+    return [
+        (
+            "Judges",
+            line_plot_panel(
+                "Judge agreement with the humans (Cohen's kappa) over time",
+                bounded("{{group}}", "judge_kappa", field="judge"),
+                description="Each judge's Cohen's kappa against the human labels on the events rated by both, "
+                "with its 95% bootstrap interval; a judge is used where the lower bound reaches its min_kappa",
+                size="half",
+            ),
+        ),
+        (
+            "Judges",
+            line_plot_panel(
+                "Judged quality: PPI++ estimate vs human-only over time",
+                [
+                    *bounded("human-only thumbs-up rate", "thumbs_up_rate", group=OVERALL),
+                    *bounded("PPI++ thumbs-up rate", "thumbs_up_rate_ppi", group=OVERALL),
+                    *bounded("human-only mean rating", "mean_rating", group=OVERALL),
+                    *bounded("PPI++ mean rating", "mean_rating_ppi", group=OVERALL),
+                ],
+                description="The whole window's quality from the rated events alone and the PPI++ estimate "
+                "from the rated and the judged events, each with its 95% interval (an untrusted judge's "
+                "estimate is plotted too; driftloop monitor says which estimates were used)",
+                size="half",
+            ),
+        ),
+    ]
+
+
+def add_panels(ws: Any, proj: Any, judges: bool = False) -> list[str]:
+    """Give `proj` (a project of workspace `ws`) every panel of `panels(judges)` it lacks, by title; returns the titles added.
 
     Also repairs tabs that list a panel twice, which Evidently 0.7's `add_panel` does for
     every panel added to an existing tab (it would be drawn twice).
@@ -257,7 +332,7 @@ def add_panels(ws: Any, proj: Any) -> list[str]:
     model = proj.dashboard.model()
     have = {p.title for p in model.panels}
     added = []
-    for tab, panel in panels():
+    for tab, panel in panels(judges):
         if panel.title in have:
             continue
         model.panels.append(panel)

@@ -29,6 +29,7 @@ from driftloop.core import tags as T
 from driftloop.core.judging import JudgeCalibration, JudgedWindow
 from driftloop.core.loopstate import ChampionScope
 from driftloop.core.types import MetricResult
+from driftloop.services.judging import judge_figures
 from driftloop.services.windows import (
     Windows,
     champion_window,
@@ -139,6 +140,7 @@ def judges_task(params: StageParams, cur, w: Windows):
 def workspace_task(
     params: StageParams, snapshot, w: Windows, run_id: str, figures: list[MetricResult] | None = None
 ) -> dict[str, str]:
+    """Save the snapshot and `figures` to the project's workspace; the Judges tab where judges are configured."""
     from dashboards.evidently_workspace import save_snapshot
 
     ctx = context(params)
@@ -152,6 +154,7 @@ def workspace_task(
         metadata={"mlflow_run_id": run_id, **w.as_dict()},
         tags=["driftloop", "monitor"],
         figures=figures or [],
+        judge_panels=bool(ctx.cfg.judges),
     )
     return {"workspace": saved.workspace, "project_id": saved.project_id, "snapshot_id": saved.snapshot_id}
 
@@ -220,8 +223,9 @@ def monitor(
         judged = clock("judges", judges_task, params, cur, w) if ctx.cfg.judges and len(cur) else None
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None and _snapshot_due(ctx, out.drift.metrics):
-            # Quality per segment and the segment gaps ride in the same snapshot, for the dashboard's panels.
-            saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id, out.current + out.bias)
+            # Quality per segment, the segment gaps and the judges' figures ride in the same snapshot, for the panels.
+            figures = out.current + out.bias + (judge_figures(judged.calibrations, judged.window) if judged else [])
+            saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id, figures)
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
             record_window(_monitor_dir(ctx) / "windows.json", params.parent_run_id, w)
@@ -303,8 +307,6 @@ def record_monitor(
     ctx.tracker.log_metric_results(run_id, out.current + out.bias + out.drift.metrics + text, "metrics_current.json")
     ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
     if result.get("judges"):
-        from driftloop.services.judging import judge_figures
-
         ctx.tracker.log_metric_results(run_id, judge_figures(result["judges"], result["judged"]), "metrics_judged.json")
     return MonitorResult(
         windows=w.as_dict(),

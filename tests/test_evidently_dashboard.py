@@ -13,11 +13,15 @@ import pytest
 from conftest import evidently_ui  # tests/ is on sys.path
 
 from dashboards.evidently_workspace import add_panels, benchmark_figures, figure_labels, panels, save_snapshot
-from driftloop.core.config import MonitorConfig
+from driftloop.core.config import JudgeSpec, MonitorConfig
 from driftloop.core.types import MetricResult
+from driftloop.services.judging import judge_figures
+from evaluators.judges.estimate import JudgeOutcome, judge_window
 from evaluators.monitoring import monitor_frames
 
 BILLING_DROP = [0.0, 0.2, 0.5]  # how far billing's thumbs-up probability falls in windows 1..3
+KAPPA = "Judge agreement with the humans (Cohen's kappa) over time"
+PPI = "Judged quality: PPI++ estimate vs human-only over time"
 
 
 def frame(n: int, seed: int, billing_drop: float = 0.0, slow: bool = False) -> pd.DataFrame:
@@ -37,15 +41,34 @@ def frame(n: int, seed: int, billing_drop: float = 0.0, slow: bool = False) -> p
     )
 
 
+def judged(rated: pd.DataFrame, seed: int, billing_drop: float, n_unrated: int = 900) -> JudgeOutcome:
+    """A judge right 90% of the time on the rated window and on `n_unrated` further events with no thumbs."""
+    rng = np.random.default_rng(100 + seed)
+    topic = np.array(["billing", "account", "shipping"])[np.arange(n_unrated) % 3]
+    truth = rng.random(n_unrated) < np.where(topic == "billing", 0.85 - billing_drop, 0.85)
+    window = pd.concat(
+        [rated[["thumbs_up", "topic"]], pd.DataFrame({"thumbs_up": np.nan, "topic": topic})], ignore_index=True
+    )
+    good = np.concatenate([rated["thumbs_up"].to_numpy(bool), truth])
+    verdict = np.where(rng.random(len(window)) < 0.9, good, ~good).astype(float)
+    spec = JudgeSpec(
+        name="helpful", rubric="{{ response }}{{ verdict }}", backend={"kind": "reference"}, min_labels=100
+    )
+    return judge_window(window, pd.Series(verdict, index=window.index), spec, ["topic"])
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """Three monitor passes (billing worse each time, latency shifted in the last) saved as snapshots."""
+    """Three monitor passes (billing worse each time, latency shifted in the last) saved as snapshots,
+    each with a judge's kappa and PPI++ estimates (the Judges tab)."""
     ws = tmp_path_factory.mktemp("evidently") / "ws"
     mon = MonitorConfig(segment_fields=["topic"])
     reference = frame(600, 0)
     runs = []
     for i, drop in enumerate(BILLING_DROP):
-        out = monitor_frames(reference, frame(300, i + 1, drop, slow=i == 2), mon, min_n=30)
+        current = frame(300, i + 1, drop, slow=i == 2)
+        out = monitor_frames(reference, current, mon, min_n=30)
+        judge = judged(current, i, drop)
         saved = save_snapshot(
             ws,
             "shop",
@@ -54,9 +77,10 @@ def workspace(tmp_path_factory):
             timestamp=datetime(2026, 1, 1 + i, tzinfo=UTC),
             metadata={"mlflow_run_id": f"run{i}"},
             tags=["monitor"],
-            figures=out.current + out.bias,
+            figures=out.current + out.bias + judge_figures([judge.calibration], judge.window),
+            judge_panels=True,
         )
-        runs.append((saved, out))
+        runs.append((saved, out, judge))
     return ws, runs
 
 
@@ -68,15 +92,16 @@ def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(wor
         assert [p["name"] for p in projects if p["id"] == project_id] == ["shop"]
         dash = httpx.get(f"{api}/v2/dashboards/{project_id}", timeout=10).json()
         titles = {p["id"]: p["title"] for p in dash["panels"]}
-        assert sorted(titles.values()) == sorted(p.title for _, p in panels())
+        assert sorted(titles.values()) == sorted(p.title for _, p in panels(judges=True))
         tabs = {t["title"]: [titles[i] for i in t["panels"]] for t in dash["tabs"]}
         assert tabs == {
             "Drift": ["Drifted columns, last run", "Share of drifted columns over time"],
             "Quality": ["Thumbs-up rate per segment over time", "Mean rating per segment over time"],
             "Bias": ["Largest segment gap over time"],
+            "Judges": [KAPPA, PPI],
         }
 
-        series = {}
+        series, legends = {}, {}
         for p in dash["panels"]:  # what the web page asks for each panel
             body = {
                 "series_filter": [
@@ -96,13 +121,18 @@ def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(wor
             series[p["title"]] = {
                 s["params"].get("group", s["params"].get("value_type")): s["values"] for s in data["series"]
             }
+            # The legend as the page draws it: the filter's template with the series' labels filled in.
+            legends[p["title"]] = {
+                p["values"][s["filter_index"]]["legend"].replace("{{group}}", s["params"].get("group", "")): s["values"]
+                for s in data["series"]
+            }
         for title, by_label in series.items():
             assert by_label, f"panel {title!r} has no series"
             assert all(len(v) == 3 and None not in v for v in by_label.values()), (title, by_label)
 
         # The plotted values are the monitor's own figures, in window order.
         billing = [
-            next(m.value for m in out.current if m.label() == "thumbs_up_rate[topic=billing]") for _, out in runs
+            next(m.value for m in out.current if m.label() == "thumbs_up_rate[topic=billing]") for _, out, _ in runs
         ]
         assert series["Thumbs-up rate per segment over time"]["topic=billing"] == pytest.approx(billing)
         assert set(series["Thumbs-up rate per segment over time"]) == {
@@ -112,9 +142,27 @@ def test_evidently_ui_lists_every_panel_and_each_has_a_point_per_monitor_run(wor
             "topic=shipping",
         }
         gaps = series["Largest segment gap over time"]["gap"]
-        assert gaps == pytest.approx([out.bias[0].value for _, out in runs])
+        assert gaps == pytest.approx([out.bias[0].value for _, out, _ in runs])
         assert gaps[2] > gaps[0] + 0.3  # billing fell 0.5 by the third window
         assert series["Share of drifted columns over time"]["share"][2] > 0  # latency shifted in the third
+        # The Judges tab: each run's kappa with its bootstrap interval, and the PPI++ estimate beside the human-only one.
+        kappa = [j.calibration.overall for _, _, j in runs]
+        assert legends[KAPPA] == {
+            "judge=helpful": pytest.approx([a.kappa for a in kappa]),
+            "judge=helpful, 95% low": pytest.approx([a.kappa_low for a in kappa]),
+            "judge=helpful, 95% high": pytest.approx([a.kappa_high for a in kappa]),
+        }
+        assert all(a.kappa_low < a.kappa < a.kappa_high and a.kappa > 0.6 for a in kappa)
+        ppi = [next(m for m in j.window.estimates if not m.segment) for _, _, j in runs]
+        human = [next(m for m in out.current if m.label() == "thumbs_up_rate") for _, out, _ in runs]
+        assert legends[PPI]["PPI++ thumbs-up rate"] == pytest.approx([m.value for m in ppi])
+        assert legends[PPI]["PPI++ thumbs-up rate, 95% low"] == pytest.approx([m.ci_low for m in ppi])
+        assert legends[PPI]["PPI++ thumbs-up rate, 95% high"] == pytest.approx([m.ci_high for m in ppi])
+        assert legends[PPI]["human-only thumbs-up rate"] == pytest.approx([m.value for m in human])
+        assert legends[PPI]["human-only thumbs-up rate, 95% low"] == pytest.approx([m.ci_low for m in human])
+        assert "PPI++ mean rating" not in legends[PPI]  # no judge stands in for the ratings
+        # The judged-only events narrow the interval: the estimate is not the human-only figure again.
+        assert all(p.ci_high - p.ci_low < h.ci_high - h.ci_low for p, h in zip(ppi, human, strict=True))
         # A run's page (drift report and the figures' widgets) still opens.
         page = httpx.get(f"{api}/projects/{project_id}/{runs[2][0].snapshot_id}/data", timeout=30)
         assert page.status_code == 200 and "latency_ms" in page.text and "segment_gap" in page.text
@@ -138,6 +186,11 @@ def test_panels_are_added_once_and_tabs_listing_a_panel_twice_are_repaired(tmp_p
     assert {t.title: len(t.panels) for t in model.tabs} == {"Drift": 2, "Mine": 1, "Quality": 2, "Bias": 1}
     assert add_panels(ws, ws.get_project(proj.id)) == []
     assert len(ws.get_project(proj.id).dashboard.model().panels) == len(panels()) + 1
+    # Judges configured later: their tab joins the existing dashboard, once.
+    assert add_panels(ws, ws.get_project(proj.id), judges=True) == [KAPPA, PPI]
+    model = ws.get_project(proj.id).dashboard.model()
+    assert {t.title: len(t.panels) for t in model.tabs}["Judges"] == 2
+    assert add_panels(ws, ws.get_project(proj.id), judges=True) == []
 
 
 @pytest.mark.parametrize(
