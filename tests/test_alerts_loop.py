@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_alerts import SECRET, down_url, hook_factory  # noqa: F401 - hook_factory is a fixture (tests/ is on sys.path)
+from alert_peers import SECRET, down_url, hook_factory  # noqa: F401 - hook_factory is a fixture (tests/ is on sys.path)
 
 from driftloop.alerts import receiver as recipe
 from driftloop.app.cli import main

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import socket
 
+from alert_peers import Hook, sample_event, setup
 from sqlalchemy import text
-from test_alerts import Hook, sample_event, setup
 
 from driftloop.alerts.notify import notify, resend
 from driftloop.store.deadletter import redact_url
