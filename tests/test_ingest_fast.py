@@ -72,7 +72,9 @@ def tables(store: Store) -> dict[str, list[tuple]]:
                     "FROM feedback ORDER BY event_id"
                 )
             ).all(),
-            "quarantine": c.execute(text("SELECT source, raw, field, reason FROM quarantine ORDER BY id")).all(),
+            "quarantine": c.execute(
+                text("SELECT source, raw, field, reason, line, row_key FROM quarantine ORDER BY id")
+            ).all(),
             "checkpoint": c.execute(text("SELECT source_key, position FROM ingest_checkpoint ORDER BY 1")).all(),
         }
 

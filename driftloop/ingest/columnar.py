@@ -202,7 +202,8 @@ def block_parts(
             except RowError as e:
                 reasons[e.key] += 1
                 raw_text = (line if line is not None else block.samples[i]).decode("utf-8", "replace")
-                quarantine.append(parser.quarantine(raw_text, e, source))
+                where = block.numbers[i] if block.numbers else None
+                quarantine.append(parser.quarantine(raw_text, e, source, where))
                 continue
             slow_events.append((i, e))
     return EventColumns(fast_parts, slow_events), quarantine

@@ -44,6 +44,7 @@ from driftloop.core.config import FileSource
 from driftloop.core.errors import ConfigError, InputError
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest import columnar, worker
+from driftloop.ingest.lines import count_lines
 from driftloop.ingest.mapping import unmapped
 from driftloop.ingest.namespaces import record_namespace, stable_namespaces
 from driftloop.ingest.pipeline import FileReport, IngestReport, Progress, RowParser
@@ -69,8 +70,8 @@ _DIGITS_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)  # see json_object
 _LONG_DIGITS = b"0" * 19
 BARE = "files"  # id namespace of files given as bare paths: one source (see rows.event_id_for)
 # One record: (position after it, the decoded row or the error, the raw text for quarantine,
-# as str or as UTF-8 bytes).
-Record = tuple[int, Any, "str | bytes"]
+# as str or as UTF-8 bytes, where it was: its line (a Parquet row number) or its key as JSON text).
+Record = tuple[int, Any, "str | bytes", "int | str | None"]
 
 
 def file_format(path: Path, fmt: str = "auto") -> str:
@@ -97,25 +98,29 @@ def source_files(cfg: Any) -> list[tuple[Path, FileSource]]:
 
 
 # ------------------------------------------------------------------ streams
-def _lines(stream: BinaryIO, offset: int) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """Yield (end offset, line or None if over-long, raw sample) for each non-blank line."""
+def _lines(stream: BinaryIO, offset: int, number: int) -> Iterator[tuple[int, bytes | None, bytes, int]]:
+    """Yield (end offset, line or None if over-long, raw sample, line number) for each non-blank line.
+
+    `number` is the number of lines before `offset`.
+    """
     while True:
         line = stream.readline(MAX_LINE_BYTES + 1)
         if not line:
             return
+        number += 1
         offset += len(line)
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
             sample = line[:RAW_KEEP_BYTES]
             while line and not line.endswith(b"\n"):  # skip the rest of the line
                 line = stream.readline(MAX_LINE_BYTES)
                 offset += len(line)
-            yield offset, None, sample
+            yield offset, None, sample, number
             continue
         if offset == len(line) and line.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM at file start
             line = line[3:]
         line = line.rstrip(b"\r\n")
         if line.strip():
-            yield offset, line, line
+            yield offset, line, line, number
 
 
 def _reject_constant(name: str) -> Any:
@@ -151,18 +156,21 @@ def decode_line(line: bytes | None, source: str) -> FeedbackEvent:
     return parse_row(json_object(line), source)
 
 
-def _jsonl_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
-    for end, line, sample in _lines(stream, offset):
+def _jsonl_records(stream: BinaryIO, offset: int, number: int) -> Iterator[Record]:
+    for end, line, sample, n in _lines(stream, offset, number):
         try:
             obj: Any = json_object(line)
         except RowError as e:
             obj = e
-        yield end, obj, sample  # bytes: run_batches decodes it only for a quarantined row
+        yield end, obj, sample, n  # bytes: run_batches decodes it only for a quarantined row
 
 
-def _csv_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
-    """Records of a CSV stream after its header, resuming at byte `offset` (0: just after the header)."""
-    pos, buf, bad = [0], [], [False]
+def _csv_records(stream: BinaryIO, offset: int, number: int | None = None) -> Iterator[Record]:
+    """Records of a CSV stream after its header, resuming at byte `offset` (0: just after the header).
+
+    `number` is the number of lines before `offset` (None: count them).
+    """
+    pos, buf, bad, lineno = [0], [], [False], [0]
 
     def lines() -> Iterator[str]:
         while True:
@@ -170,6 +178,7 @@ def _csv_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
             if not line:
                 return
             pos[0] += len(line)
+            lineno[0] += 1
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
@@ -184,11 +193,14 @@ def _csv_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
         return  # an empty file has no rows
     header = [h.lstrip("\ufeff").strip() for h in header]
     if offset > pos[0]:
+        if number is None:
+            number = count_lines(stream, offset)
         stream.seek(offset)
-        pos[0] = offset
+        pos[0], lineno[0] = offset, number
     buf.clear()
     bad[0] = False
     while True:
+        first = lineno[0] + 1  # the record starts on the next line read
         try:
             row = next(reader)
         except StopIteration:
@@ -208,7 +220,7 @@ def _csv_records(stream: BinaryIO, offset: int) -> Iterator[Record]:
             else:
                 err = None
         bad[0] = False
-        yield pos[0], err if err is not None else dict(zip(header, row)), raw
+        yield pos[0], err if err is not None else dict(zip(header, row)), raw, first
 
 
 csv.field_size_limit(MAX_LINE_BYTES)  # a long cell is quarantined by parse_row, not by csv
@@ -306,6 +318,7 @@ def _ingest_file(
                 stream.seek(0)
                 records = _csv_records(stream, start)
             elif fmt == "jsonl" and columnar.fast_path_ok(parser):
+                number = count_lines(stream, start) if start else 0
                 status = "fallback"
                 if worker.process_ok(path, start):  # a big file: parsed in a child process
                     status, start = worker.ingest_in_process(
@@ -323,10 +336,12 @@ def _ingest_file(
                         RAW_KEEP_BYTES,
                         progress,
                         stream if stream is raw else None,
+                        number,
                     )
                     if status == "done":
                         return
                     stream.seek(start)
+                    number = count_lines(stream, start) if start else 0
                 if status == "fallback":
                     left = worker.ingest_stream(
                         store,
@@ -342,13 +357,14 @@ def _ingest_file(
                         MAX_LINE_BYTES,
                         RAW_KEEP_BYTES,
                         (lambda: progress(raw.tell())) if progress else None,
+                        number,
                     )
                     if left is None:
                         return
                     start = left
                     stream.seek(start)  # a read error: the row path reads on from the last commit and reports it
             if records is None:
-                records = _jsonl_records(stream, start)
+                records = _jsonl_records(stream, start, count_lines(stream, start) if start else 0)
             begin = start
         run_batches(
             store,
@@ -384,7 +400,7 @@ def _parquet_records(path: Path, start: int) -> tuple[Iterator[Record], int]:
             for row in batch.to_pylist():
                 n += 1
                 if n > start:
-                    yield n, row, json.dumps(row, default=str, ensure_ascii=False)
+                    yield n, row, json.dumps(row, default=str, ensure_ascii=False), n
 
     return gen(), start
 
@@ -439,7 +455,7 @@ def run_batches(
 
     event, append = parser.event_function(), events.append  # looked up once: this loop runs per row
     try:
-        for offset, obj, raw in records:
+        for offset, obj, raw, where in records:
             fr.read += 1
             if first is not None and isinstance(obj, dict):
                 first.append(obj)
@@ -451,7 +467,7 @@ def run_batches(
                 reasons[e.key] += 1
                 if isinstance(raw, bytes):
                     raw = raw.decode("utf-8", "replace")
-                quarantine.append(parser.quarantine(raw, e, source))
+                quarantine.append(parser.quarantine(raw, e, source, where))
             if offset is not None:
                 safe = offset
                 if len(events) + len(quarantine) >= batch_rows:

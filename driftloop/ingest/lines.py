@@ -25,18 +25,24 @@ class Block(NamedTuple):
     lines: list[bytes | None]
     samples: dict[int, bytes]
     end: int  # stream offset just after the last line
+    numbers: list[int] | tuple[int, ...] = ()  # the 1-based line number in the file of each line
 
 
-def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int, keep: int) -> Iterator[Block]:
+def jsonl_blocks(
+    stream: BinaryIO, offset: int, batch_lines: int, max_line: int, keep: int, number: int = 0
+) -> Iterator[Block]:
     """Blocks of `batch_lines` non-blank lines read from `offset`, as `files._lines` splits them.
 
     Lines lose their line end (and a UTF-8 BOM at the start of the file); a
     line over `max_line` bytes becomes None with its first `keep` bytes kept.
-    Read errors propagate; blocks already yielded are complete.
+    `number` is the number of lines before `offset`: each line's number
+    counts on from it, blank lines included. Read errors propagate; blocks
+    already yielded are complete.
     """
     keep = min(keep, max_line + 1)  # the row path's sample comes from a read of max_line + 1 bytes
     lines: list[bytes | None] = []
     samples: dict[int, bytes] = {}
+    numbers: list[int] = []
     pos = last = offset  # pos: stream offset where `pending` starts
     pending, skipping = b"", False
     while True:
@@ -52,8 +58,8 @@ def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
                 data = data[cut + 1 :]
             last, skipping = pos, False
             if len(lines) >= batch_lines:
-                yield Block(lines, samples, last)
-                lines, samples = [], {}
+                yield Block(lines, samples, last, numbers)
+                lines, samples, numbers = [], {}, []
             if eof:
                 break
         buf = pending + data if pending else data
@@ -69,17 +75,21 @@ def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
                 chunk = parts[i : i + batch_lines - len(lines)]
                 i += len(chunk)
                 lines.extend(chunk)
+                numbers.extend(range(number + 1, number + 1 + len(chunk)))
+                number += len(chunk)
                 pos += sum(map(len, chunk)) + len(chunk)
                 last = pos
                 if len(lines) >= batch_lines:
-                    yield Block(lines, samples, last)
-                    lines, samples = [], {}
+                    yield Block(lines, samples, last, numbers)
+                    lines, samples, numbers = [], {}, []
             parts = []
         for part in parts:
             start = pos
             pos += len(part) + tail
+            number += 1
             if len(part) > max_line:
                 samples[len(lines)] = part[:keep]
+                numbers.append(number)
                 lines.append(None)
             else:
                 if start == 0 and part.startswith(_BOM):
@@ -87,20 +97,23 @@ def jsonl_blocks(stream: BinaryIO, offset: int, batch_lines: int, max_line: int,
                 part = part.rstrip(b"\r")
                 if not part.strip():
                     continue
+                numbers.append(number)
                 lines.append(part)
             last = pos
             if len(lines) >= batch_lines:
-                yield Block(lines, samples, last)
-                lines, samples = [], {}
+                yield Block(lines, samples, last, numbers)
+                lines, samples, numbers = [], {}, []
         if eof:
             break
         if len(pending) > max_line:  # an over-long line: keep its start, skip the rest
             samples[len(lines)] = pending[:keep]
+            number += 1
+            numbers.append(number)
             lines.append(None)
             pos += len(pending)
             pending, skipping = b"", True
     if lines:
-        yield Block(lines, samples, last)
+        yield Block(lines, samples, last, numbers)
 
 
 def _plain_lines(buf: bytes, parts: list[bytes], pos: int, max_line: int) -> bool:
@@ -116,3 +129,20 @@ def _plain_lines(buf: bytes, parts: list[bytes], pos: int, max_line: int) -> boo
         and max(map(len, parts)) <= max_line
         and not (pos == 0 and buf.startswith(_BOM))
     )
+
+
+def count_lines(stream: BinaryIO, offset: int) -> int:
+    """The number of line ends in the first `offset` bytes of `stream` (read from its start).
+
+    A resumed file's line numbers go on from there; the stream is left at `offset`.
+    """
+    stream.seek(0)
+    n, left = 0, offset
+    while left > 0:
+        data = stream.read(min(READ_BYTES, left))
+        if not data:
+            break
+        n += data.count(b"\n")
+        left -= len(data)
+    stream.seek(offset)
+    return n

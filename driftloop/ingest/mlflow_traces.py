@@ -86,7 +86,7 @@ def ingest_mlflow_traces(
 
 
 def _records(traces: Iterator[TraceRecord], src: MlflowTracesSource) -> Iterator[Record]:
-    """Traces as records: (watermark after it, or None where the next trace shares its time; row; raw)."""
+    """Traces as records: (watermark after it, or None where the next trace shares its time; row; raw; key)."""
     now_ms = int(time.time() * 1000)
     prev: TraceRecord | None = None
     for t in traces:
@@ -99,13 +99,14 @@ def _records(traces: Iterator[TraceRecord], src: MlflowTracesSource) -> Iterator
         yield prev.request_time_ms, *_row(prev, src)
 
 
-def _row(t: TraceRecord, src: MlflowTracesSource) -> tuple[Any, str]:
-    """(the feedback row of a trace, or the RowError that quarantines it; its raw text)."""
+def _row(t: TraceRecord, src: MlflowTracesSource) -> tuple[Any, str, str]:
+    """(the feedback row of a trace, or the RowError that quarantines it; its raw text; its key)."""
     raw = json.dumps({"trace_id": t.trace_id, "request": t.request, "response": t.response}, ensure_ascii=False)
+    key = json.dumps({"trace_id": t.trace_id})
     try:
-        return map_trace(t, src), raw
+        return map_trace(t, src), raw, key
     except RowError as e:
-        return e, raw
+        return e, raw, key
 
 
 def map_trace(t: TraceRecord, src: MlflowTracesSource) -> dict[str, Any]:

@@ -95,21 +95,28 @@ class RowParser:
             return self.event
         return partial(parse_row, **self._settings())
 
-    def quarantine(self, raw: str, err: RowError, source: str) -> QuarantineRow:
+    def quarantine(self, raw: str, err: RowError, source: str, where: int | str | None = None) -> QuarantineRow:
         """A quarantine row: the raw payload (cut to RAW_KEEP_CHARS) and reason, both redacted.
 
         Its content id hashes this parser's id namespace and the row, not
-        `source`: the same bad row read again (a retry, a copied file, a
-        concurrent ingest) is stored once.
+        `source` nor `where`: the same bad row read again (a retry, a copied
+        file, a concurrent ingest) is stored once. `where` is where the row
+        was: its line in a file (an int: a Parquet file's row number) or a SQL
+        row's key (JSON text, redacted too).
         """
         raw, reason = self.redactor.text(raw[:RAW_KEEP_CHARS]), self.redactor.text(err.reason)
-        return {
+        row: QuarantineRow = {
             "source": source,
             "raw": raw,
             "field": err.field,
             "reason": reason,
             "content_id": quarantine_id(raw, err.field, reason, self.id_namespace),
         }
+        if isinstance(where, int):
+            row["line"] = where
+        elif where is not None:
+            row["row_key"] = self.redactor.text(where)
+        return row
 
 
 @dataclass

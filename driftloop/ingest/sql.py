@@ -102,9 +102,10 @@ def ingest_sql(
             rows = conn.execution_options(stream_results=True, yield_per=1000).execute(stmt).mappings()
             if not src.table and src.watermark not in rows.keys():
                 raise InputError(f"sql source {where}: the query has no column {src.watermark!r}")
+            keys = [c.name for c in table.primary_key.columns] if src.table else []
             run_batches(
                 store,
-                _records(rows, src.watermark),
+                _records(rows, src.watermark, keys or [src.watermark]),
                 last,
                 parser,
                 f"sql:{where}",
@@ -127,16 +128,24 @@ def ingest_sql(
     return report
 
 
-def _records(rows: Iterator[Any], wm: str) -> Iterator[Record]:
-    """Rows as records; a row's position is its watermark, or None where the next row shares it."""
+def _records(rows: Iterator[Any], wm: str, keys: list[str]) -> Iterator[Record]:
+    """Rows as records; a row's position is its watermark, or None where the next row shares it.
+
+    A row's key (for its quarantine row) is its `keys` columns as JSON: the
+    table's primary key, else the watermark.
+    """
     prev: dict[str, Any] | None = None
     for r in rows:
         row = dict(r)
         if prev is not None:
-            yield (prev[wm] if row[wm] != prev[wm] else None), prev, _raw(prev)
+            yield (prev[wm] if row[wm] != prev[wm] else None), prev, _raw(prev), _key(prev, keys)
         prev = row
     if prev is not None:
-        yield prev[wm], prev, _raw(prev)
+        yield prev[wm], prev, _raw(prev), _key(prev, keys)
+
+
+def _key(row: dict[str, Any], keys: list[str]) -> str:
+    return json.dumps({k: row.get(k) for k in keys}, default=str, ensure_ascii=False)
 
 
 def _raw(row: dict[str, Any]) -> str:

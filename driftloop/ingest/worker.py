@@ -72,11 +72,13 @@ def ingest_stream(
     max_line: int,
     keep: int,
     progress: Callable[[], None] | None,
+    number: int = 0,
 ) -> int | None:
     """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
 
     `position(offset)` is the checkpoint text; `max_line` and `keep` are the
-    over-long line limit and what of such a line the quarantine keeps (bytes).
+    over-long line limit and what of such a line the quarantine keeps (bytes);
+    `number` the number of lines before `start` (quarantine rows keep their line).
 
     Two parser threads parse the next blocks while this thread writes the
     current one, in order: pyarrow and SQLite release the GIL for their own
@@ -118,7 +120,7 @@ def ingest_stream(
 
     def read() -> None:
         try:
-            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
+            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep, number):
                 if not put(pool.submit(parse, block)):
                     return
             put(None)
@@ -169,6 +171,7 @@ def _child(
     batch_lines: int,
     max_line: int,
     keep: int,
+    number: int,
 ) -> None:
     """The child: each block's (end offset, lines, events, quarantine, reasons, redactions, disk offset)."""
     from driftloop.ingest.columnar import block_parts
@@ -194,7 +197,7 @@ def _child(
         with open(path, "rb") as raw:
             stream = open_stream(Path(path), raw)
             stream.seek(start)
-            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep):
+            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep, number):
                 own = RowParser(mapping, redactor.fork(), now=now, id_namespace=namespace)
                 part: Counter[str] = Counter()
                 events, quarantine = block_parts(block, own, source, part)
@@ -232,6 +235,7 @@ def ingest_in_process(
     keep: int,
     progress: Callable[[int], None] | None,
     plain: BinaryIO | None = None,
+    number: int = 0,
 ) -> tuple[str, int]:
     """Ingest `path` from byte `start`, parsed by a child process; (status, offset after the last commit).
 
@@ -265,6 +269,7 @@ def ingest_in_process(
             batch_lines,
             max_line,
             keep,
+            number + head.count(b"\n"),
         ),
     )
     try:
@@ -314,6 +319,7 @@ def ingest_in_process(
                 max_line,
                 keep,
                 (lambda: progress(start + data.tell())) if progress else None,
+                number,
             )
             committed = start + len(head)
         while True:

@@ -77,6 +77,8 @@ class QuarantineRow(TypedDict):
 
     `content_id` (see `quarantine.quarantine_id`) makes a row quarantined twice a
     single row; without one the store hashes source, raw, field and reason.
+    `line` is where the row was in its file (the 1-based line where it starts;
+    a Parquet file's row number) and `row_key` a SQL row's key as JSON.
     """
 
     source: str
@@ -84,6 +86,8 @@ class QuarantineRow(TypedDict):
     field: str
     reason: str
     content_id: NotRequired[str]
+    line: NotRequired[int]
+    row_key: NotRequired[str]
 
 
 @dataclass

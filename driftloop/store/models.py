@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, PrimaryKeyConstraint, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -138,6 +138,10 @@ class Quarantine(Base):
     # Hash of the source's id namespace and the row (see `quarantine.quarantine_id`): a row quarantined
     # again (a retry, a copied file, a concurrent ingest) is skipped. NULL on rows from before.
     content_id: Mapped[str | None] = mapped_column(String(32))
+    # Where the row was: the 1-based line of a JSONL or CSV file (a Parquet file's row number),
+    # or a SQL source's row key as JSON. NULL where the source has neither, and on rows from before.
+    line: Mapped[int | None] = mapped_column(BigInteger)
+    row_key: Mapped[str | None] = mapped_column(String(256))
 
 
 class IngestCheckpoint(Base):

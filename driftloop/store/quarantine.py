@@ -44,6 +44,9 @@ def quarantine_row(q: QuarantineRow) -> dict[str, Any]:
         "created_at": utcnow(),
     }
     row["content_id"] = q.get("content_id") or quarantine_id(row["raw"], row["field"], row["reason"], row["source"])
+    row["line"] = q.get("line")
+    key = q.get("row_key")
+    row["row_key"] = None if key is None else clean_text(key)[:256]
     return row
 
 

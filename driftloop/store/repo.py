@@ -16,6 +16,7 @@ PostgreSQL (`postgresql+psycopg://`), and is safe with several processes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from driftloop.store.scope import drop_unscoped, has_unscoped
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.engine import Connection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
@@ -142,22 +144,35 @@ class Store(LoopStateMixin):
         the table, or, where an id is stored already, through a staging table
         with `ON CONFLICT DO NOTHING`.
         """
+        batch = self.prepare(batch)
+        with self._writer.begin() as conn:
+            return self.write_batch_in(conn, batch)
+
+    def write_transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite) for `write_batch_in` and the other `*_in` writers."""
+        return self._writer.begin()
+
+    def write_batch_in(self, conn: Connection, batch: Batch) -> Written:
+        """`write_batch` inside the caller's write transaction (`write_transaction`): several batches, one commit.
+
+        The counts are this batch's own: an event an earlier batch of the same
+        transaction stored is a duplicate here.
+        """
         enc = self.prepare(batch).events
         assert isinstance(enc, Encoded)
         if enc.dialect != self.dialect:
             raise ValueError(f"write_batch: events prepared for {enc.dialect}, this store is {self.dialect}")
-        with self._writer.begin() as conn:
-            rows, n = enc.rows, enc.n_rows
-            if n and batch.id_namespace and has_unscoped(conn):
-                rows, n = drop_unscoped(conn, rows)
-            if not n:
-                accepted = 0
-            elif enc.dialect == "sqlite":
-                assert isinstance(rows, list)
-                accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, _KEY)
-            else:
-                accepted = _pg_copy_new(conn, rows, n)
-            _write_side_rows(conn.connection.driver_connection, self.dialect, batch.quarantine, batch.checkpoint)
+        rows, n = enc.rows, enc.n_rows
+        if n and batch.id_namespace and has_unscoped(conn):
+            rows, n = drop_unscoped(conn, rows)
+        if not n:
+            accepted = 0
+        elif enc.dialect == "sqlite":
+            assert isinstance(rows, list)
+            accepted = bulk_insert_ignore(conn, _FEEDBACK, list(EVENT_COLUMNS), rows, _KEY)
+        else:
+            accepted = _pg_copy_new(conn, rows, n)
+        _write_side_rows(conn.connection.driver_connection, self.dialect, batch.quarantine, batch.checkpoint)
         return Written(accepted, enc.total - accepted)
 
     def add_events(
@@ -411,8 +426,8 @@ class Store(LoopStateMixin):
 
 _KEY = "id_namespace, event_id"  # the feedback table's key: an id is unique within its namespace
 _QUARANTINE_SQL = (
-    "INSERT INTO quarantine (source, raw, field, reason, created_at, content_id) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING"
+    "INSERT INTO quarantine (source, raw, field, reason, created_at, content_id, line, row_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (content_id) DO NOTHING"
 )
 _CHECKPOINT_SQL = (
     "INSERT INTO ingest_checkpoint (source_key, position, updated_at) VALUES (?, ?, ?) "
