@@ -79,6 +79,7 @@ def decide_task(
         baseline=baseline,
         fresh_events=mon.fresh_events,
         judged=mon.judged,  # trusted judges' PPI++ estimates replace human-only figures (docs/concepts/judges.md)
+        reference_judged=mon.reference_judged,  # the reference window's too: a drop compares estimate with estimate
     )
 
 

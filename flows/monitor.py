@@ -7,7 +7,9 @@ against the reference window, logged to MLflow and saved to the Evidently worksp
 
 The windows come from `monitor.windows` (see `driftloop.services.windows`). A reference window
 whose content has not changed is served from the profile cache under
-`<state_dir>/monitor/profiles` without being read again.
+`<state_dir>/monitor/profiles` without being read again, except where judges are configured:
+they judge the reference window too (`MonitorResult.reference_judged`), so its events and their
+texts are read for them each pass; verdicts already given come from the judges' verdict cache.
 
 With a champion scope (`scope`, set by the loop after a promotion), the
 current window counts only the serving champion's traffic: events tagged with its
@@ -69,6 +71,14 @@ class MonitorResult(BaseModel):
     judges: list[JudgeCalibration] = Field(
         default_factory=list, description="Each judge's agreement with the humans on the current window."
     )
+    reference_judged: JudgedWindow | None = Field(
+        default=None,
+        description="The judges' PPI++ estimates and findings on the reference window: `decide` compares "
+        "the current window's estimate with the reference's where the judge is trusted on both.",
+    )
+    reference_judges: list[JudgeCalibration] = Field(
+        default_factory=list, description="Each judge's agreement with the humans on the reference window."
+    )
 
 
 class _Clock:
@@ -129,11 +139,12 @@ def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
 
 
 @task(name="judges", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def judges_task(params: StageParams, cur, w: Windows):
+def judges_task(params: StageParams, frame, start: datetime, end: datetime, which: str):
+    """Every judge on one window's events (`which`: current or reference, for the progress lines)."""
     from driftloop.services.judging import judge_window_events
 
     ctx = context(params)
-    return judge_window_events(ctx.cfg, ctx.store, cur, w.current_start, w.current_end, log().info)
+    return judge_window_events(ctx.cfg, ctx.store, frame, start, end, lambda s: log().info("%s window: %s", which, s))
 
 
 @task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
@@ -220,7 +231,20 @@ def monitor(
         if hit is None and mon.profile_cache and out.reference_profile is not None:
             cache.put(key, out.reference_profile, out.reference)
         text = clock("text", text_task, params, w) if len(cur) and n_ref else []
-        judged = clock("judges", judges_task, params, cur, w) if ctx.cfg.judges and len(cur) else None
+        judged = ref_judged = None
+        if ctx.cfg.judges and len(cur):
+            judged = clock("judges", judges_task, params, cur, w.current_start, w.current_end, "current")
+        if ctx.cfg.judges and n_ref:
+            # The reference is judged too, so a drop compares an estimate with an estimate. A reference
+            # served from the profile cache is read again for it (the verdicts come from the judge cache).
+            ref_frame = (
+                reference
+                if hit is None
+                else clock("read_reference", read_task, params, w.reference_start, w.reference_end)
+            )
+            ref_judged = clock(
+                "judges_reference", judges_task, params, ref_frame, w.reference_start, w.reference_end, "reference"
+            )
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None and _snapshot_due(ctx, out.drift.metrics):
             # Quality per segment, the segment gaps and the judges' figures ride in the same snapshot, for the panels.
@@ -251,6 +275,8 @@ def monitor(
             current_newest=cur["ts"].max().to_pydatetime() if len(cur) else None,
             judged=judged.window if judged is not None else None,
             judges=judged.calibrations if judged is not None else [],
+            reference_judged=ref_judged.window if ref_judged is not None else None,
+            reference_judges=ref_judged.calibrations if ref_judged is not None else [],
         )
 
 
@@ -308,6 +334,9 @@ def record_monitor(
     ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in out.reference], "metrics_reference.json")
     if result.get("judges"):
         ctx.tracker.log_metric_results(run_id, judge_figures(result["judges"], result["judged"]), "metrics_judged.json")
+    if result.get("reference_judges"):  # an artifact only: as metrics they would share the current window's keys
+        ref = judge_figures(result["reference_judges"], result["reference_judged"])
+        ctx.tracker.log_dict(run_id, [m.model_dump(mode="json") for m in ref], "metrics_judged_reference.json")
     return MonitorResult(
         windows=w.as_dict(),
         n_reference=n_ref,

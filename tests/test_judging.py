@@ -11,7 +11,6 @@ import pytest
 
 from driftloop.core.config import Config, JudgeSpec, PolicyConfig
 from driftloop.core.errors import ConfigError
-from driftloop.core.judging import apply
 from driftloop.core.policy import decide
 from driftloop.core.types import Action
 from evaluators.judges.calibration import agreement
@@ -89,8 +88,39 @@ def _pair(seed: int, current_rate: float, policy: PolicyConfig):
     ref = judge_window(ref_frame, ref_scores, spec(), ["topic"]).window
     cur = judge_window(cur_frame, cur_scores, spec(), ["topic"]).window
     alone = decide(human_cur, human_ref, [], policy, now=NOW)
-    judged = decide(human_cur, apply(human_ref, ref), [], policy, now=NOW, judged=cur)
+    judged = decide(human_cur, human_ref, [], policy, now=NOW, judged=cur, reference_judged=ref)
     return human_cur, cur, alone, judged
+
+
+def test_a_drop_compares_the_current_estimate_with_the_reference_windows_estimate():
+    """Both windows judged: the drop test's reference is the reference window's PPI++ estimate where
+    the judge is trusted there, and the human-only figure where it is not (or the reference was not judged)."""
+    policy = PolicyConfig(floors={}, max_drop={"thumbs_up_rate": 0.05})
+    ref_frame, ref_scores = window(0.85, 0.95, seed=7)
+    cur_frame, cur_scores = window(0.70, 0.95, seed=8)
+    human_ref, human_cur = quality_metrics(ref_frame, ["topic"]), quality_metrics(cur_frame, ["topic"])
+    ref = judge_window(ref_frame, ref_scores, spec(), ["topic"]).window
+    cur = judge_window(cur_frame, cur_scores, spec(), ["topic"]).window
+
+    def drop_reference(d) -> dict[str, tuple[float, int]]:
+        by_metric = {(m.name, tuple(sorted(m.segment.items()))): m.label() for m in human_cur}
+        return {
+            by_metric[(f.metric, tuple(sorted(f.segment.items())))]: (f.reference, f.n_reference)
+            for f in d.of_kind("drop")
+        }
+
+    both = drop_reference(decide(human_cur, human_ref, [], policy, now=NOW, judged=cur, reference_judged=ref))
+    est = {m.label(): m for m in ref.estimates}
+    human = {m.label(): m for m in human_ref}
+    assert est["thumbs_up_rate"].value != pytest.approx(human["thumbs_up_rate"].value, abs=1e-6)
+    assert both == {k: (est[k].value, est[k].n) for k in est}  # every segment: estimate against estimate
+    current_only = drop_reference(decide(human_cur, human_ref, [], policy, now=NOW, judged=cur))
+    assert current_only == {k: (human[k].value, human[k].n) for k in est}
+    # A judge not trusted on the reference's labels: its reference estimates are only shown.
+    weak = judge_window(ref_frame, ref_scores, spec(min_labels=500), ["topic"]).window
+    assert weak.estimates == [] and weak.shown
+    untrusted = drop_reference(decide(human_cur, human_ref, [], policy, now=NOW, judged=cur, reference_judged=weak))
+    assert untrusted == current_only
 
 
 def test_a_tenth_rated_window_gets_a_narrower_interval_and_decide_finds_the_regression():

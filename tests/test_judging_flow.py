@@ -1,6 +1,6 @@
-"""The monitor flow with a judge: the current window judged, the figures logged to MLflow, the
-`driftloop monitor` judge section, and `decide` on the flow's result (Prefect's harness, SQLite,
-MLflow on SQLite; the `reference` backend, so no model)."""
+"""The monitor flow with a judge: the current and the reference window judged, the figures logged to
+MLflow and the Evidently workspace, the `driftloop monitor` judge section, and the loop's `decide` on the
+flow's result (Prefect's harness, SQLite, MLflow on SQLite; the `reference` backend, so no model)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def events(n: int, day0: float, rate: float, seed: int) -> list[FeedbackEvent]:
             FeedbackEvent(
                 event_id=f"s{seed}-{i}",
                 ts=T0 + timedelta(days=day0 + i / n),
-                prompt=f"how do I switch to plan {i % 5}?",
+                prompt=f"how do I switch to plan {i % 5}? (ticket {seed}-{i})",  # one verdict per event
                 response=ideal if good else "please contact support",
                 correction=ideal,
                 thumbs_up=good if i % 10 == 0 else None,
@@ -41,8 +41,10 @@ def events(n: int, day0: float, rate: float, seed: int) -> list[FeedbackEvent]:
     return out
 
 
-def test_monitor_judges_the_current_window_and_decide_uses_the_estimate(tmp_path, prefect_harness):
+def test_monitor_judges_both_windows_and_decide_uses_the_estimates(tmp_path, prefect_harness):
+    from driftloop.core.loopstate import LoopMemory
     from flows.common import StageParams
+    from flows.loop import decide_task
     from flows.monitor import monitor
 
     cfg_path = tmp_path / "driftloop.yaml"
@@ -52,6 +54,7 @@ state_dir: state
 monitor:
   segment_fields: [topic]
   windows: {current_days: 1, reference_days: 3}
+  exact_rows: 1000  # the reference is profiled and cached: the second pass serves it from the profile cache
 policy: {min_n: 30, floors: {}, max_drop: {thumbs_up_rate: 0.05}}
 judges:
   - name: matches_ideal
@@ -75,11 +78,21 @@ judges:
     human = {m.label(): m for m in res.current}["thumbs_up_rate"]
     assert est.n == human.n == 80 and est.n_judged == 720
     assert (est.ci_high - est.ci_low) < 0.6 * (human.ci_high - human.ci_low)
+    # The reference window is judged too, within its own call budget (2,000 by default): rated events first.
+    (rcal,) = res.reference_judges
+    assert (rcal.judged, rcal.calls, rcal.over_budget, rcal.overall.n) == (2000, 2000, 400, 240)
+    assert res.reference_judged is not None and res.reference_judged.findings[0].kind == "judge_trusted"
+    ref_est = {m.label(): m for m in res.reference_judged.estimates}["thumbs_up_rate"]
+    ref_human = {m.label(): m for m in res.reference}["thumbs_up_rate"]
+    assert ref_est.n == ref_human.n == 240 and ref_est.n_judged == 1760 and ref_est.value != ref_human.value
 
     d_alone = decide(res.current, res.reference, [], cfg.policy)
-    d_judged = decide(res.current, res.reference, [], cfg.policy, judged=res.judged)
+    # The loop's decide step: the current window's estimate against the reference window's estimate.
+    d_judged = decide_task.fn(StageParams(config=str(cfg_path)), res, LoopMemory(), [], [])
     assert d_judged.action == Action.RETRAIN, d_judged.reasons
     assert d_alone.action == Action.NONE, d_alone.reasons  # 80 thumbs alone cannot tell
+    drop = next(f for f in d_judged.of_kind("drop") if not f.segment)
+    assert (drop.estimate, drop.reference, drop.n_reference) == (est.value, ref_est.value, 240)
 
     tr = Tracker.from_config(cfg)
     metrics = tr.client.get_run(res.run_id).data.metrics
@@ -88,11 +101,17 @@ judges:
     assert metrics["quality/thumbs_up_rate_ppi/ci_low"] == est.ci_low
     assert "quality/judge_kappa/judge:matches_ideal/topic:billing" in metrics
     arts = {a.path for a in tr.client.list_artifacts(res.run_id)}
-    assert "metrics_judged.json" in arts
+    assert {"metrics_judged.json", "metrics_judged_reference.json"} <= arts
+    # The Evidently snapshot carries the judge's figures, and the dashboard has the Judges tab.
+    (snap,) = (cfg.state_path / "evidently").glob("*/snapshots/*.json")
+    text = snap.read_text()
+    assert '"judge_kappa"' in text and '"judge_kappa_low"' in text and '"thumbs_up_rate_ppi"' in text
 
-    # A second pass: every verdict from the cache.
+    # A second pass: every verdict from the cache; the reference, served from the profile cache, is
+    # read again for the judge, which judges only the 400 events the budget left last time.
     again = monitor(StageParams(config=str(cfg_path)))
-    assert again.judges[0].calls == 0
+    assert again.reference_cached and again.judges[0].calls == 0
+    assert (again.reference_judges[0].judged, again.reference_judges[0].calls) == (2400, 400)
     # `driftloop monitor` prints this table.
     from rich.console import Console
 
@@ -102,3 +121,7 @@ judges:
     console.print(monitor_table(again))
     text = console.export_text()
     assert "judge matches_ideal: kappa" in text and "trusted" in text and "80+720" in text
+    # The reference column beside the used estimate: the reference window's own estimate.
+    again_ref = {m.label(): m for m in again.reference_judged.estimates}["thumbs_up_rate"]
+    row = next(line for line in text.splitlines() if "thumbs_up_rate (PPI++)" in line and "used" in line)
+    assert f"{again_ref.value:.3f} [{again_ref.ci_low:.3f}" in row and "240+2160" not in row

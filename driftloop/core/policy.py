@@ -237,6 +237,7 @@ def decide(
     baseline: list[MetricResult] | None = None,
     fresh_events: int | None = None,
     judged: JudgedWindow | None = None,
+    reference_judged: JudgedWindow | None = None,
 ) -> Decision:
     """Whether to retrain, from the current window's quality metrics and the champion's benchmark scores.
 
@@ -255,11 +256,13 @@ def decide(
     `judged`: what calibrated judges add to the current window. A trusted judge's
     prediction-powered estimate replaces the human-only figure of the same metric and
     segment (`driftloop.core.judging.apply`); every judge's finding (used or not, and why)
-    joins the reasons.
+    joins the reasons. `reference_judged`: the same for the reference window (trust measured
+    on the reference's own labels), so that a drop compares an estimate with an estimate.
     """
     memory = state if isinstance(state, LoopMemory) else LoopMemory.load(state)
     now = now or datetime.now(UTC)
     current = apply(current, judged)
+    reference = apply(reference, reference_judged)
     found = _breach_tests(current + list(benchmark or []), reference, list(baseline or []), policy)
     adjusted = stats.holm([f.p_value or 1.0 for f, _ in found.tests]) if found.tests else []
     findings: list[Finding] = []

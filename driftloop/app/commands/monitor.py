@@ -84,17 +84,32 @@ def monitor_table(res) -> Table:
     return t
 
 
+def _kappa(a) -> str:
+    return "-" if a is None or a.kappa is None else f"{a.kappa:.3f} [{_fmt(a.kappa_low)}, {_fmt(a.kappa_high)}]"
+
+
 def _judge_rows(t: Table, res) -> None:
     """The judge section: each judge's kappa against the humans, whether it is used and why, then
-    its PPI++ estimates (n: human labels + judged-only events)."""
+    its PPI++ estimates (n: human labels + judged-only events). The reference column holds the
+    reference window's kappa and, beside a used estimate, the reference figure `decide` compares
+    it with: the reference's own estimate where a judge is trusted there, else its human-only figure."""
     from driftloop.core.findings import render
+    from driftloop.core.judging import apply
 
     judged = getattr(res, "judged", None)
+    ref_kappa = {c.judge: c.overall for c in getattr(res, "reference_judges", [])}
+    ref = {m.label(): m for m in apply(list(res.reference), getattr(res, "reference_judged", None))}
     findings = {f.detail.get("judge"): f for f in (judged.findings if judged is not None else [])}
     for c in getattr(res, "judges", []):
         a, f = c.overall, findings.get(c.judge)
-        kappa = "-" if a.kappa is None else f"{a.kappa:.3f} [{_fmt(a.kappa_low)}, {_fmt(a.kappa_high)}]"
-        t.add_row(f"judge {c.judge}: kappa", "all", "", kappa, str(a.n), render(f) if f is not None else "")
+        t.add_row(
+            f"judge {c.judge}: kappa",
+            "all",
+            _kappa(ref_kappa.get(c.judge)),
+            _kappa(a),
+            str(a.n),
+            render(f) if f is not None else "",
+        )
         for s in c.segments:
             t.add_row(
                 f"judge {c.judge}: kappa", _seg(s), "", "-" if s.kappa is None else f"{s.kappa:.3f}", str(s.n), ""
@@ -103,4 +118,5 @@ def _judge_rows(t: Table, res) -> None:
         return
     for used, ms in (("used", judged.estimates), ("shown only", judged.shown)):
         for m in ms:
-            t.add_row(f"{m.name} (PPI++)", _seg(m), "", _ci(m), f"{m.n}+{m.n_judged}", f"{used}: {m.note}")
+            against = _ci(ref.get(m.label())) if used == "used" else ""
+            t.add_row(f"{m.name} (PPI++)", _seg(m), against, _ci(m), f"{m.n}+{m.n_judged}", f"{used}: {m.note}")
