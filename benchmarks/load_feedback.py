@@ -1,12 +1,15 @@
 """Load test, bounded and on loopback only: 50 clients POST 100 batches each to /v1/feedback.
 
-Starts `driftloop serve`'s app under uvicorn on 127.0.0.1 (a free port) with a
-fresh SQLite store (or `--store-url`), then runs `--clients` concurrent httpx
-clients that each POST `--batches` batches of `--size` events; every 10th
-batch repeats the one before it (duplicates) and one event per batch in 20 is
-invalid (quarantined). Checks that every event is accounted for (accepted +
+Starts `driftloop serve`'s app (uvicorn with the `api.limits` options) in a
+child process on 127.0.0.1 (a free port) with a fresh SQLite store (or
+`--store-url`), then runs `--clients` concurrent httpx clients that each POST
+`--batches` batches of `--size` events; every 10th batch repeats the one
+before it (duplicates) and one event per batch in 20 is invalid
+(quarantined). Checks that every event is accounted for (accepted +
 duplicates + quarantined = sent, and the store holds exactly the unique valid
-events) and that no response was a 5xx; prints events/s over the whole run.
+events) and that no response was a 5xx; prints events/s over the whole run,
+the CPU seconds of the server process and of the clients, and the load
+average before and after (clients and server share the machine's cores).
 
     .venv/bin/python benchmarks/load_feedback.py                     # 50 x 100 batches of 20 events
     .venv/bin/python benchmarks/load_feedback.py --store-url postgresql+psycopg://postgres@127.0.0.1:5432/x
@@ -17,17 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
+import os
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TOKEN = "load-test-token"
+from loadserver import ServedApp, load_summary, own_cpu_s  # noqa: E402
+
+TOKEN = "load-test-token-0123456789"
 
 
 def batch(c: int, b: int, size: int) -> list[dict]:
@@ -47,24 +52,40 @@ def batch(c: int, b: int, size: int) -> list[dict]:
     return rows
 
 
-async def run_clients(url: str, clients: int, batches: int, size: int) -> tuple[Counter, Counter]:
-    import httpx
-
+async def run_clients(url: str, clients: int, batches: int, size: int, kind: str) -> tuple[Counter, Counter]:
     codes, totals = Counter(), Counter()
-    limits = httpx.Limits(max_connections=clients)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    # Bodies are built before the clock starts: the run measures the server, not the encoding.
+    bodies = [[json.dumps(batch(c, b, size)).encode() for b in range(batches)] for c in range(clients)]
 
-    async def client(c: int, http: httpx.AsyncClient) -> None:
-        for b in range(batches):
-            r = await http.post(
-                f"{url}/v1/feedback", json=batch(c, b, size), headers={"Authorization": f"Bearer {TOKEN}"}
-            )
-            codes[r.status_code] += 1
-            if r.status_code == 200:
-                for k in ("received", "accepted", "duplicates", "quarantined"):
-                    totals[k] += r.json()[k]
+    def count(status: int, doc: dict | None) -> None:
+        codes[status] += 1
+        if status == 200 and doc is not None:
+            for k in ("received", "accepted", "duplicates", "quarantined"):
+                totals[k] += doc[k]
 
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client(c, http) for c in range(clients)))
+    if kind == "httpx":
+        import httpx
+
+        async def client(c: int, http: httpx.AsyncClient) -> None:
+            for body in bodies[c]:
+                r = await http.post(f"{url}/v1/feedback", content=body, headers=headers)
+                count(r.status_code, r.json() if r.status_code == 200 else None)
+
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+            await asyncio.gather(*(client(c, http) for c in range(clients)))
+        return codes, totals
+    import aiohttp
+
+    async def aclient(c: int, http: aiohttp.ClientSession) -> None:
+        for body in bodies[c]:
+            async with http.post(f"{url}/v1/feedback", data=body, headers=headers) as r:
+                doc = json.loads(await r.read()) if r.status == 200 else None
+                count(r.status, doc)
+
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        await asyncio.gather(*(aclient(c, http) for c in range(clients)))
     return codes, totals
 
 
@@ -74,42 +95,27 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--size", type=int, default=20, help="events per batch")
     ap.add_argument("--store-url", help="default: a SQLite file in a temporary folder")
+    ap.add_argument(
+        "--client", choices=("aiohttp", "httpx"), default="aiohttp", help="HTTP client library of the load generator"
+    )
     a = ap.parse_args()
-    import uvicorn
-
-    from driftloop.app.api import create_app
-    from driftloop.core.config import load_config
     from driftloop.store import Store
 
     with tempfile.TemporaryDirectory(prefix="driftloop-load-") as tmp:
-        store = Store(a.store_url or f"sqlite:///{tmp}/store.db")
-        store.migrate()
-        cfg = load_config(None, env={}, check_files=False, overrides={"api": {"token": TOKEN}})
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(cfg, store=store),
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                access_log=False,
-                timeout_keep_alive=75,
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        t = time.perf_counter()
-        codes, totals = asyncio.run(run_clients(f"http://127.0.0.1:{port}", a.clients, a.batches, a.size))
-        seconds = time.perf_counter() - t
-        server.should_exit = True
-        thread.join(30)
+        url = a.store_url or f"sqlite:///{tmp}/store.db"
+        load0 = os.getloadavg()[0]
+        with ServedApp(url, TOKEN) as srv:
+            cpu0, own0, t = srv.cpu_s(), own_cpu_s(), time.perf_counter()
+            codes, totals = asyncio.run(run_clients(srv.url, a.clients, a.batches, a.size, a.client))
+            seconds = time.perf_counter() - t
+            server_cpu, client_cpu = srv.cpu_s() - cpu0, own_cpu_s() - own0
+        load1 = os.getloadavg()[0]
         sent = a.clients * a.batches * a.size
         unique_valid = a.clients * (a.batches - a.batches // 10) * (a.size - 1)
+        store = Store(url)
         stored = store.count_events()
+        backend = store.engine.dialect.name
+        store.close()
         five = sum(n for c, n in codes.items() if c >= 500)
         out = {
             "requests": sum(codes.values()),
@@ -118,19 +124,20 @@ def main() -> None:
             **totals,
             "stored": stored,
             "expected_stored": unique_valid,
-            "seconds": round(seconds, 2),
             "events_per_s": round(sent / seconds),
             "requests_per_s": round(sum(codes.values()) / seconds),
-            "backend": store.engine.dialect.name,
+            "backend": backend,
+            "client": a.client,
+            **load_summary(seconds, server_cpu, client_cpu, (load0, load1)),
         }
         print(json.dumps(out))
         balanced = totals["received"] == sent == totals["accepted"] + totals["duplicates"] + totals["quarantined"]
         assert five == 0 and balanced and stored == unique_valid, out
         print(
             f"{sent:,} events in {seconds:.1f} s: {sent / seconds:,.0f} events/s, "
-            f"{sum(codes.values()) / seconds:,.0f} requests/s, zero 5xx, every event accounted for"
+            f"{sum(codes.values()) / seconds:,.0f} requests/s, zero 5xx, every event accounted for; "
+            f"server CPU {server_cpu:.1f} s, clients {client_cpu:.1f} s, load average {load0:.2f} -> {load1:.2f}"
         )
-        store.close()
 
 
 if __name__ == "__main__":

@@ -68,12 +68,19 @@ def link_spans(store: Store, links: Sequence[SpanLink], source: str) -> int:
     """
     if not links:
         return 0
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        return link_spans_in(conn, links, source)
+
+
+def link_spans_in(conn: Connection, links: Sequence[SpanLink], source: str) -> int:
+    """`link_spans` inside the caller's write transaction."""
+    if not links:
+        return 0
     rows = [{**asdict(lk), "ended_at": lk.ended, "source": source} for lk in links]
     for r in rows:
         del r["ended"]
-    with store.engine.execution_options(**WRITE).begin() as conn:
-        insert_ignore(conn, LINK, rows, ["trace_id", "span_id"])
-        return len(_resolve(conn, {lk.trace_id for lk in links}))
+    insert_ignore(conn, LINK, rows, ["trace_id", "span_id"])
+    return len(_resolve(conn, {lk.trace_id for lk in links}))
 
 
 def add_ratings(
@@ -86,42 +93,54 @@ def add_ratings(
     """
     if not ratings:
         return JoinResult(0, 0)
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        return add_ratings_in(conn, ratings, source, now, wait)
+
+
+def add_ratings_in(
+    conn: Connection, ratings: Sequence[Any], source: str, now: datetime | None = None, wait: bool = True
+) -> JoinResult:
+    """`add_ratings` inside the caller's write transaction."""
+    if not ratings:
+        return JoinResult(0, 0)
     now = now or utcnow()
     rows = [{**{k: getattr(r, k) for k in ("trace_id", "span_id", *_RATED)}, "source": source} for r in ratings]
-    with store.engine.execution_options(**WRITE).begin() as conn:
-        ids = [
-            conn.execute(WAITING.insert().values(**row, received_at=now).returning(WAITING.c.id)).scalar_one()
-            for row in rows
-        ]
-        joined = _resolve(conn, {r.trace_id for r in ratings}) & set(ids)
-        if not wait and len(joined) < len(ids):
-            conn.execute(delete(WAITING).where(WAITING.c.id.in_(sorted(set(ids) - joined))))
+    ids = [
+        conn.execute(WAITING.insert().values(**row, received_at=now).returning(WAITING.c.id)).scalar_one()
+        for row in rows
+    ]
+    joined = _resolve(conn, {r.trace_id for r in ratings}) & set(ids)
+    if not wait and len(joined) < len(ids):
+        conn.execute(delete(WAITING).where(WAITING.c.id.in_(sorted(set(ids) - joined))))
     return JoinResult(len(joined), len(ratings) - len(joined) if wait else 0)
 
 
 def expire_ratings(store: Store, window_s: float, now: datetime | None = None) -> int:
     """Quarantine the ratings that waited longer than `window_s` seconds for their span; returns how many."""
-    cutoff = (now or utcnow()) - timedelta(seconds=window_s)
     with store.engine.execution_options(**WRITE).begin() as conn:
-        old = (
-            conn.execute(select(WAITING).where(WAITING.c.received_at < cutoff).order_by(WAITING.c.id)).mappings().all()
-        )
-        if not old:
-            return 0
-        quarantine = [
-            {
-                "source": r["source"],
-                "raw": json.dumps(
-                    {k: r[k] for k in ("trace_id", "span_id", *_RATED) if r[k] not in (None, "")}, ensure_ascii=False
-                ),
-                "field": "trace_id",
-                "reason": f"no span within the join window ({window_s:g} s)",
-            }
-            for r in old
-        ]
-        insert_ignore(conn, _QUARANTINE, _quarantine_rows(quarantine), ["content_id"])  # type: ignore[arg-type]
-        conn.execute(delete(WAITING).where(WAITING.c.id.in_([r["id"] for r in old])))
-        return len(old)
+        return expire_ratings_in(conn, window_s, now)
+
+
+def expire_ratings_in(conn: Connection, window_s: float, now: datetime | None = None) -> int:
+    """`expire_ratings` inside the caller's write transaction."""
+    cutoff = (now or utcnow()) - timedelta(seconds=window_s)
+    old = conn.execute(select(WAITING).where(WAITING.c.received_at < cutoff).order_by(WAITING.c.id)).mappings().all()
+    if not old:
+        return 0
+    quarantine = [
+        {
+            "source": r["source"],
+            "raw": json.dumps(
+                {k: r[k] for k in ("trace_id", "span_id", *_RATED) if r[k] not in (None, "")}, ensure_ascii=False
+            ),
+            "field": "trace_id",
+            "reason": f"no span within the join window ({window_s:g} s)",
+        }
+        for r in old
+    ]
+    insert_ignore(conn, _QUARANTINE, _quarantine_rows(quarantine), ["content_id"])  # type: ignore[arg-type]
+    conn.execute(delete(WAITING).where(WAITING.c.id.in_([r["id"] for r in old])))
+    return len(old)
 
 
 def waiting_ratings(store: Store) -> int:

@@ -14,7 +14,9 @@ in a bounded thread pool, or as Prefect deployment runs where PREFECT_API_URL is
 `api.evaluations`), and MLflow is imported only when the first one is asked for. Routes get
 what the app holds through the dependencies of `api.deps`, never from `request.app.state`.
 Feedback requests add up into windows that may send `ingest.quarantine`
-(`api.quarantine`).
+(`api.quarantine`). Feedback and trace writes go through one writer thread that commits
+the writes of all requests waiting in one transaction, answering each after the commit
+(`api.writer`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from driftloop.app.api.auth import configured_tokens
 from driftloop.app.api.bodies import add_body_schemas
 from driftloop.app.api.limits import ClientLimits
 from driftloop.app.api.quarantine import QuarantineWatch
+from driftloop.app.api.writer import GroupWriter
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.redact import Redactor
 from driftloop.store import Store
@@ -57,12 +60,14 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
         config_path = os.environ.get("DRIFTLOOP_CONFIG") or (str(default) if default.exists() else None)
     runner = evaluations.EvaluationRunner(cfg, str(config_path) if config_path else None)
     watch = QuarantineWatch(cfg, store)
+    writer = GroupWriter(store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watch.start()
         runner.start()
         yield
+        writer.stop()  # the writes of requests in flight are committed before the store closes
         watch.stop()
         runner.shutdown()
         if owned:
@@ -79,6 +84,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     )
     app.state.evaluations = runner
     app.state.quarantine_watch = watch
+    app.state.writer = writer
     # Outermost: a locked-out address or a stalled body is answered before any route runs.
     app.add_middleware(ClientLimits, limits=cfg.api.limits)
     app.include_router(feedback.router)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,8 +61,10 @@ bearer = HTTPBearer(auto_error=False, description="A token of `api.token` or `ap
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def token_scopes(request: Request, tokens: TokensDep, _scheme: BearerDep) -> frozenset[str]:
+async def token_scopes(request: Request, tokens: TokensDep, _scheme: BearerDep) -> frozenset[str]:
     """A dependency: the scopes of the request's bearer token; 401 unless it carries a configured one.
+
+    `async` though it never awaits: FastAPI runs it on the event loop instead of its thread pool.
 
     Every configured token is compared, each in constant time, so neither a
     token nor which one matched can be learnt from response times.
@@ -84,17 +86,17 @@ def token_scopes(request: Request, tokens: TokensDep, _scheme: BearerDep) -> fro
 ScopesDep = Annotated[frozenset[str], Depends(token_scopes)]
 
 
-def require_scope(scope: str) -> Callable[..., None]:
+def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, None]]:
     """A dependency: 401 without a configured token, 403 when the token lacks `scope`."""
     if scope not in SCOPES:
         raise ValueError(f"require_scope: {scope!r} is not one of {SCOPES}")
 
-    def check(scopes: ScopesDep) -> None:
+    async def check(scopes: ScopesDep) -> None:
         if scope not in scopes:
             raise HTTPException(status_code=403, detail=f"this token lacks the {scope!r} scope")
 
     return check
 
 
-def require_token(scopes: ScopesDep) -> None:
+async def require_token(scopes: ScopesDep) -> None:
     """A dependency: reject the request with 401 unless it carries a configured bearer token (any scope)."""

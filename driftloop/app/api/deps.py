@@ -6,6 +6,8 @@ A route declares what it needs as an annotated parameter and never looks at `req
     ... async def x(cfg: ConfigDep, store: StoreDep) -> XResponse: ...
 
 Tests and embedders may swap any of them with `app.dependency_overrides[get_store] = ...`.
+The ones that only read `app.state` are `async def`: FastAPI runs a plain `def` dependency in
+its thread pool, a hop that costs more than the lookup itself on every request.
 """
 
 from __future__ import annotations
@@ -17,38 +19,44 @@ from fastapi import Depends, Request
 if TYPE_CHECKING:
     from driftloop.app.api.evaluations import EvaluationRunner
     from driftloop.app.api.quarantine import QuarantineWatch
+    from driftloop.app.api.writer import GroupWriter
     from driftloop.core.config import Config
     from driftloop.ingest.pipeline import RowParser
     from driftloop.store import Store
     from driftloop.tracking import Tracker
 
 
-def get_config(request: Request) -> Config:
+async def get_config(request: Request) -> Config:
     """The app's configuration."""
     return request.app.state.cfg
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The app's store (opened and migrated by `create_app`)."""
     return request.app.state.store
 
 
-def get_tokens(request: Request) -> list[tuple[bytes, frozenset[str]]]:
+async def get_tokens(request: Request) -> list[tuple[bytes, frozenset[str]]]:
     """(token, scopes) of every configured bearer token."""
     return request.app.state.tokens
 
 
-def get_parser(request: Request) -> RowParser:
+async def get_parser(request: Request) -> RowParser:
     """The feedback row parser (mapping, redaction, id namespace); fork it per request."""
     return request.app.state.parser
 
 
-def get_quarantine_watch(request: Request) -> QuarantineWatch:
+async def get_quarantine_watch(request: Request) -> QuarantineWatch:
     """The windows of quarantined feedback that may send `ingest.quarantine`."""
     return request.app.state.quarantine_watch
 
 
-def get_runner(request: Request) -> EvaluationRunner:
+async def get_writer(request: Request) -> GroupWriter:
+    """The single writer of the app's store: a route's writes join its next transaction (group commit)."""
+    return request.app.state.writer
+
+
+async def get_runner(request: Request) -> EvaluationRunner:
     """The on-demand evaluation runner (in-process pool, or Prefect deployment runs)."""
     return request.app.state.evaluations
 
@@ -58,6 +66,7 @@ StoreDep = Annotated["Store", Depends(get_store)]
 TokensDep = Annotated[list[tuple[bytes, frozenset[str]]], Depends(get_tokens)]
 ParserDep = Annotated["RowParser", Depends(get_parser)]
 QuarantineWatchDep = Annotated["QuarantineWatch", Depends(get_quarantine_watch)]
+WriterDep = Annotated["GroupWriter", Depends(get_writer)]
 RunnerDep = Annotated["EvaluationRunner", Depends(get_runner)]
 
 

@@ -17,27 +17,28 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.app.api.auth import require_scope
 from driftloop.app.api.bodies import documented_body, load_json, read_body
-from driftloop.app.api.deps import ConfigDep, ParserDep, QuarantineWatchDep, StoreDep
+from driftloop.app.api.deps import ConfigDep, ParserDep, QuarantineWatchDep, StoreDep, WriterDep
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.ratings import TraceRating, is_rating, parse_rating
 from driftloop.ingest.rows import RowError
 from driftloop.store import Store
-from driftloop.store.batch import Batch, QuarantineRow
-from driftloop.store.traces import add_ratings, expire_ratings
-
-if TYPE_CHECKING:
-    from driftloop.app.api.quarantine import QuarantineWatch
+from driftloop.store.batch import Batch, QuarantineRow, Written
+from driftloop.store.traces import JoinResult, add_ratings_in, expire_ratings_in
 
 SOURCE = "http:/v1/feedback"
+INLINE_ROWS = 100  # requests of at most this many events are parsed on the event loop (about 1 ms)
 router = APIRouter()
 
 
@@ -125,39 +126,60 @@ def _events(body: bytes, max_batch: int) -> list[Any]:
     return doc
 
 
-def _store(
-    parser: RowParser, store: Store, watch: QuarantineWatch, rows: list[Any], window_s: float = 3600.0
-) -> FeedbackResponse:
+@dataclass
+class Parsed:
+    """A request's rows, parsed and redacted: the batch to store (prepared), ratings, and what was quarantined."""
+
+    received: int
+    batch: Batch
+    ratings: list[TraceRating]
+    rejected: list[Rejected]
+    reasons: Counter[str]
+    redacted: dict[str, int]
+
+
+def _parse(parser: RowParser, store: Store, rows: list[Any]) -> Parsed:
     parser = parser.fork()
     events: list[FeedbackEvent] = []
     quarantine: list[QuarantineRow] = []
     rejected: list[Rejected] = []
     reasons: Counter[str] = Counter()
     ratings: list[TraceRating] = []
+    parse = parser.event_function()  # with the settings looked up once
     for i, row in enumerate(rows):
         try:
             rated = _rating_row(parser, row)
             if rated is not None:
                 ratings.append(parse_rating(rated, parser.mapping.rating_scale, parser.redactor))
                 continue
-            events.append(parser.event(row, SOURCE))
+            events.append(parse(row, SOURCE))
         except RowError as e:
             reasons[e.key] += 1
             rejected.append(Rejected(index=i, field=e.field, problem=e.problem))
             quarantine.append(parser.quarantine(json.dumps(row, ensure_ascii=False), e, SOURCE))
-    accepted, dups = store.write_batch(Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace))
-    watch.add(accepted, dups, len(quarantine), reasons)
-    joined = add_ratings(store, ratings, SOURCE)
-    if ratings:
-        expire_ratings(store, window_s)
+    # Encoded here, off the writer's thread: the writer only runs the inserts.
+    batch = store.prepare(Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace))
+    return Parsed(len(rows), batch, ratings, rejected, reasons, dict(parser.redactor.counts))
+
+
+def _write(store: Store, p: Parsed, window_s: float, conn: Connection) -> tuple[Written, JoinResult]:
+    """The request's writes, inside the writer's transaction."""
+    written = store.write_batch_in(conn, p.batch)
+    joined = add_ratings_in(conn, p.ratings, SOURCE)
+    if p.ratings:
+        expire_ratings_in(conn, window_s)
+    return written, joined
+
+
+def _response(p: Parsed, written: Written, joined: JoinResult) -> FeedbackResponse:
     return FeedbackResponse(
-        received=len(rows),
-        accepted=accepted,
-        duplicates=dups,
-        quarantined=len(quarantine),
-        reasons=dict(reasons),
-        rejected=rejected,
-        redacted=dict(parser.redactor.counts),
+        received=p.received,
+        accepted=written.accepted,
+        duplicates=written.duplicates,
+        quarantined=len(p.batch.quarantine),
+        reasons=dict(p.reasons),
+        rejected=p.rejected,
+        redacted=p.redacted,
         joined=joined.joined,
         waiting=joined.waiting,
     )
@@ -182,9 +204,21 @@ def _rating_row(parser: RowParser, row: Any) -> dict[str, Any] | None:
     openapi_extra=documented_body(FeedbackRequest),
 )
 async def post_feedback(
-    request: Request, cfg: ConfigDep, parser: ParserDep, store: StoreDep, watch: QuarantineWatchDep
+    request: Request,
+    cfg: ConfigDep,
+    parser: ParserDep,
+    store: StoreDep,
+    watch: QuarantineWatchDep,
+    writer: WriterDep,
 ) -> FeedbackResponse:
     """Validate, redact and store feedback events; report what happened to each."""
     rows = _events(await _body(request, cfg.api.max_body_bytes), cfg.api.max_batch)
-    # The store is synchronous (SQLAlchemy); run it off the event loop.
-    return await run_in_threadpool(_store, parser, store, watch, rows, cfg.api.traces.join_window_seconds)
+    # Parsing is CPU work: a large batch is parsed off the event loop; a small one costs less than the
+    # thread pool's hop. The writes join the writer's next transaction.
+    if len(rows) > INLINE_ROWS:
+        parsed = await run_in_threadpool(_parse, parser, store, rows)
+    else:
+        parsed = _parse(parser, store, rows)
+    written, joined = await writer.run(partial(_write, store, parsed, cfg.api.traces.join_window_seconds))
+    watch.add(written.accepted, written.duplicates, len(parsed.batch.quarantine), parsed.reasons)
+    return _response(parsed, written, joined)
