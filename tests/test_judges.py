@@ -1,6 +1,6 @@
-"""Judge backends on a tiny GPT-2 with the demo's tokenizer: `hf` in process and `openai` against a loopback
-OpenAI-compatible server (built here: it serves the same model's prompt log-probs) give the
-same verdicts; the verdict cache and the call budget; `driftloop validate` on bad judges."""
+"""Judge backends on the trained demo model (the session's `demo_model`): `hf` in process and `openai`
+against a loopback OpenAI-compatible server (built here: it serves the demo model's prompt log-probs)
+give the same verdicts; the verdict cache and the call budget; `driftloop validate` on bad judges."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ from evaluators.judges.scoring import score_window
 
 RUBRIC = "Q: {{ prompt }}\nA: {{ response }}\nIs this answer right?{{ verdict }} (ignored after the verdict)"
 KEY = "sk-test-judge"
+# The demo model was never taught to judge: after this rubric it scores " yes" against " no" below 0.01
+# and " good" against " bad" above 0.98 on every item, where equal scores would prove little. " thanks"
+# against " please", words of its support dialogues, score 0.39-0.62 here, by item, with both verdicts.
+DEMO_VERDICTS = {"good": " thanks", "bad": " please"}
 
 
 def items() -> list[Item]:
@@ -40,7 +44,8 @@ def items() -> list[Item]:
 
 
 class _Server(BaseHTTPRequestHandler):
-    """POST /v1/completions (echo + logprobs, max_tokens 0) and GET /v1/models, over one causal LM."""
+    """POST /v1/completions (echo + logprobs, max_tokens 0) and GET /v1/models, over one causal LM;
+    a prompt longer than the model's context is refused, as a real server refuses it."""
 
     model = tok = None
     fail_next = 0  # answer this many requests with 503 first (exercises the client's retries)
@@ -74,6 +79,8 @@ class _Server(BaseHTTPRequestHandler):
         assert body["echo"] and body["max_tokens"] == 0 and body["logprobs"] >= 1
         enc = cls.tok(body["prompt"], return_offsets_mapping=True, add_special_tokens=False)
         ids = enc["input_ids"]
+        if len(ids) > cls.model.config.n_positions:
+            return self._send(400, {"error": f"prompt of {len(ids)} tokens exceeds the context"})
         with torch.no_grad():
             logits = cls.model(torch.tensor([ids])).logits[0]
         logp = torch.log_softmax(logits, dim=-1)
@@ -87,28 +94,8 @@ class _Server(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def judge_model(tmp_path_factory) -> Path:
-    """A random-init 1-layer GPT-2 with the demo's tokenizer and room for a rubric (256 positions); instant."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from retrain.base_model import build_tokenizer
-
-    path = tmp_path_factory.mktemp("judge-model")
-    tok = build_tokenizer(world.tokenizer_corpus(0))
-    torch.manual_seed(0)
-    eos = tok.eos_token_id
-    cfg = GPT2Config(
-        vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos
-    )
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(judge_model):
-    demo_model = judge_model
+def server(demo_model):
+    """The loopback OpenAI-compatible server on the demo model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _Server.tok = AutoTokenizer.from_pretrained(demo_model)
@@ -123,11 +110,14 @@ def spec(backend: dict, **kw) -> JudgeSpec:
     return JudgeSpec(name="helpful", rubric=RUBRIC, backend=backend, **kw)
 
 
-def test_hf_and_openai_judges_give_the_same_verdicts(judge_model, server, monkeypatch, tmp_path, one_torch_thread):
+def test_hf_and_openai_judges_give_the_same_verdicts(demo_model, server, monkeypatch, tmp_path, one_torch_thread):
     monkeypatch.setenv("JUDGE_KEY", KEY)
-    hf = make_judge(spec({"kind": "hf", "model": str(judge_model)}), tmp_path)
+    hf = make_judge(spec({"kind": "hf", "model": str(demo_model)}, **DEMO_VERDICTS), tmp_path)
     api = make_judge(
-        spec({"kind": "openai", "base_url": server, "model": "demo", "api_key_env": "JUDGE_KEY", "retries": 2}),
+        spec(
+            {"kind": "openai", "base_url": server, "model": "demo", "api_key_env": "JUDGE_KEY", "retries": 2},
+            **DEMO_VERDICTS,
+        ),
         tmp_path,
     )
     batch = items()
@@ -135,7 +125,7 @@ def test_hf_and_openai_judges_give_the_same_verdicts(judge_model, server, monkey
     _Server.fail_next = 1  # the first request gets a 503 and is retried
     a, b = hf.score(batch), api.score(batch)
     assert _Server.fail_next == 0
-    assert all(s is not None and 0 < s < 1 for s in a)
+    assert all(s is not None and 0.1 < s < 0.9 for s in a), a  # mid-range: agreeing to 1e-4 is a real check
     assert np.allclose(a, b, atol=1e-4), (a, b)
     assert [s >= 0.5 for s in a] == [s >= 0.5 for s in b]
     assert (
