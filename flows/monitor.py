@@ -7,9 +7,10 @@ against the reference window, logged to MLflow and saved to the Evidently worksp
 
 The windows come from `monitor.windows` (see `driftloop.services.windows`). A reference window
 whose content has not changed is served from the profile cache under
-`<state_dir>/monitor/profiles` without being read again, except where judges are configured:
-they judge the reference window too (`MonitorResult.reference_judged`), so its events and their
-texts are read for them each pass; verdicts already given come from the judges' verdict cache.
+`<state_dir>/monitor/profiles` without being read again. Judges (`judges:`) judge the
+reference window too (`MonitorResult.reference_judged`); an unchanged reference judged by
+unchanged judges comes from `<state_dir>/judges/windows` (`driftloop.services.judging`),
+otherwise its events are read for them and verdicts already given come from the verdict cache.
 
 With a champion scope (`scope`, set by the loop after a promotion), the
 current window counts only the serving champion's traffic: events tagged with its
@@ -139,12 +140,19 @@ def text_task(params: StageParams, w: Windows) -> list[MetricResult]:
 
 
 @task(name="judges", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def judges_task(params: StageParams, frame, start: datetime, end: datetime, which: str):
-    """Every judge on one window's events (`which`: current or reference, for the progress lines)."""
+def judges_task(params: StageParams, frame, start: datetime, end: datetime, which: str, window_key: str | None = None):
+    """Every judge on one window's events (`which`: current or reference, for the progress lines).
+
+    `frame` None: the window is read here, and only where it is not in the judged-window
+    store under `window_key` (the reference's cache key; None: always judged).
+    """
     from driftloop.services.judging import judge_window_events
 
     ctx = context(params)
-    return judge_window_events(ctx.cfg, ctx.store, frame, start, end, lambda s: log().info("%s window: %s", which, s))
+    fields = ctx.cfg.monitor.segment_fields
+    source = frame if frame is not None else (lambda: ctx.store.read_window(start, end, fields))
+    say = lambda s: log().info("%s window: %s", which, s)  # noqa: E731
+    return judge_window_events(ctx.cfg, ctx.store, source, start, end, say, window_key=window_key)
 
 
 @task(name="evidently-workspace", retries=1, cache_policy=NO_CACHE)
@@ -235,15 +243,17 @@ def monitor(
         if ctx.cfg.judges and len(cur):
             judged = clock("judges", judges_task, params, cur, w.current_start, w.current_end, "current")
         if ctx.cfg.judges and n_ref:
-            # The reference is judged too, so a drop compares an estimate with an estimate. A reference
-            # served from the profile cache is read again for it (the verdicts come from the judge cache).
-            ref_frame = (
-                reference
-                if hit is None
-                else clock("read_reference", read_task, params, w.reference_start, w.reference_end)
-            )
+            # The reference is judged too, so a drop compares an estimate with an estimate. Unchanged, it
+            # comes from the judged-window store; served from the profile cache, it is read only if not.
             ref_judged = clock(
-                "judges_reference", judges_task, params, ref_frame, w.reference_start, w.reference_end, "reference"
+                "judges_reference",
+                judges_task,
+                params,
+                reference if hit is None else None,
+                w.reference_start,
+                w.reference_end,
+                "reference",
+                key if mon.profile_cache else None,
             )
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None and _snapshot_due(ctx, out.drift.metrics):

@@ -41,7 +41,7 @@ def events(n: int, day0: float, rate: float, seed: int) -> list[FeedbackEvent]:
     return out
 
 
-def test_monitor_judges_both_windows_and_decide_uses_the_estimates(tmp_path, prefect_harness):
+def test_monitor_judges_both_windows_and_decide_uses_the_estimates(tmp_path, prefect_harness, monkeypatch):
     from driftloop.core.loopstate import LoopMemory
     from flows.common import StageParams
     from flows.loop import decide_task
@@ -112,6 +112,15 @@ judges:
     again = monitor(StageParams(config=str(cfg_path)))
     assert again.reference_cached and again.judges[0].calls == 0
     assert (again.reference_judges[0].judged, again.reference_judges[0].calls) == (2400, 400)
+    # A third: the unchanged reference, now judged within the budget, comes from the judged-window
+    # store, and only the current window is read.
+    reads = []
+    read_window = Store.read_window
+    monkeypatch.setattr(Store, "read_window", lambda self, a, b, f: reads.append(a) or read_window(self, a, b, f))
+    third = monitor(StageParams(config=str(cfg_path)))
+    assert reads == [datetime.fromisoformat(third.windows["current_start"])]
+    assert third.reference_judges[0].calls == 0 and third.reference_judges[0].judged == 2400
+    assert third.reference_judged == again.reference_judged
     # `driftloop monitor` prints this table.
     from rich.console import Console
 

@@ -102,3 +102,32 @@ def test_monitor_table_has_a_judge_section(sqlite_store, tmp_path):
     text = console.export_text()
     assert "judge strict: kappa" in text and "fewer than 100" in text  # 60 labels: shown, not used
     assert "thumbs_up_rate (PPI++)" in text and "shown only" in text and "60+240" in text
+
+
+def test_a_judged_window_is_stored_by_key_and_judged_again_when_the_judge_or_budget_says_so(sqlite_store, tmp_path):
+    unique = [e.model_copy(update={"prompt": f"{e.prompt} ({e.event_id})"}) for e in events(300, seed=2)]
+    sqlite_store.add_events(unique, source="test")  # one verdict per event
+    judge = {"name": "j", "rubric": "{{ correction }}{{ verdict }}", "backend": {"kind": "reference"}}
+    cfg = Config(state_dir=str(tmp_path / "state"), judges=[{**judge, "min_labels": 40, "max_calls": 200}])
+    start, end = T0, T0 + timedelta(hours=1)
+    reads = []
+
+    def frame():
+        reads.append(1)
+        return sqlite_store.read_window(start, end, ["topic"])
+
+    # 100 events over the budget: judged, not stored, so the next pass judges the rest.
+    first = judge_window_events(cfg, sqlite_store, frame, start, end, window_key="w1")
+    assert (first.calibrations[0].calls, first.calibrations[0].over_budget, first.stored) == (200, 100, False)
+    second = judge_window_events(cfg, sqlite_store, frame, start, end, window_key="w1")
+    assert (second.calibrations[0].calls, second.calibrations[0].over_budget, second.stored) == (100, 0, False)
+    assert reads == [1, 1]
+    # Within the budget: stored; the same window and judges come back without a read or a call.
+    third = judge_window_events(cfg, sqlite_store, frame, start, end, window_key="w1")
+    assert third.stored and reads == [1, 1] and third.calibrations[0].calls == 0
+    assert third.window == second.window and third.calibrations[0].overall == second.calibrations[0].overall
+    # Another window key, or a judge configured differently, is judged again (verdicts from the cache).
+    assert not judge_window_events(cfg, sqlite_store, frame, start, end, window_key="w2").stored
+    stricter = Config(state_dir=cfg.state_dir, judges=[{**judge, "min_labels": 500, "max_calls": 200}])
+    fresh = judge_window_events(stricter, sqlite_store, frame, start, end, window_key="w1")
+    assert not fresh.stored and fresh.window.findings[0].kind == "judge_untrusted" and reads == [1, 1, 1, 1]

@@ -110,7 +110,7 @@ class MonitorConfig(_Section):
     )
     profile_cache: bool = Field(
         default=True,
-        description="Keep reference-window profiles under <state_dir>/monitor/profiles, so an unchanged reference is profiled once.",
+        description="Keep reference-window profiles under <state_dir>/monitor/profiles, so an unchanged reference is profiled once (and, with judges, the judged reference under <state_dir>/judges/windows, so it is judged once).",
     )
     workspace: bool = Field(
         default=True,

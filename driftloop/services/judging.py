@@ -4,7 +4,10 @@ For each configured judge (`judges:` in driftloop.yaml), `judge_window_events` s
 current window's events through the verdict cache under `<state_dir>/judges/cache.db`
 and within the judge's call budget, measures its agreement with the humans, and returns
 the PPI++ estimates of the metric it stands in for (`evaluators.judges.estimate`). Only
-the texts of the events to be judged are read, each cut to `MAX_CHARS`.
+the texts of the window's events are read, each cut to `MAX_CHARS`. Given a `window_key`
+(the reference window's content fingerprint), the result is kept under
+`<state_dir>/judges/windows` (`evaluators.judges.window_cache`), and an unchanged window
+judged by unchanged judges is neither read nor judged again.
 
     >>> out = judge_window_events(cfg, store, frame, w.current_start, w.current_end, log.info)
     >>> [c.overall.kappa for c in out.calibrations], out.window.findings[0].kind
@@ -14,6 +17,8 @@ the texts of the events to be judged are read, each cut to `MAX_CHARS`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +34,9 @@ from driftloop.store.models import Feedback
 if TYPE_CHECKING:
     import pandas as pd
 
+    from driftloop.core.config import JudgeSpec
     from driftloop.store import Store
+    from evaluators.judges.backends import Judge
     from evaluators.judges.rubric import Item
 
 MAX_CHARS = 8_000  # characters of each prompt, response and correction a judge reads
@@ -40,6 +47,7 @@ _CHUNK = 500  # event ids per SELECT
 class JudgedEvents:
     calibrations: list[JudgeCalibration] = field(default_factory=list)
     window: JudgedWindow = field(default_factory=JudgedWindow)
+    stored: bool = False  # the whole result came from the judged-window store (nothing read or judged)
 
 
 def read_texts(store: Store, start: datetime, end: datetime, event_ids: list[str]) -> dict[str, Item]:
@@ -69,26 +77,56 @@ def _progress(say: Callable[[str], None], name: str, done: int, total: int) -> N
     say(f"judge {name}: {done}/{total} new verdicts")
 
 
+def window_judges_key(window_key: str, judges: list[tuple[JudgeSpec, Judge]], segment_fields: list[str]) -> str:
+    """What identifies a judged window's result: the window's key, each judge's spec, model
+    fingerprint and rubric, and the segment fields its figures are split by."""
+    ident = {
+        "window": window_key,
+        "judges": [[s.model_dump(mode="json"), j.fingerprint, j.rubric.hash] for s, j in judges],
+        "segments": list(segment_fields),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
 def judge_window_events(
     cfg: Config,
     store: Store,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Callable[[], pd.DataFrame],
     start: datetime,
     end: datetime,
     say: Callable[[str], None] = lambda _: None,
+    window_key: str | None = None,
 ) -> JudgedEvents:
-    """Every configured judge on the window `frame` of [start, end); `say` gets progress lines."""
-    if not cfg.judges or frame.empty:
+    """Every configured judge on the window of [start, end); `say` gets progress lines.
+
+    `frame` is the window's frame, or a function that reads it (called only where the result
+    is not stored already). `window_key`: store the result under it (and the judges'
+    identities), and return a stored one without reading or judging; a result with events
+    left over the call budget is not stored, so the next pass judges them.
+    """
+    if not cfg.judges or (not callable(frame) and frame.empty):
         return JudgedEvents()
     from evaluators.judges.backends import make_judge
     from evaluators.judges.cache import JudgeCache
     from evaluators.judges.estimate import combine, human_labels, judge_window
     from evaluators.judges.scoring import score_window
+    from evaluators.judges.window_cache import JudgedWindowCache
 
+    judges = [(spec, make_judge(spec, cfg.base_dir)) for spec in cfg.judges]
+    memo, key = JudgedWindowCache(cfg.state_path / "judges" / "windows"), ""
+    if window_key is not None:
+        key = window_judges_key(window_key, judges, list(cfg.monitor.segment_fields))
+        hit = memo.get(key)
+        if hit is not None:
+            say(f"judges: window unchanged since it was judged, {len(hit[0])} judge(s) from the judged-window store")
+            return JudgedEvents([c.model_copy(update={"calls": 0}) for c in hit[0]], hit[1], stored=True)
+    if callable(frame):
+        frame = frame()
+        if frame.empty:
+            return JudgedEvents()
     cache = JudgeCache(cfg.state_path / "judges" / "cache.db")
     outcomes, calibrations = [], []
-    for spec in cfg.judges:
-        judge = make_judge(spec, cfg.base_dir)
+    for spec, judge in judges:
         human = human_labels(frame, spec.label)
         run = score_window(
             judge,
@@ -109,7 +147,10 @@ def judge_window_events(
         )
         outcomes.append(outcome)
         calibrations.append(outcome.calibration)
-    return JudgedEvents(calibrations, combine(outcomes))
+    out = JudgedEvents(calibrations, combine(outcomes))
+    if window_key is not None and not any(c.over_budget for c in calibrations):
+        memo.put(key, out.calibrations, out.window)
+    return out
 
 
 def judge_figures(calibrations: list[JudgeCalibration], judged: JudgedWindow | None) -> list[MetricResult]:
