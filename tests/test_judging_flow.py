@@ -4,6 +4,7 @@ flow's result (Prefect's harness, SQLite, MLflow on SQLite; the `reference` back
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -106,6 +107,8 @@ judges:
     (snap,) = (cfg.state_path / "evidently").glob("*/snapshots/*.json")
     text = snap.read_text()
     assert '"judge_kappa"' in text and '"judge_kappa_low"' in text and '"thumbs_up_rate_ppi"' in text
+    tabs = json.loads((snap.parents[1] / "dashboard.json").read_text())["tabs"]
+    assert [len(t["panels"]) for t in tabs if t["title"] == "Judges"] == [2]
 
     # A second pass: every verdict from the cache; the reference, served from the profile cache, is
     # read again for the judge, which judges only the 400 events the budget left last time.
