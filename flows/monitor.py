@@ -258,7 +258,11 @@ def monitor(
         saved: dict[str, str] = {}
         if mon.workspace and out.drift.snapshot is not None and _snapshot_due(ctx, out.drift.metrics):
             # Quality per segment, the segment gaps and the judges' figures ride in the same snapshot, for the panels.
-            figures = out.current + out.bias + (judge_figures(judged.calibrations, judged.window) if judged else [])
+            figures = (
+                out.current
+                + out.bias
+                + (judge_figures(judged.calibrations, judged.window) if judged is not None else [])
+            )
             saved = clock("workspace", workspace_task, params, out.drift.snapshot, w, run_id, figures)
             log().info("monitor: Evidently snapshot %s saved to %s", saved["snapshot_id"], saved["workspace"])
         if params.parent_run_id:
