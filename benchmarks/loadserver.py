@@ -40,6 +40,18 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    """Ids of the processes below `pid` (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            kids = [int(x) for x in task.read_text().split()]
+            out += kids
+            todo += kids
+    return out
+
+
 def own_cpu_s() -> float:
     """User + system CPU seconds of this (client) process."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -86,9 +98,15 @@ class ServedApp:
         return self
 
     def cpu_s(self) -> float:
-        """CPU seconds the server process has used so far."""
+        """CPU seconds the server process and its children (parse workers) have used so far."""
         assert self.proc is not None
-        return _cpu_of(self.proc.pid)
+        total = _cpu_of(self.proc.pid)
+        for pid in _children(self.proc.pid):
+            try:
+                total += _cpu_of(pid)
+            except OSError:  # ended meanwhile
+                pass
+        return total
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None

@@ -38,6 +38,12 @@ class TracesConfig(_Section):
         ge=1024,
         description="Largest OTLP request body (bytes, after gzip decompression); a larger one gets 413.",
     )
+    parse_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Processes that decode, map and redact OTLP export bodies beside the API's own process, which keeps HTTP and the store writes; 0: in the API process. Each adds about one core's worth of spans per second (and its memory); a worker that dies is replaced and its request parsed in the API process.",
+    )
 
 
 class MlflowTracesSource(_Section):

@@ -56,6 +56,9 @@ class OtlpError(ValueError):
         super().__init__(reason)
         self.status, self.reason = status, reason
 
+    def __reduce__(self) -> tuple[type[OtlpError], tuple[int, str]]:
+        return OtlpError, (self.status, self.reason)  # picklable: it crosses from a parse worker process
+
 
 @dataclass(frozen=True)
 class MappedSpan:

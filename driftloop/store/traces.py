@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from driftloop.store.engine import WRITE, insert_ignore
+from driftloop.store.engine import WRITE, bulk_insert_ignore, driver_value, insert_ignore
 from driftloop.store.models import Feedback, Quarantine, TraceLink, TraceRating, utcnow
 from driftloop.store.quarantine import quarantine_rows as _quarantine_rows
 from driftloop.store.repo import Store
@@ -41,6 +41,7 @@ _RATED = ("rating", "rating_raw", "thumbs_up", "correction")
 MLFLOW_PREFIX = "tr-"  # MLflow trace ids; such an event's id is its trace id
 MLFLOW_SOURCE = "mlflow_traces:"  # source (and checkpoint key) prefix of the mlflow_traces source
 _CHUNK = 500  # trace ids per IN (...) list
+_LINK_COLUMNS = ("trace_id", "span_id", "event_id", "source", "ended_at")
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,11 @@ def link_spans_in(conn: Connection, links: Sequence[SpanLink], source: str) -> i
     """`link_spans` inside the caller's write transaction."""
     if not links:
         return 0
-    rows = [{**asdict(lk), "ended_at": lk.ended, "source": source} for lk in links]
-    for r in rows:
-        del r["ended"]
-    insert_ignore(conn, LINK, rows, ["trace_id", "span_id"])
+    dialect = conn.dialect.name
+    rows = [(lk.trace_id, lk.span_id, lk.event_id, source, driver_value(dialect, lk.ended)) for lk in links]
+    bulk_insert_ignore(conn, LINK, list(_LINK_COLUMNS), rows, "trace_id, span_id")
+    if conn.exec_driver_sql("SELECT 1 FROM trace_rating LIMIT 1").first() is None:
+        return 0  # no rating waits for any span (the common case): nothing to join
     return len(_resolve(conn, {lk.trace_id for lk in links}))
 
 

@@ -16,7 +16,8 @@ what the app holds through the dependencies of `api.deps`, never from `request.a
 Feedback requests add up into windows that may send `ingest.quarantine`
 (`api.quarantine`). Feedback and trace writes go through one writer thread that commits
 the writes of all requests waiting in one transaction, answering each after the commit
-(`api.writer`).
+(`api.writer`); OTLP bodies may be decoded and mapped in worker processes
+(`api.parsepool`, `api.traces.parse_workers`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fastapi import FastAPI
 from driftloop.app.api.auth import configured_tokens
 from driftloop.app.api.bodies import add_body_schemas
 from driftloop.app.api.limits import ClientLimits
+from driftloop.app.api.parsepool import ParsePool
 from driftloop.app.api.quarantine import QuarantineWatch
 from driftloop.app.api.writer import GroupWriter
 from driftloop.ingest.pipeline import RowParser
@@ -61,12 +63,18 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     runner = evaluations.EvaluationRunner(cfg, str(config_path) if config_path else None)
     watch = QuarantineWatch(cfg, store)
     writer = GroupWriter(store)
+    workers = cfg.api.traces.parse_workers
+    pool = ParsePool(cfg, store.url, workers) if workers else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watch.start()
         runner.start()
+        if pool is not None:
+            await pool.start()
         yield
+        if pool is not None:
+            pool.stop()
         writer.stop()  # the writes of requests in flight are committed before the store closes
         watch.stop()
         runner.shutdown()
@@ -85,6 +93,7 @@ def create_app(cfg: Any, store: Store | None = None, config_path: str | Path | N
     app.state.evaluations = runner
     app.state.quarantine_watch = watch
     app.state.writer = writer
+    app.state.parse_pool = pool
     # Outermost: a locked-out address or a stalled body is answered before any route runs.
     app.add_middleware(ClientLimits, limits=cfg.api.limits)
     app.include_router(feedback.router)

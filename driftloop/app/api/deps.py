@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 
 if TYPE_CHECKING:
     from driftloop.app.api.evaluations import EvaluationRunner
+    from driftloop.app.api.parsepool import ParsePool
     from driftloop.app.api.quarantine import QuarantineWatch
     from driftloop.app.api.writer import GroupWriter
     from driftloop.core.config import Config
@@ -56,6 +57,11 @@ async def get_writer(request: Request) -> GroupWriter:
     return request.app.state.writer
 
 
+async def get_parse_pool(request: Request) -> ParsePool | None:
+    """The OTLP parse worker processes (`api.traces.parse_workers`); None: parse in this process."""
+    return request.app.state.parse_pool
+
+
 async def get_runner(request: Request) -> EvaluationRunner:
     """The on-demand evaluation runner (in-process pool, or Prefect deployment runs)."""
     return request.app.state.evaluations
@@ -67,6 +73,7 @@ TokensDep = Annotated[list[tuple[bytes, frozenset[str]]], Depends(get_tokens)]
 ParserDep = Annotated["RowParser", Depends(get_parser)]
 QuarantineWatchDep = Annotated["QuarantineWatch", Depends(get_quarantine_watch)]
 WriterDep = Annotated["GroupWriter", Depends(get_writer)]
+ParsePoolDep = Annotated["ParsePool | None", Depends(get_parse_pool)]
 RunnerDep = Annotated["EvaluationRunner", Depends(get_runner)]
 
 

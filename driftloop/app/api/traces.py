@@ -13,7 +13,9 @@ event whichever arrives first (`store.traces`).
 
 The answer is an `ExportTraceServiceResponse` in the request's encoding; its
 `partial_success` counts the spans quarantined (`rejected_spans`) and its
-`error_message` says what happened to every span. A body that is not an OTLP
+`error_message` says what happened to every span. Decoding and mapping run in
+`api.traces.parse_workers` processes where set (`parsepool`); the writes go
+through the app's single writer (`writer`), committed before the answer. A body that is not an OTLP
 export gets 400 (415 for another content type or encoding, 413 over
 `api.traces.max_body_bytes`), never a 5xx.
 """
@@ -24,16 +26,18 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.app.api.auth import require_scope
 from driftloop.app.api.bodies import read_body
-from driftloop.app.api.deps import ConfigDep, ParserDep, QuarantineWatchDep, StoreDep
+from driftloop.app.api.deps import ConfigDep, ParsePoolDep, ParserDep, QuarantineWatchDep, StoreDep, WriterDep
 from driftloop.core.config_ingest import FieldMapping
 from driftloop.core.types import FeedbackEvent
 from driftloop.ingest.otlp import JSON, PROTOBUF, DroppedSpan, OtlpError, decode_request, spans
@@ -41,10 +45,7 @@ from driftloop.ingest.pipeline import RowParser
 from driftloop.ingest.rows import RowError
 from driftloop.store import Store
 from driftloop.store.batch import Batch, QuarantineRow
-from driftloop.store.traces import SpanLink, expire_ratings, link_spans
-
-if TYPE_CHECKING:
-    from driftloop.app.api.quarantine import QuarantineWatch
+from driftloop.store.traces import SpanLink, expire_ratings_in, link_spans_in
 
 SOURCE = "http:/v1/traces"
 router = APIRouter()
@@ -85,10 +86,20 @@ def span_parser(cfg: Any, parser: RowParser) -> RowParser:
     return RowParser(mapping, parser.redactor.fork(), id_namespace=SOURCE)
 
 
-def store_spans(cfg: Any, parser: RowParser, store: Store, watch: QuarantineWatch, req: Any) -> SpanOutcome:
-    """Map, validate, redact and store the LLM spans of one export request; join waiting ratings."""
+@dataclass
+class ParsedSpans:
+    """An export request mapped, validated and redacted: the batch to store (prepared) and the span links."""
+
+    out: SpanOutcome
+    batch: Batch
+    links: list[SpanLink]
+
+
+def parse_spans(cfg: Any, parser: RowParser, store: Store, req: Any) -> ParsedSpans:
+    """Map, validate and redact the LLM spans of one export request; count the others."""
     out = SpanOutcome()
     parser = span_parser(cfg, parser)
+    parse = parser.event_function()  # with the settings looked up once
     events: list[FeedbackEvent] = []
     quarantine: list[QuarantineRow] = []
     links: list[SpanLink] = []
@@ -98,7 +109,7 @@ def store_spans(cfg: Any, parser: RowParser, store: Store, watch: QuarantineWatc
             out.dropped[item.reason] += 1
             continue
         try:
-            e = parser.event(item.row, SOURCE)
+            e = parse(item.row, SOURCE)
         except RowError as err:
             out.reasons[err.key] += 1
             raw = json.dumps(item.row, ensure_ascii=False, default=str)
@@ -106,15 +117,31 @@ def store_spans(cfg: Any, parser: RowParser, store: Store, watch: QuarantineWatc
             continue
         events.append(e)
         links.append(SpanLink(item.trace_id, item.span_id, e.event_id, item.ended))
-    out.accepted, out.duplicates = store.write_batch(
-        Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace)
-    )
     out.quarantined = len(quarantine)
-    out.joined = link_spans(store, links, SOURCE)
-    out.expired = expire_ratings(store, cfg.api.traces.join_window_seconds)
-    watch.add(out.accepted, out.duplicates, out.quarantined, out.reasons)
-    _LOG.info("POST /v1/traces: %s", out.message())
+    # Encoded here, off the writer's thread: the writer only runs the inserts.
+    batch = store.prepare(Batch(SOURCE, events, quarantine, id_namespace=parser.id_namespace))
+    return ParsedSpans(out, batch, links)
+
+
+def write_spans(store: Store, p: ParsedSpans, window_s: float, conn: Connection) -> SpanOutcome:
+    """Store the parsed spans and their links, join waiting ratings, expire old ones (in the writer's transaction)."""
+    out = p.out
+    out.accepted, out.duplicates = store.write_batch_in(conn, p.batch)
+    out.joined = link_spans_in(conn, p.links, SOURCE)
+    out.expired = expire_ratings_in(conn, window_s)
     return out
+
+
+def decode_and_parse(
+    cfg: Any, parser: RowParser, store: Store, body: bytes, ctype: str, encoding: str
+) -> ParsedSpans | OtlpError:
+    """A request body decoded and its spans parsed (`parse_spans`), or why it is not an OTLP export."""
+    limit = cfg.api.traces.max_body_bytes
+    try:
+        req = decode_request(body, ctype, encoding, limit)
+    except OtlpError as e:
+        return e
+    return parse_spans(cfg, parser, store, req)
 
 
 @router.post(
@@ -139,18 +166,29 @@ def store_spans(cfg: Any, parser: RowParser, store: Store, watch: QuarantineWatc
     },
 )
 async def post_traces(
-    request: Request, cfg: ConfigDep, parser: ParserDep, store: StoreDep, watch: QuarantineWatchDep
+    request: Request,
+    cfg: ConfigDep,
+    parser: ParserDep,
+    store: StoreDep,
+    watch: QuarantineWatchDep,
+    writer: WriterDep,
+    pool: ParsePoolDep,
 ) -> Response:
     """Store the chat and completion spans of an OTLP export as feedback events; drop the other spans."""
-    limit = cfg.api.traces.max_body_bytes
-    body = await read_body(request, limit)
+    body = await read_body(request, cfg.api.traces.max_body_bytes)
     ctype = request.headers.get("content-type", "")
-    try:
-        req = decode_request(body, ctype, request.headers.get("content-encoding", ""), limit)
-    except OtlpError as e:
-        _LOG.info("POST /v1/traces: %s", e.reason)
-        raise HTTPException(e.status, e.reason) from None
-    out = await run_in_threadpool(store_spans, cfg, parser, store, watch, req)
+    encoding = request.headers.get("content-encoding", "")
+    # Decoding and mapping are CPU work: in a parse worker process (api.traces.parse_workers), else off the
+    # event loop in this one. The writes join the writer's next transaction.
+    parsed = await pool.run(body, ctype, encoding) if pool is not None else None
+    if parsed is None:
+        parsed = await run_in_threadpool(decode_and_parse, cfg, parser, store, body, ctype, encoding)
+    if isinstance(parsed, OtlpError):
+        _LOG.info("POST /v1/traces: %s", parsed.reason)
+        raise HTTPException(parsed.status, parsed.reason)
+    out = await writer.run(partial(write_spans, store, parsed, cfg.api.traces.join_window_seconds))
+    watch.add(out.accepted, out.duplicates, out.quarantined, out.reasons)
+    _LOG.info("POST /v1/traces: %s", out.message())
     answer = ExportTraceServiceResponse()
     if out.quarantined or out.dropped:
         answer.partial_success.rejected_spans = out.quarantined
