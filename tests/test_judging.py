@@ -11,6 +11,7 @@ import pytest
 
 from driftloop.core.config import Config, JudgeSpec, PolicyConfig
 from driftloop.core.errors import ConfigError
+from driftloop.core.findings import render
 from driftloop.core.policy import decide
 from driftloop.core.types import Action
 from evaluators.judges.calibration import agreement
@@ -114,6 +115,13 @@ def test_a_drop_compares_the_current_estimate_with_the_reference_windows_estimat
     human = {m.label(): m for m in human_ref}
     assert est["thumbs_up_rate"].value != pytest.approx(human["thumbs_up_rate"].value, abs=1e-6)
     assert both == {k: (est[k].value, est[k].n) for k in est}  # every segment: estimate against estimate
+    drop = next(
+        f
+        for f in decide(human_cur, human_ref, [], policy, now=NOW, judged=cur, reference_judged=ref).of_kind("drop")
+        if not f.segment
+    )
+    assert (drop.estimator, drop.reference_estimator) == ("ppi", "ppi") and drop.reference_n_judged > 0
+    assert f"reference: {drop.n_reference} rated + {drop.reference_n_judged} judged)" in render(drop)
     current_only = drop_reference(decide(human_cur, human_ref, [], policy, now=NOW, judged=cur))
     assert current_only == {k: (human[k].value, human[k].n) for k in est}
     # A judge not trusted on the reference's labels: its reference estimates are only shown.
@@ -141,6 +149,15 @@ def test_a_tenth_rated_window_gets_a_narrower_interval_and_decide_finds_the_regr
             drop = next(f for f in judged.of_kind("drop") if f.breached)
             assert drop.method == "normal z, unpaired"
             assert drop.estimate in {m.value for m in cur.estimates}  # decided on the PPI estimate
+            # ... and says so, typed and in its reason: a reviewer sees which figures a judge powered.
+            assert (drop.estimator, drop.reference_estimator) == ("ppi", "ppi")
+            assert (
+                drop.n_judged
+                == next(m for m in cur.estimates if (m.name, m.segment) == (drop.metric, drop.segment)).n_judged
+            )
+            assert f"; PPI++ (current: {drop.n} rated + {drop.n_judged} judged, reference: " in render(drop)
+            alone_drop = next((f for f in alone.of_kind("drop") if f.metric == drop.metric), None)
+            assert alone_drop is None or (alone_drop.estimator == "direct" and "PPI++" not in render(alone_drop))
             assert any("judge helpful" in r and "trusted" in r for r in judged.reasons)
         assert not (alone.action == Action.RETRAIN and judged.action != Action.RETRAIN)
     assert max(ratios) < 0.75  # every judged interval at least a quarter narrower than the rated one

@@ -32,16 +32,29 @@ def _ci(lo: float | None, hi: float | None, digits: int = 2, sign: bool = False)
     return f" [{lo:{s}.{digits}f}, {hi:{s}.{digits}f}]"
 
 
+def _judged(f: Finding) -> str:
+    """Where a figure is prediction-powered, say so and on how many events: the reasons name their estimator."""
+    parts = []
+    if f.estimator == "ppi":
+        parts.append(f"current: {f.n} rated + {f.n_judged} judged")
+    if f.reference_estimator == "ppi":
+        parts.append(
+            f"{'reference' if f.kind == 'drop' else 'baseline'}: {f.n_reference} rated + {f.reference_n_judged} judged"
+        )
+    return f"; PPI++ ({', '.join(parts)})" if parts else ""
+
+
 def _floor(f: Finding) -> str:
     word = {"higher": "below the floor", "lower": "above the ceiling"}[f.direction]
     if f.target is not None:
         return (
             f"{f.metric}{where(f)} is {f.estimate:.2f}{_ci(f.ci_low, f.ci_high)} (n={f.n}), farther than "
             f"{f.threshold:.2f} from its target {f.target:g}, {fmt_p(f.p_adjusted)} (Holm, {f.tests} tests)"
+            f"{_judged(f)}"
         )
     return (
         f"{f.metric}{where(f)} is {f.estimate:.2f}{_ci(f.ci_low, f.ci_high)} (n={f.n}), {word} "
-        f"{f.threshold:.2f}, {fmt_p(f.p_adjusted)} (Holm, {f.tests} tests)"
+        f"{f.threshold:.2f}, {fmt_p(f.p_adjusted)} (Holm, {f.tests} tests){_judged(f)}"
     )
 
 
@@ -59,7 +72,7 @@ def _drop(f: Finding) -> str:
     return (
         f"{f.metric}{where(f)} {verb} from the {what} {ref:.2f}{ref_ci} to {f.estimate:.2f}"
         f"{_ci(f.ci_low, f.ci_high)}, {'drop' if f.target is None else 'change'} {worse:.2f} > {limit}, "
-        f"{fmt_p(f.p_adjusted)} (Holm, {f.tests} tests, n={f.n_reference}->{f.n})"
+        f"{fmt_p(f.p_adjusted)} (Holm, {f.tests} tests, n={f.n_reference}->{f.n}){_judged(f)}"
     )
 
 

@@ -150,7 +150,13 @@ def _breach_tests(
             f = Finding(kind="insufficient_data", detail={"min_n": policy.min_n}, **common)
             out.quiet.append((f, m.model_copy(update={"passed": None, "note": _insufficient_note(m, policy)})))
             continue
-        est: dict[str, Any] = {"estimate": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
+        est: dict[str, Any] = {
+            "estimate": m.value,
+            "ci_low": m.ci_low,
+            "ci_high": m.ci_high,
+            "estimator": m.estimator,
+            "n_judged": m.n_judged,
+        }
         if floor is not None:
             out.tests.append(
                 (
@@ -203,6 +209,8 @@ def _breach_tests(
                         kind=kind,
                         reference=ref.value,
                         n_reference=ref.n,
+                        reference_estimator=ref.estimator,
+                        reference_n_judged=ref.n_judged,
                         threshold=tolerated,
                         p_value=_p_drop(ref, m, tolerated),
                         method="normal z, unpaired",

@@ -246,6 +246,16 @@ class Finding(_Model):
     n_reference: int | None = None
     unpaired: int = Field(default=0, description="Gate: items only one model has results on (ignored).")
     method: str = Field(default="", description="The test, e.g. 'exact McNemar', 'paired bootstrap', 'exact binomial'.")
+    estimator: Literal["direct", "ppi"] = Field(
+        default="direct",
+        description="How `estimate` was made: from the observations alone, or prediction-powered (PPI++) from a "
+        "trusted judge's verdicts on `n_judged` more events corrected by the `n` human labels.",
+    )
+    n_judged: int = Field(default=0, description="ppi: events with a judge's verdict but no human label.")
+    reference_estimator: Literal["direct", "ppi"] | None = Field(
+        default=None, description="How `reference` was made (drop tests); None where there is no reference."
+    )
+    reference_n_judged: int = Field(default=0, description="ppi reference: its events judged but not labelled.")
     direction: Direction = "higher"
     target: float | None = None
     role: str = Field(default="", description="Gate: the suite's role (target, canary, bias).")
