@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
@@ -210,7 +210,7 @@ async def post_feedback(
     store: StoreDep,
     watch: QuarantineWatchDep,
     writer: WriterDep,
-) -> FeedbackResponse:
+) -> Response:
     """Validate, redact and store feedback events; report what happened to each."""
     rows = _events(await _body(request, cfg.api.max_body_bytes), cfg.api.max_batch)
     # Parsing is CPU work: a large batch is parsed off the event loop; a small one costs less than the
@@ -221,4 +221,6 @@ async def post_feedback(
         parsed = _parse(parser, store, rows)
     written, joined = await writer.run(partial(_write, store, parsed, cfg.api.traces.join_window_seconds))
     watch.add(written.accepted, written.duplicates, len(parsed.batch.quarantine), parsed.reasons)
-    return _response(parsed, written, joined)
+    # Serialised here, as response_model_exclude_defaults would: FastAPI would validate the model again first.
+    body = _response(parsed, written, joined).model_dump_json(exclude_defaults=True)
+    return Response(body, media_type="application/json")
