@@ -131,6 +131,9 @@ def test_hf_and_openai_judges_give_the_same_verdicts(demo_model, server, monkeyp
     assert (
         len(set(np.round(a, 6))) > 1 and len({s >= 0.5 for s in a}) == 2
     )  # scores depend on the item; both verdicts occur
+    # Both count the tokens their model read: every item's rubric with each verdict (no usage in the
+    # server's replies, so the echoed tokens are counted).
+    assert hf.tokens == api.tokens > 2 * len(batch) * 10, (hf.tokens, api.tokens)
     # Deterministic: the same item scores the same again.
     assert hf.score(batch[:1]) == a[:1]
     assert hf.fingerprint != api.fingerprint and hf.fingerprint.startswith("hf:")

@@ -72,7 +72,13 @@ def test_a_stored_window_is_judged_calibrated_and_estimated(sqlite_store, tmp_pa
     assert again.calibrations[0].calls == 0 and again.window.estimates == out.window.estimates
     logged = judge_figures(out.calibrations, out.window)
     names = {m.name for m in logged}
-    assert names == {"judge_kappa", "thumbs_up_rate_ppi"}
+    assert names == {"judge_kappa", "thumbs_up_rate_ppi", "judge_calls", "judge_tokens", "judge_seconds"}
+    # What the pass cost, per judge: 600 new verdicts, no model tokens (a reference judge), time spent; the cached pass none.
+    cost = {m.name: m.value for m in logged if m.name.startswith("judge_") and m.name != "judge_kappa"}
+    assert cost["judge_calls"] == 600 and cost["judge_tokens"] == 0 and cost["judge_seconds"] > 0
+    assert {m.segment["judge"] for m in logged if m.name == "judge_calls"} == {out.calibrations[0].judge}
+    again_cost = {m.name: m.value for m in judge_figures(again.calibrations, again.window) if m.name == "judge_seconds"}
+    assert again_cost == {"judge_seconds": 0.0}
     assert {m.segment.get("topic") for m in logged if m.name == "judge_kappa"} == {None, "account", "billing"}
 
 

@@ -52,6 +52,8 @@ class JudgeCalibration(_Model):
     segments: list[Agreement] = Field(default_factory=list)
     judged: int = Field(default=0, description="Events the judge gave a verdict on in the window.")
     calls: int = Field(default=0, description="Backend calls made (the rest came from the cache).")
+    tokens: int = Field(default=0, description="Tokens the backend's model read for those calls (both verdicts).")
+    seconds: float = Field(default=0.0, description="Wall time spent waiting for the backend.")
     over_budget: int = Field(default=0, description="Events left unjudged because of the call budget.")
 
 

@@ -119,7 +119,8 @@ def judge_window_events(
         hit = memo.get(key)
         if hit is not None:
             say(f"judges: window unchanged since it was judged, {len(hit[0])} judge(s) from the judged-window store")
-            return JudgedEvents([c.model_copy(update={"calls": 0}) for c in hit[0]], hit[1], stored=True)
+            spent = {"calls": 0, "tokens": 0, "seconds": 0.0}
+            return JudgedEvents([c.model_copy(update=spent) for c in hit[0]], hit[1], stored=True)
     if callable(frame):
         frame = frame()
         if frame.empty:
@@ -139,11 +140,12 @@ def judge_window_events(
         )
         outcome = judge_window(frame, run.scores, spec, list(cfg.monitor.segment_fields))
         outcome.calibration = outcome.calibration.model_copy(
-            update={"calls": run.calls, "over_budget": run.over_budget}
+            update={"calls": run.calls, "over_budget": run.over_budget, "tokens": run.tokens, "seconds": run.seconds}
         )
         say(
             f"judge {spec.name}: {outcome.calibration.judged} events judged ({run.calls} new, "
-            f"{run.over_budget} over the budget of {spec.max_calls}); {outcome.window.findings[0].kind}"
+            f"{run.over_budget} over the budget of {spec.max_calls}; {run.tokens} tokens, {run.seconds:.1f} s); "
+            f"{outcome.window.findings[0].kind}"
         )
         outcomes.append(outcome)
         calibrations.append(outcome.calibration)
@@ -170,6 +172,18 @@ def judge_figures(calibrations: list[JudgeCalibration], judged: JudgedWindow | N
                     source="quality",
                     segment={"judge": cal.judge, **a.segment},
                     note=f"vs human {cal.label}; {cal.judged} judged, {cal.calls} new verdicts, {cal.over_budget} over budget",
+                )
+            )
+        # What judging cost this pass: new verdicts, tokens read, seconds waited (0 where all were cached).
+        for name, value in (("judge_calls", cal.calls), ("judge_tokens", cal.tokens), ("judge_seconds", cal.seconds)):
+            out.append(
+                MetricResult(
+                    name=name,
+                    value=float(value),
+                    n=cal.calls,
+                    source="quality",
+                    direction="lower",
+                    segment={"judge": cal.judge},
                 )
             )
     if judged is not None:

@@ -39,6 +39,7 @@ class Judge(Protocol):
     name: str
     fingerprint: str  # what identifies the scoring model: cached verdicts are keyed by it
     rubric: Rubric
+    tokens: int  # tokens the model read so far (prompt and verdict, both verdicts); 0 for a reference judge
 
     def score(self, items: list[Item]) -> list[float | None]: ...
 
@@ -74,6 +75,7 @@ class ReferenceJudge:
         self.rubric = Rubric(spec)
         self.backend = spec.backend
         self.fingerprint = f"reference:{spec.backend.similarity}:{spec.backend.threshold}"
+        self.tokens = 0  # no language model reads the items
         self._embed = None
         if spec.backend.similarity == "embedding":
             try:
@@ -144,6 +146,7 @@ class HFJudge:
         self.fingerprint = f"hf:{_model_fingerprint(folder) if folder.is_dir() else ref}"
         self._model = None
         self._tok = None
+        self.tokens = 0
 
     def _load(self):
         if self._model is None:
@@ -173,6 +176,7 @@ class HFJudge:
         limit = min(self.backend.max_tokens, getattr(model.config, "n_positions", None) or self.backend.max_tokens)
         cut = max(0, len(ids) - limit)  # drop the rubric's start, never the verdict
         ids, offsets = ids[cut:], offsets[cut:]
+        self.tokens += len(ids)
         positions = [i for i, (start, _) in enumerate(offsets) if start >= len(context) and i > 0]
         if not positions:
             raise StageError(f"judge {self.name!r}: the verdict {verdict!r} has no token to score after the rubric")

@@ -15,6 +15,7 @@ connection error, 429 or a 5xx; any other status fails at once.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,8 @@ class OpenAIJudge:
         key = api_key(backend, base_dir, spec.name)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.fingerprint = f"openai:{backend.base_url.rstrip('/')}#{backend.model}"
+        self.tokens = 0  # the endpoint's usage.prompt_tokens, else the echoed tokens
+        self._count = threading.Lock()
 
     def check(self) -> str:
         """One line on the endpoint: GET /models answers; raises ConfigError naming the judge where not."""
@@ -94,6 +97,10 @@ class OpenAIJudge:
             ) from None
         if not picked:
             raise StageError(f"judge {self.name!r}: the verdict {verdict!r} has no token to score after the rubric")
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        read = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        with self._count:
+            self.tokens += read if isinstance(read, int) else len(lp["token_logprobs"])
         return float(sum(picked))
 
     def score(self, items: list[Item]) -> list[float | None]:

@@ -13,6 +13,7 @@ scored are read (`texts`), since a window frame carries no texts.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ class ScoreRun:
     scores: pd.Series  # by the frame's index: a score in [0, 1], NaN where none
     calls: int  # events scored by the backend (the rest came from the cache)
     over_budget: int  # events left unjudged by the call budget
+    tokens: int = 0  # tokens the backend's model read for them
+    seconds: float = 0.0  # wall time spent in the backend
 
 
 def score_window(
@@ -56,9 +59,12 @@ def score_window(
     todo = [k for k in order if hashes[ids[k]] not in known]
     over = max(0, len(todo) - max_calls)
     todo = todo[:max_calls]
+    tokens, seconds = getattr(judge, "tokens", 0), 0.0
     for start in range(0, len(todo), BATCH):
         batch = todo[start : start + BATCH]
+        t0 = time.perf_counter()
         got = judge.score([items[ids[k]] for k in batch])
+        seconds += time.perf_counter() - t0
         new = {hashes[ids[k]]: s for k, s in zip(batch, got) if s is not None}
         known.update(new)
         if cache is not None and new:
@@ -66,4 +72,5 @@ def score_window(
         if progress is not None:
             progress(min(start + BATCH, len(todo)), len(todo))
     values = np.array([known.get(hashes.get(i, ""), np.nan) for i in ids], dtype=float)
-    return ScoreRun(pd.Series(values, index=frame.index), len(todo), over)
+    used = getattr(judge, "tokens", 0) - tokens
+    return ScoreRun(pd.Series(values, index=frame.index), len(todo), over, used, seconds)
