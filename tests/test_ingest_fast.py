@@ -57,7 +57,7 @@ def ingest(store: Store, files: list[Path], fast: bool, **kw):
     """`ingest_files` with the fast path allowed, or with every row forced through the row path."""
     if fast:
         return ingest_files(store, files, **kw)
-    with mock.patch.object(columnar, "fast_path_ok", lambda parser: False):
+    with mock.patch.object(columnar, "fast_path_ok", lambda *a: False):
         return ingest_files(store, files, **kw)
 
 
@@ -391,7 +391,9 @@ def test_lines_across_read_chunks_and_over_long_lines_match_the_row_path(sqlite_
     row_store.close()
 
 
-def test_without_pyarrow_or_with_a_mapping_the_row_path_stores_the_same(sqlite_store, tmp_path, monkeypatch):
+def test_without_pyarrow_or_with_a_mapping_it_does_not_cover_the_row_path_stores_the_same(
+    sqlite_store, tmp_path, monkeypatch
+):
     from driftloop.core.config import FieldMapping, FileSource
 
     path = tmp_path / "plain.jsonl"
@@ -406,8 +408,9 @@ def test_without_pyarrow_or_with_a_mapping_the_row_path_stores_the_same(sqlite_s
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(path.read_bytes())
     # The namespace of bare paths: the same source, so the same content ids.
+    monkeypatch.setattr(columnar.shapes, "mapping_ok", lambda m: False)  # e.g. the unit scale
     mapped = FileSource(path=str(copy), mapping=FieldMapping(fields={"prompt": "prompt"}), id_namespace="files")
-    again = ingest_files(sqlite_store, [(copy, mapped)])  # a mapping: the row path, as before
+    again = ingest_files(sqlite_store, [(copy, mapped)])  # a mapping it does not cover: the row path
     assert calls == [] and (again.read, again.duplicates) == (12, 12) and sqlite_store.count_events() == 11
     assert ingest_files(sqlite_store, [tmp_path / "copy.jsonl"]).read == 0 and calls == []  # checkpointed
 

@@ -37,6 +37,7 @@ _TS = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+_TEXTS = ("event_id", "ts", "model_version", "prompt", "response", "correction")
 # A character outside Python's ASCII whitespace (str.strip() also strips \x1c-\x1f).
 _NOT_BLANK = r"[^ \t\n\r\x0b\x0c\x1c-\x1f]"
 
@@ -75,6 +76,9 @@ def column_checks(
         return None  # unknown keys go to metadata, other fields are the row path's; null and absent look alike here
     n = t.num_rows
     col = {k: t.column(k).combine_chunks() if k in names else pa.nulls(n) for k in FAST_FIELDS}
+    for k in _TEXTS:  # a text column of nulls only (CSV, Parquet) is checked as strings
+        if col[k].type == pa.null():
+            col[k] = col[k].cast(pa.string())
     ty = {k: c.type for k, c in col.items()}
     is_num = (pa.int64(), pa.float64(), pa.null())
     if (

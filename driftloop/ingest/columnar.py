@@ -33,6 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from driftloop.core.types import FeedbackEvent
+from driftloop.ingest import shapes
 from driftloop.ingest.checks import column_checks, key_order
 from driftloop.ingest.lines import Block
 from driftloop.ingest.redact import FLAG_SCREEN_REGEX, SECRET_HINT_REGEX, might_match
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from driftloop.ingest.pipeline import RowParser
     from driftloop.store.batch import QuarantineRow
+
 
 MAX_PARSE_ERRORS = 16  # arrow errors in one batch before the rest of it takes the row path
 _STRINGS = ("event_id", "ts", "model_version", "prompt", "response", "correction")
@@ -79,19 +81,26 @@ def arrow_on_malloc() -> Iterator[None]:
         pa.set_memory_pool(before)
 
 
-def fast_path_ok(parser: RowParser) -> bool:
-    """True when the fast path gives what `parser` gives: identity mapping of JSON rows, stars, pyarrow."""
-    return isinstance(parser.event_function(), partial) and parser.mapping.rating_scale == "stars" and available()
+def fast_path_ok(parser: RowParser, fmt: str = "jsonl") -> bool:
+    """True when the fast path of `fmt` gives what `parser` gives: a mapping `shapes` applies, pyarrow."""
+    if not available() or (fmt == "jsonl" and (parser.text_cells or parser.typed)):
+        return False
+    return plain_rows(parser) or shapes.mapping_ok(parser.mapping)
+
+
+def plain_rows(parser: RowParser) -> bool:
+    """True for JSON rows in the feedback format itself (identity mapping, stars): no `shapes` step."""
+    return isinstance(parser.event_function(), partial) and parser.mapping.rating_scale == "stars"
 
 
 # ------------------------------------------------------------------- arrow
-def _read(lines: list[bytes | None], idx: list[int]) -> tuple[pa.Table | None, int | None]:
-    """Parse the lines at `idx` as one table, or (None, row of the error or None)."""
+def _read(lines: list[bytes | None], idx: list[int], names: list[str]) -> tuple[pa.Table | None, int | None]:
+    """Parse the lines at `idx` as one table (`names`: string columns), or (None, row of the error or None)."""
     import pyarrow as pa
     import pyarrow.json as pj
 
     buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
-    schema = pa.schema([(k, pa.string()) for k in _STRINGS])
+    schema = pa.schema([(k, pa.string()) for k in names])
     try:
         t = pj.read_json(
             io.BytesIO(buf),
@@ -104,11 +113,14 @@ def _read(lines: list[bytes | None], idx: list[int]) -> tuple[pa.Table | None, i
     return (t, None) if t.num_rows == len(idx) else (None, None)
 
 
-def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[tuple[list[int], pa.Table]]:
+def _tables(
+    lines: list[bytes | None], idx: list[int], slow: list[int], names: list[str] | None = None
+) -> list[tuple[list[int], pa.Table]]:
     """Parse `idx` into tables; a line arrow refuses goes to `slow` (the rest of the batch after too many)."""
     out, rest, errors = [], idx, 0
+    names = names or list(_STRINGS)
     while rest:
-        t, bad = _read(lines, rest)
+        t, bad = _read(lines, rest, names)
         if t is not None:
             out.append((rest, t))
             break
@@ -117,7 +129,7 @@ def _tables(lines: list[bytes | None], idx: list[int], slow: list[int]) -> list[
             break
         errors += 1
         if bad:  # the lines before the bad one parse on their own
-            head, _ = _read(lines, rest[:bad])
+            head, _ = _read(lines, rest[:bad], names)
             if head is None:
                 slow.extend(rest[:bad])
             else:
@@ -169,8 +181,16 @@ def block_parts(
     redact_all = redactor.enabled and redactor.screen is None
     screen = redactor.enabled and redactor.screen is might_match
     fast_parts: list[tuple[list[int], EventTable]] = []
-    for idx, t in _tables(lines, fast, slow) if fast else []:
+    m = parser.mapping
+    plain = plain_rows(parser)
+    for idx, t in _tables(lines, fast, slow, None if plain else shapes.user_names(m, _STRINGS)) if fast else []:
         try:
+            pre = None
+            if not plain:
+                pre, t = shapes.json_shape(t, m, b"\n".join([lines[i] for i in idx]))  # type: ignore[misc]
+                if t is None:
+                    slow.extend(idx)
+                    continue
             got_idx, got = _fast_rows(
                 lines,
                 idx,
@@ -181,7 +201,8 @@ def block_parts(
                 redactor,
                 parser.id_namespace,
                 slow,
-                (parser.mapping.segment_max_keys, parser.mapping.segment_value_max_chars),
+                (m.segment_max_keys, m.segment_value_max_chars),
+                pre,
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             have = set(slow)  # e.g. a cast out of range: these rows take the row path
@@ -220,18 +241,26 @@ def _fast_rows(
     namespace: str,
     slow: list[int],
     limits: tuple[int, int],
+    pre: shapes.Prepared | None = None,
 ) -> tuple[list[int], EventTable | None]:
-    """(line numbers, events as columns) of the rows of `t` that pass every check; the others go to `slow`."""
+    """(line numbers, events as columns) of the rows of `t` that pass every check; the others go to `slow`.
+
+    `pre` describes a table that is not JSONL in the feedback format (`shapes.py`): its own row
+    checks, its ratings, what its texts may hold; `lines` is then unused.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    buf = b"\n".join([lines[i] for i in idx])  # type: ignore[misc]
-    checked = column_checks(t, now, b"\\" in buf, b"\\u" in buf, *limits)
+    buf = b"\n".join([lines[i] for i in idx]) if pre is None else b""  # type: ignore[misc]
+    flags = (b"\\" in buf, b"\\u" in buf) if pre is None else (pre.escapes, pre.u_escapes)
+    checked = column_checks(t, now, *flags, *limits)
     if checked is None:
         slow.extend(idx)
         return [], None
     ok, prep = checked
+    if pre is not None:
+        ok = pc.and_(ok, pre.ok)
     col, keys = prep["col"], prep["keys"]
     if redactor.enabled:
         # Ids, versions and segment keys are refused, not redacted: a row whose id or
@@ -243,10 +272,14 @@ def _fast_rows(
     seg_rows = pc.is_valid(col["segment"])
     # Keys in the struct's order: with two keys and no metadata (so no nested object that could
     # hold the same text), counting `"segment": {"<first key>"` settles it for the whole table.
-    if len(keys) > 1 and not (
-        len(keys) == 2
-        and col["metadata"].null_count == len(idx)
-        and buf.count(b'"segment": {"' + keys[0].encode() + b'"') == pc.sum(seg_rows).as_py()
+    if (
+        pre is None
+        and len(keys) > 1
+        and not (
+            len(keys) == 2
+            and col["metadata"].null_count == len(idx)
+            and buf.count(b'"segment": {"' + keys[0].encode() + b'"') == pc.sum(seg_rows).as_py()
+        )
     ):
         ok = pc.and_(ok, pc.or_(pc.invert(seg_rows), key_order(lines, idx, keys).fill_null(False)))
     take = ok.fill_null(False)
@@ -262,7 +295,13 @@ def _fast_rows(
     ts = prep["ts"] if c is col else pc.filter(prep["ts"], take)
     corr = c["correction"]
     r = c["rating"]
-    if r.type == pa.null():
+    thumbs_up = c["thumbs_up"]
+    if pre is not None:
+        rating, raw = (pre.rating, pre.raw) if c is col else (pc.filter(pre.rating, take), pc.filter(pre.raw, take))
+        if pre.thumbs:  # the thumbs scale sets thumbs_up where the row has none
+            thumbs_up = thumbs_up.cast(pa.bool_()) if thumbs_up.type == pa.null() else thumbs_up
+            thumbs_up = pc.if_else(pc.is_null(thumbs_up), pc.equal(rating, 1.0), thumbs_up)
+    elif r.type == pa.null():
         rating, raw = pa.nulls(m), pa.nulls(m)
     else:
         ri = pc.cast(r, pa.int64())
@@ -291,7 +330,7 @@ def _fast_rows(
         "response": pc.fill_null(c["response"], ""),
         "rating": rating,
         "rating_raw": raw,
-        "thumbs_up": c["thumbs_up"],
+        "thumbs_up": thumbs_up,
         "correction": pc.if_else(pc.equal(corr, ""), pa.scalar(None, pa.string()), corr),
         "segment": seg_text,
         "latency_ms": latency,
@@ -318,7 +357,8 @@ def _fast_rows(
             row = {k: v[n] for k, v in sub.items()}
             segment = dict(zip(keys, [v[n] for v in seg_vals])) if keys and seg_given[n] else {}
             fixed[j] = _special_event(row, segment, redactor, namespace)
-    return idx, EventTable(cols, fixed, plain=b"\\" not in buf and b"\t" not in buf and b"\r" not in buf)
+    plain = pre.plain if pre is not None else b"\\" not in buf and b"\t" not in buf and b"\r" not in buf
+    return idx, EventTable(cols, fixed, plain=plain)
 
 
 def _flagged(eid: Any, mv: Any, redactor: Any, redact_all: bool) -> np.ndarray:

@@ -43,7 +43,7 @@ import orjson
 from driftloop.core.config import FileSource
 from driftloop.core.errors import ConfigError, InputError
 from driftloop.core.types import FeedbackEvent
-from driftloop.ingest import columnar, worker
+from driftloop.ingest import columnar, tabular, worker
 from driftloop.ingest.lines import count_lines
 from driftloop.ingest.mapping import unmapped
 from driftloop.ingest.namespaces import record_namespace, stable_namespaces
@@ -303,6 +303,13 @@ def _ingest_file(
             records, fr.resumed_from = _parquet_records(path, int(done) if seen == ident and done.isdigit() else 0)
             offset_fn = lambda n: f"{n}:{ident}"  # noqa: E731
             begin = int(fr.resumed_from)
+            if columnar.fast_path_ok(parser, fmt):
+                at = tabular.ingest_parquet(
+                    store, path, begin, parser, source, key, offset_fn, fr, reasons, batch_lines, progress
+                )
+                if at is None:
+                    return
+                records, begin = _parquet_records(path, at)[0], at
         else:
             head = head_bytes(path)
             stream = open_stream(path, raw)
@@ -315,9 +322,18 @@ def _ingest_file(
             offset_fn = partial(marked_position, head, mark)
             records: Iterator[Record] | None = None
             if fmt == "csv":
+                if columnar.fast_path_ok(parser, fmt):
+                    at = tabular.ingest_csv(
+                        store, path, stream, start, parser, source, key, offset_fn, fr, reasons, batch_lines,
+                        MAX_LINE_BYTES, progress,
+                    )  # fmt: skip
+                    if at is None:
+                        return
+                    start = at
                 stream.seek(0)
                 records = _csv_records(stream, start)
             elif fmt == "jsonl" and columnar.fast_path_ok(parser):
+                tabular.check_first_block(stream, start, parser, source, batch_lines, MAX_LINE_BYTES)
                 number = count_lines(stream, start) if start else 0
                 status = "fallback"
                 if worker.process_ok(path, start):  # a big file: parsed in a child process

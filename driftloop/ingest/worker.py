@@ -36,7 +36,7 @@ import queue
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -73,12 +73,16 @@ def ingest_stream(
     keep: int,
     progress: Callable[[], None] | None,
     number: int = 0,
+    table_blocks: Iterator[Any] | None = None,
+    parts: Callable[..., tuple] | None = None,
 ) -> int | None:
     """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
 
     `position(offset)` is the checkpoint text; `max_line` and `keep` are the
     over-long line limit and what of such a line the quarantine keeps (bytes);
     `number` the number of lines before `start` (quarantine rows keep their line).
+    `table_blocks` and `parts` (CSV and Parquet, `tabular.py`) replace the JSONL
+    blocks read from `stream` and `columnar.block_parts`.
 
     Two parser threads parse the next blocks while this thread writes the
     current one, in order: pyarrow and SQLite release the GIL for their own
@@ -93,7 +97,7 @@ def ingest_stream(
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from driftloop.ingest.columnar import block_parts
-    from driftloop.ingest.lines import Block, jsonl_blocks
+    from driftloop.ingest.lines import jsonl_blocks
 
     blocks: queue.Queue[Any] = queue.Queue(maxsize=4)  # blocks read ahead, in order: bounded memory
     stop = threading.Event()
@@ -108,19 +112,30 @@ def ingest_stream(
                 continue
         return False
 
-    def parse(block: Block) -> tuple:
+    def parse(block: Any) -> tuple:
         own = parser.fork()
         part: Counter[str] = Counter()
-        events, quarantine = block_parts(block, own, source, part)
-        checkpoint = Checkpoint(key, position(block.end))
-        batch = store.prepare(Batch(source, events, quarantine, checkpoint, parser.id_namespace))
-        return block, batch, part, own.redactor.counts
+        if parts is None:
+            events, quarantine = block_parts(block, own, source, part)
+            subs = [(block.end, len(block.lines), events, quarantine)]
+        else:  # a block of several batches, each committed with its own checkpoint
+            subs = parts(block, own, source, part)
+        batches = [
+            (end, n, store.prepare(Batch(source, ev, q, Checkpoint(key, position(end)), parser.id_namespace)))
+            for end, n, ev, q in subs
+        ]
+        return batches, part, own.redactor.counts
 
     pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="driftloop-ingest-parse")
 
     def read() -> None:
         try:
-            for block in jsonl_blocks(stream, start, batch_lines, max_line, keep, number):
+            source_blocks = (
+                table_blocks
+                if table_blocks is not None
+                else jsonl_blocks(stream, start, batch_lines, max_line, keep, number)
+            )
+            for block in source_blocks:
                 if not put(pool.submit(parse, block)):
                     return
             put(None)
@@ -141,17 +156,18 @@ def ingest_stream(
                 return committed
             if not isinstance(item, Future):
                 raise item
-            block, batch, part, redacted = item.result()
-            accepted, dups = store.write_batch(batch)
+            batches, part, redacted = item.result()
+            for end, n, batch in batches:
+                accepted, dups = store.write_batch(batch)
+                fr.read += n
+                fr.accepted += accepted
+                fr.duplicates += dups
+                fr.quarantined += len(batch.quarantine)
+                committed = end
+                if progress:
+                    progress()
             reasons.update(part)
             parser.redactor.counts.update(redacted)
-            fr.read += len(block.lines)
-            fr.accepted += accepted
-            fr.duplicates += dups
-            fr.quarantined += len(batch.quarantine)
-            committed = block.end
-            if progress:
-                progress()
     finally:
         stop.set()
         reader.join()
@@ -236,6 +252,7 @@ def ingest_in_process(
     progress: Callable[[int], None] | None,
     plain: BinaryIO | None = None,
     number: int = 0,
+    child: tuple[Callable[..., None], tuple] | None = None,
 ) -> tuple[str, int]:
     """Ingest `path` from byte `start`, parsed by a child process; (status, offset after the last commit).
 
@@ -245,7 +262,9 @@ def ingest_in_process(
     from the offset). `progress(disk_offset)` is called after each block.
     `plain`, the file opened uncompressed at `start`, lets this process
     ingest the first HEAD_START_BYTES itself (in threads) while the child
-    starts up; the child begins at the first line after them.
+    starts up; the child begins at the first line after them. `child`
+    (CSV and Parquet, `tabular.py`) is another child function and its
+    arguments after the pipe, sending the same messages.
     """
     import multiprocessing as mp
 
@@ -253,11 +272,14 @@ def ingest_in_process(
     head = head[: head.rfind(b"\n") + 1]  # whole lines only: the child starts at the next one
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
+    target, args = child or (_child, ())
     proc = ctx.Process(
-        target=_child,
+        target=target,
         name="driftloop-ingest-parse",
         daemon=True,
-        args=(
+        args=(send, *args)
+        if child
+        else (
             send,
             str(path),
             start + len(head),
