@@ -269,7 +269,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="driftloop-load-") as tmp:
         url = a.store_url or f"sqlite:///{tmp}/store.db"
         load0 = os.getloadavg()[0]
-        overrides = {"traces": {"parse_workers": a.parse_workers}}
+        overrides = {"traces": {"parse_workers": a.parse_workers}} if a.parse_workers else {}
         with ServedApp(url, TOKEN, overrides) as srv:
             cpu0, own0, t = srv.cpu_s(), own_cpu_s(), time.perf_counter()
             codes, totals, wrong = asyncio.run(run_exporters(srv.url, plan, a.gzip))

@@ -84,3 +84,46 @@ def test_spans_parsed_in_a_worker_are_stored_and_a_dead_worker_costs_no_request(
     rows = [p for (p,) in store.engine.connect().exec_driver_sql("SELECT prompt FROM feedback ORDER BY prompt")]
     assert rows == [f"question {n}, mail [EMAIL]" for n in (1, 2, 3)]  # redacted in the worker too
     store.close()
+
+
+SERVE = """
+import sys, uvicorn
+from driftloop.app.api import create_app
+from driftloop.core.config import load_config
+from driftloop.store import Store
+store = Store(sys.argv[1]); store.migrate()
+api = {"token": sys.argv[3], "traces": {"parse_workers": 2}}
+cfg = load_config(None, env={}, check_files=False, overrides={"api": api})
+uvicorn.run(create_app(cfg, store=store), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def test_workers_exit_when_the_api_process_is_killed(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, f"sqlite:///{tmp_path / 'store.db'}", str(port), TOKEN])
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the app listens once its workers are up (they start in its lifespan)
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() and "zombie" not in Path(f"/proc/{c}/status").read_text() for c in children):
+        assert time.monotonic() < deadline, f"worker processes left behind: {children}"
+        time.sleep(0.2)

@@ -9,7 +9,8 @@ HTTP, the answers and the store writes (group commit, `api.writer`). A
 request's body goes to a worker as bytes and comes back as the prepared batch.
 A worker that dies (killed, out of memory) fails only the requests it held:
 the pool is replaced and those requests are parsed in the API process, so a
-client never sees a 5xx for it.
+client never sees a 5xx for it. A worker whose API process is gone (killed)
+exits within a second.
 
     >>> pool = ParsePool(cfg, store_url, workers=2)
     >>> await pool.start()  # in the app's lifespan
@@ -22,16 +23,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 _LOG = logging.getLogger("driftloop.app.api")
+PARENT_POLL_S = 1.0  # how often a worker checks that the API process still runs
 _WORKER: dict[str, Any] = {}  # in a worker process: its config, parser and store
 
 
+def _exit_with(parent: int) -> None:
+    # A worker outlives a parent that was killed (SIGKILL, OOM): it would wait for work forever.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
+
+
 def _start_worker(cfg: Any, store_url: str) -> None:
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="driftloop-parent-watch", daemon=True).start()
     from driftloop.ingest.pipeline import RowParser
     from driftloop.ingest.redact import Redactor
     from driftloop.store import Store
