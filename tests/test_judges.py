@@ -139,6 +139,26 @@ def test_hf_and_openai_judges_give_the_same_verdicts(demo_model, server, monkeyp
     assert hf.fingerprint != api.fingerprint and hf.fingerprint.startswith("hf:")
 
 
+def test_the_hf_judge_scores_in_padded_batches_as_it_scores_one_text_alone(demo_model, tmp_path, one_torch_thread):
+    """Texts of many lengths, more than one batch of them: each batched log-probability equals the
+    one-text forward pass (right padding under the attention mask changes no real token's logits)."""
+    from evaluators.judges import backends
+
+    judge = make_judge(spec({"kind": "hf", "model": str(demo_model)}, **DEMO_VERDICTS), tmp_path)
+    batch = [Item(i.prompt * (1 + k % 3), i.response) for k, i in enumerate(items() * 3)]
+    assert 2 * len(batch) > backends.MAX_BATCH
+    scores = judge.score(batch)
+    alone = [
+        backends.verdict_probability(
+            judge.logprob(judge.rubric.context(i), judge.rubric.good),
+            judge.logprob(judge.rubric.context(i), judge.rubric.bad),
+        )
+        for i in batch
+    ]
+    assert len({len(judge.rubric.context(i)) for i in batch}) > 3  # the padding is real
+    assert np.allclose(scores, alone, atol=1e-5), np.max(np.abs(np.array(scores) - np.array(alone)))
+
+
 def test_openai_judge_refuses_a_bad_key_and_validate_names_unreachable_endpoints(server, monkeypatch, tmp_path, capsys):
     from driftloop.core.errors import StageError
 

@@ -129,6 +129,10 @@ def _model_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+MAX_BATCH = 32  # texts per forward pass of an hf judge
+LOGITS_BUDGET = 1 << 27  # ... and at most this many logits per pass (512 MB in float32)
+
+
 class HFJudge:
     """A local causal LM scoring the verdict words after the rubric; loaded on first use."""
 
@@ -166,32 +170,63 @@ class HFJudge:
             self._model = model.to(device).eval()
         return self._model, self._tok
 
-    def logprob(self, context: str, verdict: str) -> float:
-        """Summed log-probability of the tokens of `verdict` after `context` (see the module doc)."""
-        import torch
-
+    def _encode(self, context: str, verdict: str) -> tuple[list[int], list[int]]:
+        """The text's token ids (its start cut to the context limit) and the positions of the verdict's tokens."""
         model, tok = self._load()
         enc = tok(context + verdict, return_offsets_mapping=True, add_special_tokens=False)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         limit = min(self.backend.max_tokens, getattr(model.config, "n_positions", None) or self.backend.max_tokens)
         cut = max(0, len(ids) - limit)  # drop the rubric's start, never the verdict
         ids, offsets = ids[cut:], offsets[cut:]
-        self.tokens += len(ids)
         positions = [i for i, (start, _) in enumerate(offsets) if start >= len(context) and i > 0]
         if not positions:
             raise StageError(f"judge {self.name!r}: the verdict {verdict!r} has no token to score after the rubric")
-        with torch.inference_mode():
-            x = torch.tensor([ids], device=model.device)
-            logp = torch.log_softmax(model(x).logits[0, :-1].float(), dim=-1)
-            picked = logp[torch.tensor(positions) - 1, x[0, positions]]
-        return float(picked.sum())
+        self.tokens += len(ids)
+        return ids, positions
+
+    def _logprobs(self, encoded: list[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probability of each text's verdict tokens, the texts run in padded batches.
+
+        Right padding under an attention mask leaves every real token's logits as they are
+        alone (a causal model never attends forward); batches are bounded by their logits' size.
+        """
+        import torch
+
+        model, _ = self._load()
+        vocab = int(getattr(model.config, "vocab_size", 0) or 50_000)
+        order = sorted(range(len(encoded)), key=lambda k: len(encoded[k][0]))
+        out = [0.0] * len(encoded)
+        start = 0
+        while start < len(order):
+            longest = len(encoded[order[min(len(order), start + MAX_BATCH) - 1]][0])
+            size = max(1, min(MAX_BATCH, LOGITS_BUDGET // max(1, longest * vocab)))
+            chunk = order[start : start + size]
+            width = len(encoded[chunk[-1]][0])
+            x = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, k in enumerate(chunk):
+                ids = encoded[k][0]
+                x[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=x.to(model.device), attention_mask=mask.to(model.device)).logits
+                for row, k in enumerate(chunk):
+                    ids, positions = encoded[k]
+                    at = torch.tensor(positions, device=logits.device)
+                    logp = torch.log_softmax(logits[row, at - 1].float(), dim=-1)
+                    out[k] = float(logp[torch.arange(len(positions)), x[row, positions].to(logits.device)].sum())
+            start += size
+        return out
+
+    def logprob(self, context: str, verdict: str) -> float:
+        """Summed log-probability of the tokens of `verdict` after `context` (see the module doc)."""
+        return self._logprobs([self._encode(context, verdict)])[0]
 
     def score(self, items: list[Item]) -> list[float | None]:
-        out: list[float | None] = []
-        for item in items:
-            ctx = self.rubric.context(item)
-            out.append(verdict_probability(self.logprob(ctx, self.rubric.good), self.logprob(ctx, self.rubric.bad)))
-        return out
+        contexts = [self.rubric.context(item) for item in items]
+        encoded = [self._encode(c, w) for c in contexts for w in (self.rubric.good, self.rubric.bad)]
+        logps = self._logprobs(encoded)
+        return [verdict_probability(logps[2 * k], logps[2 * k + 1]) for k in range(len(items))]
 
 
 def api_key(backend: OpenAIBackend, base_dir: Path, judge: str) -> str | None:
