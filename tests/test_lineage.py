@@ -111,3 +111,26 @@ def test_the_canary_and_golden_task_data_with_their_task_hashes(tmp_path):
     assert canary.path == str(TASKS_DIR / "canary.jsonl") and len(canary.rows) == len([x for x in lines if x.strip()])
     assert canary.digest == task_hash(TASKS_DIR / "driftloop_canary.yaml")
     assert canary.rows[0]["id"] == json.loads(lines[0])["id"]
+
+
+def test_logging_a_dataset_with_integer_columns_prints_no_mlflow_schema_hint(tmp_path):
+    """MLflow hints that integer columns cannot hold missing values when it infers a dataset's
+    schema; that is about model signatures, and it used to fill the loop's output once per dataset."""
+    import warnings
+
+    import pandas as pd
+
+    from driftloop.tracking import Tracker
+    from driftloop.tracking.datasets import StoreSource, log_dataset
+
+    tr = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "t", "m", str(tmp_path / "artifacts"))
+    run_id = tr.client.create_run(tr.experiment_id).info.run_id
+    frame = pd.DataFrame({"event_id": ["a", "b"], "rating": [4, 5], "thumbs_up": [1, 0]})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        digest = log_dataset(
+            tr, run_id, [], "window", "monitoring", StoreSource("feedback", "all"), "ab" * 32, frame=frame
+        )
+    assert not [w for w in seen if "Inferred schema" in str(w.message)], [str(w.message)[:80] for w in seen]
+    logged = tr.client.get_run(run_id).inputs.dataset_inputs
+    assert [d.dataset.digest for d in logged] == [digest] and "rating" in logged[0].dataset.schema

@@ -102,9 +102,11 @@ def log_dataset(
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
         # Its hint that integer columns cannot hold missing values is about model signatures.
         warnings.filterwarnings("ignore", message=r"(?s).*Inferred schema contains integer column")
+        # (The schema is inferred when the entity is made, so both happen under the filters.)
         ds = from_pandas(frame, source=source, name=name, digest=full[:32])
+        entity = ds._to_mlflow_entity()
     tags = [InputTag("mlflow.data.context", context), InputTag(DIGEST_TAG, full)]
-    tr.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+    tr.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
     return full[:32]
 
 
