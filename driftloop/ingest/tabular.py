@@ -57,7 +57,7 @@ def table_batches(block: TableBlock, parser: RowParser, source: str, reasons: Co
         for idx, t in events.tables:
             a, b = bisect_left(idx, lo), bisect_left(idx, hi)
             if b > a:
-                cols = {k: v.slice(a, b - a) for k, v in t.columns.items()}
+                cols = {k: _compact(v.slice(a, b - a)) for k, v in t.columns.items()}
                 fixed = {j - a: e for j, e in t.events.items() if a <= j < b}
                 tables.append((idx[a:b], EventTable(cols, fixed, t.plain)))
         single = [(i, e) for i, e in events.events if lo <= i < hi]
@@ -65,6 +65,13 @@ def table_batches(block: TableBlock, parser: RowParser, source: str, reasons: Co
         out.append((end, n, EventColumns(tables, single), q))
         lo = hi
     return out
+
+
+def _compact(a: Any) -> Any:
+    """A slice with buffers of its own: a slice pickles (to the writer process) with its whole parent's."""
+    import pyarrow as pa
+
+    return pa.concat_arrays(a.chunks if isinstance(a, pa.ChunkedArray) else [a])
 
 
 def table_parts(
