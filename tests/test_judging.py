@@ -79,6 +79,15 @@ def test_the_trust_gate_needs_labels_and_a_kappa_lower_bound():
     assert "lower bound below 0.40" in f.detail["reason"]
     d = decide([], [], [], PolicyConfig(), now=NOW, judged=weak.window)
     assert any("judge helpful" in r and "not used" in r for r in d.reasons)
+    # The reason also says what kappa sums up: agreement, and how often each side calls a response good.
+    a = weak.calibration.overall
+    agree, judge_good, human_good = (
+        (a.both_good + a.both_bad) / a.n,
+        (a.both_good + a.judge_only_good) / a.n,
+        (a.both_good + a.human_only_good) / a.n,
+    )
+    assert abs(human_good - 0.8) < 0.1 and agree < 0.75  # the window's thumbs-up rate; a weak judge
+    assert f"(agreeing on {agree:.0%}; good by the judge {judge_good:.0%}, by the humans {human_good:.0%})" in render(f)
 
 
 def _pair(seed: int, current_rate: float, policy: PolicyConfig):

@@ -31,7 +31,7 @@ RUBRIC_VARIABLES = ("prompt", "response", "correction", "verdict")
 class HFBackend(_Section):
     kind: Literal["hf"] = "hf"
     model: str = Field(
-        description="A local folder of a causal LM (relative to the config file) or a Hugging Face id already in the local cache."
+        description="A local folder of a causal LM (relative to the config file), a Hugging Face id already in the local cache, or `demo`: the offline demo model (built on first use, as for model.base: demo)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="cpu", description="Where the judge model runs.")
     max_tokens: int = Field(

@@ -170,6 +170,12 @@ def _judge(f: Finding) -> str:
     d = f.detail
     kappa = "kappa undefined" if f.estimate is None else f"kappa {f.estimate:.2f}{_ci(f.ci_low, f.ci_high)}"
     head = f"judge {d['judge']} vs human {d['label']}: {kappa} on {f.n} events with both"
+    (both_good, human_only), (judge_only, both_bad) = d.get("confusion") or ((0, 0), (0, 0))
+    if f.n:  # what kappa sums up: how often they agree, and how often each calls a response good
+        head += (
+            f" (agreeing on {(both_good + both_bad) / f.n:.0%}; good by the judge {(both_good + judge_only) / f.n:.0%},"
+            f" by the humans {(both_good + human_only) / f.n:.0%})"
+        )
     if f.kind == "judge_trusted":
         return f"{head}; trusted (lower bound >= {d['min_kappa']:.2f}, n >= {d['min_labels']}), its estimates used"
     return f"{head}; not used ({d['reason']}), its figures shown only"

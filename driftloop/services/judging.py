@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from driftloop.core.config import Config
+from driftloop.core.config import Config, JudgeSpec
 from driftloop.core.judging import JudgeCalibration, JudgedWindow
 from driftloop.core.types import MetricResult
 from driftloop.store.models import Feedback
@@ -112,7 +112,7 @@ def judge_window_events(
     from evaluators.judges.scoring import score_window
     from evaluators.judges.window_cache import JudgedWindowCache
 
-    judges = [(spec, make_judge(spec, cfg.base_dir)) for spec in cfg.judges]
+    judges = [(spec, make_judge(resolved(spec, cfg), cfg.base_dir)) for spec in cfg.judges]
     memo, key = JudgedWindowCache(cfg.state_path / "judges" / "windows"), ""
     if window_key is not None:
         key = window_judges_key(window_key, judges, list(cfg.monitor.segment_fields))
@@ -153,6 +153,19 @@ def judge_window_events(
     if window_key is not None and not any(c.over_budget for c in calibrations):
         memo.put(key, out.calibrations, out.window)
     return out
+
+
+def resolved(spec: JudgeSpec, cfg: Config) -> JudgeSpec:
+    """`spec` with an `hf` backend's `model: demo` replaced by the demo model's folder (built on first use)."""
+    from driftloop.core.config import DEMO_MODEL
+    from driftloop.core.config_judges import HFBackend
+
+    if not isinstance(spec.backend, HFBackend) or spec.backend.model != DEMO_MODEL:
+        return spec
+    from retrain.base_model import build_demo_model
+
+    folder = build_demo_model(cfg.state_path / "cache" / "demo-model")
+    return spec.model_copy(update={"backend": spec.backend.model_copy(update={"model": str(folder)})})
 
 
 def judge_figures(calibrations: list[JudgeCalibration], judged: JudgedWindow | None) -> list[MetricResult]:
