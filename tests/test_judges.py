@@ -4,6 +4,7 @@ give the same verdicts; the verdict cache and the call budget; `driftloop valida
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,3 +251,27 @@ def test_scores_are_cached_and_the_budget_judges_labelled_events_first(tmp_path)
     assert again.scores.notna().all() and again.scores[run.scores.notna()].equals(run.scores[run.scores.notna()])
     third = score_window(judge, frame, human, cache, max_calls=100, texts=lambda ids: texts)
     assert third.calls == 0 and judge.seen == 50
+
+
+def test_an_hf_judge_on_model_demo_uses_the_demo_model_in_the_state_folder(demo_model, tmp_path, one_torch_thread):
+    """`backend: {kind: hf, model: demo}` (the demo config's judge) is the demo base model the loop
+    builds under <state_dir>/cache/demo-model; a model already built there is reused as is."""
+    import json
+    import shutil
+
+    from driftloop.core.config import Config
+    from driftloop.services.judging import resolved
+    from retrain import base_model
+
+    cfg = Config(state_dir=str(tmp_path / "state"), judges=[spec({"kind": "hf", "model": "demo"}, **DEMO_VERDICTS)])
+    folder = cfg.state_path / "cache" / "demo-model"
+    shutil.copytree(demo_model, folder)
+    stamp = json.loads((folder / "driftloop_build.json").read_text())
+    defaults = {k: v.default for k, v in inspect.signature(base_model.build_demo_model).parameters.items()}
+    stamp["params"].update({k: defaults[k] for k in ("max_steps", "min_steps")})  # as the loop builds it
+    (folder / "driftloop_build.json").write_text(json.dumps(stamp))
+    judge = make_judge(resolved(cfg.judges[0], cfg), cfg.base_dir)
+    assert judge.model_ref == str(folder) and judge.fingerprint.startswith("hf:") and judge.fingerprint != "hf:demo"
+    direct = make_judge(spec({"kind": "hf", "model": str(demo_model)}, **DEMO_VERDICTS), tmp_path)
+    assert judge.score(items()[:2]) == direct.score(items()[:2])
+    assert resolved(spec({"kind": "hf", "model": str(demo_model)}), cfg).backend.model == str(demo_model)
