@@ -42,8 +42,10 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _start_worker(cfg: Any, store_url: str) -> None:
-    threading.Thread(target=_exit_with, args=(os.getppid(),), name="driftloop-parent-watch", daemon=True).start()
+def _start_worker(cfg: Any, store_url: str, parent: int) -> None:
+    # `parent` is the API process's id as it gave it: a worker started after that process died
+    # (reparented already) sees another parent at once and exits.
+    threading.Thread(target=_exit_with, args=(parent,), name="driftloop-parent-watch", daemon=True).start()
     from driftloop.ingest.pipeline import RowParser
     from driftloop.ingest.redact import Redactor
     from driftloop.store import Store
@@ -84,7 +86,7 @@ class ParsePool:
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_worker,
-                    initargs=(self.cfg, self.store_url),
+                    initargs=(self.cfg, self.store_url, os.getpid()),
                 )
             return self._pool
 
