@@ -2,7 +2,10 @@
 
 The server runs as `driftloop serve` runs it (uvicorn with the `api.limits`
 options, no access log) in its own process, so its CPU time can be read apart
-from the clients': `ServedApp.cpu_s()` is the child's user + system seconds.
+from the clients': `ServedApp.cpu_s()` is the user + system seconds of the
+child and its own children (parse workers). With DRIFTLOOP_BENCH_PYSPY=PATH
+(and py-spy installed: `pip install py-spy`), py-spy samples the server while
+the clients run and writes its stacks (raw format, the GIL holder only) to PATH.
 
     >>> with ServedApp("sqlite:////tmp/x/store.db", TOKEN) as srv:
     ...     run_clients(srv.url)
@@ -81,7 +84,7 @@ class ServedApp:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the server did not listen within 60 s") from None
                 time.sleep(0.05)
-        profile = os.environ.get("DRIFTLOOP_BENCH_PYSPY")  # a path: sample the server with py-spy (raw stacks)
+        profile = os.environ.get("DRIFTLOOP_BENCH_PYSPY")  # see the module docstring
         if profile:
             spy = [
                 str(Path(sys.executable).with_name("py-spy")),
