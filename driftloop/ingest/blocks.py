@@ -13,7 +13,7 @@ each commits with its own checkpoint.
 
     >>> for block in csv_blocks(stream, header, offset, 0, 2000, MAX_LINE_BYTES):
     ...     block.records, block.cuts[0]
-    (16000, (2000, 731442, 2000))
+    (4000, (2000, 731442, 2000))
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from driftloop.ingest.rows import RowError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-GROUP = 8  # batches parsed together: arrow's cost per call is paid once for all of them
+GROUP = 2  # batches parsed together: arrow's cost per call is paid once for both (more: more memory)
 
 _CELL = rb'(?:"(?:[^"\x00-\x08\x0a-\x1f]|"")*"|[^",\x00-\x08\x0a-\x1f\x7f]*)'
 SIMPLE_LINE = re.compile(rb"(?:" + _CELL + rb"(?:," + _CELL + rb")*)\r?\n?")  # one plain CSV record
@@ -231,10 +231,10 @@ def parquet_blocks(path: Path, start: int, batch_lines: int, group: int = GROUP)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)  # read as needed: less memory held
     n, held, have = 0, [], 0
     size = batch_lines * group
-    for batch in pf.iter_batches(batch_size=size):
+    for batch in pf.iter_batches(batch_size=batch_lines, use_threads=False):
         if n + batch.num_rows <= start:
             n += batch.num_rows
             continue
