@@ -128,7 +128,7 @@ def main() -> None:
             "requests_per_s": round(sum(codes.values()) / seconds),
             "backend": backend,
             "client": a.client,
-            **load_summary(seconds, server_cpu, client_cpu, (load0, load1)),
+            **load_summary(seconds, server_cpu, client_cpu, (load0, load1), sent),
         }
         print(json.dumps(out))
         balanced = totals["received"] == sent == totals["accepted"] + totals["duplicates"] + totals["quarantined"]
@@ -136,7 +136,8 @@ def main() -> None:
         print(
             f"{sent:,} events in {seconds:.1f} s: {sent / seconds:,.0f} events/s, "
             f"{sum(codes.values()) / seconds:,.0f} requests/s, zero 5xx, every event accounted for; "
-            f"server CPU {server_cpu:.1f} s, clients {client_cpu:.1f} s, load average {load0:.2f} -> {load1:.2f}"
+            f"server CPU {server_cpu:.1f} s ({sent / server_cpu:,.0f} events per server CPU second), "
+            f"clients {client_cpu:.1f} s, load average {load0:.2f} -> {load1:.2f}"
         )
 
 

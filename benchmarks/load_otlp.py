@@ -296,7 +296,7 @@ def main() -> None:
         "backend": backend,
         "gzip": a.gzip,
         "parse_workers": a.parse_workers,
-        **load_summary(seconds, server_cpu, client_cpu, (load0, load1)),
+        **load_summary(seconds, server_cpu, client_cpu, (load0, load1), sent),
     }
     print(json.dumps(out))
     for w in wrong[:10]:
@@ -313,7 +313,8 @@ def main() -> None:
         f"{sent:,} spans in {seconds:.1f} s: {sent / seconds:,.0f} spans/s ({want_events:,} events stored, "
         f"{totals['dropped']:,} spans dropped with a reason, {totals['quarantined']:,} quarantined, "
         f"{totals['malformed']} malformed bodies refused with 400), zero 5xx, every span accounted for; "
-        f"server CPU {server_cpu:.1f} s, clients {client_cpu:.1f} s, load average {load0:.2f} -> {load1:.2f}"
+        f"server CPU {server_cpu:.1f} s ({sent / server_cpu:,.0f} spans per server CPU second), "
+        f"clients {client_cpu:.1f} s, load average {load0:.2f} -> {load1:.2f}"
     )
 
 

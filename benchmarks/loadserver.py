@@ -143,11 +143,15 @@ def serve(port: int, store_url: str, token: str, overrides: dict[str, Any]) -> N
     store.close()
 
 
-def load_summary(seconds: float, server_cpu: float, client_cpu: float, load: tuple[float, float]) -> dict[str, Any]:
-    """The machine-load part of a benchmark's result."""
+def load_summary(
+    seconds: float, server_cpu: float, client_cpu: float, load: tuple[float, float], items: int
+) -> dict[str, Any]:
+    """The machine-load part of a benchmark's result; `items` (events, spans) per server CPU second
+    is the figure that depends least on what else the machine runs."""
     return {
         "seconds": round(seconds, 2),
         "server_cpu_s": round(server_cpu, 2),
+        "per_server_cpu_s": round(items / server_cpu) if server_cpu else None,
         "client_cpu_s": round(client_cpu, 2),
         "cores": os.cpu_count(),
         "load_before": round(load[0], 2),
