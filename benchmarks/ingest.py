@@ -23,6 +23,12 @@ Run it alone, it needs both cores for a few minutes:
 
     .venv/bin/python benchmarks/ingest.py                       # SQLite only, 1,000,000 rows
     .venv/bin/python benchmarks/ingest.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python benchmarks/ingest.py --format csv          # also: jsonl-mapped-thumbs, parquet
+
+`--format` writes the same events as JSONL with the user's own field names and
+a thumbs rating (`up`/`down`, read through a mapping), as CSV or as Parquet
+(the segment from two columns through `segment_fields`); the raw arms insert
+the same pre-parsed rows.
 """
 
 from __future__ import annotations
@@ -45,6 +51,43 @@ WORDS = (
     "order refund shipping label account password billing invoice delivery late return "
     "parcel tracking address change cancel subscription plan upgrade help please thanks"
 ).split()
+
+
+FORMATS = ("jsonl", "jsonl-mapped-thumbs", "csv", "parquet")
+# The user's field names of the mapped formats (FieldMapping.fields) and their segment fields.
+MAPPED = {
+    "event_id": "id",
+    "ts": "created_at",
+    "model_version": "model",
+    "prompt": "question",
+    "response": "answer",
+    "rating": "feedback",
+    "latency_ms": "latency",
+}
+SEGMENT_FIELDS = ["topic", "locale"]
+COLUMNS = [
+    "event_id",
+    "ts",
+    "model_version",
+    "prompt",
+    "response",
+    "rating",
+    "thumbs_up",
+    "topic",
+    "locale",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+]
+
+
+def mapping_for(fmt: str) -> dict:
+    """The FieldMapping (as keyword arguments) the benchmark's source of format `fmt` is read with."""
+    if fmt == "jsonl":
+        return {}
+    if fmt == "jsonl-mapped-thumbs":
+        return {"fields": MAPPED, "segment_fields": SEGMENT_FIELDS, "rating_scale": "thumbs"}
+    return {"segment_fields": SEGMENT_FIELDS}
 
 
 def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:
@@ -92,7 +135,67 @@ def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:
     return {"rows": n, "valid_unique": valid}
 
 
-def preparsed(path: Path, dialect: str, chunk: int):
+def convert(src: Path, fmt: str, out: Path) -> None:
+    """Write the events of the JSONL file `src` as format `fmt` (the same rows, faults and duplicates)."""
+    if fmt == "jsonl-mapped-thumbs":
+        with src.open(encoding="utf-8") as f, out.open("w", encoding="utf-8") as g:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    g.write(line)  # malformed stays malformed
+                    continue
+                g.write(json.dumps(_mapped(d)) + "\n")
+        return
+    rows = (_flat(line) for line in src.open(encoding="utf-8"))
+    if fmt == "csv":
+        import csv
+
+        with out.open("w", encoding="utf-8", newline="") as g:
+            w = csv.writer(g)
+            w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow(["" if v is None else str(v).lower() if isinstance(v, bool) else v for v in r])
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = [pa.string()] * 5 + [pa.int64(), pa.bool_(), pa.string(), pa.string(), pa.float64()] + [pa.int64()] * 2
+    schema = pa.schema(list(zip(COLUMNS, types)))
+    with pq.ParquetWriter(out, schema) as w:
+        chunk: list[list] = []
+        for r in rows:
+            chunk.append(r)
+            if len(chunk) == 50_000:
+                w.write_table(pa.Table.from_pylist([dict(zip(COLUMNS, c)) for c in chunk], schema))
+                chunk = []
+        if chunk:
+            w.write_table(pa.Table.from_pylist([dict(zip(COLUMNS, c)) for c in chunk], schema))
+
+
+def _thumb(stars: int) -> str:
+    return "up" if stars >= 4 else "down"
+
+
+def _mapped(d: dict) -> dict:
+    seg = d.pop("segment", None) or {}
+    d.pop("thumbs_up", None)
+    if "rating" in d:
+        d["rating"] = _thumb(d["rating"])
+    return {MAPPED.get(k, k): v for k, v in d.items()} | seg
+
+
+def _flat(line: str) -> list:
+    """One JSONL line as a row of COLUMNS; a malformed line becomes a row without a prompt."""
+    try:
+        d = json.loads(line)
+    except ValueError:
+        d = {"ts": "2026-10-01T00:00:00Z"}
+    d |= d.pop("segment", None) or {}
+    return [d.get(c) for c in COLUMNS]
+
+
+def preparsed(path: Path, dialect: str, chunk: int, fmt: str = "jsonl", source: str = ""):
     """Yield lists of store tuples for the valid, unique events (parsing is not timed by the caller)."""
     from driftloop.store.engine import driver_value
     from driftloop.store.models import utcnow
@@ -109,6 +212,8 @@ def preparsed(path: Path, dialect: str, chunk: int):
                 continue
             seen.add(d["event_id"])
             s = d["rating"]
+            rating, raw = ((s - 1) / 4, str(s)) if fmt != "jsonl-mapped-thumbs" else (float(s >= 4), _thumb(s))
+            thumbs = d["thumbs_up"] if fmt != "jsonl-mapped-thumbs" else s >= 4
             out.append(
                 (
                     d["event_id"],
@@ -116,16 +221,16 @@ def preparsed(path: Path, dialect: str, chunk: int):
                     d["model_version"],
                     d["prompt"],
                     d["response"],
-                    (s - 1) / 4,
-                    str(s),
-                    d["thumbs_up"],
+                    rating,
+                    raw,
+                    thumbs,
                     None,
                     json.dumps(d["segment"]),
                     d["latency_ms"],
                     d["tokens_in"],
                     d["tokens_out"],
                     "{}",
-                    str(path),
+                    source or str(path),
                     now,
                     "files",  # id_namespace: what driftloop stores for a file given as a bare path
                 )
@@ -137,8 +242,11 @@ def preparsed(path: Path, dialect: str, chunk: int):
         yield out
 
 
-def arm(name: str, path: Path, url: str, batch: int) -> dict:
-    """Run one arm in this process; return seconds, rows and peak RSS (MB)."""
+def arm(name: str, path: Path, url: str, batch: int, fmt: str = "jsonl", events: Path | None = None) -> dict:
+    """Run one arm in this process; return seconds, rows and peak RSS (MB).
+
+    `path` is the input in format `fmt`; the raw arms read the same events from the JSONL file `events`.
+    """
     from driftloop.store import Store
     from driftloop.store.batch import EVENT_COLUMNS
 
@@ -152,7 +260,18 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
 
         t, c = time.perf_counter(), time.process_time()
         ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rep = ingest_files(store, [path], batch_lines=batch)
+        if fmt == "jsonl":
+            rep = ingest_files(store, [path], batch_lines=batch)
+        else:
+            from driftloop.core.config import FieldMapping, FileSource
+
+            src = FileSource(
+                path=str(path),
+                format="jsonl" if fmt.startswith("jsonl") else fmt,
+                mapping=FieldMapping(**mapping_for(fmt)),
+                id_namespace="files",
+            )
+            rep = ingest_files(store, [(path, src)], batch_lines=batch)
         seconds, cpu, rows = time.perf_counter() - t, time.process_time() - c, rep.read
         # A large file is parsed in a child process: its CPU and memory count too.
         ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -170,7 +289,7 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # as the store's engine sets it
         sql = f"INSERT INTO feedback ({cols}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-        for chunk in preparsed(path, "sqlite", 100_000):
+        for chunk in preparsed(events or path, "sqlite", 100_000, fmt, str(path)):
             t, c = time.perf_counter(), time.process_time()
             for i in range(0, len(chunk), batch):
                 conn.execute("BEGIN")
@@ -185,7 +304,7 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
 
         dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
-            for chunk in preparsed(path, "postgresql", 100_000):
+            for chunk in preparsed(events or path, "postgresql", 100_000, fmt, str(path)):
                 t, c = time.perf_counter(), time.process_time()
                 for i in range(0, len(chunk), batch):
                     with conn.cursor() as cur, cur.copy(f"COPY feedback ({cols}) FROM STDIN") as cp:
@@ -218,9 +337,10 @@ def arm(name: str, path: Path, url: str, batch: int) -> dict:
     }
 
 
-def child(name: str, path: Path, url: str, batch: int) -> dict:
+def child(name: str, path: Path, url: str, batch: int, fmt: str, events: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--arm", name, "--input", str(path), "--url", url, "--batch", str(batch)],
+        [sys.executable, __file__, "--arm", name, "--input", str(path), "--url", url, "--batch", str(batch)]
+        + ["--format", fmt, "--events", str(events)],
         capture_output=True,
         text=True,
         check=True,
@@ -245,24 +365,37 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000, help="rows per transaction, every arm")
     ap.add_argument("--pg-url", help="a PostgreSQL server (SQLAlchemy URL); two databases are created on it")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="input: JSONL in the feedback format, JSONL with the user's own field names and thumbs "
+        "(a mapping), CSV or Parquet (segment fields mapped from columns)",
+    )
     ap.add_argument("--only", choices=["sqlite", "postgresql"], help="run the pair of this backend only")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--events", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.arm:
-        print(json.dumps(arm(a.arm, a.input, a.url, a.batch)))
+        print(json.dumps(arm(a.arm, a.input, a.url, a.batch, a.format, a.events)))
         return
     with tempfile.TemporaryDirectory(prefix="driftloop-bench-") as tmp:
         path = Path(tmp) / "events.jsonl"
         t = time.perf_counter()
         gen = generate(path, a.rows)
+        events = path
+        if a.format != "jsonl":
+            ext = {"csv": "csv", "parquet": "parquet"}.get(a.format, "jsonl")
+            path = Path(tmp) / f"events-{a.format}.{ext}"
+            convert(events, a.format, path)
         print(
-            f"generated {a.rows:,} events ({gen['valid_unique']:,} valid and unique, "
+            f"generated {a.rows:,} events as {a.format} ({gen['valid_unique']:,} valid and unique, "
             f"{path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s",
             flush=True,
         )
-        results = {"input": gen, "batch": a.batch}
+        results = {"input": gen, "batch": a.batch, "format": a.format}
         pairs = [("sqlite", "driftloop", f"sqlite:///{tmp}/driftloop.db", "raw-sqlite", f"sqlite:///{tmp}/raw.db")]
         if a.pg_url:
             pairs.append(
@@ -276,7 +409,7 @@ def main() -> None:
             )
         pairs = [p for p in pairs if a.only in (None, p[0])]
         for backend, ours, our_url, raw, raw_url in pairs:
-            r_ours = child(ours, path, our_url, a.batch)
+            r_ours = child(ours, path, our_url, a.batch, a.format, events)
             print(
                 f"{backend:10s} driftloop  {r_ours['rows_per_s']:>10,.0f} rows/s  ({r_ours['seconds']:.1f} s, "
                 f"peak RSS {r_ours['peak_rss_mb']:.0f} MB + parse child {r_ours['child_peak_rss_mb']:.0f} MB, accepted {r_ours['accepted']:,}, "
@@ -284,7 +417,7 @@ def main() -> None:
                 f"redacted {r_ours['redacted']})",
                 flush=True,
             )
-            r_raw = child(raw, path, raw_url, a.batch)
+            r_raw = child(raw, path, raw_url, a.batch, a.format, events)
             print(
                 f"{backend:10s} {raw:10s} {r_raw['rows_per_s']:>10,.0f} rows/s  ({r_raw['seconds']:.1f} s, "
                 f"{r_raw['rows']:,} rows)",
