@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_ingest_fast import counts, ingest, pair, tables  # noqa: F401 - pair is a fixture
 
 from driftloop.core.config import FieldMapping, FileSource
@@ -234,3 +236,37 @@ def test_csv_and_parquet_parsed_in_a_child_process_match_the_row_path(pair, tmp_
     fast, a = both_ways(pair, [(path, src)], batch_lines=5)
     assert calls and calls[0] == ("read_error" if kind == "csv" else "done")
     assert fast.quarantined >= 5 and all(r[4] for r in a["quarantine"])
+
+
+CELLS = st.one_of(
+    st.sampled_from(["", " ", "4", "4.0", "1e3", "up", "DOWN", "yes", "true", "-1", "x,y", 'say "hi"', "caf\u00e9"]),
+    st.sampled_from([TS, "2026-11-01T10:00:00", "2026-11-01 10:00:00+02:00", "billing", "en", "bob@example.com"]),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6),
+)
+COLS = ["event_id", "ts", "prompt", "response", "rating", "thumbs_up", "topic", "latency_ms", "tokens_in"]
+
+
+def csv_cell(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
+
+
+@st.composite
+def csv_line(draw) -> bytes:
+    cells = [draw(CELLS) for _ in range(len(COLS) + draw(st.sampled_from([0, 0, 0, 0, -1, 1])))]
+    if draw(st.booleans()) and len(cells) > 2:
+        cells[1], cells[2] = TS, "a prompt"  # mostly valid rows
+    text = ",".join(csv_cell(c) for c in cells)
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    if draw(st.integers(0, 20)) == 0:
+        text = draw(st.sampled_from(["", "   ", '""', 'a"b,c', "\x1c"]))
+    return (text + end).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(csv_line(), min_size=1, max_size=20), batch=st.integers(1, 8), thumbs=st.booleans())
+def test_generated_csv_is_stored_identically_by_both_paths(pair, tmp_path, lines, batch, thumbs):  # noqa: F811
+    path = tmp_path / f"gen-{len(list(tmp_path.iterdir()))}.csv"
+    path.write_bytes((",".join(COLS) + "\n").encode() + b"".join(lines))
+    scale = "thumbs" if thumbs else "stars"
+    src = FileSource(path=str(path), mapping=FieldMapping(segment_fields=["topic"], rating_scale=scale))
+    both_ways(pair, [(path, src)], batch_lines=batch)

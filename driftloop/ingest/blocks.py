@@ -169,8 +169,9 @@ def _csv_block(
     cuts = []
     for lo in range(0, len(kept), batch_lines):
         hi = min(lo + batch_lines, len(kept))
-        end = ends[hi - 1] if hi < len(kept) else pos  # the last batch takes the blank lines after it
-        cuts.append((hi, end, hi - lo - sum(1 for i in range(lo, hi) if i in gone)))
+        real = [i for i in range(lo, hi) if i not in gone]
+        if real:  # as the row path: a batch ends after its last record, blank lines after it are read again
+            cuts.append((hi, ends[real[-1]], len(real)))
     block = TableBlock(
         table,
         fast,

@@ -1,5 +1,8 @@
 """Columnar fast path for JSONL files: pyarrow parses a batch of lines, vectorised checks validate it.
 
+(CSV and Parquet blocks, and JSONL of a mapped source or another rating
+scale, reach `_fast_rows` through `shapes.py` and `tabular.py`.)
+
 A batch of lines is parsed by `pyarrow.json` in one call, and every check that
 `parse_row` makes on a plain, valid row (types, required fields, timestamps
 with a timezone and not in the future, 1-5 stars, text size, ASCII without

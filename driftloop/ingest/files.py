@@ -13,10 +13,11 @@ falls inside other rows (event ids and quarantine content ids make the
 re-read store nothing twice; its report says `resumed_from` 0). A row that cannot
 be accepted (malformed JSON, invalid UTF-8, a ragged CSV row, a field out of
 range) is quarantined with its reason; it never stops the run. Always
-`read == accepted + duplicates + quarantined`. JSONL with the identity
-mapping and star ratings takes the columnar fast path (`columnar.py`, with
-pyarrow), which stores exactly what the row path here would; a big one
-(64 MB or more left to read) is parsed by a child process while this one
+`read == accepted + duplicates + quarantined`; a quarantine row keeps the
+row's line (a Parquet row number). JSONL, CSV and Parquet, with a field
+mapping or not, on the stars or thumbs scale, take the columnar fast path
+(`columnar.py`, `tabular.py`, with pyarrow), which stores exactly what the
+row path here would; a big file is parsed by a child process while this one
 writes (`worker.py`).
 
     >>> report = ingest_files(store, [Path("feedback.jsonl.gz"), Path("export.csv")])

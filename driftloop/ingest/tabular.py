@@ -49,7 +49,7 @@ def table_batches(block: TableBlock, parser: RowParser, source: str, reasons: Co
 
     events, quarantine, where = table_parts(block, parser, source, reasons)
     if len(block.cuts) == 1:
-        return [(block.end, block.records, events, quarantine)]
+        return [(block.cuts[0][1], block.records, events, quarantine)]
     out: list[Part] = []
     lo = 0
     for hi, end, n in block.cuts:
