@@ -270,3 +270,10 @@ def test_generated_csv_is_stored_identically_by_both_paths(pair, tmp_path, lines
     scale = "thumbs" if thumbs else "stars"
     src = FileSource(path=str(path), mapping=FieldMapping(segment_fields=["topic"], rating_scale=scale))
     both_ways(pair, [(path, src)], batch_lines=batch)
+
+
+def test_a_one_column_csv_with_quoted_empty_cells_matches_the_row_path(pair, tmp_path):  # noqa: F811
+    path = tmp_path / "one.csv"
+    path.write_bytes(b'prompt\n""\nhello\n"x"\n  \n""\n')
+    fast, _ = both_ways(pair, [(path, FileSource(path=str(path)))])
+    assert fast.read == 2

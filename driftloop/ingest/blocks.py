@@ -145,7 +145,7 @@ def _csv_block(
     ascii_ = np.fromiter((x.isascii() for x in kept), dtype=bool, count=len(kept))
     where = ascii_.nonzero()[0]
     fast_mask = np.zeros(len(kept), dtype=bool)
-    if len(where):
+    if len(where) and len(header) > 1:  # one column: a quoted empty cell is a blank line to the csv module
         some = [kept[i] for i in where.tolist()]
         arr = pa.array(some, pa.string())
         if any(b'"' in x for x in some):
@@ -176,7 +176,7 @@ def _csv_block(
         table,
         fast,
         rows,
-        lambda i: _csv_row(kept[i], header),
+        lambda i: _csv_row(kept[i], header) or (RowError("(row)", "blank"), ""),  # never blank: see above
         numbers,
         len(kept) - len(blank),
         pos,

@@ -74,7 +74,7 @@ def ingest_stream(
     progress: Callable[[], None] | None,
     number: int = 0,
     table_blocks: Iterator[Any] | None = None,
-    parts: Callable[..., tuple] | None = None,
+    parts: Callable[..., list[Any]] | None = None,
 ) -> int | None:
     """Ingest one JSONL stream from byte `start`: each block of lines commits with its checkpoint.
 
@@ -117,7 +117,7 @@ def ingest_stream(
         part: Counter[str] = Counter()
         if parts is None:
             events, quarantine = block_parts(block, own, source, part)
-            subs = [(block.end, len(block.lines), events, quarantine)]
+            subs: list[Any] = [(block.end, len(block.lines), events, quarantine)]
         else:  # a block of several batches, each committed with its own checkpoint
             subs = parts(block, own, source, part)
         batches = [
