@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ingest_fast import counts, ingest, pair, tables  # noqa: F401 - pair is a fixture
+from test_ingest_fast import rows as gen_rows
 
 from driftloop.core.config import FieldMapping, FileSource
+from driftloop.core.errors import ConfigError
 from driftloop.ingest import columnar
 
 TS = "2026-11-01T10:00:00+00:00"
@@ -277,3 +279,55 @@ def test_a_one_column_csv_with_quoted_empty_cells_matches_the_row_path(pair, tmp
     path.write_bytes(b'prompt\n""\nhello\n"x"\n  \n""\n')
     fast, _ = both_ways(pair, [(path, FileSource(path=str(path)))])
     assert fast.read == 2
+
+
+@st.composite
+def mapped_line(draw) -> bytes:
+    """A generated row of tests/test_ingest_fast.py in the team's own names (segment keys as fields)."""
+    raw = draw(gen_rows())
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(obj, dict):
+        return raw
+    seg = obj.pop("segment", None)
+    out = {NAMES.get(k, k): v for k, v in obj.items()}
+    if isinstance(seg, dict) and draw(st.booleans()):
+        out.update({k: v for k, v in seg.items() if k in ("topic", "locale")})
+    if draw(st.integers(0, 5)):  # most rows carry every mapped field (else: `mapped field ... missing`)
+        out.setdefault("id", draw(st.sampled_from([None, "h1", "h2", "h 3"])))
+        out.setdefault("model", draw(st.sampled_from([None, "3", "v1.2"])))
+        out.setdefault("answer", draw(st.sampled_from([None, "", "fine", "call 415 555 0100"])))
+        out.setdefault("feedback", draw(st.sampled_from(["up", "down", None])))
+        out.setdefault("topic", draw(st.sampled_from([None, "billing", ""])))
+        out.setdefault("locale", "en")
+    if draw(st.integers(0, 4)) == 0:
+        out["feedback"] = draw(st.sampled_from(["up", "Down", " up", "meh", True, 0, -1, 1.0, None, ""]))
+    return json.dumps(out, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def valid_line(draw) -> bytes:
+    """A valid row in the team's names, some of its values varied."""
+    row = {**USER, "id": draw(st.sampled_from([None, "v1", "v2", "v3"]))}
+    row["feedback"] = draw(st.sampled_from(["up", "down", "UP", True, False, 1, 0, None]))
+    row["topic"] = draw(st.sampled_from(["billing", None, "a b"]))
+    row["question"] = draw(st.sampled_from(["hi", "mail a@b.io", "order 12"]))
+    return json.dumps(row).encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(mapped_line(), valid_line()), min_size=1, max_size=20), batch=st.integers(1, 8))
+def test_generated_mapped_jsonl_is_stored_identically_by_both_paths(pair, tmp_path, lines, batch):  # noqa: F811
+    path = tmp_path / f"gen-{len(list(tmp_path.iterdir()))}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    files = [(path, FileSource(path=str(path), mapping=MAPPING))]
+    got = []
+    for store, fast in ((pair[0], True), (pair[1], False)):
+        try:
+            got.append(counts(ingest(store, files, fast, batch_lines=batch)))
+        except ConfigError as e:  # a mapped field in none of the first batch's rows: both refuse alike
+            got.append(str(e))
+    assert got[0] == got[1]
+    assert tables(pair[0]) == tables(pair[1])
