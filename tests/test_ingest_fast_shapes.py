@@ -270,7 +270,9 @@ def test_generated_csv_is_stored_identically_by_both_paths(pair, tmp_path, lines
     path = tmp_path / f"gen-{len(list(tmp_path.iterdir()))}.csv"
     path.write_bytes((",".join(COLS) + "\n").encode() + b"".join(lines))
     scale = "thumbs" if thumbs else "stars"
-    src = FileSource(path=str(path), mapping=FieldMapping(segment_fields=["topic"], rating_scale=scale))
+    src = FileSource(
+        path=str(path), mapping=FieldMapping(segment_fields=["topic"], rating_scale=scale), id_namespace="t"
+    )
     both_ways(pair, [(path, src)], batch_lines=batch)
 
 
@@ -322,7 +324,7 @@ def valid_line(draw) -> bytes:
 def test_generated_mapped_jsonl_is_stored_identically_by_both_paths(pair, tmp_path, lines, batch):  # noqa: F811
     path = tmp_path / f"gen-{len(list(tmp_path.iterdir()))}.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    files = [(path, FileSource(path=str(path), mapping=MAPPING))]
+    files = [(path, FileSource(path=str(path), mapping=MAPPING, id_namespace="t"))]  # ids unique across examples
     got = []
     for store, fast in ((pair[0], True), (pair[1], False)):
         try:
