@@ -307,6 +307,9 @@ NEGATIVES = [
     "MAC 00-1A-2B-3C-4D-5E",
     "UUID 123e4567-e89b-12d3-a456-426614174000",
     "hash 9f86d081884c7d65",
+    # Trace and span ids: hex, whose digit runs may pass the Luhn check (here 13 and 15 digits).
+    "trace_id 7ef46b47f4c98fc08df8213050181610",
+    "span 62e7934dc514bb340998094460379c4c",
     # Plain text with numbers.
     "call me in 5 minutes",
     "press 1 then 2",

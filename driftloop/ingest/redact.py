@@ -46,8 +46,9 @@ BUILTIN: dict[str, str] = {
     # start only where a word starts: linear time even on a 1 MB run of letters.
     # Domain labels may be internationalised (Unicode letters and digits).
     "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,24}(?![\w-])",
-    # 13-19 digits, optionally grouped by single spaces or dashes; Luhn-checked below.
-    "card": r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])",
+    # 13-19 digits, optionally grouped by single spaces or dashes; Luhn-checked below. Not inside a
+    # word: a digit run within a hex id (trace and span ids) is no card, and one in ten passes Luhn.
+    "card": r"(?<![A-Za-z0-9-])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9-])",
     "ip": (
         rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\d|\.\d)"
         rf"|(?<![:\w])(?:{_H}:){{7}}{_H}(?![:\w])"
