@@ -103,7 +103,7 @@ def test_monitor_table_has_a_judge_section(sqlite_store, tmp_path):
     start, end = T0, T0 + timedelta(hours=1)
     out = judge_window_events(cfg, sqlite_store, sqlite_store.read_window(start, end, ["topic"]), start, end)
     res = MonitorResult(judged=out.window, judges=out.calibrations)
-    console = Console(width=300, record=True)
+    console = Console(width=400, record=True)  # each reason on one line
     console.print(monitor_table(res))
     text = console.export_text()
     assert "judge strict: kappa" in text and "fewer than 100" in text  # 60 labels: shown, not used
