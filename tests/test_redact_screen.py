@@ -95,3 +95,36 @@ def test_a_digit_run_inside_a_hex_id_is_no_card_but_a_card_in_text_is():
     assert REDACTOR.flags(span_id) is None and REDACTOR.text(span_id) == span_id
     for s in ("card 4111111111111111", "card:4111 1111 1111 1111.", "card_4111111111111111", "(4111-1111-1111-1111)"):
         assert REDACTOR.flags(s) == "card", s
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+    st.text(alphabet="0123456789abcdef", min_size=16, max_size=16),
+)
+def test_no_built_in_detector_flags_an_otlp_receiver_id(trace_id, span_id):
+    """The receiver's ids skip the detectors' check (`rows.RECEIVER_ID`): sound only if none flags one."""
+    from driftloop.ingest.rows import RECEIVER_ID
+
+    event_id = f"otel:{trace_id}:{span_id}"
+    assert RECEIVER_ID.fullmatch(event_id)
+    # The one possible match: a span id of 16 digits that passes Luhn, taken for a card.
+    assert REDACTOR.flags(event_id) in (None, "card" if span_id.isdigit() else None), event_id
+    assert REDACTOR.flags(f"otel:{'4111111111111111'.rjust(32, '0')}:{span_id}") in (
+        None,
+        "card" if span_id.isdigit() else None,
+    )
+
+
+def test_otlp_receiver_ids_still_meet_a_configured_pattern():
+    from driftloop.ingest.pipeline import RowParser
+    from driftloop.ingest.rows import RowError
+
+    row = {"event_id": "otel:" + "0" * 26 + "123456:" + "a" * 16, "ts": "2026-11-01T10:00:00Z", "prompt": "q"}
+    assert RowParser(redactor=Redactor()).event(row, "t").event_id == row["event_id"]
+    strict = RowParser(redactor=Redactor(patterns={"six": r"\d{6}"}))
+    try:
+        strict.event(row, "t")
+        raise AssertionError("a configured pattern must still see receiver ids")
+    except RowError as e:
+        assert e.field == "event_id"
