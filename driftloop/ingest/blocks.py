@@ -38,8 +38,7 @@ GROUP = 2  # batches parsed together: arrow's cost per call is paid once for bot
 _CELL = rb'(?:"(?:[^"\x00-\x08\x0a-\x1f]|"")*"|[^",\x00-\x08\x0a-\x1f\x7f]*)'
 SIMPLE_LINE = re.compile(rb"(?:" + _CELL + rb"(?:," + _CELL + rb")*)\r?\n?")  # one plain CSV record
 _ODD_CHARS = [bytes([c]) for c in b'"' + bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"]
-# ... what only some plain lines hold; and a line of ASCII whitespace only (bytes.strip()'s), blank to the row path
-_BLANK = re.compile(rb"(?m)^[ \t\r\x0b\x0c]*$")
+# ... what only some plain lines hold
 
 
 class NotPlain(EOFError):
@@ -138,7 +137,7 @@ def _csv_block(
     ends: list[int] = []  # stream offset after each kept line
     if joined is None:
         joined = b"".join(chunk)
-    if chunk and not _BLANK.search(joined, 0, len(joined) - 1):  # no blank line: every line is kept
+    if chunk and all(map(bytes.strip, chunk)):  # no blank line (ASCII whitespace only): every line is kept
         kept, numbers = chunk, list(range(number + 1, number + len(chunk) + 1))
         ends = list(itertools.accumulate(map(len, chunk), initial=pos))[1:]
         number, pos, buf = numbers[-1], ends[-1], joined
