@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 PROCESS_MIN_BYTES = 64 * 1024 * 1024  # bytes left to read: below, a child's start-up (~1 s) does not pay
 PARSE_THREADS = 2  # blocks parsed at once while the writer writes (this machine class has 2 cores)
+PIPE_BYTES = 1 << 20  # the parse child's pipe buffer where the OS allows it (Linux's default maximum)
 AHEAD_BLOCKS = 4  # parsed blocks the child may send ahead of the writes (bounded memory)
 HEAD_START_BYTES = 8 * 1024 * 1024  # ingested here, in threads, while the child starts up (~0.7 s)
 
@@ -55,6 +56,21 @@ HEAD_START_BYTES = 8 * 1024 * 1024  # ingested here, in threads, while the child
 def process_ok(path: Path, start: int) -> bool:
     """True when `path` has PROCESS_MIN_BYTES on disk after `start` and this machine has 2+ cores."""
     return (os.cpu_count() or 1) >= 2 and path.stat().st_size - start >= PROCESS_MIN_BYTES
+
+
+def _widen(conn: Any) -> None:
+    """Give the pipe PIPE_BYTES of buffer where the OS allows it (Linux: F_SETPIPE_SZ), else leave it.
+
+    A parsed batch is several hundred KB. Through a 64 KB pipe the pump thread reads it in many
+    pieces, and between two pieces it waits for the GIL, which the writer thread holds while it
+    encodes rows: the child then waits in send() and the writer for the next batch.
+    """
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 # ---------------------------------------------------------------- threads
@@ -272,6 +288,7 @@ def ingest_in_process(
     head = head[: head.rfind(b"\n") + 1]  # whole lines only: the child starts at the next one
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
+    _widen(recv)
     target, args = child or (_child, ())
     proc = ctx.Process(
         target=target,
